@@ -1,0 +1,18 @@
+//! zoa-init: the PID 1 of zoa images. See `README.md` for the configuration
+//! schema and the console line contract; `main.rs` repeats the line formats.
+//!
+//! Modules, in boot order: [`mounts`], [`console`], [`config`], [`system`]
+//! (host name, kernel modules), [`tpm`] (PCRs, event log), [`server`]
+//! (spawn, reap), [`power`]; [`boot`] strings them together.
+
+pub mod boot;
+pub mod config;
+pub mod console;
+pub mod mounts;
+pub mod power;
+pub mod server;
+pub mod system;
+pub mod tpm;
+
+/// This zoa-init's version, printed first as `zoa-init: version <v>`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,151 @@
+//! Shared fixtures of the integration suite: the `zoa` binary, the pinned inputs, and
+//! small recipes generated per test.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The pinned Debian packages (`../shared/inputs`), or `ZOA_SHARED_INPUTS`.
+pub fn shared_inputs() -> PathBuf {
+    if let Some(p) = std::env::var_os("ZOA_SHARED_INPUTS") {
+        return PathBuf::from(p);
+    }
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/inputs");
+    assert!(
+        p.is_dir(),
+        "pinned inputs not found at {}: set ZOA_SHARED_INPUTS",
+        p.display()
+    );
+    p
+}
+
+/// The static zoa-init built by `.ci/test` (or `ZOA_INIT`).
+pub fn init_binary() -> PathBuf {
+    let p = std::env::var_os("ZOA_INIT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("target/x86_64-unknown-linux-musl/release/zoa-init")
+        });
+    assert!(
+        p.is_file(),
+        "zoa-init not found at {}: run `cargo build -p zoa-init --release --target x86_64-unknown-linux-musl`",
+        p.display()
+    );
+    p
+}
+
+/// `zoa` with a private cache and the pinned inputs, never the network.
+pub fn zoa(cache: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_zoa"));
+    c.env("ZOA_CACHE", cache)
+        .env("ZOA_INIT", init_binary())
+        .env_remove("ZOA_INPUTS")
+        .env_remove("SOURCE_DATE_EPOCH");
+    c
+}
+
+pub fn run(cmd: &mut Command) -> Output {
+    cmd.output().expect("zoa runs")
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// sha256 of a file in the pinned inputs.
+pub fn sha256_of(path: &Path) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(std::fs::read(path).expect("read input")))
+}
+
+pub const KERNEL_DEB: &str = "linux-image-6.1.0-56-cloud-amd64_6.1.192-2_amd64.deb";
+pub const KERNEL_MEMBER: &str = "boot/vmlinuz-6.1.0-56-cloud-amd64";
+pub const STUB252_DEB: &str = "systemd-boot-efi_252.39-1~deb12u2_amd64.deb";
+pub const STUB262_DEB: &str = "systemd-boot-efi_262.1-1_amd64.deb";
+pub const STUB_MEMBER: &str = "usr/lib/systemd/boot/efi/linuxx64.efi.stub";
+
+/// An `[inputs.NAME]` table for a file (absolute source path, real digest).
+pub fn input_table(name: &str, file: &Path) -> String {
+    format!(
+        "[inputs.{name}]\nsha256 = \"{}\"\nsources = [{:?}]\n",
+        sha256_of(file),
+        file.display().to_string()
+    )
+}
+
+/// A small, fast recipe: kernel + stub 252 + PID 1, no sysroot. `extra` is appended.
+pub fn tiny_recipe(extra: &str) -> String {
+    let inputs = shared_inputs();
+    format!(
+        r#"[image]
+name = "tiny"
+version = "1"
+cmdline = "console=ttyS0 panic=-1"
+
+[kernel]
+input = "kernel"
+path = "{KERNEL_MEMBER}"
+
+[stub]
+input = "stub"
+path = "{STUB_MEMBER}"
+
+[init]
+print_pcrs = true
+
+{}
+{}
+{extra}
+"#,
+        input_table("kernel", &inputs.join(KERNEL_DEB)),
+        input_table("stub", &inputs.join(STUB252_DEB)),
+    )
+}
+
+/// A scratch directory holding a recipe, a cache and an output directory.
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    pub fn new() -> Fixture {
+        Fixture {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn write(&self, rel: &str, content: impl AsRef<[u8]>) -> PathBuf {
+        let p = self.path(rel);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent).expect("mkdir");
+        }
+        std::fs::write(&p, content).expect("write");
+        p
+    }
+
+    pub fn cache(&self) -> PathBuf {
+        self.path("cache")
+    }
+
+    /// `zoa build RECIPE --out OUT` in this fixture.
+    pub fn build(&self, recipe: &Path, out: &str) -> Output {
+        run(zoa(&self.cache())
+            .arg("build")
+            .arg(recipe)
+            .arg("--out")
+            .arg(self.path(out)))
+    }
+}
+
+/// True when `dir` does not exist or is empty.
+pub fn absent_or_empty(dir: &Path) -> bool {
+    match std::fs::read_dir(dir) {
+        Err(_) => true,
+        Ok(mut it) => it.next().is_none(),
+    }
+}

@@ -1,0 +1,115 @@
+//! The command-line interface definition (clap derive). Kept apart from `main.rs` so the
+//! man page and completions are generated from the same definition.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// zoa — zero-operator-access boot images for AI inference on AWS.
+///
+/// Builds an immutable, shell-free Unified Kernel Image from a pinned recipe,
+/// reproducibly; checks it against the shell-free policy.
+/// Exit status: 0 success, 1 error, 2 usage error, 3 policy violation.
+#[derive(Debug, Parser)]
+#[command(name = "zoa", version, propagate_version = true, max_term_width = 100)]
+pub struct Cli {
+    /// Print only errors (no progress bars, no summaries).
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// More detail on stderr (repeat for more).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Build a UKI and build.json from a recipe (reproducible, atomic).
+    ///
+    /// Writes DIR/uki.efi and DIR/build.json (inputs and outputs with sha256, the file
+    /// list and the policy report). The same recipe and lock give a byte-identical
+    /// uki.efi whatever the time, directory, user, umask, TZ or locale.
+    Build(BuildArgs),
+    /// Resolve every pinned input and write RECIPE.lock.
+    Lock(LockArgs),
+    /// Run the shell-free policy alone on a recipe or a built UKI (exit 3 on a violation).
+    Check(CheckArgs),
+    /// Print shell completions (bash, zsh, fish, elvish, powershell) to stdout.
+    Completions(CompletionsArgs),
+    /// Print the man page (roff) to stdout, or write one page per command into --out.
+    Manpage(ManpageArgs),
+}
+
+/// Where inputs come from.
+#[derive(Debug, Args, Clone)]
+pub struct InputArgs {
+    /// A directory of pre-fetched input files, searched by name and digest (repeatable;
+    /// also ZOA_INPUTS, colon-separated).
+    #[arg(long = "inputs", value_name = "DIR")]
+    pub inputs: Vec<PathBuf>,
+    /// Content-addressed download cache [default: $ZOA_CACHE or ~/.cache/zoa].
+    #[arg(long, value_name = "DIR")]
+    pub cache: Option<PathBuf>,
+    /// Never use the network: inputs must be in the cache, an inputs directory or a local path.
+    #[arg(long)]
+    pub offline: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// The recipe (TOML), e.g. image-recipes/llama-server.toml.
+    pub recipe: PathBuf,
+    /// Output directory [default: dist/<name>-<version>].
+    #[arg(long, short = 'o', value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Refuse to build if RECIPE.lock is missing or differs from the recipe's pins.
+    #[arg(long)]
+    pub locked: bool,
+    /// The PID 1 binary (static zoa-init) when the recipe does not pin one
+    /// [default: $ZOA_INIT, or zoa-init next to zoa].
+    #[arg(long, value_name = "FILE")]
+    pub init: Option<PathBuf>,
+    #[command(flatten)]
+    pub inputs: InputArgs,
+    /// Print a JSON summary on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LockArgs {
+    /// The recipe (TOML).
+    pub recipe: PathBuf,
+    #[command(flatten)]
+    pub inputs: InputArgs,
+    /// Print the lock as JSON on stdout as well.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// A recipe (TOML) or a UKI (PE file); a UKI's .initrd and .cmdline are checked.
+    pub target: PathBuf,
+    /// The PID 1 binary for recipe checks (see `zoa build --init`).
+    #[arg(long, value_name = "FILE")]
+    pub init: Option<PathBuf>,
+    #[command(flatten)]
+    pub inputs: InputArgs,
+    /// Print the policy report as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell.
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct ManpageArgs {
+    /// Write zoa.1 and zoa-<command>.1 into this directory instead of printing zoa.1.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+}

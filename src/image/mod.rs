@@ -1,0 +1,500 @@
+//! Building the boot image: recipe → inputs → sysroot → file tree → policy → initramfs →
+//! UKI, written atomically with its `build.json`.
+
+pub mod check;
+pub mod compose;
+pub mod elf;
+pub mod initramfs;
+pub mod pe;
+pub mod policy;
+pub mod sysroot;
+pub mod tree;
+pub mod uki;
+
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+use crate::digest;
+use crate::fetch::{Fetched, Fetcher, Pin};
+use crate::lock::{Lock, LockError, LockedInput, LOCK_VERSION};
+use crate::progress::Progress;
+use crate::recipe::{Compression, FileRef, Recipe};
+use compose::{ComposeError, Composed};
+use policy::PolicyReport;
+use tree::FileEntry;
+use uki::{NewSection, PlacedSection, SectionData, StubInfo};
+
+/// Errors of `zoa build` (and of the steps `zoa check` and `zoa lock` share with it).
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Fetch(#[from] crate::fetch::FetchError),
+    #[error(transparent)]
+    Deb(#[from] crate::deb::DebError),
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    #[error(transparent)]
+    Compose(#[from] ComposeError),
+    #[error(transparent)]
+    Uki(#[from] uki::UkiError),
+    #[error(transparent)]
+    Initramfs(#[from] initramfs::InitramfsError),
+    #[error("policy: {} violation(s): {}", .0.violations.len(), .0.violation_summary())]
+    Policy(Box<PolicyReport>),
+    #[error("{path}: {message}")]
+    Output { path: PathBuf, message: String },
+}
+
+/// Options of a build that are not part of the recipe.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    /// Output directory (default `dist/<name>-<version>`).
+    pub out_dir: Option<PathBuf>,
+    /// Refuse to build when the lock file is missing or differs from the recipe.
+    pub locked: bool,
+    pub fetcher: FetchSettings,
+    /// The PID 1 binary when the recipe does not pin one.
+    pub init_binary: Option<PathBuf>,
+    pub progress: Progress,
+}
+
+/// Where inputs come from.
+#[derive(Debug, Clone)]
+pub struct FetchSettings {
+    pub cache_dir: PathBuf,
+    pub inputs_dirs: Vec<PathBuf>,
+    pub offline: bool,
+}
+
+impl FetchSettings {
+    fn fetcher(&self, recipe: &Recipe, progress: &Progress) -> Fetcher {
+        Fetcher::new(
+            self.cache_dir.clone(),
+            self.inputs_dirs.clone(),
+            recipe.base_dir.clone(),
+        )
+        .offline(self.offline)
+        .show_progress(progress.enabled())
+    }
+}
+
+/// Inputs fetched and verified for a recipe.
+#[derive(Debug)]
+pub struct FetchedInputs {
+    pub files: std::collections::BTreeMap<String, Fetched>,
+}
+
+impl FetchedInputs {
+    /// The local path of an input.
+    pub fn path(&self, name: &str) -> &Path {
+        // Recipe validation guarantees every referenced input exists and fetch_all
+        // fetched every input, so the lookup cannot miss.
+        self.files
+            .get(name)
+            .map(|f| f.path.as_path())
+            .unwrap_or(Path::new("/nonexistent"))
+    }
+}
+
+/// Fetches every input of the recipe (each verified by sha256).
+pub fn fetch_all(
+    recipe: &Recipe,
+    settings: &FetchSettings,
+    progress: &Progress,
+) -> Result<FetchedInputs, BuildError> {
+    let fetcher = settings.fetcher(recipe, progress);
+    let mut files = std::collections::BTreeMap::new();
+    let stage = progress.stage(format!("fetching {} inputs", recipe.spec.inputs.len()));
+    for (name, spec) in &recipe.spec.inputs {
+        stage.set_message(format!("fetching {name}"));
+        let pin = Pin {
+            name: name.clone(),
+            sha256: spec.sha256.clone(),
+            sources: spec.sources.clone(),
+        };
+        files.insert(name.clone(), fetcher.fetch(&pin)?);
+    }
+    stage.finish();
+    Ok(FetchedInputs { files })
+}
+
+/// `zoa lock`: resolves every input and returns the lock (the caller writes it).
+pub fn lock(
+    recipe: &Recipe,
+    settings: &FetchSettings,
+    progress: &Progress,
+) -> Result<Lock, BuildError> {
+    let fetched = fetch_all(recipe, settings, progress)?;
+    let mut inputs = Vec::new();
+    for (name, spec) in &recipe.spec.inputs {
+        let f = &fetched.files[name];
+        let info = crate::deb::read_info(&f.path).ok();
+        inputs.push(LockedInput {
+            name: name.clone(),
+            sha256: spec.sha256.clone(),
+            size: f.size,
+            sources: spec.sources.clone(),
+            package: info.as_ref().map(|i| i.package.clone()),
+            package_version: info.map(|i| i.version),
+        });
+    }
+    Ok(Lock {
+        version: LOCK_VERSION,
+        inputs,
+    })
+}
+
+/// Materialises a kernel or stub reference into a file under `work`.
+pub fn materialise(
+    r: &FileRef,
+    inputs: &FetchedInputs,
+    work: &Path,
+    name: &str,
+) -> Result<PathBuf, BuildError> {
+    let input = inputs.path(&r.input);
+    match &r.path {
+        None => Ok(input.to_owned()),
+        Some(member) => {
+            let dest = work.join(name);
+            let mut f = std::fs::File::create(&dest).map_err(|e| BuildError::Output {
+                path: dest.clone(),
+                message: e.to_string(),
+            })?;
+            crate::deb::copy_data_file(input, member, &mut f)?;
+            Ok(dest)
+        }
+    }
+}
+
+/// What `build.json` records.
+#[derive(Debug, Serialize)]
+pub struct BuildReport {
+    pub zoa_version: &'static str,
+    pub name: String,
+    pub version: String,
+    pub recipe: RecipeRecord,
+    pub source_date_epoch: u64,
+    pub cmdline: String,
+    pub stub: StubInfo,
+    pub kernel: KernelRecord,
+    pub inputs: Vec<InputRecord>,
+    pub init: OutputRecord,
+    pub outputs: Vec<OutputRecord>,
+    pub sections: Vec<PlacedSection>,
+    pub initramfs: InitramfsRecord,
+    pub policy: PolicyReport,
+    pub files: Vec<FileEntry>,
+}
+
+/// The recipe a build came from (file name, not path: build.json must not depend on
+/// where the recipe was).
+#[derive(Debug, Serialize)]
+pub struct RecipeRecord {
+    pub file: String,
+    pub sha256: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct KernelRecord {
+    pub release: Option<String>,
+    pub sha256: String,
+    pub size: u64,
+}
+
+/// One input with its digest and, for packages, name and version.
+#[derive(Debug, Serialize)]
+pub struct InputRecord {
+    pub name: String,
+    pub sha256: String,
+    pub size: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub package: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub package_version: Option<String>,
+}
+
+/// A produced file.
+#[derive(Debug, Serialize, Clone)]
+pub struct OutputRecord {
+    pub path: String,
+    pub sha256: String,
+    pub size: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct InitramfsRecord {
+    pub compression: Compression,
+    pub uncompressed_size: u64,
+    pub size: u64,
+    pub entries: usize,
+}
+
+/// A finished build.
+#[derive(Debug)]
+pub struct BuiltImage {
+    pub out_dir: PathBuf,
+    pub uki: PathBuf,
+    pub build_json: PathBuf,
+    pub report: BuildReport,
+}
+
+/// Default output directory for a recipe.
+pub fn default_out_dir(recipe: &Recipe) -> PathBuf {
+    PathBuf::from("dist").join(format!(
+        "{}-{}",
+        recipe.spec.image.name, recipe.spec.image.version
+    ))
+}
+
+/// `zoa build`: builds the UKI and `build.json`. Nothing is left in the output directory
+/// on failure.
+pub fn build(recipe: &Recipe, opts: &BuildOptions) -> Result<BuiltImage, BuildError> {
+    let progress = &opts.progress;
+    if opts.locked {
+        let lock_path = recipe.lock_path();
+        Lock::read(&lock_path)?.check_matches(recipe, &lock_path)?;
+    }
+    let inputs = fetch_all(recipe, &opts.fetcher, progress)?;
+    let work = tempfile::Builder::new()
+        .prefix("zoa-build-")
+        .tempdir()
+        .map_err(|e| BuildError::Output {
+            path: std::env::temp_dir(),
+            message: format!("cannot create a work directory: {e}"),
+        })?;
+    let composed = compose::compose(
+        recipe,
+        &inputs,
+        work.path(),
+        opts.init_binary.as_deref(),
+        progress,
+    )?;
+    if !composed.policy.passed() {
+        return Err(BuildError::Policy(Box::new(composed.policy)));
+    }
+    let out_dir = opts
+        .out_dir
+        .clone()
+        .unwrap_or_else(|| default_out_dir(recipe));
+    write_outputs(recipe, &inputs, composed, &out_dir, work.path(), progress)
+}
+
+/// Creates `dir` if needed; returns whether it was created (so failure can remove it).
+fn prepare_out_dir(dir: &Path) -> Result<bool, BuildError> {
+    let err = |message: String| BuildError::Output {
+        path: dir.to_owned(),
+        message,
+    };
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => Ok(false),
+        Ok(_) => Err(err("exists and is not a directory".into())),
+        Err(_) => {
+            std::fs::create_dir_all(dir).map_err(|e| err(format!("cannot create: {e}")))?;
+            Ok(true)
+        }
+    }
+}
+
+fn write_outputs(
+    recipe: &Recipe,
+    inputs: &FetchedInputs,
+    composed: Composed,
+    out_dir: &Path,
+    work: &Path,
+    progress: &Progress,
+) -> Result<BuiltImage, BuildError> {
+    let created = prepare_out_dir(out_dir)?;
+    let result = write_outputs_into(recipe, inputs, composed, out_dir, work, progress);
+    if result.is_err() && created {
+        // Only remove what this build created, and only if nothing else appeared in it.
+        let _ = std::fs::remove_dir(out_dir);
+    }
+    result
+}
+
+fn write_outputs_into(
+    recipe: &Recipe,
+    inputs: &FetchedInputs,
+    composed: Composed,
+    out_dir: &Path,
+    work: &Path,
+    progress: &Progress,
+) -> Result<BuiltImage, BuildError> {
+    let out_err = |path: &Path, e: std::io::Error| BuildError::Output {
+        path: path.to_owned(),
+        message: e.to_string(),
+    };
+    let spec = &recipe.spec;
+    let epoch = recipe.source_date_epoch();
+    let mtime = epoch as u32; // validated to fit in recipe validation or by the default
+    let archive_len = initramfs::archive_len(&composed.tree);
+
+    // The uncompressed archive streams straight into its section; a compressed one is
+    // made first (its size must be known before the section table is written).
+    let bar = progress.bytes(archive_len, "writing initramfs");
+    let mut file_list = Vec::new();
+    let (initrd_data, initrd_size) = match spec.image.compression {
+        Compression::None => {
+            let tree = &composed.tree;
+            let list = &mut file_list;
+            let bar = bar.clone();
+            let data = SectionData::Stream {
+                len: archive_len,
+                write: Box::new(move |w: &mut dyn std::io::Write| {
+                    let mut w = bar.wrap_write(w);
+                    *list = initramfs::write_archive(tree, mtime, &mut w)
+                        .map_err(std::io::Error::other)?;
+                    Ok(())
+                }),
+            };
+            (data, archive_len)
+        }
+        Compression::Zstd => {
+            let raw = work.join("initrd.cpio");
+            let packed = work.join("initrd.cpio.zst");
+            {
+                let f = std::fs::File::create(&raw).map_err(|e| out_err(&raw, e))?;
+                let mut w = bar.wrap_write(std::io::BufWriter::new(f));
+                file_list = initramfs::write_archive(&composed.tree, mtime, &mut w)?;
+                std::io::Write::flush(&mut w).map_err(|e| out_err(&raw, e))?;
+            }
+            let mut r = std::fs::File::open(&raw).map_err(|e| out_err(&raw, e))?;
+            let mut w = std::fs::File::create(&packed).map_err(|e| out_err(&packed, e))?;
+            initramfs::compress(Compression::Zstd, &mut r, &mut w)
+                .map_err(|e| out_err(&packed, e))?;
+            let _ = std::fs::remove_file(&raw);
+            let size = std::fs::metadata(&packed)
+                .map_err(|e| out_err(&packed, e))?
+                .len();
+            (SectionData::File(packed), size)
+        }
+    };
+
+    let mut sections = vec![
+        NewSection {
+            name: ".osrel",
+            data: SectionData::Bytes(uki::render_os_release(&spec.image.os_release).into_bytes()),
+        },
+        NewSection {
+            name: ".cmdline",
+            data: SectionData::Bytes(spec.image.cmdline.clone().into_bytes()),
+        },
+    ];
+    if let Some(release) = &composed.kernel_release {
+        sections.push(NewSection {
+            name: ".uname",
+            data: SectionData::Bytes(release.clone().into_bytes()),
+        });
+    }
+    sections.push(NewSection {
+        name: ".initrd",
+        data: initrd_data,
+    });
+    sections.push(NewSection {
+        name: ".linux",
+        data: SectionData::File(composed.kernel.clone()),
+    });
+
+    let mut uki_tmp = tempfile::Builder::new()
+        .prefix(".uki.efi.")
+        .tempfile_in(out_dir)
+        .map_err(|e| out_err(out_dir, e))?;
+    let placed = uki::assemble(&composed.stub, sections, mtime, uki_tmp.as_file_mut())?;
+    bar.finish();
+
+    let stage = progress.stage("hashing outputs".into());
+    let (uki_sha, uki_size) =
+        digest::sha256_file(uki_tmp.path()).map_err(|e| out_err(uki_tmp.path(), e))?;
+    let (kernel_sha, kernel_size) =
+        digest::sha256_file(&composed.kernel).map_err(|e| out_err(&composed.kernel, e))?;
+    stage.finish();
+
+    let report = BuildReport {
+        zoa_version: env!("CARGO_PKG_VERSION"),
+        name: spec.image.name.clone(),
+        version: spec.image.version.clone(),
+        recipe: RecipeRecord {
+            file: recipe
+                .path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            sha256: recipe.sha256.clone(),
+        },
+        source_date_epoch: epoch,
+        cmdline: spec.image.cmdline.clone(),
+        stub: composed.stub_info.clone(),
+        kernel: KernelRecord {
+            release: composed.kernel_release.clone(),
+            sha256: kernel_sha,
+            size: kernel_size,
+        },
+        inputs: input_records(recipe, inputs),
+        init: composed.init_record.clone(),
+        outputs: vec![OutputRecord {
+            path: "uki.efi".into(),
+            sha256: uki_sha,
+            size: uki_size,
+        }],
+        sections: placed,
+        initramfs: InitramfsRecord {
+            compression: spec.image.compression,
+            uncompressed_size: archive_len,
+            size: initrd_size,
+            entries: composed.tree.len(),
+        },
+        policy: composed.policy,
+        files: file_list,
+    };
+    let json = serde_json::to_vec_pretty(&report).map_err(|e| BuildError::Output {
+        path: out_dir.join("build.json"),
+        message: e.to_string(),
+    })?;
+    let mut json_tmp = tempfile::Builder::new()
+        .prefix(".build.json.")
+        .tempfile_in(out_dir)
+        .map_err(|e| out_err(out_dir, e))?;
+    std::io::Write::write_all(&mut json_tmp, &json).map_err(|e| out_err(json_tmp.path(), e))?;
+    std::io::Write::write_all(&mut json_tmp, b"\n").map_err(|e| out_err(json_tmp.path(), e))?;
+
+    let uki_path = out_dir.join("uki.efi");
+    let json_path = out_dir.join("build.json");
+    set_mode(uki_tmp.path(), 0o644).map_err(|e| out_err(uki_tmp.path(), e))?;
+    set_mode(json_tmp.path(), 0o644).map_err(|e| out_err(json_tmp.path(), e))?;
+    uki_tmp
+        .persist(&uki_path)
+        .map_err(|e| out_err(&uki_path, e.error))?;
+    json_tmp
+        .persist(&json_path)
+        .map_err(|e| out_err(&json_path, e.error))?;
+    Ok(BuiltImage {
+        out_dir: out_dir.to_owned(),
+        uki: uki_path,
+        build_json: json_path,
+        report,
+    })
+}
+
+fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+}
+
+fn input_records(recipe: &Recipe, inputs: &FetchedInputs) -> Vec<InputRecord> {
+    recipe
+        .spec
+        .inputs
+        .iter()
+        .map(|(name, spec)| {
+            let f = &inputs.files[name];
+            let info = crate::deb::read_info(&f.path).ok();
+            InputRecord {
+                name: name.clone(),
+                sha256: spec.sha256.clone(),
+                size: f.size,
+                package: info.as_ref().map(|i| i.package.clone()),
+                package_version: info.map(|i| i.version),
+            }
+        })
+        .collect()
+}

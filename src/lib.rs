@@ -1,0 +1,13 @@
+//! zoa — zero-operator-access boot images for AI inference on AWS.
+//!
+//! The library follows the release pipeline, one module per stage:
+//! [`recipe`] (what to build, pinned) → [`image`] (the UKI and its `build.json`) →
+//! measure → release → deploy. `main.rs` only wires the command line to these calls.
+
+pub mod deb;
+pub mod digest;
+pub mod fetch;
+pub mod image;
+pub mod lock;
+pub mod progress;
+pub mod recipe;

@@ -1,0 +1,233 @@
+//! The `zoa` command line: parses arguments with clap and calls the library.
+
+mod cli;
+
+use anyhow::{Context, Result};
+use clap::{CommandFactory, Parser};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use cli::{BuildArgs, CheckArgs, Cli, Command, InputArgs, LockArgs, ManpageArgs};
+use zoa::image::{self, BuildError, BuildOptions, FetchSettings};
+use zoa::progress::Progress;
+use zoa::recipe::Recipe;
+
+/// Exit status of a policy violation (distinct from other errors, for CI gates).
+const EXIT_POLICY: u8 = 3;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli);
+    match run(&cli) {
+        Ok(code) => code,
+        Err(err) => {
+            let code = exit_code_of(&err);
+            eprintln!("zoa: error: {}", one_line(&err));
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn init_logging(cli: &Cli) {
+    let level = match (cli.quiet, cli.verbose) {
+        (true, _) => log::LevelFilter::Error,
+        (false, 0) => log::LevelFilter::Warn,
+        (false, 1) => log::LevelFilter::Info,
+        (false, _) => log::LevelFilter::Debug,
+    };
+    env_logger::Builder::new()
+        .filter_level(level)
+        .format_timestamp(None)
+        .format_target(false)
+        .init();
+}
+
+/// The error chain on one line: "context: cause: cause".
+fn one_line(err: &anyhow::Error) -> String {
+    let parts: Vec<String> = err
+        .chain()
+        .map(|e| e.to_string().replace('\n', " "))
+        .collect();
+    let mut out: Vec<String> = Vec::new();
+    for p in parts {
+        // thiserror's transparent wrappers repeat their source; print each message once.
+        if !out.iter().any(|o| o.contains(&p)) {
+            out.push(p);
+        }
+    }
+    out.join(": ")
+}
+
+fn exit_code_of(err: &anyhow::Error) -> u8 {
+    match err.downcast_ref::<BuildError>() {
+        Some(BuildError::Policy(_)) => EXIT_POLICY,
+        _ => 1,
+    }
+}
+
+fn run(cli: &Cli) -> Result<ExitCode> {
+    let progress = Progress::new(!cli.quiet);
+    match &cli.command {
+        Command::Build(args) => build(args, cli.quiet, progress),
+        Command::Lock(args) => lock(args, cli.quiet, progress),
+        Command::Check(args) => check(args, cli.quiet, progress),
+        Command::Completions(args) => {
+            clap_complete::generate(
+                args.shell,
+                &mut Cli::command(),
+                "zoa",
+                &mut std::io::stdout(),
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Manpage(args) => manpage(args),
+    }
+}
+
+fn fetch_settings(args: &InputArgs) -> FetchSettings {
+    let mut inputs_dirs = args.inputs.clone();
+    if let Some(env) = std::env::var_os("ZOA_INPUTS") {
+        inputs_dirs.extend(std::env::split_paths(&env).filter(|p| !p.as_os_str().is_empty()));
+    }
+    FetchSettings {
+        cache_dir: args
+            .cache
+            .clone()
+            .unwrap_or_else(zoa::fetch::default_cache_dir),
+        inputs_dirs,
+        offline: args.offline,
+    }
+}
+
+fn load_recipe(path: &PathBuf) -> Result<Recipe> {
+    Ok(Recipe::load(path)?)
+}
+
+fn build(args: &BuildArgs, quiet: bool, progress: Progress) -> Result<ExitCode> {
+    let recipe = load_recipe(&args.recipe)?;
+    let opts = BuildOptions {
+        out_dir: args.out.clone(),
+        locked: args.locked,
+        fetcher: fetch_settings(&args.inputs),
+        init_binary: args.init.clone(),
+        progress,
+    };
+    let built = image::build(&recipe, &opts)?;
+    let uki = &built.report.outputs[0];
+    if args.json {
+        let summary = serde_json::json!({
+            "name": built.report.name,
+            "version": built.report.version,
+            "out_dir": built.out_dir,
+            "uki": {"path": built.uki, "sha256": uki.sha256, "size": uki.size},
+            "build_json": built.build_json,
+            "policy_exceptions": built.report.policy.exceptions.len(),
+        });
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else if !quiet {
+        println!(
+            "built {} ({} bytes, sha256 {})\n      {}",
+            built.uki.display(),
+            uki.size,
+            uki.sha256,
+            built.build_json.display()
+        );
+        for e in &built.report.policy.exceptions {
+            eprintln!(
+                "zoa: policy exception {} {}: {}",
+                e.rule,
+                e.path,
+                e.excepted_because.as_deref().unwrap_or("")
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn lock(args: &LockArgs, quiet: bool, progress: Progress) -> Result<ExitCode> {
+    let recipe = load_recipe(&args.recipe)?;
+    let lock = image::lock(&recipe, &fetch_settings(&args.inputs), &progress)?;
+    let path = recipe.lock_path();
+    lock.write(&path)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&lock)?);
+    } else if !quiet {
+        println!("wrote {} ({} inputs)", path.display(), lock.inputs.len());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn check(args: &CheckArgs, quiet: bool, progress: Progress) -> Result<ExitCode> {
+    let report = if image::check::looks_like_pe(&args.target) {
+        image::check::check_uki(&args.target)?
+    } else {
+        let recipe = load_recipe(&args.target)?;
+        image::check::check_recipe(
+            &recipe,
+            &fetch_settings(&args.inputs),
+            args.init.as_deref(),
+            &progress,
+        )?
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else if !quiet {
+        for v in &report.violations {
+            println!(
+                "violation {} {}: {} ({})",
+                v.rule,
+                v.path,
+                v.detail,
+                rule_reason(v.rule)
+            );
+        }
+        for e in &report.exceptions {
+            println!(
+                "exception {} {}: {} (reason: {})",
+                e.rule,
+                e.path,
+                e.detail,
+                e.excepted_because.as_deref().unwrap_or("")
+            );
+        }
+        if report.passed() {
+            println!(
+                "{}: shell-free policy passed ({} rules)",
+                args.target.display(),
+                report.rules.len()
+            );
+        }
+    }
+    if report.passed() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!(
+            "zoa: error: policy: {} violation(s): {}",
+            report.violations.len(),
+            report.violation_summary()
+        );
+        Ok(ExitCode::from(EXIT_POLICY))
+    }
+}
+
+fn rule_reason(id: &str) -> &'static str {
+    zoa::image::policy::Rule::from_id(id)
+        .map(|r| r.reason())
+        .unwrap_or("")
+}
+
+fn manpage(args: &ManpageArgs) -> Result<ExitCode> {
+    let cmd = Cli::command();
+    match &args.out {
+        None => {
+            clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?;
+        }
+        Some(dir) => {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("{}: cannot create", dir.display()))?;
+            clap_mangen::generate_to(cmd, dir)
+                .with_context(|| format!("{}: cannot write man pages", dir.display()))?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
