@@ -65,6 +65,39 @@ fn format_err(deb: &Path, message: impl Into<String>) -> DebError {
     }
 }
 
+/// Checks that the ar members the archive declares fit in the file, so a truncated
+/// package is refused even when the wanted member happens to precede the cut.
+fn check_complete(deb: &Path) -> Result<(), DebError> {
+    let file = File::open(deb).map_err(|source| DebError::Io {
+        deb: deb.to_owned(),
+        source,
+    })?;
+    let len = file
+        .metadata()
+        .map_err(|source| DebError::Io {
+            deb: deb.to_owned(),
+            source,
+        })?
+        .len();
+    let mut archive = ar::Archive::new(BufReader::new(file));
+    // "!<arch>\n", then per member a 60-byte header and its data padded to an even size.
+    let mut declared = 8u64;
+    while let Some(entry) = archive.next_entry() {
+        let entry =
+            entry.map_err(|e| format_err(deb, format!("not a valid .deb (ar archive): {e}")))?;
+        let size = entry.header().size();
+        declared += 60 + size + size % 2;
+        if declared > len + 1 {
+            let name = String::from_utf8_lossy(entry.header().identifier()).into_owned();
+            return Err(format_err(
+                deb,
+                format!("truncated: member {name} needs {declared} bytes but the file has {len}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Opens the ar member whose name starts with `prefix` (e.g. "data.tar") and hands a
 /// decompressing tar reader over it to `f`.
 fn with_member_tar<T>(
@@ -72,6 +105,7 @@ fn with_member_tar<T>(
     prefix: &str,
     f: impl FnOnce(&mut tar::Archive<Box<dyn Read + '_>>) -> Result<T, DebError>,
 ) -> Result<T, DebError> {
+    check_complete(deb)?;
     let file = File::open(deb).map_err(|source| DebError::Io {
         deb: deb.to_owned(),
         source,
@@ -94,22 +128,23 @@ fn with_member_tar<T>(
             seen.push(name);
             continue;
         }
-        let reader: Box<dyn Read + '_> =
-            match name.strip_prefix(prefix) {
-                Some(".xz") => Box::new(liblzma::read::XzDecoder::new(entry)),
-                Some(".zst") => Box::new(
-                    zstd::stream::read::Decoder::new(entry)
-                        .map_err(|e| format_err(deb, format!("{name}: {e}")))?,
-                ),
-                Some(".gz") => Box::new(flate2::read::GzDecoder::new(entry)),
-                Some("") => Box::new(entry),
-                _ => return Err(format_err(
+        let reader: Box<dyn Read + '_> = match name.strip_prefix(prefix) {
+            Some(".xz") => Box::new(liblzma::read::XzDecoder::new(entry)),
+            Some(".zst") => Box::new(
+                zstd::stream::read::Decoder::new(entry)
+                    .map_err(|e| format_err(deb, format!("{name}: {e}")))?,
+            ),
+            Some(".gz") => Box::new(flate2::read::GzDecoder::new(entry)),
+            Some("") => Box::new(entry),
+            _ => {
+                return Err(format_err(
                     deb,
                     format!(
                         "unsupported member {name} (expected .tar, .tar.xz, .tar.zst or .tar.gz)"
                     ),
-                )),
-            };
+                ))
+            }
+        };
         let mut tar = tar::Archive::new(reader);
         return f(&mut tar);
     }

@@ -128,10 +128,10 @@ impl Fetcher {
             });
         }
         let mut attempts: Vec<String> = Vec::new();
-        if let Some(f) = self.from_cache(pin) {
+        if let Some(f) = self.lookup_cache(pin) {
             return Ok(f);
         }
-        if let Some(f) = self.from_inputs_dirs(pin) {
+        if let Some(f) = self.lookup_inputs_dirs(pin) {
             return Ok(f);
         }
         if !self.inputs_dirs.is_empty() {
@@ -166,7 +166,7 @@ impl Fetcher {
         })
     }
 
-    fn from_cache(&self, pin: &Pin) -> Option<Fetched> {
+    fn lookup_cache(&self, pin: &Pin) -> Option<Fetched> {
         let path = self.cache_path(&pin.sha256);
         let (got, size) = digest::sha256_file(&path).ok()?;
         if got == pin.sha256 {
@@ -209,7 +209,7 @@ impl Fetcher {
         Some((d, size))
     }
 
-    fn from_inputs_dirs(&self, pin: &Pin) -> Option<Fetched> {
+    fn lookup_inputs_dirs(&self, pin: &Pin) -> Option<Fetched> {
         let names = Self::candidate_names(pin);
         let found = |path: PathBuf, size: u64| Fetched {
             source: format!("inputs:{}", path.display()),

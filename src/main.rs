@@ -4,7 +4,7 @@ mod cli;
 
 use anyhow::{Context, Result};
 use clap::{CommandFactory, Parser};
-use std::path::PathBuf;
+use std::path::Path;
 use std::process::ExitCode;
 
 use cli::{BuildArgs, CheckArgs, Cli, Command, InputArgs, LockArgs, ManpageArgs};
@@ -99,7 +99,7 @@ fn fetch_settings(args: &InputArgs) -> FetchSettings {
     }
 }
 
-fn load_recipe(path: &PathBuf) -> Result<Recipe> {
+fn load_recipe(path: &Path) -> Result<Recipe> {
     Ok(Recipe::load(path)?)
 }
 

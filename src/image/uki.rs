@@ -133,7 +133,9 @@ pub fn inspect_kernel(path: &Path) -> Result<Option<String>, UkiError> {
             ),
         });
     }
-    let mut head = vec![0u8; 0x4000.min(layout.file_len as usize)];
+    // The setup header and its version string lie in the real-mode setup sectors
+    // (at most 64 sectors of 512 bytes, plus the boot sector).
+    let mut head = vec![0u8; (65 * 512).min(layout.file_len as usize)];
     File::open(path)
         .and_then(|mut f| f.read_exact(&mut head))
         .map_err(|source| UkiError::Io {
