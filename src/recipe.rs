@@ -234,7 +234,13 @@ impl Recipe {
     /// Reads, parses and validates a recipe file.
     pub fn load(path: &Path) -> Result<Recipe, RecipeError> {
         let bytes = read_limited(path)?;
-        let text = std::str::from_utf8(&bytes).map_err(|e| RecipeError::Syntax {
+        Recipe::parse(path, &bytes)
+    }
+
+    /// Parses and validates recipe bytes; `path` names the file in errors and anchors
+    /// relative sources. Nothing is read from disk.
+    pub fn parse(path: &Path, bytes: &[u8]) -> Result<Recipe, RecipeError> {
+        let text = std::str::from_utf8(bytes).map_err(|e| RecipeError::Syntax {
             path: path.to_owned(),
             message: format!("not UTF-8 at byte {}", e.valid_up_to()),
         })?;
@@ -255,7 +261,7 @@ impl Recipe {
         let recipe = Recipe {
             path: path.to_owned(),
             base_dir,
-            sha256: digest::sha256_bytes(&bytes),
+            sha256: digest::sha256_bytes(bytes),
             spec,
         };
         recipe.validate()?;

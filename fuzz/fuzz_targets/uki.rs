@@ -1,0 +1,14 @@
+//! The PE/UKI reader: header parsing, section lookup, and `zoa check` on a UKI.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let _ = zoa::image::pe::PeLayout::parse("fuzz.efi", data, data.len() as u64);
+    let Ok(dir) = tempfile::tempdir() else { return };
+    let path = dir.path().join("uki.efi");
+    if std::fs::write(&path, data).is_ok() {
+        let _ = zoa::image::check::check_uki(&path);
+        let _ = zoa::image::uki::inspect_stub(&path);
+        let _ = zoa::image::uki::inspect_kernel(&path);
+    }
+});
