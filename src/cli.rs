@@ -34,6 +34,12 @@ pub enum Command {
     Lock(LockArgs),
     /// Run the shell-free policy alone on a recipe or a built UKI (exit 3 on a violation).
     Check(CheckArgs),
+    /// Predict the TPM PCRs (4, 7, 11, 12; SHA-256 and SHA-384) a UKI produces at boot.
+    ///
+    /// Prints JSON: `pcrs` and the ordered `events` that produce them. With --eventlog,
+    /// compares the prediction with a real TCG2 event log and names the first event that
+    /// differs (exit 4 on a mismatch).
+    Measure(MeasureArgs),
     /// Print shell completions (bash, zsh, fish, elvish, powershell) to stdout.
     Completions(CompletionsArgs),
     /// Print the man page (roff) to stdout, or write one page per command into --out.
@@ -99,6 +105,50 @@ pub struct CheckArgs {
     /// Print the policy report as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Output formats of `zoa measure`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum MeasureFormat {
+    /// zoa's JSON: both banks, every event.
+    Zoa,
+    /// Byte-identical to AWS nitro-tpm-pcr-compute (SHA-384 PCR4, PCR7, PCR12).
+    Nitro,
+}
+
+/// On or off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnOff {
+    On,
+    Off,
+}
+
+#[derive(Debug, Args)]
+pub struct MeasureArgs {
+    /// The UKI (or a build directory holding uki.efi).
+    pub uki: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "zoa")]
+    pub format: MeasureFormat,
+    /// Platform Key (EFI signature list); implies Secure Boot on unless --secure-boot off.
+    #[arg(long, value_name = "FILE")]
+    pub pk: Option<PathBuf>,
+    /// Key Exchange Key database (EFI signature list).
+    #[arg(long, value_name = "FILE")]
+    pub kek: Option<PathBuf>,
+    /// Allowed signature database (EFI signature list).
+    #[arg(long, value_name = "FILE")]
+    pub db: Option<PathBuf>,
+    /// Forbidden signature database (EFI signature list).
+    #[arg(long, value_name = "FILE")]
+    pub dbx: Option<PathBuf>,
+    /// Secure Boot state [default: on when --pk is given].
+    #[arg(long, value_enum, value_name = "on|off")]
+    pub secure_boot: Option<OnOff>,
+    /// A TCG2 binary event log (/sys/kernel/security/tpm0/binary_bios_measurements) to
+    /// compare the prediction with.
+    #[arg(long, value_name = "FILE")]
+    pub eventlog: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -9,5 +9,6 @@ pub mod digest;
 pub mod fetch;
 pub mod image;
 pub mod lock;
+pub mod measure;
 pub mod progress;
 pub mod recipe;

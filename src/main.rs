@@ -7,7 +7,10 @@ use clap::{CommandFactory, Parser};
 use std::path::Path;
 use std::process::ExitCode;
 
-use cli::{BuildArgs, CheckArgs, Cli, Command, InputArgs, LockArgs, ManpageArgs};
+use cli::{
+    BuildArgs, CheckArgs, Cli, Command, InputArgs, LockArgs, ManpageArgs, MeasureArgs,
+    MeasureFormat, OnOff,
+};
 use zoa::image::{self, BuildError, BuildOptions, FetchSettings};
 use zoa::progress::Progress;
 use zoa::recipe::Recipe;
@@ -71,6 +74,7 @@ fn run(cli: &Cli) -> Result<ExitCode> {
         Command::Build(args) => build(args, cli.quiet, progress),
         Command::Lock(args) => lock(args, cli.quiet, progress),
         Command::Check(args) => check(args, cli.quiet, progress),
+        Command::Measure(args) => measure(args),
         Command::Completions(args) => {
             clap_complete::generate(
                 args.shell,
@@ -208,6 +212,32 @@ fn check(args: &CheckArgs, quiet: bool, progress: Progress) -> Result<ExitCode> 
         );
         Ok(ExitCode::from(EXIT_POLICY))
     }
+}
+
+/// A build directory stands for its uki.efi.
+fn uki_path(p: &Path) -> std::path::PathBuf {
+    if p.is_dir() {
+        p.join("uki.efi")
+    } else {
+        p.to_owned()
+    }
+}
+
+fn measure(args: &MeasureArgs) -> Result<ExitCode> {
+    let opts = zoa::measure::MeasureOptions {
+        pk: args.pk.clone(),
+        kek: args.kek.clone(),
+        db: args.db.clone(),
+        dbx: args.dbx.clone(),
+        secure_boot: args.secure_boot.map(|s| s == OnOff::On),
+    };
+    let uki = uki_path(&args.uki);
+    let m = zoa::measure::predict(&uki, &opts)?;
+    match args.format {
+        MeasureFormat::Nitro => print!("{}", zoa::measure::render_nitro(&m)?),
+        MeasureFormat::Zoa => println!("{}", serde_json::to_string_pretty(&m)?),
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn rule_reason(id: &str) -> &'static str {
