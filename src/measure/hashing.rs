@@ -216,16 +216,19 @@ pub fn hash_jobs(path: &Path, jobs: &[HashJob]) -> io::Result<Vec<BankDigests>> 
         Ok(done)
     })?;
 
-    let mut out: Vec<(Option<[u8; 32]>, Option<[u8; 48]>)> = vec![(None, None); jobs.len()];
+    let mut sha256s: Vec<Option<[u8; 32]>> = vec![None; jobs.len()];
+    let mut sha384s: Vec<Option<[u8; 48]>> = vec![None; jobs.len()];
     for mut task in finished {
         let zeros = jobs[task.job].zeros;
         feed_zeros(&mut task.hasher, zeros);
         match task.hasher {
-            AnyHasher::Sha256(h) => out[task.job].0 = Some(h.finalize().into()),
-            AnyHasher::Sha384(h) => out[task.job].1 = Some(h.finalize().into()),
+            AnyHasher::Sha256(h) => sha256s[task.job] = Some(h.finalize().into()),
+            AnyHasher::Sha384(h) => sha384s[task.job] = Some(h.finalize().into()),
         }
     }
-    out.into_iter()
+    sha256s
+        .into_iter()
+        .zip(sha384s)
         .map(|(a, b)| match (a, b) {
             (Some(sha256), Some(sha384)) => Ok(BankDigests { sha256, sha384 }),
             _ => Err(io::Error::other("a hash job produced no digest")),

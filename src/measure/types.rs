@@ -30,7 +30,8 @@ pub struct Measurements {
     pub stub: StubRecord,
     /// Whether the prediction assumes Secure Boot on.
     pub secure_boot: bool,
-    /// PCR index ("4", "7", "11", "12") → value in both banks.
+    /// PCR index ("4", "7", "11", "12") → value in both banks, in numeric order.
+    #[serde(serialize_with = "serialize_numeric_keys")]
     pub pcrs: BTreeMap<String, Digests>,
     /// PCRs that could not be predicted, with the reason (never a guess).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -53,4 +54,19 @@ impl Measurements {
     pub fn pcr(&self, index: u32) -> Option<&Digests> {
         self.pcrs.get(&index.to_string())
     }
+}
+
+/// Writes PCR maps in numeric order ("4" before "11"), which is how people read them.
+fn serialize_numeric_keys<S: serde::Serializer>(
+    map: &BTreeMap<String, Digests>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut entries: Vec<(&String, &Digests)> = map.iter().collect();
+    entries.sort_by_key(|(k, _)| (k.parse::<u32>().unwrap_or(u32::MAX), (*k).clone()));
+    let mut m = s.serialize_map(Some(entries.len()))?;
+    for (k, v) in entries {
+        m.serialize_entry(k, v)?;
+    }
+    m.end()
 }
