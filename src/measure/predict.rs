@@ -40,14 +40,27 @@ pub struct StubRules {
     pub kernel_via_load_image: bool,
 }
 
-/// Proven stub versions. systemd 252 (Debian 12): booted here, see DESIGN.md.
-pub const STUB_RULES: &[StubRules] = &[StubRules {
-    major: 252,
-    pcr11_sections: &[
-        ".linux", ".osrel", ".cmdline", ".initrd", ".splash", ".dtb", ".pcrpkey",
-    ],
-    kernel_via_load_image: true,
-}];
+/// Proven stub versions, each booted under OVMF + swtpm by `integration/measure_boot.rs`.
+/// - 252 (Debian 12): starts the kernel with LoadImage; measures its classic sections.
+/// - 262 (Debian sid): starts the kernel itself (no PCR4 event, systemd >= 258) and also
+///   measures `.ucode`, `.uname` and its own `.sbat`.
+pub const STUB_RULES: &[StubRules] = &[
+    StubRules {
+        major: 252,
+        pcr11_sections: &[
+            ".linux", ".osrel", ".cmdline", ".initrd", ".splash", ".dtb", ".pcrpkey",
+        ],
+        kernel_via_load_image: true,
+    },
+    StubRules {
+        major: 262,
+        pcr11_sections: &[
+            ".linux", ".osrel", ".cmdline", ".initrd", ".ucode", ".splash", ".dtb", ".uname",
+            ".sbat", ".pcrpkey",
+        ],
+        kernel_via_load_image: false,
+    },
+];
 
 /// Section names zoa knows: the stub's own code and data, and UKI sections of any
 /// systemd version. Anything else is refused: zoa cannot tell whether a stub measures it.
