@@ -137,6 +137,22 @@ fn demo_build_is_reproducible() {
             assert!(text.contains(n), "objdump does not list {n}:\n{text}");
         }
     }
+    // The committed reference measurements still describe this build (see measurements/).
+    let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("measurements");
+    for (format, file) in [("zoa", "llama-server-0.7.0-2.json"), ("nitro", "llama-server-0.7.0-2.nitro.json")] {
+        let o = Command::new(env!("CARGO_BIN_EXE_zoa"))
+            .arg("measure")
+            .arg(out_a.join("uki.efi"))
+            .args(["--format", format])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        let want = std::fs::read_to_string(golden.join(file)).unwrap();
+        assert!(
+            String::from_utf8_lossy(&o.stdout) == want,
+            "measurements/{file} no longer matches the demo build; if the change is intended, regenerate it (measurements/README.md)"
+        );
+    }
     // The config zoa wrote is one zoa-init accepts.
     let cfg = Command::new(init_binary())
         .arg("--check-config")
