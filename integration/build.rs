@@ -139,7 +139,10 @@ fn demo_build_is_reproducible() {
     }
     // The committed reference measurements still describe this build (see measurements/).
     let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("measurements");
-    for (format, file) in [("zoa", "llama-server-0.7.0-2.json"), ("nitro", "llama-server-0.7.0-2.nitro.json")] {
+    for (format, file) in [
+        ("zoa", "llama-server-0.7.0-2.json"),
+        ("nitro", "llama-server-0.7.0-2.nitro.json"),
+    ] {
         let o = Command::new(env!("CARGO_BIN_EXE_zoa"))
             .arg("measure")
             .arg(out_a.join("uki.efi"))

@@ -40,6 +40,10 @@ pub enum Command {
     /// compares the prediction with a real TCG2 event log and names the first event that
     /// differs (exit 4 on a mismatch).
     Measure(MeasureArgs),
+    /// Print and replay a TCG2 binary event log (e.g.
+    /// /sys/kernel/security/tpm0/binary_bios_measurements): every event, decoded, and the
+    /// PCR values it replays to in each bank.
+    Eventlog(EventlogArgs),
     /// Print shell completions (bash, zsh, fish, elvish, powershell) to stdout.
     Completions(CompletionsArgs),
     /// Print the man page (roff) to stdout, or write one page per command into --out.
@@ -149,6 +153,15 @@ pub struct MeasureArgs {
     /// compare the prediction with.
     #[arg(long, value_name = "FILE")]
     pub eventlog: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct EventlogArgs {
+    /// The binary event log.
+    pub file: PathBuf,
+    /// Print JSON (spec header, events with digests, replayed PCRs) instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -8,8 +8,8 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use cli::{
-    BuildArgs, CheckArgs, Cli, Command, InputArgs, LockArgs, ManpageArgs, MeasureArgs,
-    MeasureFormat, OnOff,
+    BuildArgs, CheckArgs, Cli, Command, EventlogArgs, InputArgs, LockArgs, ManpageArgs,
+    MeasureArgs, MeasureFormat, OnOff,
 };
 use zoa::image::{self, BuildError, BuildOptions, FetchSettings};
 use zoa::progress::Progress;
@@ -17,6 +17,10 @@ use zoa::recipe::Recipe;
 
 /// Exit status of a policy violation (distinct from other errors, for CI gates).
 const EXIT_POLICY: u8 = 3;
+/// Exit status when a real event log disagrees with the prediction.
+const EXIT_EVENTLOG_MISMATCH: u8 = 4;
+/// Largest event log read (real ones are tens of KiB).
+const MAX_EVENTLOG_BYTES: u64 = 64 << 20;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -62,10 +66,40 @@ fn one_line(err: &anyhow::Error) -> String {
 }
 
 fn exit_code_of(err: &anyhow::Error) -> u8 {
+    if err
+        .downcast_ref::<zoa::measure::compare::Mismatch>()
+        .is_some()
+    {
+        return EXIT_EVENTLOG_MISMATCH;
+    }
     match err.downcast_ref::<BuildError>() {
         Some(BuildError::Policy(_)) => EXIT_POLICY,
         _ => 1,
     }
+}
+
+fn read_eventlog(path: &Path) -> Result<zoa::measure::eventlog::EventLog> {
+    let len = std::fs::metadata(path)
+        .with_context(|| format!("{}: cannot read event log", path.display()))?
+        .len();
+    anyhow::ensure!(
+        len <= MAX_EVENTLOG_BYTES,
+        "{}: {len} bytes is too large for an event log",
+        path.display()
+    );
+    let bytes = std::fs::read(path)
+        .with_context(|| format!("{}: cannot read event log", path.display()))?;
+    zoa::measure::eventlog::parse(&bytes).with_context(|| format!("{}", path.display()))
+}
+
+fn eventlog(args: &EventlogArgs) -> Result<ExitCode> {
+    let log = read_eventlog(&args.file)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&log.to_json())?);
+    } else {
+        print!("{}", log.render_text());
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn run(cli: &Cli) -> Result<ExitCode> {
@@ -74,7 +108,8 @@ fn run(cli: &Cli) -> Result<ExitCode> {
         Command::Build(args) => build(args, cli.quiet, progress),
         Command::Lock(args) => lock(args, cli.quiet, progress),
         Command::Check(args) => check(args, cli.quiet, progress),
-        Command::Measure(args) => measure(args),
+        Command::Measure(args) => measure(args, cli.quiet),
+        Command::Eventlog(args) => eventlog(args),
         Command::Completions(args) => {
             clap_complete::generate(
                 args.shell,
@@ -223,7 +258,7 @@ fn uki_path(p: &Path) -> std::path::PathBuf {
     }
 }
 
-fn measure(args: &MeasureArgs) -> Result<ExitCode> {
+fn measure(args: &MeasureArgs, quiet: bool) -> Result<ExitCode> {
     let opts = zoa::measure::MeasureOptions {
         pk: args.pk.clone(),
         kek: args.kek.clone(),
@@ -233,6 +268,22 @@ fn measure(args: &MeasureArgs) -> Result<ExitCode> {
     };
     let uki = uki_path(&args.uki);
     let m = zoa::measure::predict(&uki, &opts)?;
+    if let Some(path) = &args.eventlog {
+        let log = read_eventlog(path)?;
+        let agreed = zoa::measure::compare::compare(&m, &log)
+            .map_err(|e| anyhow::Error::new(e).context(format!("{}", path.display())))?;
+        if !quiet {
+            let parts: Vec<String> = agreed
+                .iter()
+                .map(|a| format!("PCR{} ({} events)", a.pcr, a.events))
+                .collect();
+            eprintln!(
+                "zoa: event log {} agrees with the prediction: {}",
+                path.display(),
+                parts.join(", ")
+            );
+        }
+    }
     match args.format {
         MeasureFormat::Nitro => print!("{}", zoa::measure::render_nitro(&m)?),
         MeasureFormat::Zoa => println!("{}", serde_json::to_string_pretty(&m)?),

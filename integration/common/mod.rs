@@ -149,3 +149,11 @@ pub fn absent_or_empty(dir: &Path) -> bool {
         Ok(mut it) => it.next().is_none(),
     }
 }
+
+pub mod qemu;
+
+/// sha256 of bytes as lowercase hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(bytes))
+}

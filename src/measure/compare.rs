@@ -25,10 +25,21 @@ fn short(hex: &str) -> String {
 }
 
 fn describe_log(e: &LogEvent) -> String {
-    format!("log event #{} at byte {} ({} {})", e.index, e.offset, e.type_name(), e.describe())
+    format!(
+        "log event #{} at byte {} ({} {})",
+        e.index,
+        e.offset,
+        e.type_name(),
+        e.describe()
+    )
 }
 
-fn compare_one(pcr: u32, position: usize, p: &PredictedEvent, l: &LogEvent) -> Result<(), Mismatch> {
+fn compare_one(
+    pcr: u32,
+    position: usize,
+    p: &PredictedEvent,
+    l: &LogEvent,
+) -> Result<(), Mismatch> {
     let mismatch = |explanation: String| Mismatch {
         pcr,
         position,
@@ -46,7 +57,9 @@ fn compare_one(pcr: u32, position: usize, p: &PredictedEvent, l: &LogEvent) -> R
         (TPM_ALG_SHA256, "sha256", &p.digests.sha256),
         (TPM_ALG_SHA384, "sha384", &p.digests.sha384),
     ] {
-        let Some(actual) = l.digest(alg) else { continue };
+        let Some(actual) = l.digest(alg) else {
+            continue;
+        };
         let actual = hex::encode(actual);
         if &actual != predicted {
             return Err(mismatch(format!(
@@ -91,7 +104,10 @@ pub fn compare(m: &Measurements, log: &EventLog) -> Result<Vec<PcrAgreement>, Mi
             return Err(Mismatch {
                 pcr,
                 position: predicted.len() + 1,
-                explanation: format!("the log has an event the prediction lacks: {}", describe_log(extra)),
+                explanation: format!(
+                    "the log has an event the prediction lacks: {}",
+                    describe_log(extra)
+                ),
             });
         }
         out.push(PcrAgreement {

@@ -2,6 +2,8 @@
 //! boots, in both SHA-256 and SHA-384 banks, with the events that produce them.
 
 pub mod authenticode;
+pub mod compare;
+pub mod eventlog;
 pub mod hashing;
 pub mod predict;
 pub mod types;

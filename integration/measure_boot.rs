@@ -1,0 +1,272 @@
+//! The proof of `zoa measure`: probe images (the demo image plus an event-log dump) are
+//! built with `zoa build` and booted under QEMU + OVMF + swtpm (SHA-256 and SHA-384
+//! banks). In both banks: the booted PCR4/7/11/12 equal the prediction, the firmware's
+//! event log replays to the PCRs the guest read from sysfs, `zoa measure --eventlog`
+//! agrees with the log, and a log from a different image is rejected.
+
+mod common;
+
+use common::qemu::{boot_with_tpm, sign_snakeoil, Boot};
+use common::*;
+use std::path::{Path, PathBuf};
+
+const BANKS: [&str; 2] = ["sha256", "sha384"];
+
+/// The demo recipe with absolute input paths and an event-log dump, plus `edit`.
+fn probe_recipe(edit: impl FnOnce(String) -> String) -> String {
+    let demo = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("image-recipes/llama-server.toml"),
+    )
+    .unwrap();
+    let inputs = shared_inputs();
+    let text = demo
+        .replace(
+            "\"../../shared/inputs/",
+            &format!("\"{}/", inputs.display()),
+        )
+        .replace(
+            "hostname = \"llama-server\"",
+            "hostname = \"llama-server\"\ndump_eventlog = true",
+        );
+    assert!(text.contains("dump_eventlog = true"));
+    edit(text)
+}
+
+fn build_probe(f: &Fixture, name: &str, recipe: &str) -> PathBuf {
+    let path = f.write(&format!("{name}.toml"), recipe);
+    let o = f.build(&path, name);
+    assert!(o.status.success(), "{name}: {}", stderr(&o));
+    f.path(&format!("{name}/uki.efi"))
+}
+
+fn predict(f: &Fixture, uki: &Path, extra: &[&str]) -> serde_json::Value {
+    let o = run(zoa(&f.cache()).arg("measure").arg(uki).args(extra));
+    assert!(o.status.success(), "{}", stderr(&o));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+/// Booted PCRs equal the prediction for `pcrs`, in both banks.
+fn assert_prediction_matches(m: &serde_json::Value, boot: &Boot, pcrs: &[u32], case: &str) {
+    for pcr in pcrs {
+        for bank in BANKS {
+            let predicted = m["pcrs"][pcr.to_string()][bank]
+                .as_str()
+                .unwrap_or_else(|| panic!("{case}: no prediction for PCR{pcr}"));
+            assert_eq!(
+                predicted,
+                boot.pcr(bank, *pcr),
+                "{case}: {bank} PCR{pcr} booted differs from the prediction"
+            );
+        }
+    }
+}
+
+/// The event log replays (by zoa eventlog) to the PCRs the guest read from sysfs, for
+/// every PCR 0–12 in both banks, and `zoa measure --eventlog` accepts it.
+fn assert_log_consistent(
+    f: &Fixture,
+    uki: &Path,
+    boot: &Boot,
+    case: &str,
+    extra: &[&str],
+) -> PathBuf {
+    let log = boot
+        .eventlog
+        .as_ref()
+        .unwrap_or_else(|| panic!("{case}: no event log on the console"));
+    let log_path = f.write(&format!("{case}.eventlog"), log);
+    let o = run(zoa(&f.cache()).arg("eventlog").arg(&log_path).arg("--json"));
+    assert!(o.status.success(), "{case}: {}", stderr(&o));
+    let replay: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    for pcr in 0..=12u32 {
+        for bank in BANKS {
+            let zeros = "0".repeat(if bank == "sha256" { 64 } else { 96 });
+            let replayed = replay["pcrs"][pcr.to_string()][bank]
+                .as_str()
+                .unwrap_or(&zeros)
+                .to_owned();
+            assert_eq!(
+                replayed,
+                boot.pcr(bank, pcr),
+                "{case}: {bank} PCR{pcr}: event log replay differs from sysfs"
+            );
+        }
+    }
+    let o = run(zoa(&f.cache())
+        .arg("measure")
+        .arg(uki)
+        .arg("--eventlog")
+        .arg(&log_path)
+        .args(extra));
+    assert!(
+        o.status.success(),
+        "{case}: measure --eventlog disagrees with the real log: {}",
+        stderr(&o)
+    );
+    log_path
+}
+
+#[test]
+fn demo_and_variants_boot_as_predicted() {
+    let f = Fixture::new();
+    let demo = build_probe(&f, "demo", &probe_recipe(|t| t));
+    let m_demo = predict(&f, &demo, &[]);
+    let boot_demo = boot_with_tpm(&demo, &f.path("vm-demo"), false);
+    assert_prediction_matches(&m_demo, &boot_demo, &[4, 7, 11, 12], "demo");
+    let demo_log = assert_log_consistent(&f, &demo, &boot_demo, "demo", &[]);
+
+    // A changed command line changes PCR11 only, and the new prediction is right.
+    let cmdline = build_probe(
+        &f,
+        "cmdline",
+        &probe_recipe(|t| t.replace("loglevel=4", "loglevel=3")),
+    );
+    let m_cmd = predict(&f, &cmdline, &[]);
+    assert_ne!(m_cmd["pcrs"]["11"], m_demo["pcrs"]["11"]);
+    assert_eq!(m_cmd["pcrs"]["7"], m_demo["pcrs"]["7"]);
+    let boot_cmd = boot_with_tpm(&cmdline, &f.path("vm-cmdline"), false);
+    assert_prediction_matches(&m_cmd, &boot_cmd, &[4, 7, 11, 12], "cmdline");
+    assert_log_consistent(&f, &cmdline, &boot_cmd, "cmdline", &[]);
+
+    // A log from a different image is rejected, naming the first differing event.
+    let o = run(zoa(&f.cache())
+        .arg("measure")
+        .arg(&cmdline)
+        .arg("--eventlog")
+        .arg(&demo_log));
+    assert!(!o.status.success(), "a foreign event log was accepted");
+    let err = stderr(&o);
+    assert!(
+        err.contains("PCR4") && err.contains("EV_EFI_BOOT_SERVICES_APPLICATION"),
+        "{err}"
+    );
+}
+
+#[test]
+fn changed_initramfs_file_boots_as_predicted() {
+    let f = Fixture::new();
+    let uki = build_probe(
+        &f,
+        "file",
+        &probe_recipe(|t| {
+            format!("{t}\n[[payload.files]]\npath = \"/etc/probe.txt\"\ncontent = \"one changed file\\n\"\n")
+        }),
+    );
+    let m = predict(&f, &uki, &[]);
+    let boot = boot_with_tpm(&uki, &f.path("vm"), false);
+    assert_prediction_matches(&m, &boot, &[4, 7, 11, 12], "file");
+    assert_log_consistent(&f, &uki, &boot, "file", &[]);
+}
+
+#[test]
+fn standard_debian_kernel_boots_as_predicted() {
+    let deb = std::env::var_os("ZOA_STD_KERNEL_DEB")
+        .map(PathBuf::from)
+        .expect("ZOA_STD_KERNEL_DEB: .ci/deps downloads linux-image-amd64's kernel package");
+    let name = deb.file_name().unwrap().to_string_lossy().into_owned();
+    let release = name
+        .trim_start_matches("linux-image-")
+        .split('_')
+        .next()
+        .unwrap()
+        .to_owned();
+    let f = Fixture::new();
+    let uki = build_probe(
+        &f,
+        "std",
+        &probe_recipe(|t| {
+            let start = t.find("[inputs.linux-image]").unwrap();
+            let end = t[start..]
+                .find("]\n\n")
+                .map(|e| start + e + 3)
+                .unwrap_or(t.len());
+            let mut t = format!(
+                "{}{}{}",
+                &t[..start],
+                input_table("linux-image", &deb),
+                &t[end..]
+            );
+            t = t.replace(
+                "boot/vmlinuz-6.1.0-56-cloud-amd64",
+                &format!("boot/vmlinuz-{release}"),
+            );
+            t
+        }),
+    );
+    let m = predict(&f, &uki, &[]);
+    let boot = boot_with_tpm(&uki, &f.path("vm"), false);
+    assert_prediction_matches(&m, &boot, &[4, 7, 11, 12], "standard kernel");
+    assert_log_consistent(&f, &uki, &boot, "std", &[]);
+}
+
+#[test]
+fn stub_262_boots_as_predicted_without_a_kernel_event() {
+    let f = Fixture::new();
+    let inputs = shared_inputs();
+    let uki = build_probe(
+        &f,
+        "stub262",
+        &probe_recipe(|t| {
+            t.replace(STUB252_DEB, STUB262_DEB).replace(
+                &sha256_of(&inputs.join(STUB252_DEB)),
+                &sha256_of(&inputs.join(STUB262_DEB)),
+            )
+        }),
+    );
+    let m = predict(&f, &uki, &[]);
+    assert_eq!(m["stub"]["major"], 262);
+    let pcr4_events = m["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["pcr"] == 4)
+        .count();
+    assert_eq!(
+        pcr4_events, 3,
+        "stub 262 starts the kernel itself: no kernel event"
+    );
+    let sections: Vec<&str> = m["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["what"].as_str()?.strip_prefix("section name "))
+        .collect();
+    assert_eq!(
+        sections,
+        vec![".linux", ".osrel", ".cmdline", ".initrd", ".uname", ".sbat"]
+    );
+    let boot = boot_with_tpm(&uki, &f.path("vm"), false);
+    assert_prediction_matches(&m, &boot, &[4, 7, 11, 12], "stub 262");
+    assert_log_consistent(&f, &uki, &boot, "stub262", &[]);
+}
+
+#[test]
+fn secure_boot_on_omits_the_kernel_event() {
+    let f = Fixture::new();
+    let uki = build_probe(&f, "sb", &probe_recipe(|t| t));
+    let signed = sign_snakeoil(&uki, &f.path("sb-signed.efi"), f.dir.path());
+    let m = predict(&f, &signed, &["--secure-boot", "on"]);
+    let pcr4_events = m["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["pcr"] == 4)
+        .count();
+    assert_eq!(
+        pcr4_events, 3,
+        "with Secure Boot on, stub 252's kernel is not measured by the firmware"
+    );
+    assert!(
+        m["unpredicted"]["7"].is_string(),
+        "PCR7 with Secure Boot must be reported as not predicted"
+    );
+    let boot = boot_with_tpm(&signed, &f.path("vm"), true);
+    assert_prediction_matches(&m, &boot, &[4, 11, 12], "secure boot");
+    // And the unsigned image is refused outright with Secure Boot on.
+    let o = run(zoa(&f.cache())
+        .arg("measure")
+        .arg(&uki)
+        .args(["--secure-boot", "on"]));
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("unsigned"), "{}", stderr(&o));
+}
