@@ -62,7 +62,8 @@ fn assert_prediction_matches(m: &serde_json::Value, boot: &Boot, pcrs: &[u32], c
 }
 
 /// The event log replays (by zoa eventlog) to the PCRs the guest read from sysfs, for
-/// every PCR 0–12 in both banks, and `zoa measure --eventlog` accepts it.
+/// every PCR 0–12 but 10 in both banks, and `zoa measure --eventlog` accepts it. (PCR10
+/// belongs to the kernel's IMA, which extends it after boot; the firmware log has none of it.)
 fn assert_log_consistent(
     f: &Fixture,
     uki: &Path,
@@ -78,7 +79,7 @@ fn assert_log_consistent(
     let o = run(zoa(&f.cache()).arg("eventlog").arg(&log_path).arg("--json"));
     assert!(o.status.success(), "{case}: {}", stderr(&o));
     let replay: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    for pcr in 0..=12u32 {
+    for pcr in (0..=12u32).filter(|p| *p != 10) {
         for bank in BANKS {
             let zeros = "0".repeat(if bank == "sha256" { 64 } else { 96 });
             let replayed = replay["pcrs"][pcr.to_string()][bank]

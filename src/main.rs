@@ -79,16 +79,19 @@ fn exit_code_of(err: &anyhow::Error) -> u8 {
 }
 
 fn read_eventlog(path: &Path) -> Result<zoa::measure::eventlog::EventLog> {
-    let len = std::fs::metadata(path)
-        .with_context(|| format!("{}: cannot read event log", path.display()))?
-        .len();
+    use std::io::Read;
+    // Read through a bounded reader: the live sysfs file reports a length of 0.
+    let file = std::fs::File::open(path)
+        .with_context(|| format!("{}: cannot read event log", path.display()))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_EVENTLOG_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("{}: cannot read event log", path.display()))?;
     anyhow::ensure!(
-        len <= MAX_EVENTLOG_BYTES,
-        "{}: {len} bytes is too large for an event log",
+        bytes.len() as u64 <= MAX_EVENTLOG_BYTES,
+        "{}: more than {MAX_EVENTLOG_BYTES} bytes is too large for an event log",
         path.display()
     );
-    let bytes = std::fs::read(path)
-        .with_context(|| format!("{}: cannot read event log", path.display()))?;
     zoa::measure::eventlog::parse(&bytes).with_context(|| format!("{}", path.display()))
 }
 
