@@ -212,3 +212,25 @@ fn measurements_do_not_depend_on_the_build_directory() {
     let mb = measure(&f, &[], &f.path("other/place/uki.efi")).stdout;
     assert_eq!(ma, mb);
 }
+
+#[test]
+fn garbage_and_truncated_event_logs_are_refused() {
+    let f = Fixture::new();
+    let garbage = f.write("garbage.log", b"this is not an event log, not even close");
+    // A log that starts like a real one (Spec ID header) but is cut short.
+    let mut header = Vec::new();
+    header.extend_from_slice(&0u32.to_le_bytes()); // PCR0
+    header.extend_from_slice(&3u32.to_le_bytes()); // EV_NO_ACTION
+    header.extend_from_slice(&[0u8; 20]);
+    header.extend_from_slice(&45u32.to_le_bytes()); // claims 45 bytes of Spec ID data
+    header.extend_from_slice(b"Spec ID Event03\0");
+    let truncated = f.write("truncated.log", &header);
+    for (path, expect) in [(&garbage, "garbage.log"), (&truncated, "truncated.log")] {
+        let o = run(zoa(&f.cache()).arg("eventlog").arg(path));
+        assert!(!o.status.success());
+        let err = stderr(&o);
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+        assert!(err.contains(expect), "{err}");
+        assert!(o.stdout.is_empty());
+    }
+}

@@ -48,6 +48,14 @@ pub enum Command {
     Completions(CompletionsArgs),
     /// Print the man page (roff) to stdout, or write one page per command into --out.
     Manpage(ManpageArgs),
+    /// Boot a UKI locally under QEMU + OVMF + swtpm and print the guest's PCRs.
+    ///
+    /// The UKI goes on a deterministic GPT/FAT32 boot disk; the TPM has the SHA-256 and
+    /// SHA-384 banks. The serial console is shown live; the guest's PID 1 prints its PCRs
+    /// and powers off when the server exits (or stop it with Ctrl-C or --timeout).
+    /// QEMU uses TCG unless ZOA_ACCEL=kvm; ZOA_OVMF_CODE / ZOA_OVMF_VARS override the
+    /// firmware files.
+    Boot(BootArgs),
 }
 
 /// Where inputs come from.
@@ -175,4 +183,34 @@ pub struct ManpageArgs {
     /// Write zoa.1 and zoa-<command>.1 into this directory instead of printing zoa.1.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct BootArgs {
+    /// The UKI, or a build directory holding uki.efi.
+    pub target: PathBuf,
+    /// Forward TCP 127.0.0.1:HOSTPORT to the guest's GUESTPORT (repeatable), e.g. 8080:8080.
+    /// Without any, the guest has no network device.
+    #[arg(long = "forward", value_name = "HOSTPORT:GUESTPORT", value_parser = zoa::boot::parse_forward)]
+    pub forwards: Vec<(u16, u16)>,
+    /// Attach a raw disk image read-only (repeatable; in order: /dev/vdb, /dev/vdc, ...).
+    #[arg(long = "disk", value_name = "FILE")]
+    pub disks: Vec<PathBuf>,
+    /// Stop the guest and fail when it has not powered off after SECS seconds
+    /// [default: wait while it runs].
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<u64>,
+    /// Guest memory in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = zoa::boot::DEFAULT_MEMORY_MIB)]
+    pub memory: u32,
+    /// Guest vCPUs.
+    #[arg(long, value_name = "N", default_value_t = zoa::boot::DEFAULT_CPUS)]
+    pub cpus: u32,
+    /// Keep the boot disk, firmware variables, TPM state and logs in DIR
+    /// [default: a temporary directory, removed afterwards].
+    #[arg(long, value_name = "DIR")]
+    pub work_dir: Option<PathBuf>,
+    /// Print the outcome (PCRs, console, ...) as JSON on stdout instead of the live console.
+    #[arg(long)]
+    pub json: bool,
 }

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use cli::{
-    BuildArgs, CheckArgs, Cli, Command, EventlogArgs, InputArgs, LockArgs, ManpageArgs,
+    BootArgs, BuildArgs, CheckArgs, Cli, Command, EventlogArgs, InputArgs, LockArgs, ManpageArgs,
     MeasureArgs, MeasureFormat, OnOff,
 };
 use zoa::image::{self, BuildError, BuildOptions, FetchSettings};
@@ -123,6 +123,7 @@ fn run(cli: &Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Manpage(args) => manpage(args),
+        Command::Boot(args) => boot(args, cli.quiet),
     }
 }
 
@@ -314,4 +315,124 @@ fn manpage(args: &ManpageArgs) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The PCRs `zoa boot` shows: the ones `zoa measure` predicts.
+const BOOT_PCRS: [u32; 4] = [4, 7, 11, 12];
+
+fn boot(args: &BootArgs, quiet: bool) -> Result<ExitCode> {
+    let opts = zoa::boot::BootOptions {
+        uki: uki_path(&args.target),
+        forwards: args.forwards.clone(),
+        extra_disks: args.disks.clone(),
+        timeout: args.timeout.map(std::time::Duration::from_secs),
+        memory_mib: args.memory,
+        cpus: args.cpus,
+        echo_console: !args.json && !quiet,
+        work_dir: args.work_dir.clone(),
+    };
+    // The prediction is made first: a UKI zoa cannot predict still boots, but says so.
+    let prediction = zoa::measure::predict(&opts.uki, &zoa::measure::MeasureOptions::default());
+    let out = zoa::boot::boot(&opts)?;
+    let ok = out.powered_off && out.fatal.is_none();
+    let mut mismatches = Vec::new();
+    if let Ok(m) = &prediction {
+        for pcr in BOOT_PCRS {
+            for bank in ["sha256", "sha384"] {
+                let predicted = m.pcr(pcr).map(|d| {
+                    if bank == "sha256" {
+                        &d.sha256
+                    } else {
+                        &d.sha384
+                    }
+                });
+                if let (Some(p), Some(g)) = (predicted, out.pcr(bank, pcr)) {
+                    if p != g {
+                        mismatches.push(format!("{bank} PCR{pcr}"));
+                    }
+                }
+            }
+        }
+    }
+    if args.json {
+        let mut pcrs = serde_json::Map::new();
+        for pcr in 0..=12u32 {
+            let mut banks = serde_json::Map::new();
+            for bank in ["sha256", "sha384"] {
+                if let Some(v) = out.pcr(bank, pcr) {
+                    banks.insert(bank.to_owned(), v.into());
+                }
+            }
+            if !banks.is_empty() {
+                pcrs.insert(pcr.to_string(), banks.into());
+            }
+        }
+        let summary = serde_json::json!({
+            "uki": opts.uki,
+            "powered_off": out.powered_off,
+            "fatal": out.fatal,
+            "qemu_exit_code": out.exit_status.code(),
+            "elapsed_secs": out.elapsed.as_secs_f64(),
+            "pcrs": pcrs,
+            "prediction": match &prediction {
+                Ok(m) => serde_json::to_value(&m.pcrs)?,
+                Err(e) => serde_json::json!({"error": e.to_string()}),
+            },
+            "matches_prediction": prediction.is_ok() && mismatches.is_empty(),
+            "eventlog": out.eventlog.as_ref().map(|log| serde_json::json!({
+                "size": log.len(),
+                "sha256": zoa::digest::sha256_bytes(log),
+            })),
+            "console": out.console,
+        });
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else if !quiet {
+        println!(
+            "\nguest PCRs ({:.1} s), against `zoa measure`:",
+            out.elapsed.as_secs_f64()
+        );
+        for pcr in BOOT_PCRS {
+            for bank in ["sha256", "sha384"] {
+                let value = out.pcr(bank, pcr).unwrap_or("(not printed by the guest)");
+                let verdict = match &prediction {
+                    Ok(m) => match m.pcr(pcr).map(|d| {
+                        if bank == "sha256" {
+                            &d.sha256
+                        } else {
+                            &d.sha384
+                        }
+                    }) {
+                        Some(p) if p == value => "= predicted".to_owned(),
+                        Some(p) => format!("!= predicted {p}"),
+                        None => "(not predicted)".to_owned(),
+                    },
+                    Err(_) => String::new(),
+                };
+                println!("  PCR{pcr:<3} {bank}  {value}  {verdict}");
+            }
+        }
+        if let Err(e) = &prediction {
+            println!("  no prediction: {e}");
+        }
+    }
+    if let Some(fatal) = &out.fatal {
+        eprintln!("zoa: error: the guest's init failed: {fatal}");
+    } else if !out.powered_off {
+        eprintln!(
+            "zoa: error: the guest stopped without powering off (QEMU {}): see the console above",
+            out.exit_status
+        );
+    }
+    if !mismatches.is_empty() {
+        eprintln!(
+            "zoa: error: booted PCRs differ from the prediction: {}",
+            mismatches.join(", ")
+        );
+        return Ok(ExitCode::from(EXIT_EVENTLOG_MISMATCH));
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

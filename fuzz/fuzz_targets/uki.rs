@@ -1,4 +1,5 @@
-//! The PE/UKI reader: header parsing, section lookup, and `zoa check` on a UKI.
+//! The PE/UKI reader: header parsing, section lookup, `zoa check` on a UKI, and the
+//! Authenticode/PCR prediction over it.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 
@@ -10,5 +11,8 @@ fuzz_target!(|data: &[u8]| {
         let _ = zoa::image::check::check_uki(&path);
         let _ = zoa::image::uki::inspect_stub(&path);
         let _ = zoa::image::uki::inspect_kernel(&path);
+        // Prediction parses sections, .sdmagic and the embedded kernel's headers, and
+        // computes Authenticode ranges for both.
+        let _ = zoa::measure::predict(&path, &zoa::measure::MeasureOptions::default());
     }
 });

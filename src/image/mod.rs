@@ -3,6 +3,7 @@
 
 pub mod check;
 pub mod compose;
+pub mod disk;
 pub mod elf;
 pub mod initramfs;
 pub mod pe;
