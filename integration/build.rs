@@ -427,3 +427,46 @@ fn completions_and_manpage() {
         assert!(String::from_utf8_lossy(&o.stdout).contains("Usage: zoa"));
     }
 }
+
+#[test]
+fn zstd_initramfs_builds_and_checks() {
+    let f = Fixture::new();
+    let recipe = f.write(
+        "recipe.toml",
+        tiny_recipe("").replace(
+            "cmdline = \"console=ttyS0 panic=-1\"",
+            "cmdline = \"console=ttyS0 panic=-1\"\ncompression = \"zstd\"",
+        ),
+    );
+    let o = f.build(&recipe, "out");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(f.path("out/build.json")).unwrap()).unwrap();
+    assert_eq!(report["initramfs"]["compression"], "zstd");
+    assert!(
+        report["initramfs"]["size"].as_u64().unwrap()
+            < report["initramfs"]["uncompressed_size"].as_u64().unwrap()
+    );
+    // zoa check reads the compressed .initrd back; the zstd CLI agrees it is a valid frame.
+    let o = run(zoa(&f.cache()).arg("check").arg(f.path("out/uki.efi")));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let initrd = f.path("initrd.zst");
+    assert!(Command::new("objcopy")
+        .args(["-O", "binary", "--only-section=.initrd"])
+        .arg(f.path("out/uki.efi"))
+        .arg(&initrd)
+        .status()
+        .unwrap()
+        .success());
+    // objcopy pads the section to its file alignment; zstd stops at the frame's end.
+    let t = Command::new("zstd")
+        .arg("-t")
+        .arg(&initrd)
+        .output()
+        .unwrap();
+    assert!(
+        t.status.success() || String::from_utf8_lossy(&t.stderr).contains("unknown header"),
+        "{}",
+        String::from_utf8_lossy(&t.stderr)
+    );
+}

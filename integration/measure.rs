@@ -234,3 +234,53 @@ fn garbage_and_truncated_event_logs_are_refused() {
         assert!(o.stdout.is_empty());
     }
 }
+
+#[test]
+fn enrolled_keys_leave_pcr7_unpredicted_until_proven() {
+    let f = Fixture::new();
+    let uki = build_tiny(&f);
+    // One EFI signature list holding one SHA-256 entry (EFI_CERT_SHA256_GUID c1c41626-...).
+    let mut esl = hex::decode("2616c4c14c509240aca941f936934328").unwrap();
+    esl.extend_from_slice(&(28u32 + 48).to_le_bytes());
+    esl.extend_from_slice(&0u32.to_le_bytes());
+    esl.extend_from_slice(&48u32.to_le_bytes());
+    esl.extend(vec![0x11u8; 48]);
+    let db = f.write("db.esl", esl);
+    let o = measure(
+        &f,
+        &["--db", db.to_str().unwrap(), "--secure-boot", "off"],
+        &uki,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let m: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(m["pcrs"]["7"].is_null());
+    assert!(m["unpredicted"]["7"]
+        .as_str()
+        .unwrap()
+        .contains("not yet proven"));
+    assert!(m["pcrs"]["4"].is_object());
+    // The nitro format needs PCR7, so it refuses rather than print a guess.
+    let o = measure(
+        &f,
+        &[
+            "--db",
+            db.to_str().unwrap(),
+            "--secure-boot",
+            "off",
+            "--format",
+            "nitro",
+        ],
+        &uki,
+    );
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("PCR7 is not predicted"),
+        "{}",
+        stderr(&o)
+    );
+    // A file that is not an EFI signature list is refused.
+    let bad = f.write("bad.esl", b"not a signature list at all, too short?");
+    let o = measure(&f, &["--db", bad.to_str().unwrap()], &uki);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("bad.esl"), "{}", stderr(&o));
+}

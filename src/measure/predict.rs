@@ -398,10 +398,21 @@ pub fn predict(uki: &Path, opts: &MeasureOptions) -> Result<Measurements, Measur
         );
     }
     record(7, EV_SEPARATOR, "separator".into(), &separator);
+    let keys_given = [&opts.pk, &opts.kek, &opts.db, &opts.dbx]
+        .iter()
+        .any(|k| k.is_some());
     if secure_boot {
         unpredicted.insert(
             "7".to_owned(),
             "Secure Boot is on: the EV_EFI_VARIABLE_AUTHORITY event for the db entry that verifies the image is not predicted yet".to_owned(),
+        );
+    } else if keys_given {
+        // The variable events follow the spec, but no boot here has proven them with
+        // enrolled keys yet; an unproven PCR7 could lock a release out of its keys.
+        unpredicted.insert(
+            "7".to_owned(),
+            "enrolled Secure Boot keys are not yet proven against a boot; PCR7 is not predicted"
+                .to_owned(),
         );
     }
 
