@@ -13,14 +13,6 @@ use zoa::boot::{boot, BootError, BootOptions};
 
 /// Generous: a TCG boot takes 15–25 s alone, longer while other tests build images.
 const TIMEOUT: Duration = Duration::from_secs(240);
-
-fn demo_recipe_text() -> String {
-    std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("image-recipes/llama-server.toml"),
-    )
-    .expect("read the demo recipe")
-}
-
 /// Builds `recipe` with the `zoa` binary into the fixture and returns the UKI.
 fn build(f: &Fixture, recipe: &Path, name: &str) -> PathBuf {
     let o = run(zoa(&f.cache())
@@ -132,20 +124,7 @@ fn demo_image_boots_as_predicted_with_forward_and_extra_disk() {
 #[test]
 fn event_log_comes_back_verified() {
     let f = Fixture::new();
-    let inputs = shared_inputs();
-    let text = demo_recipe_text()
-        .replace(
-            "\"../../shared/inputs/",
-            &format!("\"{}/", inputs.display()),
-        )
-        .replace(
-            "hostname = \"llama-server\"",
-            "hostname = \"llama-server\"\ndump_eventlog = true",
-        );
-    assert!(
-        text.contains("dump_eventlog = true"),
-        "demo recipe changed shape"
-    );
+    let text = probe_recipe(|t| t);
     let recipe = f.write("probe.toml", text);
     let uki = build(&f, &recipe, "probe");
 

@@ -12,26 +12,6 @@ use std::path::{Path, PathBuf};
 
 const BANKS: [&str; 2] = ["sha256", "sha384"];
 
-/// The demo recipe with absolute input paths and an event-log dump, plus `edit`.
-fn probe_recipe(edit: impl FnOnce(String) -> String) -> String {
-    let demo = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("image-recipes/llama-server.toml"),
-    )
-    .unwrap();
-    let inputs = shared_inputs();
-    let text = demo
-        .replace(
-            "\"../../shared/inputs/",
-            &format!("\"{}/", inputs.display()),
-        )
-        .replace(
-            "hostname = \"llama-server\"",
-            "hostname = \"llama-server\"\ndump_eventlog = true",
-        );
-    assert!(text.contains("dump_eventlog = true"));
-    edit(text)
-}
-
 fn build_probe(f: &Fixture, name: &str, recipe: &str) -> PathBuf {
     let path = f.write(&format!("{name}.toml"), recipe);
     let o = f.build(&path, name);

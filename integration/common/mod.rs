@@ -157,3 +157,30 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::{Digest, Sha256};
     hex::encode(Sha256::digest(bytes))
 }
+
+/// The demo recipe's text.
+pub fn demo_recipe_text() -> String {
+    std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("image-recipes/llama-server.toml"),
+    )
+    .expect("read the demo recipe")
+}
+
+/// The demo recipe with absolute input paths and an event-log dump, then `edit`.
+pub fn probe_recipe(edit: impl FnOnce(String) -> String) -> String {
+    let inputs = shared_inputs();
+    let text = demo_recipe_text()
+        .replace(
+            "\"../../shared/inputs/",
+            &format!("\"{}/", inputs.display()),
+        )
+        .replace(
+            "hostname = \"llama-server\"",
+            "hostname = \"llama-server\"\ndump_eventlog = true",
+        );
+    assert!(
+        text.contains("dump_eventlog = true"),
+        "the demo recipe changed shape"
+    );
+    edit(text)
+}

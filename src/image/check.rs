@@ -5,7 +5,7 @@ use std::path::Path;
 
 use super::pe::PeLayout;
 use super::policy::{self, PolicyReport};
-use super::{compose, fetch_all, BuildError, FetchSettings};
+use super::{compose, fetch_all, scratch_dir, BuildError, FetchSettings};
 use crate::progress::Progress;
 use crate::recipe::Recipe;
 
@@ -31,13 +31,7 @@ pub fn check_recipe(
     progress: &Progress,
 ) -> Result<PolicyReport, BuildError> {
     let inputs = fetch_all(recipe, settings, progress)?;
-    let work = tempfile::Builder::new()
-        .prefix("zoa-check-")
-        .tempdir()
-        .map_err(|e| BuildError::Output {
-            path: std::env::temp_dir(),
-            message: e.to_string(),
-        })?;
+    let work = scratch_dir("zoa-check-")?;
     let composed = compose::compose(recipe, &inputs, work.path(), init, progress)?;
     Ok(composed.policy)
 }
@@ -62,13 +56,7 @@ pub fn check_uki(path: &Path) -> Result<PolicyReport, BuildError> {
             path: path.to_owned(),
             message: "has no .initrd section: not a UKI built for zoa".into(),
         })?;
-    let spill = tempfile::Builder::new()
-        .prefix("zoa-check-")
-        .tempdir()
-        .map_err(|e| BuildError::Output {
-            path: std::env::temp_dir(),
-            message: e.to_string(),
-        })?;
+    let spill = scratch_dir("zoa-check-")?;
     let tree = super::initramfs::read_archive(initrd, spill.path())?;
     let report = policy::check(&tree, &cmdline, &[]).map_err(|e| BuildError::Output {
         path: path.to_owned(),

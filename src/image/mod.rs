@@ -256,13 +256,7 @@ pub fn build(recipe: &Recipe, opts: &BuildOptions) -> Result<BuiltImage, BuildEr
         Lock::read(&lock_path)?.check_matches(recipe, &lock_path)?;
     }
     let inputs = fetch_all(recipe, &opts.fetcher, progress)?;
-    let work = tempfile::Builder::new()
-        .prefix("zoa-build-")
-        .tempdir()
-        .map_err(|e| BuildError::Output {
-            path: std::env::temp_dir(),
-            message: format!("cannot create a work directory: {e}"),
-        })?;
+    let work = scratch_dir("zoa-build-")?;
     let composed = compose::compose(
         recipe,
         &inputs,
@@ -278,6 +272,17 @@ pub fn build(recipe: &Recipe, opts: &BuildOptions) -> Result<BuiltImage, BuildEr
         .clone()
         .unwrap_or_else(|| default_out_dir(recipe));
     write_outputs(recipe, &inputs, composed, &out_dir, work.path(), progress)
+}
+
+/// A scratch directory under the system temp dir, removed when dropped.
+pub fn scratch_dir(prefix: &str) -> Result<tempfile::TempDir, BuildError> {
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .map_err(|e| BuildError::Output {
+            path: std::env::temp_dir(),
+            message: format!("cannot create a work directory: {e}"),
+        })
 }
 
 /// Creates `dir` if needed; returns whether it was created (so failure can remove it).
