@@ -44,6 +44,23 @@ pub enum Command {
     /// /sys/kernel/security/tpm0/binary_bios_measurements): every event, decoded, and the
     /// PCR values it replays to in each bank.
     Eventlog(EventlogArgs),
+    /// Create a minisign key pair for signing releases (PREFIX.key, PREFIX.pub).
+    ///
+    /// The secret key is password-protected unless --no-password (for CI keys). The
+    /// password comes from ZOA_KEY_PASSWORD, --password-file, or a prompt; it is never
+    /// printed or logged.
+    Keygen(KeygenArgs),
+    /// Sign a build directory: measure it, write release.json and release.json.minisig.
+    Sign(SignArgs),
+    /// Verify a signed release: signature and trusted comment, every artifact digest, the
+    /// UKI re-measured, and with --rebuild a byte-for-byte rebuild.
+    ///
+    /// Exit status: 10 bad signature, 11 an artifact differs, 12 measurements differ,
+    /// 13 not reproducible.
+    Verify(VerifyArgs),
+    /// The append-only log of reference releases.
+    #[command(subcommand)]
+    Log(LogCommand),
     /// Print shell completions (bash, zsh, fish, elvish, powershell) to stdout.
     Completions(CompletionsArgs),
     /// Print the man page (roff) to stdout, or write one page per command into --out.
@@ -213,4 +230,97 @@ pub struct BootArgs {
     /// Print the outcome (PCRs, console, ...) as JSON on stdout instead of the live console.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Where a secret key's password comes from.
+#[derive(Debug, Args, Clone)]
+pub struct PasswordArgs {
+    /// Read the key's password from the first line of FILE
+    /// [default: $ZOA_KEY_PASSWORD, else a prompt on a terminal].
+    #[arg(long, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// Write PREFIX.key (secret, mode 0600) and PREFIX.pub.
+    #[arg(long, value_name = "PREFIX")]
+    pub out: PathBuf,
+    /// No password on the secret key (for CI, where the key lives in a secret store).
+    #[arg(long)]
+    pub no_password: bool,
+    #[command(flatten)]
+    pub password: PasswordArgs,
+    /// Overwrite existing key files.
+    #[arg(long)]
+    pub force: bool,
+    /// Print the key files and key id as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SignArgs {
+    /// The build directory (holding uki.efi and build.json).
+    pub dir: PathBuf,
+    /// The minisign secret key.
+    #[arg(long, value_name = "KEY")]
+    pub key: PathBuf,
+    #[command(flatten)]
+    pub password: PasswordArgs,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The signed release directory.
+    pub dir: PathBuf,
+    /// The minisign public key of the release signer.
+    #[arg(long, value_name = "PUB")]
+    pub pubkey: PathBuf,
+    /// Rebuild from this recipe in a temporary directory and compare byte for byte.
+    #[arg(long, value_name = "RECIPE")]
+    pub rebuild: Option<PathBuf>,
+    #[command(flatten)]
+    pub inputs: InputArgs,
+    /// The PID 1 binary for the rebuild (see `zoa build --init`).
+    #[arg(long, value_name = "FILE")]
+    pub init: Option<PathBuf>,
+    /// Print the verification report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// The old release directory, UKI or measurements file.
+    pub a: PathBuf,
+    /// The new one.
+    pub b: PathBuf,
+    /// Print the report as JSON (for CI gates).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LogCommand {
+    /// Append a signed release directory to the log (the log and the release are verified first).
+    Append {
+        /// The log file, e.g. measurements/releases.log.
+        log: PathBuf,
+        /// The signed release directory.
+        dir: PathBuf,
+        #[arg(long, value_name = "PUB")]
+        pubkey: PathBuf,
+    },
+    /// Verify the log: the hash chain, the order, and every signature.
+    Verify {
+        log: PathBuf,
+        #[arg(long, value_name = "PUB")]
+        pubkey: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
 }

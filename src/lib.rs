@@ -13,3 +13,4 @@ pub mod lock;
 pub mod measure;
 pub mod progress;
 pub mod recipe;
+pub mod release;

@@ -8,17 +8,24 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use cli::{
-    BootArgs, BuildArgs, CheckArgs, Cli, Command, EventlogArgs, InputArgs, LockArgs, ManpageArgs,
-    MeasureArgs, MeasureFormat, OnOff,
+    BootArgs, BuildArgs, CheckArgs, Cli, Command, EventlogArgs, InputArgs, KeygenArgs, LockArgs,
+    LogCommand, ManpageArgs, MeasureArgs, MeasureFormat, OnOff, PasswordArgs, SignArgs, VerifyArgs,
 };
 use zoa::image::{self, BuildError, BuildOptions, FetchSettings};
 use zoa::progress::Progress;
 use zoa::recipe::Recipe;
+use zoa::release::keys::Password;
+use zoa::release::ReleaseError;
 
 /// Exit status of a policy violation (distinct from other errors, for CI gates).
 const EXIT_POLICY: u8 = 3;
 /// Exit status when a real event log disagrees with the prediction.
 const EXIT_EVENTLOG_MISMATCH: u8 = 4;
+/// Exit statuses of `zoa verify` verdicts.
+const EXIT_BAD_SIGNATURE: u8 = 10;
+const EXIT_ARTIFACT_MISMATCH: u8 = 11;
+const EXIT_MEASUREMENT_MISMATCH: u8 = 12;
+const EXIT_NOT_REPRODUCIBLE: u8 = 13;
 /// Largest event log read (real ones are tens of KiB).
 const MAX_EVENTLOG_BYTES: u64 = 64 << 20;
 
@@ -72,6 +79,15 @@ fn exit_code_of(err: &anyhow::Error) -> u8 {
     {
         return EXIT_EVENTLOG_MISMATCH;
     }
+    if let Some(e) = err.downcast_ref::<ReleaseError>() {
+        match e {
+            ReleaseError::BadSignature(_) => return EXIT_BAD_SIGNATURE,
+            ReleaseError::ArtifactMismatch(_) => return EXIT_ARTIFACT_MISMATCH,
+            ReleaseError::MeasurementMismatch(_) => return EXIT_MEASUREMENT_MISMATCH,
+            ReleaseError::NotReproducible(_) => return EXIT_NOT_REPRODUCIBLE,
+            _ => {}
+        }
+    }
     match err.downcast_ref::<BuildError>() {
         Some(BuildError::Policy(_)) => EXIT_POLICY,
         _ => 1,
@@ -124,6 +140,10 @@ fn run(cli: &Cli) -> Result<ExitCode> {
         }
         Command::Manpage(args) => manpage(args),
         Command::Boot(args) => boot(args, cli.quiet),
+        Command::Keygen(args) => keygen(args, cli.quiet),
+        Command::Sign(args) => sign(args, cli.quiet),
+        Command::Verify(args) => verify(args, cli.quiet, progress),
+        Command::Log(cmd) => release_log(cmd, cli.quiet),
     }
 }
 
@@ -435,4 +455,137 @@ fn boot(args: &BootArgs, quiet: bool) -> Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// The password source for an existing secret key: ZOA_KEY_PASSWORD, a file, a prompt on
+/// a terminal, or none (an unencrypted CI key).
+fn password_source(args: &PasswordArgs) -> Password {
+    use std::io::IsTerminal;
+    if let Some(f) = &args.password_file {
+        Password::File(f.clone())
+    } else if std::env::var_os("ZOA_KEY_PASSWORD").is_some() {
+        Password::Env
+    } else if std::io::stdin().is_terminal() {
+        Password::Prompt
+    } else {
+        Password::None
+    }
+}
+
+fn keygen(args: &KeygenArgs, quiet: bool) -> Result<ExitCode> {
+    let password = if args.no_password {
+        Password::None
+    } else {
+        match password_source(&args.password) {
+            Password::None => anyhow::bail!(
+                "keygen: a password is needed for the secret key: set ZOA_KEY_PASSWORD, pass --password-file, run on a terminal, or use --no-password for a CI key"
+            ),
+            p => p,
+        }
+    };
+    let files = zoa::release::keys::keygen(&args.out, &password, args.force)?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "secret_key": files.secret, "public_key": files.public, "key_id": files.key_id
+            }))?
+        );
+    } else if !quiet {
+        println!(
+            "wrote {} and {} (key id {})",
+            files.secret.display(),
+            files.public.display(),
+            files.key_id
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn sign(args: &SignArgs, quiet: bool) -> Result<ExitCode> {
+    let signed = zoa::release::sign(&args.dir, &args.key, &password_source(&args.password))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&signed)?);
+    } else if !quiet {
+        println!(
+            "signed {} ({})\n       {}",
+            signed.manifest.display(),
+            signed.trusted_comment,
+            signed.signature.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn verify(args: &VerifyArgs, quiet: bool, progress: Progress) -> Result<ExitCode> {
+    let rebuild = match &args.rebuild {
+        Some(path) => Some((
+            load_recipe(path)?,
+            BuildOptions {
+                out_dir: None,
+                locked: false,
+                fetcher: fetch_settings(&args.inputs),
+                init_binary: args.init.clone(),
+                progress,
+            },
+        )),
+        None => None,
+    };
+    let report = zoa::release::verify(
+        &args.dir,
+        &args.pubkey,
+        rebuild.as_ref().map(|(r, o)| (r, o)),
+    )?;
+    if let Some(w) = &report.warning {
+        eprintln!("zoa: warning: {w}");
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else if !quiet {
+        println!(
+            "verified {} {} (key {}): signature, {} artifacts, {}{}",
+            report.name,
+            report.version,
+            report.key_id,
+            report.artifacts_checked.len(),
+            report.pcrs_checked.join(" "),
+            if report.rebuilt.is_some() {
+                ", rebuilt byte for byte"
+            } else {
+                ""
+            }
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn release_log(cmd: &LogCommand, quiet: bool) -> Result<ExitCode> {
+    match cmd {
+        LogCommand::Append { log, dir, pubkey } => {
+            let entry = zoa::release::log::append(log, dir, pubkey)?;
+            if !quiet {
+                println!(
+                    "appended {} {} as entry {} of {}",
+                    entry.name,
+                    entry.version,
+                    entry.seq,
+                    log.display()
+                );
+            }
+        }
+        LogCommand::Verify { log, pubkey, json } => {
+            let summary = zoa::release::log::verify(log, pubkey)?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&summary)?);
+            } else if !quiet {
+                println!(
+                    "{}: {} entries, chain and signatures valid (head {})",
+                    log.display(),
+                    summary.entries,
+                    summary.head
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,252 @@
+//! `release.json`: the manifest a release signature covers.
+//!
+//! It names the artifacts it covers (`uki.efi`, `build.json`, `measurements.json`) with
+//! their digests, and carries what an auditor or a KMS policy needs without opening them:
+//! identity, recipe and input pins, the measurements (both banks, every event) and the
+//! policy exceptions. Serialisation is canonical — fixed field order, maps sorted, two-space
+//! indentation, one trailing newline — so regenerating it gives the same bytes.
+
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+use crate::measure::Measurements;
+
+/// Manifest format identifier; a verifier refuses formats it does not know.
+pub const MANIFEST_FORMAT: &str = "zoa-release/1";
+/// The artifacts a release covers, in manifest order.
+pub const ARTIFACTS: [&str; 3] = ["uki.efi", "build.json", "measurements.json"];
+/// File names inside a release directory.
+pub const MANIFEST_FILE: &str = "release.json";
+pub const SIGNATURE_FILE: &str = "release.json.minisig";
+pub const MEASUREMENTS_FILE: &str = "measurements.json";
+
+/// Errors reading or writing a manifest.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("{file}: {message}")]
+    Invalid { file: String, message: String },
+    #[error("{file}: {source}")]
+    Io {
+        file: String,
+        source: std::io::Error,
+    },
+}
+
+/// The release manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub format: String,
+    pub name: String,
+    pub version: String,
+    pub zoa_version: String,
+    pub source_date_epoch: u64,
+    pub recipe: RecipePin,
+    pub inputs: Vec<InputPin>,
+    pub artifacts: Vec<Artifact>,
+    pub measurements: Measurements,
+    pub policy_exceptions: Vec<serde_json::Value>,
+}
+
+/// The recipe a release was built from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecipePin {
+    pub file: String,
+    pub sha256: String,
+}
+
+/// One pinned input.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputPin {
+    pub name: String,
+    pub sha256: String,
+    pub size: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub package: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub package_version: Option<String>,
+}
+
+/// A covered file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Artifact {
+    pub path: String,
+    pub sha256: String,
+    pub size: u64,
+}
+
+/// The parts of build.json a manifest takes over.
+#[derive(Debug, Deserialize)]
+struct BuildJson {
+    name: String,
+    version: String,
+    zoa_version: String,
+    source_date_epoch: u64,
+    recipe: RecipePin,
+    inputs: Vec<InputPin>,
+    policy: BuildPolicy,
+}
+
+#[derive(Debug, Deserialize)]
+struct BuildPolicy {
+    #[serde(default)]
+    exceptions: Vec<serde_json::Value>,
+}
+
+impl Manifest {
+    /// Assembles the manifest of a build directory whose artifacts already exist.
+    pub fn from_build_dir(
+        dir: &Path,
+        measurements: Measurements,
+    ) -> Result<Manifest, ManifestError> {
+        let build_json = dir.join("build.json");
+        let file = build_json.display().to_string();
+        let bytes = std::fs::read(&build_json).map_err(|source| ManifestError::Io {
+            file: file.clone(),
+            source,
+        })?;
+        let build: BuildJson =
+            serde_json::from_slice(&bytes).map_err(|e| ManifestError::Invalid {
+                file: file.clone(),
+                message: format!("not a zoa build.json: {e}"),
+            })?;
+        let mut artifacts = Vec::new();
+        for name in ARTIFACTS {
+            let path = dir.join(name);
+            let (sha256, size) =
+                crate::digest::sha256_file(&path).map_err(|source| ManifestError::Io {
+                    file: path.display().to_string(),
+                    source,
+                })?;
+            artifacts.push(Artifact {
+                path: name.to_owned(),
+                sha256,
+                size,
+            });
+        }
+        Ok(Manifest {
+            format: MANIFEST_FORMAT.to_owned(),
+            name: build.name,
+            version: build.version,
+            zoa_version: build.zoa_version,
+            source_date_epoch: build.source_date_epoch,
+            recipe: build.recipe,
+            inputs: build.inputs,
+            artifacts,
+            measurements,
+            policy_exceptions: build.policy.exceptions,
+        })
+    }
+
+    /// Canonical bytes.
+    pub fn to_canonical_json(&self) -> Result<Vec<u8>, ManifestError> {
+        let mut out = serde_json::to_vec_pretty(self).map_err(|e| ManifestError::Invalid {
+            file: MANIFEST_FILE.into(),
+            message: e.to_string(),
+        })?;
+        out.push(b'\n');
+        Ok(out)
+    }
+
+    /// Parses manifest bytes (untrusted until the signature over them is checked).
+    pub fn parse(file: &str, bytes: &[u8]) -> Result<Manifest, ManifestError> {
+        let m: Manifest = serde_json::from_slice(bytes).map_err(|e| ManifestError::Invalid {
+            file: file.to_owned(),
+            message: format!("not a zoa release manifest: {e}"),
+        })?;
+        if m.format != MANIFEST_FORMAT {
+            return Err(ManifestError::Invalid {
+                file: file.to_owned(),
+                message: format!(
+                    "manifest format {:?} is not supported (expected {MANIFEST_FORMAT})",
+                    m.format
+                ),
+            });
+        }
+        for a in &m.artifacts {
+            if !ARTIFACTS.contains(&a.path.as_str()) {
+                return Err(ManifestError::Invalid {
+                    file: file.to_owned(),
+                    message: format!("artifact {:?} is not one zoa signs", a.path),
+                });
+            }
+        }
+        Ok(m)
+    }
+
+    /// zoa's trusted comment for this manifest.
+    pub fn trusted_comment(&self, manifest_sha256: &str) -> String {
+        format!(
+            "zoa-release name={} version={} manifest-sha256={manifest_sha256}",
+            self.name, self.version
+        )
+    }
+}
+
+/// A parsed zoa trusted comment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReleaseComment {
+    pub name: String,
+    pub version: String,
+    pub manifest_sha256: String,
+}
+
+/// Parses `zoa-release name=… version=… manifest-sha256=…`; `None` for a foreign comment.
+pub fn parse_trusted_comment(comment: &str) -> Option<Result<ReleaseComment, String>> {
+    let rest = comment.trim().strip_prefix("zoa-release ")?;
+    let mut name = None;
+    let mut version = None;
+    let mut digest = None;
+    for part in rest.split_whitespace() {
+        match part.split_once('=') {
+            Some(("name", v)) => name = Some(v.to_owned()),
+            Some(("version", v)) => version = Some(v.to_owned()),
+            Some(("manifest-sha256", v)) => digest = Some(v.to_owned()),
+            _ => {
+                return Some(Err(format!(
+                    "unexpected field {part:?} in the zoa trusted comment"
+                )))
+            }
+        }
+    }
+    Some(match (name, version, digest) {
+        (Some(name), Some(version), Some(manifest_sha256)) => Ok(ReleaseComment {
+            name,
+            version,
+            manifest_sha256,
+        }),
+        _ => Err("the zoa trusted comment lacks name, version or manifest-sha256".into()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trusted_comments() {
+        let c = parse_trusted_comment("zoa-release name=a version=1.0 manifest-sha256=abc")
+            .unwrap()
+            .unwrap();
+        assert_eq!(c.name, "a");
+        assert_eq!(c.manifest_sha256, "abc");
+        assert!(parse_trusted_comment("timestamp:123\tfile:release.json").is_none());
+        assert!(parse_trusted_comment("zoa-release name=a")
+            .unwrap()
+            .is_err());
+        assert!(
+            parse_trusted_comment("zoa-release name=a version=1 manifest-sha256=x extra=1")
+                .unwrap()
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn garbage_manifests_are_refused() {
+        assert!(Manifest::parse("m", b"{}").is_err());
+        assert!(Manifest::parse("m", b"not json").is_err());
+    }
+}

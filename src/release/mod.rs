@@ -1,0 +1,355 @@
+//! Releases: the signed manifest over a build directory, its verification (signature,
+//! artifact digests, re-measurement, optional rebuild) and the append-only log of
+//! reference releases.
+
+pub mod keys;
+pub mod log;
+pub mod manifest;
+
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+use crate::measure::{self, MeasureOptions};
+use manifest::{
+    parse_trusted_comment, Manifest, ManifestError, MANIFEST_FILE, MEASUREMENTS_FILE,
+    SIGNATURE_FILE,
+};
+
+/// Errors of signing and verifying, one variant per verdict (the CLI maps each to its
+/// own exit status, so CI can tell a bad signature from a changed artifact).
+#[derive(Debug, thiserror::Error)]
+pub enum ReleaseError {
+    #[error("{0}")]
+    BadSignature(String),
+    #[error("{0}")]
+    ArtifactMismatch(String),
+    #[error("{0}")]
+    MeasurementMismatch(String),
+    #[error("{0}")]
+    NotReproducible(String),
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error(transparent)]
+    Key(#[from] keys::KeyError),
+    #[error(transparent)]
+    Measure(#[from] measure::MeasureError),
+    #[error(transparent)]
+    Build(#[from] crate::image::BuildError),
+    #[error("{file}: {message}")]
+    Io { file: String, message: String },
+}
+
+fn io_err(path: &Path, e: impl std::fmt::Display) -> ReleaseError {
+    ReleaseError::Io {
+        file: path.display().to_string(),
+        message: e.to_string(),
+    }
+}
+
+/// Writes `bytes` to `path` atomically (temp file in the same directory, then rename).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ReleaseError> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| io_err(path, e))?;
+    std::io::Write::write_all(&mut tmp, bytes).map_err(|e| io_err(path, e))?;
+    tmp.persist(path).map_err(|e| io_err(path, e.error))?;
+    Ok(())
+}
+
+/// What `zoa sign` produced.
+#[derive(Debug, Serialize)]
+pub struct Signed {
+    pub manifest: PathBuf,
+    pub signature: PathBuf,
+    pub manifest_sha256: String,
+    pub trusted_comment: String,
+}
+
+/// `zoa sign DIR`: measures the UKI (writing `measurements.json`), writes the canonical
+/// `release.json` and its minisign signature. A failure leaves no new signature behind.
+pub fn sign(
+    dir: &Path,
+    secret_key: &Path,
+    password: &keys::Password,
+) -> Result<Signed, ReleaseError> {
+    let uki = dir.join("uki.efi");
+    let measurements = measure::predict(&uki, &MeasureOptions::default())?;
+    let mut m_bytes = serde_json::to_vec_pretty(&measurements)
+        .map_err(|e| io_err(&dir.join(MEASUREMENTS_FILE), e))?;
+    m_bytes.push(b'\n');
+    let manifest_path = dir.join(MANIFEST_FILE);
+    let signature_path = dir.join(SIGNATURE_FILE);
+    // Sign in memory first: a wrong password must not leave a half-written release.
+    let measurements_path = dir.join(MEASUREMENTS_FILE);
+    let previous = std::fs::read(&measurements_path).ok();
+    write_atomic(&measurements_path, &m_bytes)?;
+    let result = (|| {
+        let manifest = Manifest::from_build_dir(dir, measurements)?;
+        let bytes = manifest.to_canonical_json()?;
+        let digest = crate::digest::sha256_bytes(&bytes);
+        let comment = manifest.trusted_comment(&digest);
+        let signature = keys::sign(secret_key, password, &bytes, &comment)?;
+        write_atomic(&manifest_path, &bytes)?;
+        write_atomic(&signature_path, signature.as_bytes())?;
+        Ok(Signed {
+            manifest: manifest_path.clone(),
+            signature: signature_path.clone(),
+            manifest_sha256: digest,
+            trusted_comment: comment,
+        })
+    })();
+    if result.is_err() {
+        // Put measurements.json back as it was: signing failed, nothing changed.
+        match previous {
+            Some(p) => {
+                let _ = write_atomic(&measurements_path, &p);
+            }
+            None => {
+                let _ = std::fs::remove_file(&measurements_path);
+            }
+        }
+    }
+    result
+}
+
+/// The outcome of `zoa verify`.
+#[derive(Debug, Serialize)]
+pub struct Verification {
+    pub name: String,
+    pub version: String,
+    pub manifest_sha256: String,
+    pub key_id: String,
+    pub trusted_comment: String,
+    /// Set when the signature is valid but its trusted comment is not zoa's.
+    pub warning: Option<String>,
+    pub artifacts_checked: Vec<String>,
+    pub pcrs_checked: Vec<String>,
+    /// Set when a rebuild was requested and matched.
+    pub rebuilt: Option<RebuildReport>,
+}
+
+/// A successful rebuild comparison.
+#[derive(Debug, Serialize)]
+pub struct RebuildReport {
+    pub recipe: PathBuf,
+    pub identical: Vec<String>,
+}
+
+/// `zoa verify DIR --pubkey PUB`: signature and trusted comment, every artifact digest,
+/// the UKI re-measured; with `rebuild`, a fresh build compared byte for byte.
+pub fn verify(
+    dir: &Path,
+    public_key: &Path,
+    rebuild: Option<(&crate::recipe::Recipe, &crate::image::BuildOptions)>,
+) -> Result<Verification, ReleaseError> {
+    let manifest_path = dir.join(MANIFEST_FILE);
+    let signature_path = dir.join(SIGNATURE_FILE);
+    let bytes = std::fs::read(&manifest_path).map_err(|e| io_err(&manifest_path, e))?;
+    let signature =
+        std::fs::read_to_string(&signature_path).map_err(|e| io_err(&signature_path, e))?;
+    let verified = keys::verify(public_key, &bytes, &signature)
+        .map_err(|e| ReleaseError::BadSignature(format!("{}: {e}", signature_path.display())))?;
+    let digest = crate::digest::sha256_bytes(&bytes);
+    let manifest = Manifest::parse(&manifest_path.display().to_string(), &bytes)?;
+    let warning = match parse_trusted_comment(&verified.trusted_comment) {
+        None => Some(format!(
+            "the signature is valid but its trusted comment is not zoa's ({:?}): name, version and manifest digest are not bound by it",
+            verified.trusted_comment
+        )),
+        Some(Err(why)) => {
+            return Err(ReleaseError::BadSignature(format!("{}: {why}", signature_path.display())))
+        }
+        Some(Ok(c)) => {
+            if c.name != manifest.name || c.version != manifest.version || c.manifest_sha256 != digest {
+                return Err(ReleaseError::BadSignature(format!(
+                    "{}: the trusted comment says {} {} (manifest {}), the manifest is {} {} (sha256 {digest})",
+                    signature_path.display(),
+                    c.name,
+                    c.version,
+                    c.manifest_sha256,
+                    manifest.name,
+                    manifest.version
+                )));
+            }
+            None
+        }
+    };
+    let mut artifacts_checked = Vec::new();
+    for a in &manifest.artifacts {
+        let path = dir.join(&a.path);
+        let (sha, size) = crate::digest::sha256_file(&path).map_err(|e| {
+            ReleaseError::ArtifactMismatch(format!("{}: cannot read: {e}", path.display()))
+        })?;
+        if sha != a.sha256 || size != a.size {
+            return Err(ReleaseError::ArtifactMismatch(format!(
+                "{}: sha256 {sha} ({size} bytes) differs from the signed manifest's {} ({} bytes)",
+                path.display(),
+                a.sha256,
+                a.size
+            )));
+        }
+        artifacts_checked.push(a.path.clone());
+    }
+    let remeasured = measure::predict(&dir.join("uki.efi"), &MeasureOptions::default())?;
+    if remeasured.pcrs != manifest.measurements.pcrs
+        || remeasured.events != manifest.measurements.events
+    {
+        let differing: Vec<String> = manifest
+            .measurements
+            .pcrs
+            .iter()
+            .filter(|(k, v)| remeasured.pcrs.get(*k) != Some(v))
+            .map(|(k, _)| format!("PCR{k}"))
+            .collect();
+        return Err(ReleaseError::MeasurementMismatch(format!(
+            "{}: re-measuring uki.efi gives other values than the signed manifest ({})",
+            dir.display(),
+            if differing.is_empty() {
+                "events differ".to_owned()
+            } else {
+                differing.join(", ")
+            }
+        )));
+    }
+    let pcrs_checked = remeasured.pcrs.keys().map(|k| format!("PCR{k}")).collect();
+    let rebuilt = match rebuild {
+        None => None,
+        Some((recipe, opts)) => Some(rebuild_and_compare(&manifest, dir, recipe, opts)?),
+    };
+    Ok(Verification {
+        name: manifest.name,
+        version: manifest.version,
+        manifest_sha256: digest,
+        key_id: verified.key_id,
+        trusted_comment: verified.trusted_comment,
+        warning,
+        artifacts_checked,
+        pcrs_checked,
+        rebuilt,
+    })
+}
+
+/// Rebuilds in a temporary directory and compares outputs; on a difference, names the
+/// output and the inputs (or image files) that changed.
+fn rebuild_and_compare(
+    manifest: &Manifest,
+    dir: &Path,
+    recipe: &crate::recipe::Recipe,
+    opts: &crate::image::BuildOptions,
+) -> Result<RebuildReport, ReleaseError> {
+    let work = crate::image::scratch_dir("zoa-rebuild-")?;
+    let mut opts = opts.clone();
+    opts.out_dir = Some(work.path().join("out"));
+    let built = crate::image::build(recipe, &opts)?;
+    let mut identical = Vec::new();
+    for name in ["uki.efi", "build.json"] {
+        let want = manifest.artifacts.iter().find(|a| a.path == name);
+        let (sha, _) = crate::digest::sha256_file(&built.out_dir.join(name))
+            .map_err(|e| io_err(&built.out_dir.join(name), e))?;
+        match want {
+            Some(a) if a.sha256 == sha => identical.push(name.to_owned()),
+            _ => {
+                return Err(ReleaseError::NotReproducible(format!(
+                    "rebuilding {} gives a different {name}: {}",
+                    recipe.path.display(),
+                    explain_difference(manifest, dir, &built.out_dir)
+                )))
+            }
+        }
+    }
+    Ok(RebuildReport {
+        recipe: recipe.path.clone(),
+        identical,
+    })
+}
+
+/// Which inputs or image files differ between the release's build.json and a rebuild's.
+fn explain_difference(manifest: &Manifest, dir: &Path, rebuilt: &Path) -> String {
+    let read = |p: PathBuf| -> Option<serde_json::Value> {
+        serde_json::from_slice(&std::fs::read(p).ok()?).ok()
+    };
+    let (Some(old), Some(new)) = (
+        read(dir.join("build.json")),
+        read(rebuilt.join("build.json")),
+    ) else {
+        return "build.json is unreadable".into();
+    };
+    let mut reasons = Vec::new();
+    if old["recipe"]["sha256"] != new["recipe"]["sha256"] {
+        reasons.push("the recipe file differs".to_owned());
+    }
+    let inputs = |v: &serde_json::Value| -> Vec<(String, String)> {
+        v["inputs"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|i| {
+                        (
+                            i["name"].as_str().unwrap_or("").to_owned(),
+                            i["sha256"].as_str().unwrap_or("").to_owned(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let (oi, ni) = (inputs(&old), inputs(&new));
+    for (name, sha) in &ni {
+        match oi.iter().find(|(n, _)| n == name) {
+            Some((_, old_sha)) if old_sha != sha => {
+                reasons.push(format!("input {name} changed ({old_sha} → {sha})"))
+            }
+            None => reasons.push(format!("input {name} is new")),
+            _ => {}
+        }
+    }
+    for (name, _) in &oi {
+        if !ni.iter().any(|(n, _)| n == name) {
+            reasons.push(format!("input {name} was removed"));
+        }
+    }
+    if old["init"]["sha256"] != new["init"]["sha256"] {
+        reasons.push(format!(
+            "the PID 1 binary differs (zoa-init {} → {})",
+            old["init"]["sha256"], new["init"]["sha256"]
+        ));
+    }
+    if old["zoa_version"] != new["zoa_version"] {
+        reasons.push(format!(
+            "zoa {} built the release, zoa {} the rebuild",
+            old["zoa_version"], new["zoa_version"]
+        ));
+    }
+    if reasons.is_empty() {
+        let files = |v: &serde_json::Value| -> Vec<(String, String)> {
+            v["files"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .map(|f| {
+                            (
+                                f["path"].as_str().unwrap_or("").to_owned(),
+                                f["sha256"].as_str().unwrap_or("").to_owned(),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let (of, nf) = (files(&old), files(&new));
+        for (p, s) in &nf {
+            if of.iter().find(|(q, _)| q == p).map(|(_, t)| t) != Some(s) {
+                reasons.push(format!("image file {p} differs"));
+            }
+        }
+    }
+    if reasons.is_empty() {
+        reasons.push(format!(
+            "no input differs; the build is not reproducible (manifest {})",
+            manifest.name
+        ));
+    }
+    reasons.join("; ")
+}
