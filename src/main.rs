@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use cli::{
     BootArgs, BuildArgs, CheckArgs, Cli, Command, EventlogArgs, InputArgs, KeygenArgs, LockArgs,
-    LogCommand, ManpageArgs, MeasureArgs, MeasureFormat, OnOff, PasswordArgs, SignArgs, VerifyArgs,
+    LogCommand, ManpageArgs, MeasureArgs, MeasureFormat, OnOff, SignArgs, VerifyArgs,
 };
 use zoa::image::{self, BuildError, BuildOptions, FetchSettings};
 use zoa::progress::Progress;
@@ -457,32 +457,8 @@ fn boot(args: &BootArgs, quiet: bool) -> Result<ExitCode> {
     })
 }
 
-/// The password source for an existing secret key: ZOA_KEY_PASSWORD, a file, a prompt on
-/// a terminal, or none (an unencrypted CI key).
-fn password_source(args: &PasswordArgs) -> Password {
-    use std::io::IsTerminal;
-    if let Some(f) = &args.password_file {
-        Password::File(f.clone())
-    } else if std::env::var_os("ZOA_KEY_PASSWORD").is_some() {
-        Password::Env
-    } else if std::io::stdin().is_terminal() {
-        Password::Prompt
-    } else {
-        Password::None
-    }
-}
-
 fn keygen(args: &KeygenArgs, quiet: bool) -> Result<ExitCode> {
-    let password = if args.no_password {
-        Password::None
-    } else {
-        match password_source(&args.password) {
-            Password::None => anyhow::bail!(
-                "keygen: a password is needed for the secret key: set ZOA_KEY_PASSWORD, pass --password-file, run on a terminal, or use --no-password for a CI key"
-            ),
-            p => p,
-        }
-    };
+    let password = Password::choose(args.no_password, args.password.password_file.clone());
     let files = zoa::release::keys::keygen(&args.out, &password, args.force)?;
     if args.json {
         println!(
@@ -503,7 +479,9 @@ fn keygen(args: &KeygenArgs, quiet: bool) -> Result<ExitCode> {
 }
 
 fn sign(args: &SignArgs, quiet: bool) -> Result<ExitCode> {
-    let signed = zoa::release::sign(&args.dir, &args.key, &password_source(&args.password))?;
+    // An unencrypted (CI) key is used as is; an encrypted one asks for its password.
+    let password = Password::choose(false, args.password.password_file.clone());
+    let signed = zoa::release::sign(&args.dir, &args.key, &password)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&signed)?);
     } else if !quiet {

@@ -213,7 +213,13 @@ pub fn verify(
             }
         )));
     }
-    let pcrs_checked = remeasured.pcrs.keys().map(|k| format!("PCR{k}")).collect();
+    let mut pcrs: Vec<u32> = remeasured
+        .pcrs
+        .keys()
+        .filter_map(|k| k.parse().ok())
+        .collect();
+    pcrs.sort_unstable();
+    let pcrs_checked = pcrs.iter().map(|k| format!("PCR{k}")).collect();
     let rebuilt = match rebuild {
         None => None,
         Some((recipe, opts)) => Some(rebuild_and_compare(&manifest, dir, recipe, opts)?),
