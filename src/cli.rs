@@ -58,6 +58,15 @@ pub enum Command {
     /// Exit status: 10 bad signature, 11 an artifact differs, 12 measurements differ,
     /// 13 not reproducible.
     Verify(VerifyArgs),
+    /// Explain what changed between two releases and why their PCRs differ.
+    ///
+    /// A and B are each a release or build directory (uki.efi, build.json, and
+    /// measurements.json if present), a UKI, or a measurements JSON file (`zoa measure`
+    /// output or release.json; only PCR and event differences can be shown then). Names
+    /// only what changed: sections (e.g. .cmdline with old and new values), initramfs files
+    /// with the packages behind them, kernel, stub, inputs, and which PCR events moved.
+    /// --json gives every PCR and each cause with a stable `kind` and `path` for CI gates.
+    Diff(DiffArgs),
     /// The append-only log of reference releases.
     #[command(subcommand)]
     Log(LogCommand),
@@ -302,6 +311,9 @@ pub struct DiffArgs {
     /// Print the report as JSON (for CI gates).
     #[arg(long)]
     pub json: bool,
+    /// Exit with status 5 when anything differs (0 when identical), like `git diff --exit-code`.
+    #[arg(long)]
+    pub exit_code: bool,
 }
 
 #[derive(Debug, Subcommand)]

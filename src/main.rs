@@ -8,8 +8,8 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use cli::{
-    BootArgs, BuildArgs, CheckArgs, Cli, Command, EventlogArgs, InputArgs, KeygenArgs, LockArgs,
-    LogCommand, ManpageArgs, MeasureArgs, MeasureFormat, OnOff, SignArgs, VerifyArgs,
+    BootArgs, BuildArgs, CheckArgs, Cli, Command, DiffArgs, EventlogArgs, InputArgs, KeygenArgs,
+    LockArgs, LogCommand, ManpageArgs, MeasureArgs, MeasureFormat, OnOff, SignArgs, VerifyArgs,
 };
 use zoa::image::{self, BuildError, BuildOptions, FetchSettings};
 use zoa::progress::Progress;
@@ -26,6 +26,8 @@ const EXIT_BAD_SIGNATURE: u8 = 10;
 const EXIT_ARTIFACT_MISMATCH: u8 = 11;
 const EXIT_MEASUREMENT_MISMATCH: u8 = 12;
 const EXIT_NOT_REPRODUCIBLE: u8 = 13;
+/// Exit status of `zoa diff --exit-code` when the two sides differ.
+const EXIT_DIFFERENT: u8 = 5;
 /// Largest event log read (real ones are tens of KiB).
 const MAX_EVENTLOG_BYTES: u64 = 64 << 20;
 
@@ -143,6 +145,7 @@ fn run(cli: &Cli) -> Result<ExitCode> {
         Command::Keygen(args) => keygen(args, cli.quiet),
         Command::Sign(args) => sign(args, cli.quiet),
         Command::Verify(args) => verify(args, cli.quiet, progress),
+        Command::Diff(args) => diff(args),
         Command::Log(cmd) => release_log(cmd, cli.quiet),
     }
 }
@@ -533,6 +536,20 @@ fn verify(args: &VerifyArgs, quiet: bool, progress: Progress) -> Result<ExitCode
                 ""
             }
         );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn diff(args: &DiffArgs) -> Result<ExitCode> {
+    use zoa::release::diff::{self, Side};
+    let report = diff::diff(&Side::detect(&args.a)?, &Side::detect(&args.b)?)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.render_text());
+    }
+    if args.exit_code && !report.identical {
+        return Ok(ExitCode::from(EXIT_DIFFERENT));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -72,7 +72,7 @@ const KNOWN_SECTIONS: &[&str] = &[
 ];
 
 /// UKI payload sections (as opposed to the stub's own).
-const UKI_PAYLOAD_SECTIONS: &[&str] = &[
+pub const UKI_PAYLOAD_SECTIONS: &[&str] = &[
     ".linux", ".osrel", ".cmdline", ".initrd", ".ucode", ".splash", ".dtb", ".uname", ".pcrsig",
     ".pcrpkey", ".profile", ".dtbauto", ".hwids", ".efifw",
 ];

@@ -1,7 +1,8 @@
 //! Releases: the signed manifest over a build directory, its verification (signature,
 //! artifact digests, re-measurement, optional rebuild) and the append-only log of
-//! reference releases.
+//! reference releases; diffs between releases for auditors.
 
+pub mod diff;
 pub mod keys;
 pub mod log;
 pub mod manifest;
