@@ -137,25 +137,8 @@ fn demo_build_is_reproducible() {
             assert!(text.contains(n), "objdump does not list {n}:\n{text}");
         }
     }
-    // The committed reference measurements still describe this build (see measurements/).
-    let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("measurements");
-    for (format, file) in [
-        ("zoa", "llama-server-0.7.0-2.json"),
-        ("nitro", "llama-server-0.7.0-2.nitro.json"),
-    ] {
-        let o = Command::new(env!("CARGO_BIN_EXE_zoa"))
-            .arg("measure")
-            .arg(out_a.join("uki.efi"))
-            .args(["--format", format])
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", stderr(&o));
-        let want = std::fs::read_to_string(golden.join(file)).unwrap();
-        assert!(
-            String::from_utf8_lossy(&o.stdout) == want,
-            "measurements/{file} no longer matches the demo build; if the change is intended, regenerate it (measurements/README.md)"
-        );
-    }
+    // The committed reference release still describes this build (see measurements/).
+    check_reference_release(&f, &out_a);
     // The config zoa wrote is one zoa-init accepts.
     let cfg = Command::new(init_binary())
         .arg("--check-config")
@@ -169,6 +152,89 @@ fn demo_build_is_reproducible() {
         cfg.status.success(),
         "zoa-init rejects the generated config: {}",
         stderr(&cfg)
+    );
+}
+
+/// The project's reference release in measurements/: its measurement files equal a fresh
+/// `zoa measure` of this build, its signature and artifact digests verify against the
+/// fresh uki.efi and build.json with the committed public key, and the release log's
+/// chain and signatures hold, ending with exactly this release.json.
+fn check_reference_release(f: &Fixture, out: &Path) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("measurements");
+    let golden = root.join("llama-server-0.7.0-2");
+    let regenerate =
+        "if the change is intended, regenerate and re-sign it (measurements/README.md)";
+    for (format, file) in [
+        ("zoa", "measurements.json"),
+        ("nitro", "measurements.nitro.json"),
+    ] {
+        let o = Command::new(env!("CARGO_BIN_EXE_zoa"))
+            .arg("measure")
+            .arg(out.join("uki.efi"))
+            .args(["--format", format])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        let want = std::fs::read_to_string(golden.join(file)).unwrap();
+        assert!(
+            String::from_utf8_lossy(&o.stdout) == want,
+            "measurements/llama-server-0.7.0-2/{file} no longer matches the demo build; {regenerate}"
+        );
+    }
+    // A release directory made of the fresh artifacts and the committed signed files.
+    let rel = f.path("reference-release");
+    std::fs::create_dir_all(&rel).unwrap();
+    for name in ["uki.efi", "build.json"] {
+        std::fs::copy(out.join(name), rel.join(name)).unwrap();
+    }
+    for name in ["measurements.json", "release.json", "release.json.minisig"] {
+        std::fs::copy(golden.join(name), rel.join(name)).unwrap();
+    }
+    let mut keys: Vec<_> = std::fs::read_dir(root.join("keys"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "pub"))
+        .collect();
+    keys.sort();
+    assert!(!keys.is_empty(), "no public keys in measurements/keys");
+    let pubkey_args = || {
+        keys.iter()
+            .flat_map(|k| [std::ffi::OsStr::new("--pubkey"), k.as_os_str()])
+    };
+    let key_for_release = keys.last().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_zoa"))
+        .arg("verify")
+        .arg(&rel)
+        .arg("--pubkey")
+        .arg(key_for_release)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "the signed reference release does not verify against the demo build; {regenerate}: {}",
+        stderr(&o)
+    );
+    let log = root.join("releases.log");
+    let o = Command::new(env!("CARGO_BIN_EXE_zoa"))
+        .args(["log", "verify"])
+        .arg(&log)
+        .args(pubkey_args())
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "measurements/releases.log: {}",
+        stderr(&o)
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    let last: serde_json::Value =
+        serde_json::from_str(text.lines().last().expect("an empty release log")).unwrap();
+    let manifest = std::fs::read_to_string(golden.join("release.json")).unwrap();
+    assert_eq!(
+        last["manifest"].as_str(),
+        Some(manifest.as_str()),
+        "the last entry of measurements/releases.log is not measurements/llama-server-0.7.0-2/release.json"
     );
 }
 

@@ -393,4 +393,67 @@ fn the_release_log_detects_rewritten_and_reordered_history() {
     check(format!("{}\n", lines[1]), "sequence number");
     let rewritten = lines[0].replace("\"version\":\"1\"", "\"version\":\"7\"");
     check(format!("{rewritten}\n{}\n", lines[1]), "line 1");
+
+    // A key rotation: version 3 signed by a new key; the log needs both public keys.
+    assert!(run(zoa_in(&r.f)
+        .args(["keygen", "--no-password", "--out"])
+        .arg(r.f.path("ci2")))
+    .status
+    .success());
+    let v3 = r.f.write(
+        "v3.toml",
+        tiny_recipe("").replace("version = \"1\"", "version = \"3\""),
+    );
+    assert!(r.f.build(&v3, "rel3").status.success());
+    assert!(run(zoa_in(&r.f)
+        .arg("sign")
+        .arg(r.f.path("rel3"))
+        .arg("--key")
+        .arg(r.f.path("ci2.key")))
+    .status
+    .success());
+    let append_v3 = |keys: &[&Path]| {
+        let mut cmd = zoa_in(&r.f);
+        cmd.args(["log", "append"]).arg(&log).arg(r.f.path("rel3"));
+        for k in keys {
+            cmd.arg("--pubkey").arg(k);
+        }
+        run(&mut cmd)
+    };
+    let o = append_v3(&[&r.pubkey]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("none of the trusted keys"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap(),
+        text,
+        "a refused append changed the log"
+    );
+    let new_pub = r.f.path("ci2.pub");
+    let o = append_v3(&[&r.pubkey, &new_pub]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(zoa_in(&r.f)
+        .args(["log", "verify"])
+        .arg(&log)
+        .arg("--pubkey")
+        .arg(&r.pubkey)
+        .arg("--pubkey")
+        .arg(&new_pub)
+        .arg("--json"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let ids: Vec<&str> = summary["releases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["key_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 3);
+    assert_eq!(ids[0], ids[1]);
+    assert_ne!(ids[1], ids[2]);
+    // Without the new key, the third entry is refused by line number.
+    check(std::fs::read_to_string(&log).unwrap(), "line 3");
 }

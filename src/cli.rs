@@ -324,14 +324,17 @@ pub enum LogCommand {
         log: PathBuf,
         /// The signed release directory.
         dir: PathBuf,
-        #[arg(long, value_name = "PUB")]
-        pubkey: PathBuf,
+        /// A trusted public key; repeat it when the log spans a key rotation.
+        #[arg(long, value_name = "PUB", required = true)]
+        pubkey: Vec<PathBuf>,
     },
     /// Verify the log: the hash chain, the order, and every signature.
     Verify {
         log: PathBuf,
-        #[arg(long, value_name = "PUB")]
-        pubkey: PathBuf,
+        /// A trusted public key; repeat it when the log spans a key rotation (each entry
+        /// must be signed by one of them).
+        #[arg(long, value_name = "PUB", required = true)]
+        pubkey: Vec<PathBuf>,
         #[arg(long)]
         json: bool,
     },

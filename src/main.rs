@@ -579,6 +579,12 @@ fn release_log(cmd: &LogCommand, quiet: bool) -> Result<ExitCode> {
                     summary.entries,
                     summary.head
                 );
+                for r in &summary.releases {
+                    println!(
+                        "  {:>3}  {} {}  manifest {}  key {}",
+                        r.seq, r.name, r.version, r.manifest_sha256, r.key_id
+                    );
+                }
             }
         }
     }

@@ -113,6 +113,11 @@ pub enum SignatureError {
         public_key_id: String,
         path: PathBuf,
     },
+    #[error("signed by key {signature_key_id}, which is none of the trusted keys ({trusted}): add its public key, or re-sign")]
+    UntrustedKey {
+        signature_key_id: String,
+        trusted: String,
+    },
     #[error("invalid signature by key {key_id}: the signed data or the trusted comment was changed after signing (or the signature is damaged); re-sign or restore the original files")]
     Invalid { key_id: String },
 }
@@ -591,6 +596,29 @@ pub fn verify(public_key: &Path, data: &[u8], signature: &str) -> Result<Verifie
     Ok(Verified {
         trusted_comment,
         key_id: public_key_id,
+    })
+}
+
+/// Verifies a signature with whichever of `public_keys` made it (the signature names its key
+/// id), so that a log can span a key rotation.
+pub fn verify_any(
+    public_keys: &[PathBuf],
+    data: &[u8],
+    signature: &str,
+) -> Result<Verified, SignatureError> {
+    let sig = parse_signature(signature)?;
+    let signature_key_id = key_id(sig.keynum());
+    let mut trusted = Vec::with_capacity(public_keys.len());
+    for path in public_keys {
+        let id = key_id(load_public_key(path)?.keynum());
+        if id == signature_key_id {
+            return verify(path, data, signature);
+        }
+        trusted.push(format!("{id} in {}", path.display()));
+    }
+    Err(SignatureError::UntrustedKey {
+        signature_key_id,
+        trusted: trusted.join(", "),
     })
 }
 

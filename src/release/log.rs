@@ -6,7 +6,7 @@
 //! every signature.
 
 use serde::{Deserialize, Serialize};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::keys;
 use super::manifest::{Manifest, MANIFEST_FILE, SIGNATURE_FILE};
@@ -48,7 +48,18 @@ pub struct Entry {
 pub struct LogSummary {
     pub entries: u64,
     pub head: String,
-    pub releases: Vec<String>,
+    pub releases: Vec<LoggedRelease>,
+}
+
+/// One release in a verified log.
+#[derive(Debug, Serialize)]
+pub struct LoggedRelease {
+    pub seq: u64,
+    pub name: String,
+    pub version: String,
+    pub manifest_sha256: String,
+    /// The id of the key that signed it.
+    pub key_id: String,
 }
 
 fn broken(file: &Path, line: usize, message: impl Into<String>) -> LogError {
@@ -59,8 +70,9 @@ fn broken(file: &Path, line: usize, message: impl Into<String>) -> LogError {
     }
 }
 
-/// Verifies the chain and every signature with `public_key`.
-pub fn verify(log: &Path, public_key: &Path) -> Result<LogSummary, LogError> {
+/// Verifies the chain and every signature; each entry must be signed by one of
+/// `public_keys` (several when the signing key was rotated).
+pub fn verify(log: &Path, public_keys: &[PathBuf]) -> Result<LogSummary, LogError> {
     let text = std::fs::read_to_string(log).map_err(|e| LogError::Io {
         file: log.display().to_string(),
         message: e.to_string(),
@@ -100,7 +112,7 @@ pub fn verify(log: &Path, public_key: &Path) -> Result<LogSummary, LogError> {
                 "manifest_sha256 does not match the manifest it carries",
             ));
         }
-        let verified = keys::verify(public_key, entry.manifest.as_bytes(), &entry.signature)
+        let verified = keys::verify_any(public_keys, entry.manifest.as_bytes(), &entry.signature)
             .map_err(|e| broken(log, n, format!("signature: {e}")))?;
         let manifest = Manifest::parse(MANIFEST_FILE, entry.manifest.as_bytes())
             .map_err(|e| broken(log, n, e.to_string()))?;
@@ -116,7 +128,13 @@ pub fn verify(log: &Path, public_key: &Path) -> Result<LogSummary, LogError> {
                 ));
             }
         }
-        releases.push(format!("{} {}", entry.name, entry.version));
+        releases.push(LoggedRelease {
+            seq: entry.seq,
+            name: entry.name,
+            version: entry.version,
+            manifest_sha256: entry.manifest_sha256,
+            key_id: verified.key_id,
+        });
         prev = crate::digest::sha256_bytes(line.as_bytes());
         count += 1;
     }
@@ -127,10 +145,11 @@ pub fn verify(log: &Path, public_key: &Path) -> Result<LogSummary, LogError> {
     })
 }
 
-/// Appends a signed release directory to the log (after verifying the log and the release).
-pub fn append(log: &Path, release_dir: &Path, public_key: &Path) -> Result<Entry, LogError> {
+/// Appends a signed release directory to the log (after verifying the log and the release,
+/// each with any of `public_keys`).
+pub fn append(log: &Path, release_dir: &Path, public_keys: &[PathBuf]) -> Result<Entry, LogError> {
     let (prev, seq) = if log.exists() {
-        let s = verify(log, public_key)?;
+        let s = verify(log, public_keys)?;
         (s.head, s.entries)
     } else {
         (GENESIS.to_owned(), 0)
@@ -144,9 +163,11 @@ pub fn append(log: &Path, release_dir: &Path, public_key: &Path) -> Result<Entry
     };
     let manifest_text = read(MANIFEST_FILE)?;
     let signature = read(SIGNATURE_FILE)?;
-    keys::verify(public_key, manifest_text.as_bytes(), &signature).map_err(|e| LogError::Io {
-        file: release_dir.join(SIGNATURE_FILE).display().to_string(),
-        message: e.to_string(),
+    keys::verify_any(public_keys, manifest_text.as_bytes(), &signature).map_err(|e| {
+        LogError::Io {
+            file: release_dir.join(SIGNATURE_FILE).display().to_string(),
+            message: e.to_string(),
+        }
     })?;
     let manifest =
         Manifest::parse(MANIFEST_FILE, manifest_text.as_bytes()).map_err(|e| LogError::Io {
