@@ -70,6 +70,29 @@ pub enum Command {
     /// The append-only log of reference releases.
     #[command(subcommand)]
     Log(LogCommand),
+    /// Deploy a signed release to EC2 with zero operator access.
+    ///
+    /// Verifies DIR first (nothing is called on AWS for an unsigned or tampered release),
+    /// then: DIR/disk.raw → EBS snapshot (EBS direct APIs) → AMI (UEFI, NitroTPM 2.0,
+    /// IMDSv2) → IAM role and instance profile → KMS key whose policy releases data keys
+    /// only to instances attesting the release's PCR4 and PCR12 → security group (the
+    /// serving port to --allow-cidr only; no ingress at all without it; never SSH) →
+    /// instances without key pair, SSH or SSM (or, with --count N / --fleet, a launch
+    /// template and an Auto Scaling group). State goes to DIR/deploy/deploy.json: a rerun
+    /// resumes and never duplicates. --plan prints every call and changes nothing. AWS
+    /// configuration comes from the standard chain (AWS_REGION, AWS_PROFILE,
+    /// AWS_ENDPOINT_URL, ...).
+    Deploy(DeployArgs),
+    /// Remove what `zoa deploy DIR` created (KMS keys: scheduled for deletion).
+    ///
+    /// Instances, Auto Scaling group, launch template, security group, instance profile,
+    /// role, AMI and snapshot are deleted; the KMS key cannot be deleted at once: it is
+    /// disabled for use and deleted by KMS after --key-deletion-days (7-30, default 30),
+    /// until when `aws kms cancel-key-deletion` can still bring it back.
+    Destroy(DestroyArgs),
+    /// Print the KMS key policy and IAM policies a deploy of DIR would create, for review
+    /// and for infrastructure-as-code users.
+    Policy(PolicyArgs),
     /// Print shell completions (bash, zsh, fish, elvish, powershell) to stdout.
     Completions(CompletionsArgs),
     /// Print the man page (roff) to stdout, or write one page per command into --out.
@@ -314,6 +337,118 @@ pub struct DiffArgs {
     /// Exit with status 5 when anything differs (0 when identical), like `git diff --exit-code`.
     #[arg(long)]
     pub exit_code: bool,
+}
+
+/// Where and as whom to reach AWS (unset: the standard configuration chain).
+#[derive(Debug, Args)]
+pub struct AwsArgs {
+    /// AWS region (default: AWS_REGION or the profile's region).
+    #[arg(long)]
+    pub region: Option<String>,
+    /// Named profile from ~/.aws/config (default: AWS_PROFILE).
+    #[arg(long)]
+    pub profile: Option<String>,
+    /// Send every API call to this endpoint (an emulator; default: AWS_ENDPOINT_URL).
+    #[arg(long, value_name = "URL")]
+    pub endpoint_url: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    /// The signed release directory (uki.efi, build.json, release.json, .minisig).
+    pub dir: PathBuf,
+    /// The release signer's minisign public key.
+    #[arg(long, value_name = "PUB")]
+    pub pubkey: PathBuf,
+    /// Print every API call with its parameters and policy documents; change nothing.
+    #[arg(long)]
+    pub plan: bool,
+    /// Deployment name, used in resource names and tags (default: the release name).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// EC2 instance type; must support NitroTPM.
+    #[arg(long, default_value = zoa::aws::deploy::DEFAULT_INSTANCE_TYPE)]
+    pub instance_type: String,
+    /// Open the serving port to this IPv4 CIDR (repeatable). Without it: no ingress at all.
+    #[arg(long, value_name = "CIDR")]
+    pub allow_cidr: Vec<String>,
+    /// The serving port (default: the recipe's serving_port).
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Run N instances through a launch template and an Auto Scaling group.
+    #[arg(long, default_value_t = 1)]
+    pub count: u32,
+    /// Use a launch template and an Auto Scaling group even for one instance.
+    #[arg(long)]
+    pub fleet: bool,
+    /// Subnet to launch in (repeatable; default: the default VPC's subnets).
+    #[arg(long = "subnet", value_name = "SUBNET_ID")]
+    pub subnets: Vec<String>,
+    /// Key administrator ARN (repeatable; default: the account root). Administrators
+    /// manage the key but can never use it.
+    #[arg(long = "key-admin", value_name = "ARN")]
+    pub key_admins: Vec<String>,
+    /// Principal ARN allowed to seal secrets (kms:Encrypt) (default: the administrators).
+    #[arg(long = "sealer", value_name = "ARN")]
+    pub sealers: Vec<String>,
+    /// Deny kms:PutKeyPolicy to everyone, forever: nobody (the account root included) can
+    /// ever change the key policy again. Needs --i-understand-this-is-permanent.
+    #[arg(long, requires = "i_understand_this_is_permanent")]
+    pub lock_policy: bool,
+    /// Confirms --lock-policy.
+    #[arg(long)]
+    pub i_understand_this_is_permanent: bool,
+    /// User data for the instances (e.g. sealed secrets), at most 16 KiB.
+    #[arg(long, value_name = "FILE")]
+    pub user_data: Option<PathBuf>,
+    #[command(flatten)]
+    pub aws: AwsArgs,
+    /// Print the plan (with --plan) or the deploy record as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DestroyArgs {
+    /// The release directory a deploy was made from (its DIR/deploy/deploy.json).
+    pub dir: PathBuf,
+    /// Days before KMS deletes the key (7-30).
+    #[arg(long, default_value_t = 30)]
+    pub key_deletion_days: i32,
+    #[command(flatten)]
+    pub aws: AwsArgs,
+    /// Print what was removed as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PolicyArgs {
+    /// The signed release directory.
+    pub dir: PathBuf,
+    /// The release signer's minisign public key.
+    #[arg(long, value_name = "PUB")]
+    pub pubkey: PathBuf,
+    /// The AWS account id (default: from the credentials, sts:GetCallerIdentity).
+    #[arg(long)]
+    pub account_id: Option<String>,
+    /// The AWS partition.
+    #[arg(long, default_value = "aws")]
+    pub partition: String,
+    /// Deployment name (default: the release name).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Key administrator ARN (repeatable; default: the account root).
+    #[arg(long = "key-admin", value_name = "ARN")]
+    pub key_admins: Vec<String>,
+    /// Principal ARN allowed to seal secrets (default: the administrators).
+    #[arg(long = "sealer", value_name = "ARN")]
+    pub sealers: Vec<String>,
+    /// Render the locked policy (see `zoa deploy --lock-policy`).
+    #[arg(long)]
+    pub lock_policy: bool,
+    #[command(flatten)]
+    pub aws: AwsArgs,
 }
 
 #[derive(Debug, Subcommand)]

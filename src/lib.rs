@@ -4,6 +4,7 @@
 //! [`recipe`] (what to build, pinned) → [`image`] (the UKI and its `build.json`) →
 //! measure → release → deploy. `main.rs` only wires the command line to these calls.
 
+pub mod aws;
 pub mod boot;
 pub mod deb;
 pub mod digest;

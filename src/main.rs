@@ -1,5 +1,6 @@
 //! The `zoa` command line: parses arguments with clap and calls the library.
 
+mod aws_cmd;
 mod cli;
 
 use anyhow::{Context, Result};
@@ -81,7 +82,13 @@ fn exit_code_of(err: &anyhow::Error) -> u8 {
     {
         return EXIT_EVENTLOG_MISMATCH;
     }
-    if let Some(e) = err.downcast_ref::<ReleaseError>() {
+    let release_error = err.downcast_ref::<ReleaseError>().or_else(|| {
+        match err.downcast_ref::<zoa::aws::AwsError>() {
+            Some(zoa::aws::AwsError::Release(e)) => Some(e),
+            _ => None,
+        }
+    });
+    if let Some(e) = release_error {
         match e {
             ReleaseError::BadSignature(_) => return EXIT_BAD_SIGNATURE,
             ReleaseError::ArtifactMismatch(_) => return EXIT_ARTIFACT_MISMATCH,
@@ -147,6 +154,9 @@ fn run(cli: &Cli) -> Result<ExitCode> {
         Command::Verify(args) => verify(args, cli.quiet, progress),
         Command::Diff(args) => diff(args),
         Command::Log(cmd) => release_log(cmd, cli.quiet),
+        Command::Deploy(args) => aws_cmd::deploy(args, cli.quiet, progress),
+        Command::Destroy(args) => aws_cmd::destroy(args, cli.quiet, progress),
+        Command::Policy(args) => aws_cmd::policy(args),
     }
 }
 

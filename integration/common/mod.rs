@@ -150,6 +150,8 @@ pub fn absent_or_empty(dir: &Path) -> bool {
     }
 }
 
+pub mod faults;
+pub mod moto;
 pub mod qemu;
 
 /// sha256 of bytes as lowercase hex.

@@ -176,6 +176,9 @@ pub struct BuildReport {
     pub recipe: RecipeRecord,
     pub source_date_epoch: u64,
     pub cmdline: String,
+    /// The port the server listens on (from the recipe; `zoa deploy` opens it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub serving_port: Option<u16>,
     pub stub: StubInfo,
     pub kernel: KernelRecord,
     pub inputs: Vec<InputRecord>,
@@ -429,6 +432,7 @@ fn write_outputs_into(
         },
         source_date_epoch: epoch,
         cmdline: spec.image.cmdline.clone(),
+        serving_port: spec.image.serving_port,
         stub: composed.stub_info.clone(),
         kernel: KernelRecord {
             release: composed.kernel_release.clone(),

@@ -719,7 +719,7 @@ fn as_text(data: &[u8]) -> Option<String> {
     }
     let text = if trimmed.iter().all(|b| (0x20..0x7f).contains(b)) {
         trimmed.iter().copied().map(char::from).collect::<String>()
-    } else if data.len() % 2 == 0 {
+    } else if data.len().is_multiple_of(2) {
         let units = utf16_units(data);
         let end = units
             .iter()

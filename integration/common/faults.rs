@@ -1,0 +1,649 @@
+//! A fault-injecting HTTP/1.1 proxy to put between a `zoa` command and moto.
+//!
+//! ```ignore
+//! let moto = Moto::start();
+//! let proxy = FaultProxy::start(&moto.endpoint());
+//! proxy.fail("RegisterImage", 2, Fault::InternalError); // the first two fail
+//! proxy.fail_nth(Matcher::path_prefix("/snapshots"), 3, 1, Fault::Drop); // the third
+//! proxy.apply(&mut cmd); // AWS_ENDPOINT_URL = the proxy
+//! ...
+//! assert_eq!(proxy.count("RegisterImage"), 3);
+//! ```
+//!
+//! Every request is decoded (service, operation: see [`Call`]) and counted. A request that
+//! no rule claims goes to moto on a fresh connection (moto closes each one) and its answer
+//! comes back on the client's connection, which is kept alive. Injected errors carry the
+//! body each service's SDK parses for the error code, and an `x-amzn-RequestId` header
+//! `zoa-fault-<n>` (the Rust SDK reads request ids from that header only).
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{self, BufReader, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::moto::http::{self, Head};
+use super::moto::{apply_aws_env, Call};
+
+/// What a rule does to a request it claims.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// A server error in the service's own words (HTTP 500): EC2 `InternalError`, IAM
+    /// `ServiceFailure`, AutoScaling and STS `InternalFailure`, KMS `KMSInternalException`,
+    /// EBS `InternalServerException`.
+    InternalError,
+    /// Throttling: EC2 `RequestLimitExceeded` (HTTP 503, as EC2 sends it), IAM,
+    /// AutoScaling and STS `Throttling` (400), KMS and EBS `ThrottlingException` (400).
+    /// The Rust SDK retries all of them.
+    Throttle,
+    /// Any error code, in the service's error format.
+    Error {
+        status: u16,
+        code: String,
+        message: String,
+    },
+    /// Reads the request, answers nothing for this long, then closes the connection.
+    Timeout(Duration),
+    /// Reads the request, then closes the connection without an answer.
+    Drop,
+}
+
+/// Which requests a rule counts.
+#[derive(Clone, Debug)]
+pub enum Matcher {
+    /// The decoded operation: `"CreateKey"`, or `"kms:CreateKey"` for one service only.
+    Operation(String),
+    /// The `X-Amz-Target` header contains this (JSON protocol: KMS).
+    TargetContains(String),
+    /// The form parameter `Action` is exactly this (query protocol: EC2, IAM, AutoScaling).
+    Action(String),
+    /// The request path starts with this (REST: the EBS direct APIs, `/snapshots`).
+    PathPrefix(String),
+    /// Every request.
+    Any,
+}
+
+impl Matcher {
+    pub fn operation(op: &str) -> Matcher {
+        Matcher::Operation(op.to_string())
+    }
+
+    pub fn target_contains(s: &str) -> Matcher {
+        Matcher::TargetContains(s.to_string())
+    }
+
+    pub fn action(a: &str) -> Matcher {
+        Matcher::Action(a.to_string())
+    }
+
+    pub fn path_prefix(p: &str) -> Matcher {
+        Matcher::PathPrefix(p.to_string())
+    }
+
+    pub fn matches(&self, call: &Call) -> bool {
+        match self {
+            Matcher::Operation(op) => call.is(op),
+            Matcher::TargetContains(s) => call
+                .header("x-amz-target")
+                .is_some_and(|t| t.contains(s.as_str())),
+            Matcher::Action(a) => call.form.iter().any(|(k, v)| k == "Action" && v == a),
+            Matcher::PathPrefix(p) => call.path.starts_with(p.as_str()),
+            Matcher::Any => true,
+        }
+    }
+}
+
+/// `"RegisterImage"` or `"ec2:RegisterImage"` as an operation matcher.
+impl From<&str> for Matcher {
+    fn from(op: &str) -> Matcher {
+        Matcher::operation(op)
+    }
+}
+
+/// A fault the proxy injected.
+#[derive(Clone, Debug)]
+pub struct Injected {
+    /// `zoa-fault-<n>`, also the `x-amzn-RequestId` of an injected error.
+    pub request_id: String,
+    /// `service:Operation` of the request it answered.
+    pub operation: String,
+    pub fault: Fault,
+}
+
+struct Rule {
+    matcher: Matcher,
+    /// 1-based index of the first matching request to fail.
+    first: usize,
+    times: usize,
+    fault: Fault,
+    matched: usize,
+}
+
+#[derive(Default)]
+struct State {
+    rules: Vec<Rule>,
+    counts: BTreeMap<String, usize>,
+    operations: Vec<String>,
+    injected: Vec<Injected>,
+}
+
+struct Shared {
+    upstream: SocketAddr,
+    ebs_block_size: Mutex<Option<u64>>,
+    state: Mutex<State>,
+    stop: AtomicBool,
+    next_fault: AtomicU64,
+    next_conn: AtomicU64,
+    conns: Mutex<HashMap<u64, TcpStream>>,
+}
+
+/// The proxy: listens on 127.0.0.1, stops on drop.
+pub struct FaultProxy {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    accept: Option<JoinHandle<()>>,
+}
+
+impl FaultProxy {
+    /// A proxy in front of `upstream` (`http://127.0.0.1:PORT`, e.g. `Moto::endpoint()`).
+    pub fn start(upstream_endpoint: &str) -> FaultProxy {
+        let upstream: SocketAddr = upstream_endpoint
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .parse()
+            .unwrap_or_else(|e| panic!("upstream {upstream_endpoint}: {e}"));
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the fault proxy");
+        let addr = listener.local_addr().expect("proxy address");
+        let shared = Arc::new(Shared {
+            upstream,
+            ebs_block_size: Mutex::new(None),
+            state: Mutex::new(State::default()),
+            stop: AtomicBool::new(false),
+            next_fault: AtomicU64::new(1),
+            next_conn: AtomicU64::new(1),
+            conns: Mutex::new(HashMap::new()),
+        });
+        let accept = {
+            let shared = Arc::clone(&shared);
+            std::thread::spawn(move || {
+                for stream in listener.incoming() {
+                    if shared.stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let Ok(stream) = stream else { continue };
+                    let id = shared.next_conn.fetch_add(1, Ordering::SeqCst);
+                    if let Ok(clone) = stream.try_clone() {
+                        shared.conns.lock().unwrap().insert(id, clone);
+                    }
+                    let shared = Arc::clone(&shared);
+                    std::thread::spawn(move || {
+                        let _ = serve(&shared, stream);
+                        shared.conns.lock().unwrap().remove(&id);
+                    });
+                }
+            })
+        };
+        FaultProxy {
+            addr,
+            shared,
+            accept: Some(accept),
+        }
+    }
+
+    /// `http://127.0.0.1:PORT` of the proxy.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Points `cmd` at the proxy, with dummy credentials (see `apply_aws_env`).
+    pub fn apply(&self, cmd: &mut Command) {
+        apply_aws_env(cmd, &self.endpoint());
+    }
+
+    /// Fails the first `times` requests that `matcher` matches.
+    pub fn fail(&self, matcher: impl Into<Matcher>, times: usize, fault: Fault) {
+        self.fail_nth(matcher, 1, times, fault);
+    }
+
+    /// Fails the `nth` (1-based) to the `nth + times - 1`th requests that `matcher`
+    /// matches, counted from now. When several rules claim a request the first added wins;
+    /// every rule counts every request it matches.
+    pub fn fail_nth(&self, matcher: impl Into<Matcher>, nth: usize, times: usize, fault: Fault) {
+        assert!(nth >= 1, "requests are counted from 1");
+        self.shared.state.lock().unwrap().rules.push(Rule {
+            matcher: matcher.into(),
+            first: nth,
+            times,
+            fault,
+            matched: 0,
+        });
+    }
+
+    /// Rewrites the `BlockSize` of moto's StartSnapshot answers (512, where AWS says
+    /// 524288): the `coldsnap` crate cuts its upload into blocks of that size, so with
+    /// moto's 512 a 1 MiB image takes 2048 PutSnapshotBlock calls. moto checks neither
+    /// the length nor the checksum of a block it is sent.
+    pub fn set_ebs_block_size(&self, size: u64) {
+        *self.shared.ebs_block_size.lock().unwrap() = Some(size);
+    }
+
+    /// Removes every rule.
+    pub fn clear_rules(&self) {
+        self.shared.state.lock().unwrap().rules.clear();
+    }
+
+    /// How many requests of `operation` (`"RunInstances"` or `"ec2:RunInstances"`) the
+    /// proxy has seen, faulted or not.
+    pub fn count(&self, operation: &str) -> usize {
+        let state = self.shared.state.lock().unwrap();
+        state
+            .counts
+            .iter()
+            .filter(|(k, _)| {
+                *k == operation
+                    || (!operation.contains(':')
+                        && k.rsplit_once(':').is_some_and(|(_, op)| op == operation))
+            })
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    /// Requests seen per `service:Operation` (`METHOD /path` when undecoded).
+    pub fn counts(&self) -> BTreeMap<String, usize> {
+        self.shared.state.lock().unwrap().counts.clone()
+    }
+
+    /// Every request seen, as `service:Operation`, in order of arrival.
+    pub fn operations(&self) -> Vec<String> {
+        self.shared.state.lock().unwrap().operations.clone()
+    }
+
+    /// The faults injected so far, in order.
+    pub fn injected(&self) -> Vec<Injected> {
+        self.shared.state.lock().unwrap().injected.clone()
+    }
+
+    /// Forgets the counts, operations and injected faults (not the rules).
+    pub fn reset_counts(&self) {
+        let mut state = self.shared.state.lock().unwrap();
+        state.counts.clear();
+        state.operations.clear();
+        state.injected.clear();
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
+        if let Some(a) = self.accept.take() {
+            let _ = a.join();
+        }
+        for (_, c) in self.shared.conns.lock().unwrap().drain() {
+            let _ = c.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+impl Shared {
+    /// Counts the request and returns the fault to inject, if a rule claims it.
+    fn decide(&self, call: &Call) -> Option<Injected> {
+        let key = if call.operation.is_empty() {
+            format!("{} {}", call.method, call.path)
+        } else {
+            call.name()
+        };
+        let mut state = self.state.lock().unwrap();
+        *state.counts.entry(key.clone()).or_default() += 1;
+        state.operations.push(key.clone());
+        let mut chosen = None;
+        for rule in state.rules.iter_mut() {
+            if !rule.matcher.matches(call) {
+                continue;
+            }
+            rule.matched += 1;
+            let in_window = rule.matched >= rule.first && rule.matched < rule.first + rule.times;
+            if chosen.is_none() && in_window {
+                chosen = Some(rule.fault.clone());
+            }
+        }
+        let fault = chosen?;
+        let n = self.next_fault.fetch_add(1, Ordering::SeqCst);
+        let injected = Injected {
+            request_id: format!("zoa-fault-{n}"),
+            operation: key,
+            fault,
+        };
+        state.injected.push(injected.clone());
+        Some(injected)
+    }
+
+    /// Sleeps up to `d`, returning early when the proxy stops.
+    fn hold(&self, d: Duration) {
+        let end = Instant::now() + d;
+        while !self.stop.load(Ordering::SeqCst) {
+            let now = Instant::now();
+            if now >= end {
+                break;
+            }
+            std::thread::sleep((end - now).min(Duration::from_millis(20)));
+        }
+    }
+}
+
+/// Serves one client connection: requests one after another until it closes.
+fn serve(shared: &Shared, client: TcpStream) -> io::Result<()> {
+    let mut reader = BufReader::new(client.try_clone()?);
+    let mut writer = client;
+    loop {
+        let Some(head) = http::read_head(&mut reader)? else {
+            return Ok(());
+        };
+        let mut parts = head.start.split_whitespace();
+        let method = parts.next().unwrap_or("").to_string();
+        let target = parts.next().unwrap_or("/").to_string();
+        let version = parts.next().unwrap_or("HTTP/1.1").to_string();
+        if head
+            .header("expect")
+            .is_some_and(|e| e.eq_ignore_ascii_case("100-continue"))
+        {
+            writer.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
+        }
+        let body = http::read_request_body(&mut reader, &head)?;
+        let connection = head.header("connection").unwrap_or("").to_ascii_lowercase();
+        let close = connection.contains("close")
+            || (version == "HTTP/1.0" && !connection.contains("keep-alive"));
+
+        let call = Call::decode(&method, &target, &head.headers, &body);
+        match shared.decide(&call) {
+            None => {
+                let (status, reason, headers, body) =
+                    match forward(shared.upstream, &method, &target, &head, &body) {
+                        Ok((up, body)) => {
+                            let mut p = up.start.splitn(3, ' ');
+                            p.next();
+                            let status = p.next().and_then(|s| s.parse().ok()).unwrap_or(502);
+                            let reason = p.next().unwrap_or("").to_string();
+                            let body = match *shared.ebs_block_size.lock().unwrap() {
+                                Some(size) if call.is("ebs:StartSnapshot") => {
+                                    with_block_size(body, size)
+                                }
+                                _ => body,
+                            };
+                            (status, reason, up.headers, body)
+                        }
+                        Err(e) => (
+                            502,
+                            "Bad Gateway".to_string(),
+                            vec![("Content-Type".to_string(), "text/plain".to_string())],
+                            format!("zoa fault proxy: upstream: {e}").into_bytes(),
+                        ),
+                    };
+                write_response(
+                    &mut writer,
+                    status,
+                    &reason,
+                    &headers,
+                    &body,
+                    &method,
+                    close,
+                )?;
+            }
+            Some(Injected {
+                fault: Fault::Drop, ..
+            }) => {
+                let _ = writer.shutdown(Shutdown::Both);
+                return Ok(());
+            }
+            Some(Injected {
+                fault: Fault::Timeout(d),
+                ..
+            }) => {
+                shared.hold(d);
+                let _ = writer.shutdown(Shutdown::Both);
+                return Ok(());
+            }
+            Some(Injected {
+                fault, request_id, ..
+            }) => {
+                let (status, headers, body) = error_response(&call, &fault, &request_id);
+                write_response(
+                    &mut writer,
+                    status,
+                    reason_phrase(status),
+                    &headers,
+                    &body,
+                    &method,
+                    close,
+                )?;
+            }
+        }
+        if close {
+            let _ = writer.shutdown(Shutdown::Both);
+            return Ok(());
+        }
+    }
+}
+
+/// A StartSnapshot answer with another `BlockSize`.
+fn with_block_size(body: Vec<u8>, size: u64) -> Vec<u8> {
+    match serde_json::from_slice::<serde_json::Value>(&body) {
+        Ok(mut v) if v.get("BlockSize").is_some() => {
+            v["BlockSize"] = size.into();
+            v.to_string().into_bytes()
+        }
+        _ => body,
+    }
+}
+
+/// Hop-by-hop and framing headers, which the proxy sets itself.
+fn is_framing(name: &str) -> bool {
+    [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "transfer-encoding",
+        "content-length",
+        "expect",
+        "te",
+        "upgrade",
+    ]
+    .iter()
+    .any(|h| name.eq_ignore_ascii_case(h))
+}
+
+/// Sends the request to `upstream` on a new connection, its body re-framed with a
+/// Content-Length (a chunked body arrives whole), and reads the whole response.
+fn forward(
+    upstream: SocketAddr,
+    method: &str,
+    target: &str,
+    head: &Head,
+    body: &[u8],
+) -> io::Result<(Head, Vec<u8>)> {
+    let stream = TcpStream::connect_timeout(&upstream, Duration::from_secs(5))?;
+    stream.set_read_timeout(Some(Duration::from_secs(120)))?;
+    let mut headers: Vec<(&str, &str)> = head
+        .headers
+        .iter()
+        .filter(|(k, _)| !is_framing(k))
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    headers.push(("Connection", "close"));
+    let mut writer = stream.try_clone()?;
+    http::write_request(
+        &mut writer,
+        method,
+        target,
+        &upstream.to_string(),
+        &headers,
+        body,
+    )?;
+    let mut reader = BufReader::new(stream);
+    let response = loop {
+        let h = http::read_head(&mut reader)?
+            .ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))?;
+        if http::status_of(&h) != 100 {
+            break h;
+        }
+    };
+    let body = http::read_response_body(&mut reader, &response, method)?;
+    Ok((response, body))
+}
+
+fn write_response(
+    w: &mut TcpStream,
+    status: u16,
+    reason: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+    method: &str,
+    close: bool,
+) -> io::Result<()> {
+    let mut out = format!("HTTP/1.1 {status} {reason}\r\n");
+    for (k, v) in headers {
+        // A HEAD answer keeps the upstream's Content-Length: it has no body to count.
+        if !is_framing(k) || (method == "HEAD" && k.eq_ignore_ascii_case("content-length")) {
+            out.push_str(&format!("{k}: {v}\r\n"));
+        }
+    }
+    if method != "HEAD" {
+        out.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    if close {
+        out.push_str("Connection: close\r\n");
+    }
+    out.push_str("\r\n");
+    w.write_all(out.as_bytes())?;
+    if method != "HEAD" {
+        w.write_all(body)?;
+    }
+    w.flush()
+}
+
+fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        400 => "Bad Request",
+        403 => "Forbidden",
+        404 => "Not Found",
+        409 => "Conflict",
+        429 => "Too Many Requests",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "Error",
+    }
+}
+
+/// The status, code and message of an error fault for `service`.
+fn error_code(service: &str, fault: &Fault) -> (u16, String, String) {
+    match fault {
+        Fault::InternalError => {
+            let code = match service {
+                "ec2" => "InternalError",
+                "iam" => "ServiceFailure",
+                "kms" => "KMSInternalException",
+                "ebs" => "InternalServerException",
+                _ => "InternalFailure",
+            };
+            (
+                500,
+                code.to_string(),
+                "zoa fault proxy: injected internal error".to_string(),
+            )
+        }
+        Fault::Throttle => {
+            let (status, code) = match service {
+                "ec2" => (503, "RequestLimitExceeded"),
+                "iam" | "autoscaling" | "sts" => (400, "Throttling"),
+                _ => (400, "ThrottlingException"),
+            };
+            (
+                status,
+                code.to_string(),
+                "zoa fault proxy: injected throttling: Rate exceeded".to_string(),
+            )
+        }
+        Fault::Error {
+            status,
+            code,
+            message,
+        } => (*status, code.clone(), message.clone()),
+        Fault::Timeout(_) | Fault::Drop => unreachable!("not an error response"),
+    }
+}
+
+/// An error response in `call`'s service's format:
+/// - EC2: `<Response><Errors><Error><Code/><Message/></Error></Errors><RequestID/></Response>`
+/// - IAM, AutoScaling, STS (awsQuery):
+///   `<ErrorResponse><Error><Type/><Code/><Message/></Error><RequestId/></ErrorResponse>`
+/// - KMS (awsJson1.1): `{"__type": CODE, "message": ..}`
+/// - EBS (restJson1): `{"message": ..}` with the code in `x-amzn-ErrorType`
+///
+/// all with the id in `x-amzn-RequestId`.
+fn error_response(
+    call: &Call,
+    fault: &Fault,
+    request_id: &str,
+) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    let (status, code, message) = error_code(&call.service, fault);
+    let mut headers = vec![("x-amzn-RequestId".to_string(), request_id.to_string())];
+    let body = match call.service.as_str() {
+        "ec2" => {
+            headers.push(("Content-Type".into(), "text/xml;charset=UTF-8".into()));
+            format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error>\
+                 <Code>{}</Code><Message>{}</Message></Error></Errors>\
+                 <RequestID>{}</RequestID></Response>",
+                xml_escape(&code),
+                xml_escape(&message),
+                xml_escape(request_id)
+            )
+        }
+        "iam" | "autoscaling" | "sts" => {
+            headers.push(("Content-Type".into(), "text/xml".into()));
+            let ns = match call.service.as_str() {
+                "iam" => "https://iam.amazonaws.com/doc/2010-05-08/",
+                "sts" => "https://sts.amazonaws.com/doc/2011-06-15/",
+                _ => "http://autoscaling.amazonaws.com/doc/2011-01-01/",
+            };
+            let kind = if status >= 500 { "Receiver" } else { "Sender" };
+            format!(
+                "<ErrorResponse xmlns=\"{ns}\"><Error><Type>{kind}</Type><Code>{}</Code>\
+                 <Message>{}</Message></Error><RequestId>{}</RequestId></ErrorResponse>",
+                xml_escape(&code),
+                xml_escape(&message),
+                xml_escape(request_id)
+            )
+        }
+        "ebs" => {
+            headers.push(("Content-Type".into(), "application/json".into()));
+            headers.push(("x-amzn-ErrorType".into(), code.clone()));
+            let mut body = serde_json::json!({ "message": message });
+            if code == "ThrottlingException" {
+                body["Reason"] = "ACCOUNT_THROTTLED".into();
+            }
+            body.to_string()
+        }
+        _ => {
+            headers.push(("Content-Type".into(), "application/x-amz-json-1.1".into()));
+            serde_json::json!({ "__type": code, "message": message }).to_string()
+        }
+    };
+    (status, headers, body.into_bytes())
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}

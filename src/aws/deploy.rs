@@ -1,0 +1,1916 @@
+//! `zoa deploy DIR`: verify the signed release, then disk image → EBS snapshot → AMI with
+//! NitroTPM → instance role → KMS key bound to the release's PCRs → security group →
+//! instances (or a launch template and an Auto Scaling group).
+//!
+//! [`prepare`] verifies the release and looks at the account (read-only calls only) and
+//! returns a [`Deployment`]; [`Deployment::plan`] lists every step with its calls;
+//! [`Deployment::apply`] executes the plan's `Create` steps in order, recording each
+//! resource in `deploy.json` the moment it exists. A rerun finds recorded resources (or,
+//! after a crash between a create and the record, finds them by name or tag) and keeps
+//! them, so it never duplicates a key, AMI or instance.
+
+use serde::Serialize;
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use aws_sdk_ec2::types as ec2t;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+
+use super::plan::{Action, Call, Plan, Step};
+use super::policy::{self, KeyPolicyInput, PcrBinding};
+use super::state::{DeployState, ReleaseRef, TAG_DEPLOYMENT, TAG_DISK, TAG_MANIFEST, TAG_RELEASE};
+use super::{api_error, Account, AwsError, Clients};
+use crate::progress::Progress;
+use crate::release::manifest::{Manifest, MANIFEST_FILE};
+
+/// The instance type when none is given: a current general-purpose type with NitroTPM.
+pub const DEFAULT_INSTANCE_TYPE: &str = "m6i.large";
+/// The disk image written next to the release (derived from uki.efi, not signed).
+pub const DISK_FILE: &str = "disk.raw";
+const ROOT_DEVICE: &str = "/dev/xvda";
+const ROLE_POLICY_NAME: &str = "zoa-kms-unseal";
+
+/// What the user asked for.
+#[derive(Debug, Clone)]
+pub struct DeployOptions {
+    /// The signed release directory.
+    pub dir: PathBuf,
+    /// The public key the release must verify with.
+    pub pubkey: PathBuf,
+    /// Deployment name (default: the release name).
+    pub name: Option<String>,
+    pub instance_type: String,
+    /// CIDRs that may reach the serving port; none means no ingress at all.
+    pub allow_cidr: Vec<String>,
+    /// The serving port (default: the recipe's `serving_port`).
+    pub port: Option<u16>,
+    /// Instances to run; more than one, or `fleet`, uses an Auto Scaling group.
+    pub count: u32,
+    pub fleet: bool,
+    /// Subnets (default: the default VPC's subnets).
+    pub subnet_ids: Vec<String>,
+    /// Key administrators (default: the account root).
+    pub admin_principals: Vec<String>,
+    /// Principals that may `zoa seal` (kms:Encrypt) (default: the key administrators).
+    pub sealer_principals: Vec<String>,
+    /// Deny PutKeyPolicy to everyone, forever.
+    pub lock_policy: bool,
+    /// User data passed to the instances (e.g. sealed secrets), at most 16 KiB.
+    pub user_data: Option<PathBuf>,
+}
+
+impl DeployOptions {
+    pub fn new(dir: &Path, pubkey: &Path) -> DeployOptions {
+        DeployOptions {
+            dir: dir.to_owned(),
+            pubkey: pubkey.to_owned(),
+            name: None,
+            instance_type: DEFAULT_INSTANCE_TYPE.to_owned(),
+            allow_cidr: Vec::new(),
+            port: None,
+            count: 1,
+            fleet: false,
+            subnet_ids: Vec::new(),
+            admin_principals: Vec::new(),
+            sealer_principals: Vec::new(),
+            lock_policy: false,
+            user_data: None,
+        }
+    }
+
+    fn uses_fleet(&self) -> bool {
+        self.fleet || self.count > 1
+    }
+}
+
+/// Names of everything a deploy creates, derived from the deployment name.
+#[derive(Debug, Clone, Serialize)]
+pub struct Names {
+    pub image: String,
+    pub role: String,
+    pub instance_profile: String,
+    pub key_alias: String,
+    pub security_group: String,
+    pub launch_template: String,
+    pub auto_scaling_group: String,
+}
+
+impl Names {
+    pub(crate) fn new(deployment: &str, manifest_sha256: &str) -> Names {
+        let base = format!("zoa-{deployment}");
+        Names {
+            // AMI names are unique per account and region; the digest keeps releases apart.
+            image: format!("{base}-{}", &manifest_sha256[..16]),
+            role: base.clone(),
+            instance_profile: base.clone(),
+            key_alias: format!("alias/zoa/{deployment}"),
+            security_group: base.clone(),
+            launch_template: base.clone(),
+            auto_scaling_group: base,
+        }
+    }
+}
+
+/// The network a deploy uses.
+#[derive(Debug, Clone, Serialize)]
+pub struct Network {
+    pub vpc_id: String,
+    pub subnet_ids: Vec<String>,
+}
+
+/// A verified release, the account, and everything derived from them.
+#[derive(Debug)]
+pub struct Deployment {
+    pub options: DeployOptions,
+    pub deployment: String,
+    pub manifest: Manifest,
+    pub manifest_sha256: String,
+    pub account: Account,
+    pub region: String,
+    pub names: Names,
+    pub network: Network,
+    pub port: Option<u16>,
+    pub binding: PcrBinding,
+    pub state: DeployState,
+    /// What exists already, found by [`prepare`].
+    found: Found,
+}
+
+/// Resources that exist (recorded, or found by name/tag), and stale ones to clean up.
+#[derive(Debug, Default, Clone)]
+struct Found {
+    snapshot: Option<String>,
+    stale_snapshots: Vec<String>,
+    image: Option<String>,
+    role: bool,
+    instance_profile: bool,
+    key: Option<(String, String)>,
+    role_policy: bool,
+    security_group: Option<String>,
+    instances: Vec<String>,
+    launch_template: Option<String>,
+    auto_scaling_group: bool,
+}
+
+/// What a deploy did.
+#[derive(Debug, Serialize)]
+pub struct DeployOutcome {
+    pub plan: Plan,
+    pub state: DeployState,
+}
+
+/// Deployment names become resource names: keep them to what every AWS name accepts.
+fn validate_deployment_name(name: &str) -> Result<(), AwsError> {
+    let ok = !name.is_empty()
+        && name.len() <= 40
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric());
+    if ok {
+        Ok(())
+    } else {
+        Err(AwsError::step(
+            "configuration",
+            format!(
+                "deployment name {name:?}: use 1-40 letters, digits, '-' or '_', starting with a letter or digit (--name)"
+            ),
+        ))
+    }
+}
+
+fn validate_cidr(cidr: &str) -> Result<(), AwsError> {
+    let bad = || {
+        AwsError::step(
+            "configuration",
+            format!("--allow-cidr {cidr:?} is not an IPv4 CIDR such as 203.0.113.0/24"),
+        )
+    };
+    let (addr, len) = cidr.split_once('/').ok_or_else(bad)?;
+    addr.parse::<std::net::Ipv4Addr>().map_err(|_| bad())?;
+    let len: u8 = len.parse().map_err(|_| bad())?;
+    if len > 32 {
+        return Err(bad());
+    }
+    Ok(())
+}
+
+/// The serving port from the release's build.json (the recipe's `serving_port`).
+fn recipe_port(dir: &Path) -> Result<Option<u16>, AwsError> {
+    #[derive(serde::Deserialize)]
+    struct Partial {
+        serving_port: Option<u16>,
+    }
+    let path = dir.join("build.json");
+    let bytes = std::fs::read(&path).map_err(|e| AwsError::file(&path, e))?;
+    let p: Partial = serde_json::from_slice(&bytes)
+        .map_err(|e| AwsError::file(&path, format!("not a zoa build.json: {e}")))?;
+    Ok(p.serving_port)
+}
+
+/// The SHA-384 PCR values a KMS policy binds, from the signed manifest.
+fn binding_of(manifest: &Manifest) -> Result<PcrBinding, AwsError> {
+    let pcr = |n: u32| {
+        manifest
+            .measurements
+            .pcr(n)
+            .map(|d| d.sha384.clone())
+            .ok_or_else(|| {
+                let why = manifest
+                    .measurements
+                    .unpredicted
+                    .get(&n.to_string())
+                    .cloned()
+                    .unwrap_or_else(|| "not in the manifest".to_owned());
+                AwsError::step(
+                    "release",
+                    format!("PCR{n} is not predicted ({why}): a KMS policy cannot bind it"),
+                )
+            })
+    };
+    Ok(PcrBinding {
+        release: format!("{} {}", manifest.name, manifest.version),
+        pcr4: pcr(4)?,
+        pcr12: pcr(12)?,
+    })
+}
+
+/// Verifies the release (before any AWS call) and reads the options' local inputs.
+fn verify_release(options: &DeployOptions) -> Result<(Manifest, String), AwsError> {
+    let verification = crate::release::verify(&options.dir, &options.pubkey, None)?;
+    let path = options.dir.join(MANIFEST_FILE);
+    let bytes = std::fs::read(&path).map_err(|e| AwsError::file(&path, e))?;
+    let manifest = Manifest::parse(&path.display().to_string(), &bytes)
+        .map_err(|e| AwsError::file(&path, e))?;
+    // verify() read the same file a moment ago; a swap in between would show here.
+    if crate::digest::sha256_bytes(&bytes) != verification.manifest_sha256 {
+        return Err(AwsError::file(&path, "changed while it was being verified"));
+    }
+    Ok((manifest, verification.manifest_sha256))
+}
+
+/// The key policy's parameters; administrators default to the account root and sealers
+/// to the administrators.
+fn key_policy_input(
+    partition: &str,
+    account_id: &str,
+    role_name: &str,
+    admins: &[String],
+    sealers: &[String],
+    bindings: Vec<PcrBinding>,
+    lock: bool,
+) -> KeyPolicyInput {
+    let admins = if admins.is_empty() {
+        vec![format!("arn:{partition}:iam::{account_id}:root")]
+    } else {
+        admins.to_vec()
+    };
+    let sealers = if sealers.is_empty() {
+        admins.clone()
+    } else {
+        sealers.to_vec()
+    };
+    KeyPolicyInput {
+        partition: partition.to_owned(),
+        account_id: account_id.to_owned(),
+        admin_principals: admins,
+        instance_role_arn: format!("arn:{partition}:iam::{account_id}:role/{role_name}"),
+        sealer_principals: sealers,
+        bindings,
+        lock,
+    }
+}
+
+/// What `zoa policy DIR` renders.
+#[derive(Debug, Clone)]
+pub struct PolicyRequest {
+    pub dir: PathBuf,
+    pub pubkey: PathBuf,
+    pub name: Option<String>,
+    pub partition: String,
+    pub account_id: String,
+    /// For the placeholder key ARN before a deploy made the key.
+    pub region: Option<String>,
+    pub admin_principals: Vec<String>,
+    pub sealer_principals: Vec<String>,
+    pub lock: bool,
+}
+
+/// The documents a deploy of a verified release would create: the KMS key policy, the
+/// instance role's trust policy and its only permission policy (with the key's ARN when a
+/// deploy record has it, else a placeholder ARN).
+pub fn render_policies(req: &PolicyRequest) -> Result<serde_json::Value, AwsError> {
+    let options = DeployOptions::new(&req.dir, &req.pubkey);
+    let (manifest, digest) = verify_release(&options)?;
+    let deployment = req.name.clone().unwrap_or_else(|| manifest.name.clone());
+    validate_deployment_name(&deployment)?;
+    let names = Names::new(&deployment, &digest);
+    let input = key_policy_input(
+        &req.partition,
+        &req.account_id,
+        &names.role,
+        &req.admin_principals,
+        &req.sealer_principals,
+        vec![binding_of(&manifest)?],
+        req.lock,
+    );
+    let key_arn = DeployState::load(&req.dir)?
+        .and_then(|s| s.key_arn)
+        .unwrap_or_else(|| {
+            format!(
+                "arn:{}:kms:{}:{}:key/created-by-deploy",
+                req.partition,
+                req.region.as_deref().unwrap_or("region"),
+                req.account_id
+            )
+        });
+    Ok(json!({
+        "deployment": deployment,
+        "release": format!("{} {}", manifest.name, manifest.version),
+        "manifest_sha256": digest,
+        "key_alias": names.key_alias,
+        "key_policy": policy::key_policy(&input)?,
+        "bypass_policy_lockout_safety_check": policy::needs_lockout_bypass(&input),
+        "instance_role": names.role,
+        "instance_role_trust_policy": policy::instance_role_trust_policy(),
+        "instance_role_policy": policy::instance_role_policy(&key_arn)?,
+    }))
+}
+
+/// Checks everything local, then reads (never changes) the account: identity, network,
+/// instance type, and what exists of this deployment already.
+pub async fn prepare(clients: &Clients, options: DeployOptions) -> Result<Deployment, AwsError> {
+    let (manifest, manifest_sha256) = verify_release(&options)?;
+    let deployment = options
+        .name
+        .clone()
+        .unwrap_or_else(|| manifest.name.clone());
+    validate_deployment_name(&deployment)?;
+    for cidr in &options.allow_cidr {
+        validate_cidr(cidr)?;
+    }
+    let port = match options.port {
+        Some(p) => Some(p),
+        None => recipe_port(&options.dir)?,
+    };
+    if port == Some(22) {
+        return Err(AwsError::step(
+            "configuration",
+            "the serving port is 22: zoa never opens SSH's port",
+        ));
+    }
+    if !options.allow_cidr.is_empty() && port.is_none() {
+        return Err(AwsError::step(
+            "configuration",
+            "--allow-cidr needs a serving port: the recipe has no serving_port, pass --port",
+        ));
+    }
+    if options.count == 0 {
+        return Err(AwsError::step(
+            "configuration",
+            "--count must be at least 1",
+        ));
+    }
+    if let Some(path) = &options.user_data {
+        let size = std::fs::metadata(path)
+            .map_err(|e| AwsError::file(path, e))?
+            .len();
+        if size > 16 * 1024 {
+            return Err(AwsError::file(
+                path,
+                format!("{size} bytes: EC2 user data is limited to 16 KiB"),
+            ));
+        }
+    }
+    let binding = binding_of(&manifest)?;
+
+    let account = clients.account().await?;
+    let region = clients.region.clone();
+    let release = ReleaseRef {
+        name: manifest.name.clone(),
+        version: manifest.version.clone(),
+        manifest_sha256: manifest_sha256.clone(),
+    };
+    let state = match DeployState::load(&options.dir)? {
+        Some(s) => {
+            s.check_matches(
+                &options.dir,
+                &deployment,
+                &release,
+                &account.account_id,
+                &region,
+            )?;
+            s
+        }
+        None => DeployState::new(&deployment, release, &account.account_id, &region),
+    };
+    check_instance_type(clients, &options.instance_type).await?;
+    let network = find_network(clients, &options.subnet_ids).await?;
+    let names = Names::new(&deployment, &manifest_sha256);
+    let mut d = Deployment {
+        options,
+        deployment,
+        manifest,
+        manifest_sha256,
+        account,
+        region,
+        names,
+        network,
+        port,
+        binding,
+        state,
+        found: Found::default(),
+    };
+    d.found = d.find_existing(clients).await?;
+    Ok(d)
+}
+
+/// DescribeInstanceTypes for the one type (moto refuses the nitro-tpm-support filter, and
+/// one type is cheaper anyway); refuse a type without NitroTPM.
+async fn check_instance_type(clients: &Clients, instance_type: &str) -> Result<(), AwsError> {
+    let step = "instance type";
+    let out = clients
+        .ec2
+        .describe_instance_types()
+        .instance_types(ec2t::InstanceType::from(instance_type))
+        .send()
+        .await
+        .map_err(|e| api_error(step, "ec2:DescribeInstanceTypes", e))?;
+    let info = out.instance_types().first().ok_or_else(|| {
+        AwsError::step(
+            step,
+            format!("{instance_type} is not offered in this region"),
+        )
+    })?;
+    match info.nitro_tpm_support() {
+        Some(ec2t::NitroTpmSupport::Supported) => Ok(()),
+        other => Err(AwsError::step(
+            step,
+            format!(
+                "{instance_type} has no NitroTPM (NitroTpmSupport: {}): the instance could not attest its boot; choose a type with NitroTPM, e.g. {DEFAULT_INSTANCE_TYPE}",
+                other.map(|s| s.as_str()).unwrap_or("not reported")
+            ),
+        )),
+    }
+}
+
+/// The given subnets (and their VPC), or the default VPC's subnets.
+async fn find_network(clients: &Clients, subnet_ids: &[String]) -> Result<Network, AwsError> {
+    let step = "network";
+    let filter = |name: &str, value: &str| ec2t::Filter::builder().name(name).values(value).build();
+    let subnets = if subnet_ids.is_empty() {
+        let vpcs = clients
+            .ec2
+            .describe_vpcs()
+            .filters(filter("is-default", "true"))
+            .send()
+            .await
+            .map_err(|e| api_error(step, "ec2:DescribeVpcs", e))?;
+        let vpc_id = vpcs
+            .vpcs()
+            .first()
+            .and_then(|v| v.vpc_id())
+            .ok_or_else(|| AwsError::step(step, "this region has no default VPC: pass --subnet"))?
+            .to_owned();
+        clients
+            .ec2
+            .describe_subnets()
+            .filters(filter("vpc-id", &vpc_id))
+            .send()
+            .await
+            .map_err(|e| api_error(step, "ec2:DescribeSubnets", e))?
+            .subnets()
+            .to_vec()
+    } else {
+        clients
+            .ec2
+            .describe_subnets()
+            .set_subnet_ids(Some(subnet_ids.to_vec()))
+            .send()
+            .await
+            .map_err(|e| api_error(step, "ec2:DescribeSubnets", e))?
+            .subnets()
+            .to_vec()
+    };
+    let mut ids: Vec<String> = subnets
+        .iter()
+        .filter_map(|s| s.subnet_id().map(str::to_owned))
+        .collect();
+    ids.sort();
+    let vpcs: std::collections::BTreeSet<&str> =
+        subnets.iter().filter_map(|s| s.vpc_id()).collect();
+    let vpc_id = match vpcs.len() {
+        1 => vpcs.into_iter().next().unwrap_or_default().to_owned(),
+        0 => return Err(AwsError::step(step, "no subnets found")),
+        _ => {
+            return Err(AwsError::step(
+                step,
+                "the subnets are in different VPCs: give subnets of one VPC",
+            ))
+        }
+    };
+    Ok(Network {
+        vpc_id,
+        subnet_ids: ids,
+    })
+}
+
+fn ec2_filter(name: &str, value: &str) -> ec2t::Filter {
+    ec2t::Filter::builder().name(name).values(value).build()
+}
+
+/// A deterministic ClientToken (at most 64 ASCII characters): the same deploy of the same
+/// release sends the same token, so EC2 answers a retried call with the first result.
+fn client_token(deployment: &str, manifest_sha256: &str, what: &str) -> String {
+    let digest =
+        crate::digest::sha256_bytes(format!("{deployment}\n{manifest_sha256}\n{what}").as_bytes());
+    format!("zoa-{}", &digest[..48])
+}
+
+impl Deployment {
+    fn tags(&self) -> Vec<(String, String)> {
+        vec![
+            ("Name".to_owned(), format!("zoa-{}", self.deployment)),
+            (TAG_DEPLOYMENT.to_owned(), self.deployment.clone()),
+            (
+                TAG_RELEASE.to_owned(),
+                format!("{} {}", self.manifest.name, self.manifest.version),
+            ),
+            (TAG_MANIFEST.to_owned(), self.manifest_sha256.clone()),
+        ]
+    }
+
+    fn tags_json(&self) -> serde_json::Value {
+        serde_json::Value::Array(
+            self.tags()
+                .into_iter()
+                .map(|(k, v)| json!({"Key": k, "Value": v}))
+                .collect(),
+        )
+    }
+
+    fn ec2_tag_spec(&self, resource: ec2t::ResourceType) -> ec2t::TagSpecification {
+        let mut b = ec2t::TagSpecification::builder().resource_type(resource);
+        for (k, v) in self.tags() {
+            b = b.tags(ec2t::Tag::builder().key(k).value(v).build());
+        }
+        b.build()
+    }
+
+    fn key_policy_input(&self) -> KeyPolicyInput {
+        key_policy_input(
+            &self.account.partition,
+            &self.account.account_id,
+            &self.names.role,
+            &self.options.admin_principals,
+            &self.options.sealer_principals,
+            vec![self.binding.clone()],
+            self.options.lock_policy,
+        )
+    }
+
+    /// The rendered KMS key policy.
+    pub fn key_policy(&self) -> Result<serde_json::Value, AwsError> {
+        Ok(policy::key_policy(&self.key_policy_input())?)
+    }
+
+    fn key_arn_or_placeholder(&self) -> String {
+        self.found
+            .key
+            .as_ref()
+            .map(|(_, arn)| arn.clone())
+            .or_else(|| self.state.key_arn.clone())
+            // A well-formed stand-in: the real ARN is only known once CreateKey answers.
+            .unwrap_or_else(|| {
+                format!(
+                    "arn:{}:kms:{}:{}:key/created-by-this-deploy",
+                    self.account.partition, self.region, self.account.account_id
+                )
+            })
+    }
+
+    fn snapshot_or_placeholder(&self) -> String {
+        self.found
+            .snapshot
+            .clone()
+            .or_else(|| self.state.snapshot_id.clone())
+            .unwrap_or_else(|| "<snapshot-id>".to_owned())
+    }
+
+    fn image_or_placeholder(&self) -> String {
+        self.found
+            .image
+            .clone()
+            .or_else(|| self.state.image_id.clone())
+            .unwrap_or_else(|| "<image-id>".to_owned())
+    }
+
+    fn security_group_or_placeholder(&self) -> String {
+        self.found
+            .security_group
+            .clone()
+            .or_else(|| self.state.security_group_id.clone())
+            .unwrap_or_else(|| "<security-group-id>".to_owned())
+    }
+
+    fn user_data_b64(&self) -> Result<Option<String>, AwsError> {
+        use base64::Engine;
+        match &self.options.user_data {
+            None => Ok(None),
+            Some(p) => {
+                let bytes = std::fs::read(p).map_err(|e| AwsError::file(p, e))?;
+                Ok(Some(
+                    base64::engine::general_purpose::STANDARD.encode(bytes),
+                ))
+            }
+        }
+    }
+
+    // ---- discovery (read-only) ----
+
+    async fn find_existing(&self, c: &Clients) -> Result<Found, AwsError> {
+        let mut f = Found::default();
+        self.find_snapshot(c, &mut f).await?;
+        f.image = self.find_image(c).await?;
+        f.role = self.iam_role_exists(c).await?;
+        f.instance_profile = self.instance_profile_exists(c).await?;
+        f.key = self.find_key(c).await?;
+        f.role_policy = f.role && self.role_policy_exists(c).await?;
+        f.security_group = self.find_security_group(c).await?;
+        if self.options.uses_fleet() {
+            f.launch_template = self.find_launch_template(c).await?;
+            f.auto_scaling_group = self.auto_scaling_group_exists(c).await?;
+        } else {
+            f.instances = self.find_instances(c).await?;
+        }
+        Ok(f)
+    }
+
+    async fn find_snapshot(&self, c: &Clients, f: &mut Found) -> Result<(), AwsError> {
+        let out = c
+            .ec2
+            .describe_snapshots()
+            .owner_ids("self")
+            .filters(ec2_filter(
+                &format!("tag:{TAG_DEPLOYMENT}"),
+                &self.deployment,
+            ))
+            .filters(ec2_filter(
+                &format!("tag:{TAG_MANIFEST}"),
+                &self.manifest_sha256,
+            ))
+            .send()
+            .await
+            .map_err(|e| api_error("snapshot", "ec2:DescribeSnapshots", e))?;
+        for s in out.snapshots() {
+            let Some(id) = s.snapshot_id() else { continue };
+            match s.state() {
+                Some(ec2t::SnapshotState::Completed) if f.snapshot.is_none() => {
+                    f.snapshot = Some(id.to_owned())
+                }
+                // An upload that was interrupted (or a second completed copy): ours by its
+                // tags, never used, removed before uploading again.
+                _ => f.stale_snapshots.push(id.to_owned()),
+            }
+        }
+        // Prefer the recorded one when it is among the completed.
+        if let Some(recorded) = &self.state.snapshot_id {
+            if f.stale_snapshots.contains(recorded) {
+                f.stale_snapshots.retain(|s| s != recorded);
+                if let Some(other) = f.snapshot.replace(recorded.clone()) {
+                    f.stale_snapshots.push(other);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn find_image(&self, c: &Clients) -> Result<Option<String>, AwsError> {
+        let out = c
+            .ec2
+            .describe_images()
+            .owners("self")
+            .filters(ec2_filter("name", &self.names.image))
+            .send()
+            .await
+            .map_err(|e| api_error("image", "ec2:DescribeImages", e))?;
+        Ok(out
+            .images()
+            .iter()
+            .find(|i| i.state() != Some(&ec2t::ImageState::Deregistered))
+            .and_then(|i| i.image_id().map(str::to_owned)))
+    }
+
+    async fn iam_role_exists(&self, c: &Clients) -> Result<bool, AwsError> {
+        match c.iam.get_role().role_name(&self.names.role).send().await {
+            Ok(out) => {
+                self.check_ours_iam(
+                    out.role().map(|r| r.tags()).unwrap_or_default(),
+                    "role",
+                    &self.names.role,
+                )?;
+                Ok(true)
+            }
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_no_such_entity_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(api_error("role", "iam:GetRole", e)),
+        }
+    }
+
+    /// A resource with zoa's name but another deployment's tags is not adopted.
+    fn check_ours_iam(
+        &self,
+        tags: &[aws_sdk_iam::types::Tag],
+        what: &str,
+        name: &str,
+    ) -> Result<(), AwsError> {
+        let dep = tags
+            .iter()
+            .find(|t| t.key() == TAG_DEPLOYMENT)
+            .map(|t| t.value());
+        if dep == Some(self.deployment.as_str()) {
+            Ok(())
+        } else {
+            Err(AwsError::step(
+                what,
+                format!("IAM {what} {name} exists but is not tagged {TAG_DEPLOYMENT}={}: it was not created by this deployment; choose another --name", self.deployment),
+            ))
+        }
+    }
+
+    async fn instance_profile_exists(&self, c: &Clients) -> Result<bool, AwsError> {
+        match c
+            .iam
+            .get_instance_profile()
+            .instance_profile_name(&self.names.instance_profile)
+            .send()
+            .await
+        {
+            Ok(out) => {
+                let roles: Vec<&str> = out
+                    .instance_profile()
+                    .map(|p| p.roles().iter().map(|r| r.role_name()).collect())
+                    .unwrap_or_default();
+                // A profile without its role is an interrupted create: finish it.
+                Ok(roles.contains(&self.names.role.as_str()))
+            }
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_no_such_entity_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(api_error("instance profile", "iam:GetInstanceProfile", e)),
+        }
+    }
+
+    async fn role_policy_exists(&self, c: &Clients) -> Result<bool, AwsError> {
+        match c
+            .iam
+            .get_role_policy()
+            .role_name(&self.names.role)
+            .policy_name(ROLE_POLICY_NAME)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_no_such_entity_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(api_error("role policy", "iam:GetRolePolicy", e)),
+        }
+    }
+
+    /// The key behind the deployment's alias; its policy must be the one this deploy would
+    /// write (an existing key with another policy is refused, never silently reused).
+    async fn find_key(&self, c: &Clients) -> Result<Option<(String, String)>, AwsError> {
+        let out = match c
+            .kms
+            .describe_key()
+            .key_id(&self.names.key_alias)
+            .send()
+            .await
+        {
+            Ok(out) => out,
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_not_found_exception()) =>
+            {
+                return Ok(None)
+            }
+            Err(e) => return Err(api_error("kms key", "kms:DescribeKey", e)),
+        };
+        let Some(meta) = out.key_metadata() else {
+            return Ok(None);
+        };
+        let key_id = meta.key_id().to_owned();
+        let arn = meta.arn().unwrap_or_default().to_owned();
+        if meta.key_state() == Some(&aws_sdk_kms::types::KeyState::PendingDeletion) {
+            return Err(AwsError::step(
+                "kms key",
+                format!(
+                    "{} points at key {key_id}, which is pending deletion: cancel the deletion (kms:CancelKeyDeletion) or delete the alias",
+                    self.names.key_alias
+                ),
+            ));
+        }
+        let policy_text = c
+            .kms
+            .get_key_policy()
+            .key_id(&key_id)
+            .policy_name("default")
+            .send()
+            .await
+            .map_err(|e| api_error("kms key", "kms:GetKeyPolicy", e))?
+            .policy()
+            .unwrap_or_default()
+            .to_owned();
+        let existing: serde_json::Value = serde_json::from_str(&policy_text).map_err(|e| {
+            AwsError::step(
+                "kms key",
+                format!("key {key_id}: its policy is not JSON: {e}"),
+            )
+        })?;
+        if let Err(e) = policy::check_key_policy(&existing, &self.key_policy_input()) {
+            return Err(AwsError::step(
+                "kms key",
+                format!(
+                    "key {key_id} ({}) exists with another policy than this release needs ({e}): refusing to reuse it; `zoa destroy` removes it, or choose another --name",
+                    self.names.key_alias
+                ),
+            ));
+        }
+        Ok(Some((key_id, arn)))
+    }
+
+    async fn find_security_group(&self, c: &Clients) -> Result<Option<String>, AwsError> {
+        let out = c
+            .ec2
+            .describe_security_groups()
+            .filters(ec2_filter("group-name", &self.names.security_group))
+            .filters(ec2_filter("vpc-id", &self.network.vpc_id))
+            .send()
+            .await
+            .map_err(|e| api_error("security group", "ec2:DescribeSecurityGroups", e))?;
+        Ok(out
+            .security_groups()
+            .first()
+            .and_then(|g| g.group_id().map(str::to_owned)))
+    }
+
+    async fn find_instances(&self, c: &Clients) -> Result<Vec<String>, AwsError> {
+        let out = c
+            .ec2
+            .describe_instances()
+            .filters(ec2_filter(
+                &format!("tag:{TAG_DEPLOYMENT}"),
+                &self.deployment,
+            ))
+            .filters(ec2_filter(
+                &format!("tag:{TAG_MANIFEST}"),
+                &self.manifest_sha256,
+            ))
+            .filters(
+                ec2t::Filter::builder()
+                    .name("instance-state-name")
+                    .values("pending")
+                    .values("running")
+                    .values("stopping")
+                    .values("stopped")
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| api_error("instances", "ec2:DescribeInstances", e))?;
+        let mut ids: Vec<String> = out
+            .reservations()
+            .iter()
+            .flat_map(|r| r.instances())
+            .filter_map(|i| i.instance_id().map(str::to_owned))
+            .collect();
+        ids.sort();
+        Ok(ids)
+    }
+
+    async fn find_launch_template(&self, c: &Clients) -> Result<Option<String>, AwsError> {
+        match c
+            .ec2
+            .describe_launch_templates()
+            .launch_template_names(&self.names.launch_template)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(out
+                .launch_templates()
+                .first()
+                .and_then(|t| t.launch_template_id().map(str::to_owned))),
+            Err(e) if e.code() == Some("InvalidLaunchTemplateName.NotFoundException") => Ok(None),
+            Err(e) => Err(api_error(
+                "launch template",
+                "ec2:DescribeLaunchTemplates",
+                e,
+            )),
+        }
+    }
+
+    async fn auto_scaling_group_exists(&self, c: &Clients) -> Result<bool, AwsError> {
+        let out = c
+            .autoscaling
+            .describe_auto_scaling_groups()
+            .auto_scaling_group_names(&self.names.auto_scaling_group)
+            .send()
+            .await
+            .map_err(|e| {
+                api_error(
+                    "auto scaling group",
+                    "autoscaling:DescribeAutoScalingGroups",
+                    e,
+                )
+            })?;
+        Ok(!out.auto_scaling_groups().is_empty())
+    }
+
+    // ---- the plan ----
+
+    /// Every step, with the calls of those that create something.
+    pub fn plan(&self) -> Result<Plan, AwsError> {
+        let f = &self.found;
+        let mut steps = Vec::new();
+        let step =
+            |name: &'static str, resource: String, existing: Option<String>, calls: Vec<Call>| {
+                Step {
+                    step: name,
+                    resource,
+                    action: match existing {
+                        Some(id) => Action::Keep(id),
+                        None => Action::Create,
+                    },
+                    calls: Vec::new(),
+                }
+                .with_calls(calls)
+            };
+
+        let disk = self.options.dir.join(DISK_FILE);
+        let mut snapshot_calls: Vec<Call> = f
+            .stale_snapshots
+            .iter()
+            .map(|id| Call::new("ec2:DeleteSnapshot", json!({"SnapshotId": id})))
+            .collect();
+        snapshot_calls.push(Call::new(
+            "ebs:StartSnapshot",
+            json!({"VolumeSize": "<disk size rounded up to GiB>", "Description": self.snapshot_description(), "Tags": self.tags_json(), "Timeout": 60}),
+        ));
+        snapshot_calls.push(Call::new(
+            "ebs:PutSnapshotBlock",
+            json!({"Blocks": "<each non-empty 512 KiB block of disk.raw, in parallel>"}),
+        ));
+        snapshot_calls.push(Call::new(
+            "ebs:CompleteSnapshot",
+            json!({"ChecksumAlgorithm": "SHA256", "ChecksumAggregationMethod": "LINEAR"}),
+        ));
+        steps.push(step(
+            "snapshot",
+            format!(
+                "EBS snapshot of {} (written from uki.efi first)",
+                disk.display()
+            ),
+            f.snapshot.clone(),
+            snapshot_calls,
+        ));
+        steps.push(step(
+            "image",
+            format!("AMI {} (UEFI, NitroTPM 2.0, IMDSv2 only)", self.names.image),
+            f.image.clone(),
+            vec![Call::new("ec2:RegisterImage", self.register_image_params())],
+        ));
+        steps.push(step(
+            "role",
+            format!("IAM role {} for the instances", self.names.role),
+            f.role.then(|| self.names.role.clone()),
+            vec![Call::new(
+                "iam:CreateRole",
+                json!({"RoleName": self.names.role, "AssumeRolePolicyDocument": policy::instance_role_trust_policy(), "Description": self.role_description(), "Tags": self.tags_json()}),
+            )],
+        ));
+        steps.push(step(
+            "instance-profile",
+            format!("instance profile {}", self.names.instance_profile),
+            f.instance_profile.then(|| self.names.instance_profile.clone()),
+            vec![
+                Call::new(
+                    "iam:CreateInstanceProfile",
+                    json!({"InstanceProfileName": self.names.instance_profile, "Tags": self.tags_json()}),
+                ),
+                Call::new(
+                    "iam:AddRoleToInstanceProfile",
+                    json!({"InstanceProfileName": self.names.instance_profile, "RoleName": self.names.role}),
+                ),
+            ],
+        ));
+        steps.push(step(
+            "kms-key",
+            format!(
+                "KMS key {} releasing data keys only to PCR4/PCR12 of {}",
+                self.names.key_alias, self.binding.release
+            ),
+            f.key.as_ref().map(|(id, _)| id.clone()),
+            vec![
+                Call::new("kms:CreateKey", self.create_key_params()?),
+                Call::new(
+                    "kms:CreateAlias",
+                    json!({"AliasName": self.names.key_alias, "TargetKeyId": "<key-id>"}),
+                ),
+            ],
+        ));
+        steps.push(step(
+            "role-policy",
+            format!("the role's only permission: {ROLE_POLICY_NAME}"),
+            f.role_policy.then(|| ROLE_POLICY_NAME.to_owned()),
+            vec![Call::new(
+                "iam:PutRolePolicy",
+                json!({"RoleName": self.names.role, "PolicyName": ROLE_POLICY_NAME, "PolicyDocument": policy::instance_role_policy(&self.key_arn_or_placeholder())?}),
+            )],
+        ));
+        steps.push(step(
+            "security-group",
+            format!(
+                "security group {} ({})",
+                self.names.security_group,
+                self.ingress_summary()
+            ),
+            f.security_group.clone(),
+            self.security_group_calls(),
+        ));
+        if self.options.uses_fleet() {
+            steps.push(step(
+                "launch-template",
+                format!("launch template {}", self.names.launch_template),
+                f.launch_template.clone(),
+                vec![Call::new(
+                    "ec2:CreateLaunchTemplate",
+                    self.launch_template_params()?,
+                )],
+            ));
+            steps.push(step(
+                "auto-scaling-group",
+                format!(
+                    "Auto Scaling group {} of {} × {}",
+                    self.names.auto_scaling_group, self.options.count, self.options.instance_type
+                ),
+                f.auto_scaling_group
+                    .then(|| self.names.auto_scaling_group.clone()),
+                vec![Call::new(
+                    "autoscaling:CreateAutoScalingGroup",
+                    self.auto_scaling_group_params(),
+                )],
+            ));
+        } else {
+            steps.push(step(
+                "instance",
+                format!(
+                    "1 × {} without key pair, SSH or SSM",
+                    self.options.instance_type
+                ),
+                (!f.instances.is_empty()).then(|| f.instances.join(",")),
+                vec![Call::new("ec2:RunInstances", self.run_instances_params()?)],
+            ));
+        }
+        Ok(Plan {
+            deployment: self.deployment.clone(),
+            release: self.binding.release.clone(),
+            account_id: self.account.account_id.clone(),
+            region: self.region.clone(),
+            steps,
+            warnings: self.warnings(),
+        })
+    }
+
+    fn warnings(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        if self.options.lock_policy {
+            w.push(format!(
+                "--lock-policy: the key policy of {} denies kms:PutKeyPolicy to everyone, the account root included. It can never be changed again: a new release needs a new key and re-sealed secrets (`zoa rollout` does that), and nobody can ever grant themselves use of this key.",
+                self.names.key_alias
+            ));
+        }
+        if self.options.allow_cidr.is_empty() {
+            w.push(
+                "no --allow-cidr: the security group admits no inbound traffic at all".to_owned(),
+            );
+        }
+        w
+    }
+
+    fn snapshot_description(&self) -> String {
+        format!("zoa {} {} disk", self.manifest.name, self.manifest.version)
+    }
+
+    fn role_description(&self) -> String {
+        format!(
+            "zoa {}: instances of {} may unseal with its KMS key, nothing else",
+            self.deployment, self.binding.release
+        )
+    }
+
+    fn ingress_summary(&self) -> String {
+        match (self.port, self.options.allow_cidr.is_empty()) {
+            (_, true) | (None, _) => "no ingress; egress HTTPS only".to_owned(),
+            (Some(p), false) => format!(
+                "tcp/{p} from {}; egress HTTPS only",
+                self.options.allow_cidr.join(", ")
+            ),
+        }
+    }
+
+    fn register_image_params(&self) -> serde_json::Value {
+        json!({
+            "Name": self.names.image,
+            "Description": format!("zoa {} manifest {}", self.binding.release, self.manifest_sha256),
+            "Architecture": "x86_64",
+            "BootMode": "uefi",
+            "TpmSupport": "v2.0",
+            "ImdsSupport": "v2.0",
+            "EnaSupport": true,
+            "VirtualizationType": "hvm",
+            "RootDeviceName": ROOT_DEVICE,
+            "BlockDeviceMappings": [{"DeviceName": ROOT_DEVICE, "Ebs": {"SnapshotId": self.snapshot_or_placeholder(), "VolumeType": "gp3", "DeleteOnTermination": true}}],
+            "TagSpecifications": [{"ResourceType": "image", "Tags": self.tags_json()}],
+        })
+    }
+
+    fn create_key_params(&self) -> Result<serde_json::Value, AwsError> {
+        Ok(json!({
+            "Description": format!("zoa {}: data keys only for instances that booted {} (manifest {})", self.deployment, self.binding.release, self.manifest_sha256),
+            "KeyUsage": "ENCRYPT_DECRYPT",
+            "KeySpec": "SYMMETRIC_DEFAULT",
+            "Policy": self.key_policy()?,
+            "BypassPolicyLockoutSafetyCheck": policy::needs_lockout_bypass(&self.key_policy_input()),
+            "Tags": self.tags().into_iter().map(|(k, v)| json!({"TagKey": k, "TagValue": v})).collect::<Vec<_>>(),
+        }))
+    }
+
+    fn security_group_calls(&self) -> Vec<Call> {
+        let sg = "<security-group-id>";
+        let mut calls = vec![
+            Call::new(
+                "ec2:CreateSecurityGroup",
+                json!({"GroupName": self.names.security_group, "Description": format!("zoa {}: serving port only, no SSH", self.deployment), "VpcId": self.network.vpc_id, "TagSpecifications": [{"ResourceType": "security-group", "Tags": self.tags_json()}]}),
+            ),
+            // The default allow-all egress goes: the image only needs HTTPS (KMS, and S3
+            // when models come from there). DNS to the VPC resolver and IMDS are not
+            // subject to security groups.
+            Call::new(
+                "ec2:RevokeSecurityGroupEgress",
+                json!({"GroupId": sg, "IpPermissions": [{"IpProtocol": "-1", "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}]}),
+            ),
+            Call::new(
+                "ec2:AuthorizeSecurityGroupEgress",
+                json!({"GroupId": sg, "IpPermissions": [{"IpProtocol": "tcp", "FromPort": 443, "ToPort": 443, "IpRanges": [{"CidrIp": "0.0.0.0/0", "Description": "HTTPS to AWS APIs"}]}]}),
+            ),
+        ];
+        if let (Some(port), false) = (self.port, self.options.allow_cidr.is_empty()) {
+            let ranges: Vec<_> = self
+                .options
+                .allow_cidr
+                .iter()
+                .map(|c| json!({"CidrIp": c, "Description": "serving port"}))
+                .collect();
+            calls.push(Call::new(
+                "ec2:AuthorizeSecurityGroupIngress",
+                json!({"GroupId": sg, "IpPermissions": [{"IpProtocol": "tcp", "FromPort": port, "ToPort": port, "IpRanges": ranges}]}),
+            ));
+        }
+        calls
+    }
+
+    fn metadata_options_json() -> serde_json::Value {
+        json!({"HttpTokens": "required", "HttpPutResponseHopLimit": 1, "HttpEndpoint": "enabled", "InstanceMetadataTags": "disabled"})
+    }
+
+    fn run_instances_params(&self) -> Result<serde_json::Value, AwsError> {
+        let mut p = json!({
+            "ImageId": self.image_or_placeholder(),
+            "InstanceType": self.options.instance_type,
+            "MinCount": 1,
+            "MaxCount": 1,
+            "IamInstanceProfile": {"Name": self.names.instance_profile},
+            "MetadataOptions": Self::metadata_options_json(),
+            "SecurityGroupIds": [self.security_group_or_placeholder()],
+            "SubnetId": self.network.subnet_ids.first(),
+            "TagSpecifications": [{"ResourceType": "instance", "Tags": self.tags_json()}, {"ResourceType": "volume", "Tags": self.tags_json()}],
+            "ClientToken": client_token(&self.deployment, &self.manifest_sha256, "instance"),
+        });
+        if let Some(ud) = self.user_data_b64()? {
+            p["UserData"] = json!(format!("<{} bytes of base64>", ud.len()));
+        }
+        Ok(p)
+    }
+
+    fn launch_template_params(&self) -> Result<serde_json::Value, AwsError> {
+        let mut data = json!({
+            "ImageId": self.image_or_placeholder(),
+            "InstanceType": self.options.instance_type,
+            "IamInstanceProfile": {"Name": self.names.instance_profile},
+            "MetadataOptions": Self::metadata_options_json(),
+            "SecurityGroupIds": [self.security_group_or_placeholder()],
+            "TagSpecifications": [{"ResourceType": "instance", "Tags": self.tags_json()}, {"ResourceType": "volume", "Tags": self.tags_json()}],
+        });
+        if let Some(ud) = self.user_data_b64()? {
+            data["UserData"] = json!(format!("<{} bytes of base64>", ud.len()));
+        }
+        Ok(json!({
+            "LaunchTemplateName": self.names.launch_template,
+            "LaunchTemplateData": data,
+            "TagSpecifications": [{"ResourceType": "launch-template", "Tags": self.tags_json()}],
+            "ClientToken": client_token(&self.deployment, &self.manifest_sha256, "launch-template"),
+        }))
+    }
+
+    fn auto_scaling_group_params(&self) -> serde_json::Value {
+        let lt = self
+            .found
+            .launch_template
+            .clone()
+            .or_else(|| self.state.launch_template_id.clone())
+            .unwrap_or_else(|| "<launch-template-id>".to_owned());
+        json!({
+            "AutoScalingGroupName": self.names.auto_scaling_group,
+            "LaunchTemplate": {"LaunchTemplateId": lt, "Version": "$Latest"},
+            "MinSize": self.options.count,
+            "MaxSize": self.options.count,
+            "DesiredCapacity": self.options.count,
+            "VPCZoneIdentifier": self.network.subnet_ids.join(","),
+            "Tags": self.tags().into_iter().map(|(k, v)| json!({"Key": k, "Value": v, "PropagateAtLaunch": true})).collect::<Vec<_>>(),
+        })
+    }
+
+    // ---- applying ----
+
+    /// Executes the plan's `Create` steps in order, recording each resource as it appears.
+    pub async fn apply(
+        mut self,
+        c: &Clients,
+        progress: Progress,
+    ) -> Result<DeployOutcome, AwsError> {
+        let plan = self.plan()?;
+        self.adopt_found()?;
+        for step in &plan.steps {
+            if step.action != Action::Create {
+                continue;
+            }
+            let pb = progress.stage(format!("{}: {}", step.step, step.resource));
+            log::info!("{}: creating {}", step.step, step.resource);
+            match step.step {
+                "snapshot" => self.create_snapshot(c, progress).await?,
+                "image" => self.create_image(c).await?,
+                "role" => self.create_role(c).await?,
+                "instance-profile" => self.create_instance_profile(c).await?,
+                "kms-key" => self.create_key(c).await?,
+                "role-policy" => self.put_role_policy(c).await?,
+                "security-group" => self.create_security_group(c).await?,
+                "instance" => self.run_instance(c).await?,
+                "launch-template" => self.create_launch_template(c).await?,
+                "auto-scaling-group" => self.create_auto_scaling_group(c).await?,
+                other => return Err(AwsError::step(other, "unknown step (a bug in zoa)")),
+            }
+            pb.finish_and_clear();
+        }
+        // The final plan: everything exists now.
+        self.found = self.find_existing(c).await?;
+        self.adopt_found()?;
+        let final_plan = self.plan()?;
+        Ok(DeployOutcome {
+            plan: Plan {
+                steps: plan.steps,
+                ..final_plan
+            },
+            state: self.state,
+        })
+    }
+
+    /// Records what discovery found (e.g. created just before a crash) in deploy.json.
+    fn adopt_found(&mut self) -> Result<(), AwsError> {
+        let f = self.found.clone();
+        let s = &mut self.state;
+        if let Some(id) = f.snapshot {
+            s.snapshot_id = Some(id);
+        }
+        if let Some(id) = f.image {
+            s.image_id = Some(id);
+        }
+        if f.role {
+            s.role_name = Some(self.names.role.clone());
+        }
+        if f.instance_profile {
+            s.instance_profile_name = Some(self.names.instance_profile.clone());
+        }
+        if let Some((id, arn)) = f.key {
+            s.key_id = Some(id);
+            s.key_arn = Some(arn);
+            s.key_alias = Some(self.names.key_alias.clone());
+            s.key_locked = self.options.lock_policy;
+        }
+        if f.role_policy {
+            s.role_policy_name = Some(ROLE_POLICY_NAME.to_owned());
+        }
+        if let Some(id) = f.security_group {
+            s.security_group_id = Some(id);
+        }
+        if !f.instances.is_empty() {
+            s.instance_ids = f.instances;
+        }
+        if let Some(id) = f.launch_template {
+            s.launch_template_id = Some(id);
+        }
+        if f.auto_scaling_group {
+            s.auto_scaling_group = Some(self.names.auto_scaling_group.clone());
+        }
+        self.save()
+    }
+
+    fn save(&self) -> Result<(), AwsError> {
+        self.state.save(&self.options.dir)
+    }
+
+    /// Writes disk.raw (deterministic: seeded with the manifest digest) unless it is there.
+    fn write_disk(&self) -> Result<(PathBuf, String), AwsError> {
+        let uki = self.options.dir.join("uki.efi");
+        let disk = self.options.dir.join(DISK_FILE);
+        let mut seed = [0u8; 32];
+        hex::decode_to_slice(&self.manifest_sha256, &mut seed)
+            .map_err(|e| AwsError::step("disk", format!("manifest digest: {e}")))?;
+        crate::image::disk::write_esp_disk(&uki, &disk, &seed)
+            .map_err(|e| AwsError::step("disk", e.to_string()))?;
+        let (sha, _) = crate::digest::sha256_file(&disk).map_err(|e| AwsError::file(&disk, e))?;
+        Ok((disk, sha))
+    }
+
+    async fn create_snapshot(&mut self, c: &Clients, progress: Progress) -> Result<(), AwsError> {
+        for id in std::mem::take(&mut self.found.stale_snapshots) {
+            log::warn!("deleting {id}: an interrupted upload of this release's disk");
+            c.ec2
+                .delete_snapshot()
+                .snapshot_id(&id)
+                .send()
+                .await
+                .map_err(|e| api_error("snapshot", "ec2:DeleteSnapshot", e))?;
+        }
+        let (disk, disk_sha) = self.write_disk()?;
+        self.state.disk_sha256 = Some(disk_sha.clone());
+        let mut tags: Vec<aws_sdk_ebs::types::Tag> = self
+            .tags()
+            .into_iter()
+            .map(|(k, v)| aws_sdk_ebs::types::Tag::builder().key(k).value(v).build())
+            .collect();
+        tags.push(
+            aws_sdk_ebs::types::Tag::builder()
+                .key(TAG_DISK)
+                .value(disk_sha)
+                .build(),
+        );
+        let size = std::fs::metadata(&disk)
+            .map_err(|e| AwsError::file(&disk, e))?
+            .len();
+        let pb = progress.bytes(size, "snapshot upload");
+        let uploader = coldsnap::SnapshotUploader::new(c.ebs.clone());
+        let id = uploader
+            .upload_from_file(
+                &disk,
+                None,
+                Some(&self.snapshot_description()),
+                Some(tags),
+                progress.enabled().then_some(pb.clone()),
+                None,
+                None,
+                None,
+                None,
+            )
+            .await
+            .map_err(|e| {
+                AwsError::step(
+                    "snapshot",
+                    format!(
+                        "EBS direct upload of {}: {}",
+                        disk.display(),
+                        error_chain(&e)
+                    ),
+                )
+            })?;
+        pb.finish_and_clear();
+        self.state.snapshot_id = Some(id.clone());
+        self.save()?;
+        coldsnap::SnapshotWaiter::new(c.ec2.clone())
+            .wait_for_completed(&id)
+            .await
+            .map_err(|e| {
+                AwsError::step(
+                    "snapshot",
+                    format!("waiting for {id} to complete: {}", error_chain(&e)),
+                )
+            })?;
+        Ok(())
+    }
+
+    async fn create_image(&mut self, c: &Clients) -> Result<(), AwsError> {
+        let snapshot = self
+            .state
+            .snapshot_id
+            .clone()
+            .ok_or_else(|| AwsError::step("image", "no snapshot recorded"))?;
+        let out = c
+            .ec2
+            .register_image()
+            .name(&self.names.image)
+            .description(format!(
+                "zoa {} manifest {}",
+                self.binding.release, self.manifest_sha256
+            ))
+            .architecture(ec2t::ArchitectureValues::X8664)
+            .boot_mode(ec2t::BootModeValues::Uefi)
+            .tpm_support(ec2t::TpmSupportValues::V20)
+            .imds_support(ec2t::ImdsSupportValues::V20)
+            .ena_support(true)
+            .virtualization_type("hvm")
+            .root_device_name(ROOT_DEVICE)
+            .block_device_mappings(
+                ec2t::BlockDeviceMapping::builder()
+                    .device_name(ROOT_DEVICE)
+                    .ebs(
+                        ec2t::EbsBlockDevice::builder()
+                            .snapshot_id(snapshot)
+                            .volume_type(ec2t::VolumeType::Gp3)
+                            .delete_on_termination(true)
+                            .build(),
+                    )
+                    .build(),
+            )
+            .tag_specifications(self.ec2_tag_spec(ec2t::ResourceType::Image))
+            .send()
+            .await
+            .map_err(|e| api_error("image", "ec2:RegisterImage", e))?;
+        let id = out
+            .image_id()
+            .ok_or_else(|| AwsError::step("image", "RegisterImage returned no image id"))?;
+        self.state.image_id = Some(id.to_owned());
+        self.save()
+    }
+
+    async fn create_role(&mut self, c: &Clients) -> Result<(), AwsError> {
+        let mut req = c
+            .iam
+            .create_role()
+            .role_name(&self.names.role)
+            .assume_role_policy_document(policy::instance_role_trust_policy().to_string())
+            .description(self.role_description());
+        for (k, v) in self.tags() {
+            req = req.tags(iam_tag(&k, &v)?);
+        }
+        match req.send().await {
+            Ok(_) => {}
+            // Created by an earlier attempt whose answer was lost: it is ours if tagged so.
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_entity_already_exists_exception()) =>
+            {
+                if !self.iam_role_exists(c).await? {
+                    return Err(api_error("role", "iam:CreateRole", e));
+                }
+            }
+            Err(e) => return Err(api_error("role", "iam:CreateRole", e)),
+        }
+        self.state.role_name = Some(self.names.role.clone());
+        self.save()
+    }
+
+    async fn create_instance_profile(&mut self, c: &Clients) -> Result<(), AwsError> {
+        let mut req = c
+            .iam
+            .create_instance_profile()
+            .instance_profile_name(&self.names.instance_profile);
+        for (k, v) in self.tags() {
+            req = req.tags(iam_tag(&k, &v)?);
+        }
+        match req.send().await {
+            Ok(_) => {}
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_entity_already_exists_exception()) => {}
+            Err(e) => {
+                return Err(api_error(
+                    "instance profile",
+                    "iam:CreateInstanceProfile",
+                    e,
+                ))
+            }
+        }
+        // Recorded before the role is added, so destroy removes a half-made profile too.
+        self.state.instance_profile_name = Some(self.names.instance_profile.clone());
+        self.save()?;
+        match c
+            .iam
+            .add_role_to_instance_profile()
+            .instance_profile_name(&self.names.instance_profile)
+            .role_name(&self.names.role)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_limit_exceeded_exception()) =>
+            {
+                // A profile holds one role: it is already there from an earlier attempt.
+                Ok(())
+            }
+            Err(e) => Err(api_error(
+                "instance profile",
+                "iam:AddRoleToInstanceProfile",
+                e,
+            )),
+        }
+    }
+
+    async fn create_key(&mut self, c: &Clients) -> Result<(), AwsError> {
+        let policy = self.key_policy()?.to_string();
+        let bypass = policy::needs_lockout_bypass(&self.key_policy_input());
+        let mut attempt = 0;
+        let out = loop {
+            let mut req = c
+                .kms
+                .create_key()
+                .description(format!(
+                    "zoa {}: data keys only for instances that booted {} (manifest {})",
+                    self.deployment, self.binding.release, self.manifest_sha256
+                ))
+                .key_usage(aws_sdk_kms::types::KeyUsageType::EncryptDecrypt)
+                .key_spec(aws_sdk_kms::types::KeySpec::SymmetricDefault)
+                .policy(&policy)
+                .bypass_policy_lockout_safety_check(bypass);
+            for (k, v) in self.tags() {
+                req = req.tags(
+                    aws_sdk_kms::types::Tag::builder()
+                        .tag_key(k)
+                        .tag_value(v)
+                        .build()
+                        .map_err(|e| AwsError::step("kms key", e.to_string()))?,
+                );
+            }
+            match req.send().await {
+                Ok(out) => break out,
+                // IAM is eventually consistent: KMS may not see a role created seconds ago
+                // and calls the policy malformed. Retry for about a minute.
+                Err(e)
+                    if attempt < 6
+                        && e.as_service_error()
+                            .is_some_and(|s| s.is_malformed_policy_document_exception()) =>
+                {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_secs(2 * attempt)).await;
+                }
+                Err(e) => return Err(api_error("kms key", "kms:CreateKey", e)),
+            }
+        };
+        let meta = out
+            .key_metadata()
+            .ok_or_else(|| AwsError::step("kms key", "CreateKey returned no key metadata"))?;
+        self.state.key_id = Some(meta.key_id().to_owned());
+        self.state.key_arn = meta.arn().map(str::to_owned);
+        self.state.key_locked = self.options.lock_policy;
+        self.save()?;
+        c.kms
+            .create_alias()
+            .alias_name(&self.names.key_alias)
+            .target_key_id(meta.key_id())
+            .send()
+            .await
+            .map_err(|e| api_error("kms key", "kms:CreateAlias", e))?;
+        self.state.key_alias = Some(self.names.key_alias.clone());
+        self.save()
+    }
+
+    async fn put_role_policy(&mut self, c: &Clients) -> Result<(), AwsError> {
+        let key_arn = self
+            .state
+            .key_arn
+            .clone()
+            .ok_or_else(|| AwsError::step("role policy", "no KMS key recorded"))?;
+        let doc = policy::instance_role_policy(&key_arn)?;
+        c.iam
+            .put_role_policy()
+            .role_name(&self.names.role)
+            .policy_name(ROLE_POLICY_NAME)
+            .policy_document(doc.to_string())
+            .send()
+            .await
+            .map_err(|e| api_error("role policy", "iam:PutRolePolicy", e))?;
+        self.state.role_policy_name = Some(ROLE_POLICY_NAME.to_owned());
+        self.save()
+    }
+
+    async fn create_security_group(&mut self, c: &Clients) -> Result<(), AwsError> {
+        let step = "security group";
+        let out = c
+            .ec2
+            .create_security_group()
+            .group_name(&self.names.security_group)
+            .description(format!(
+                "zoa {}: serving port only, no SSH",
+                self.deployment
+            ))
+            .vpc_id(&self.network.vpc_id)
+            .tag_specifications(self.ec2_tag_spec(ec2t::ResourceType::SecurityGroup))
+            .send()
+            .await
+            .map_err(|e| api_error(step, "ec2:CreateSecurityGroup", e))?;
+        let id = out
+            .group_id()
+            .ok_or_else(|| AwsError::step(step, "CreateSecurityGroup returned no id"))?
+            .to_owned();
+        self.state.security_group_id = Some(id.clone());
+        self.save()?;
+        let all = ec2t::IpPermission::builder()
+            .ip_protocol("-1")
+            .ip_ranges(ec2t::IpRange::builder().cidr_ip("0.0.0.0/0").build())
+            .build();
+        c.ec2
+            .revoke_security_group_egress()
+            .group_id(&id)
+            .ip_permissions(all)
+            .send()
+            .await
+            .map_err(|e| api_error(step, "ec2:RevokeSecurityGroupEgress", e))?;
+        let https = ec2t::IpPermission::builder()
+            .ip_protocol("tcp")
+            .from_port(443)
+            .to_port(443)
+            .ip_ranges(
+                ec2t::IpRange::builder()
+                    .cidr_ip("0.0.0.0/0")
+                    .description("HTTPS to AWS APIs")
+                    .build(),
+            )
+            .build();
+        c.ec2
+            .authorize_security_group_egress()
+            .group_id(&id)
+            .ip_permissions(https)
+            .send()
+            .await
+            .map_err(|e| api_error(step, "ec2:AuthorizeSecurityGroupEgress", e))?;
+        if let (Some(port), false) = (self.port, self.options.allow_cidr.is_empty()) {
+            let mut perm = ec2t::IpPermission::builder()
+                .ip_protocol("tcp")
+                .from_port(i32::from(port))
+                .to_port(i32::from(port));
+            for cidr in &self.options.allow_cidr {
+                perm = perm.ip_ranges(
+                    ec2t::IpRange::builder()
+                        .cidr_ip(cidr)
+                        .description("serving port")
+                        .build(),
+                );
+            }
+            c.ec2
+                .authorize_security_group_ingress()
+                .group_id(&id)
+                .ip_permissions(perm.build())
+                .send()
+                .await
+                .map_err(|e| api_error(step, "ec2:AuthorizeSecurityGroupIngress", e))?;
+        }
+        Ok(())
+    }
+
+    fn metadata_options() -> ec2t::InstanceMetadataOptionsRequest {
+        ec2t::InstanceMetadataOptionsRequest::builder()
+            .http_tokens(ec2t::HttpTokensState::Required)
+            .http_put_response_hop_limit(1)
+            .http_endpoint(ec2t::InstanceMetadataEndpointState::Enabled)
+            .instance_metadata_tags(ec2t::InstanceMetadataTagsState::Disabled)
+            .build()
+    }
+
+    fn recorded(&self, value: &Option<String>, what: &str, step: &str) -> Result<String, AwsError> {
+        value
+            .clone()
+            .ok_or_else(|| AwsError::step(step, format!("no {what} recorded")))
+    }
+
+    async fn run_instance(&mut self, c: &Clients) -> Result<(), AwsError> {
+        let step = "instance";
+        let image = self.recorded(&self.state.image_id, "image", step)?;
+        let sg = self.recorded(&self.state.security_group_id, "security group", step)?;
+        let user_data = self.user_data_b64()?;
+        let mut attempt = 0;
+        let out = loop {
+            let req = c
+                .ec2
+                .run_instances()
+                .image_id(&image)
+                .instance_type(ec2t::InstanceType::from(
+                    self.options.instance_type.as_str(),
+                ))
+                .min_count(1)
+                .max_count(1)
+                .iam_instance_profile(
+                    ec2t::IamInstanceProfileSpecification::builder()
+                        .name(&self.names.instance_profile)
+                        .build(),
+                )
+                .metadata_options(Self::metadata_options())
+                .security_group_ids(&sg)
+                .set_subnet_id(self.network.subnet_ids.first().cloned())
+                .tag_specifications(self.ec2_tag_spec(ec2t::ResourceType::Instance))
+                .tag_specifications(self.ec2_tag_spec(ec2t::ResourceType::Volume))
+                .set_user_data(user_data.clone())
+                .client_token(client_token(
+                    &self.deployment,
+                    &self.manifest_sha256,
+                    "instance",
+                ));
+            match req.send().await {
+                Ok(out) => break out,
+                // A new instance profile takes a few seconds to be usable by EC2.
+                Err(e)
+                    if attempt < 8
+                        && e.code() == Some("InvalidParameterValue")
+                        && e.message()
+                            .is_some_and(|m| m.contains("iamInstanceProfile")) =>
+                {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_secs(2 * attempt)).await;
+                }
+                Err(e) => return Err(api_error(step, "ec2:RunInstances", e)),
+            }
+        };
+        self.state.instance_ids = out
+            .instances()
+            .iter()
+            .filter_map(|i| i.instance_id().map(str::to_owned))
+            .collect();
+        self.save()
+    }
+
+    async fn create_launch_template(&mut self, c: &Clients) -> Result<(), AwsError> {
+        let step = "launch template";
+        let image = self.recorded(&self.state.image_id, "image", step)?;
+        let sg = self.recorded(&self.state.security_group_id, "security group", step)?;
+        let tags = |rt: ec2t::ResourceType| {
+            let mut b = ec2t::LaunchTemplateTagSpecificationRequest::builder().resource_type(rt);
+            for (k, v) in self.tags() {
+                b = b.tags(ec2t::Tag::builder().key(k).value(v).build());
+            }
+            b.build()
+        };
+        let data = ec2t::RequestLaunchTemplateData::builder()
+            .image_id(image)
+            .instance_type(ec2t::InstanceType::from(
+                self.options.instance_type.as_str(),
+            ))
+            .iam_instance_profile(
+                ec2t::LaunchTemplateIamInstanceProfileSpecificationRequest::builder()
+                    .name(&self.names.instance_profile)
+                    .build(),
+            )
+            .metadata_options(
+                ec2t::LaunchTemplateInstanceMetadataOptionsRequest::builder()
+                    .http_tokens(ec2t::LaunchTemplateHttpTokensState::Required)
+                    .http_put_response_hop_limit(1)
+                    .http_endpoint(ec2t::LaunchTemplateInstanceMetadataEndpointState::Enabled)
+                    .instance_metadata_tags(ec2t::LaunchTemplateInstanceMetadataTagsState::Disabled)
+                    .build(),
+            )
+            .security_group_ids(sg)
+            .tag_specifications(tags(ec2t::ResourceType::Instance))
+            .tag_specifications(tags(ec2t::ResourceType::Volume))
+            .set_user_data(self.user_data_b64()?)
+            .build();
+        let out = c
+            .ec2
+            .create_launch_template()
+            .launch_template_name(&self.names.launch_template)
+            .launch_template_data(data)
+            .tag_specifications(self.ec2_tag_spec(ec2t::ResourceType::LaunchTemplate))
+            .client_token(client_token(
+                &self.deployment,
+                &self.manifest_sha256,
+                "launch-template",
+            ))
+            .send()
+            .await
+            .map_err(|e| api_error(step, "ec2:CreateLaunchTemplate", e))?;
+        let id = out
+            .launch_template()
+            .and_then(|t| t.launch_template_id())
+            .ok_or_else(|| AwsError::step(step, "CreateLaunchTemplate returned no id"))?;
+        self.state.launch_template_id = Some(id.to_owned());
+        self.save()
+    }
+
+    async fn create_auto_scaling_group(&mut self, c: &Clients) -> Result<(), AwsError> {
+        let step = "auto scaling group";
+        let lt = self.recorded(&self.state.launch_template_id, "launch template", step)?;
+        let mut req = c
+            .autoscaling
+            .create_auto_scaling_group()
+            .auto_scaling_group_name(&self.names.auto_scaling_group)
+            .launch_template(
+                aws_sdk_autoscaling::types::LaunchTemplateSpecification::builder()
+                    .launch_template_id(lt)
+                    .version("$Latest")
+                    .build(),
+            )
+            .min_size(self.options.count as i32)
+            .max_size(self.options.count as i32)
+            .desired_capacity(self.options.count as i32)
+            .vpc_zone_identifier(self.network.subnet_ids.join(","));
+        for (k, v) in self.tags() {
+            req = req.tags(
+                aws_sdk_autoscaling::types::Tag::builder()
+                    .key(k)
+                    .value(v)
+                    .propagate_at_launch(true)
+                    .build(),
+            );
+        }
+        match req.send().await {
+            Ok(_) => {}
+            Err(e) if e.code() == Some("AlreadyExists") => {}
+            Err(e) => return Err(api_error(step, "autoscaling:CreateAutoScalingGroup", e)),
+        }
+        self.state.auto_scaling_group = Some(self.names.auto_scaling_group.clone());
+        self.save()
+    }
+}
+
+impl Step {
+    fn with_calls(mut self, calls: Vec<Call>) -> Step {
+        if self.action == Action::Create {
+            self.calls = calls;
+        }
+        self
+    }
+}
+
+fn iam_tag(k: &str, v: &str) -> Result<aws_sdk_iam::types::Tag, AwsError> {
+    aws_sdk_iam::types::Tag::builder()
+        .key(k)
+        .value(v)
+        .build()
+        .map_err(|e| AwsError::step("tags", e.to_string()))
+}
+
+/// An error and its sources on one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deployment_names() {
+        for ok in ["llama-server", "a", "prod_1"] {
+            assert!(validate_deployment_name(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "-x", "a b", "x/y", &"a".repeat(41)] {
+            assert!(validate_deployment_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn cidrs() {
+        assert!(validate_cidr("203.0.113.0/24").is_ok());
+        assert!(validate_cidr("0.0.0.0/0").is_ok());
+        for bad in ["203.0.113.0", "203.0.113.0/33", "x/8", "::/0"] {
+            assert!(validate_cidr(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn client_tokens_are_stable_and_short() {
+        let a = client_token("demo", &"ab".repeat(32), "instance");
+        assert_eq!(a, client_token("demo", &"ab".repeat(32), "instance"));
+        assert_ne!(a, client_token("demo", &"ab".repeat(32), "launch-template"));
+        assert!(a.len() <= 64);
+    }
+}

@@ -1,0 +1,248 @@
+//! `zoa deploy` and friends: a signed release onto EC2 with zero operator access.
+//!
+//! One submodule per concern: [`policy`] renders the KMS key policy and the instance
+//! role's IAM policies from `templates/`; [`state`] is the deploy record (`deploy.json`)
+//! that makes a rerun resume; [`plan`] is the list of API calls a deploy makes, printed by
+//! `--plan` and executed by [`deploy`]; [`destroy`] removes what a deploy created.
+//!
+//! Every AWS call goes through the AWS SDK for Rust with the standard configuration chain
+//! (environment, profiles, SSO, `AWS_ENDPOINT_URL`), so the same code runs against AWS and
+//! against the emulator in the integration suite.
+
+pub mod deploy;
+pub mod destroy;
+pub mod plan;
+pub mod policy;
+pub mod state;
+
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use aws_types::request_id::RequestId;
+
+/// Where and as whom to talk to AWS: unset fields come from the standard chain.
+#[derive(Debug, Clone, Default)]
+pub struct AwsOptions {
+    pub region: Option<String>,
+    pub profile: Option<String>,
+    /// Overrides every service endpoint (the emulator); `AWS_ENDPOINT_URL` does the same.
+    pub endpoint_url: Option<String>,
+}
+
+/// Errors of the AWS stage. Each names the step, and for API failures the operation, the
+/// error code and the request id, so an operator can find the call in CloudTrail.
+#[derive(Debug, thiserror::Error)]
+pub enum AwsError {
+    #[error("{step}: {operation} failed: {code}: {message}{}", request_suffix(.request_id))]
+    Api {
+        step: String,
+        operation: String,
+        code: String,
+        message: String,
+        request_id: Option<String>,
+    },
+    #[error("{step}: {message}")]
+    Step { step: String, message: String },
+    #[error("no AWS region: pass --region, set AWS_REGION, or set `region` in the AWS profile")]
+    NoRegion,
+    #[error("no AWS credentials found ({0}): set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or use an instance role")]
+    NoCredentials(String),
+    #[error("{file}: {message}")]
+    File { file: String, message: String },
+    #[error(transparent)]
+    Release(#[from] crate::release::ReleaseError),
+    #[error(transparent)]
+    Policy(#[from] policy::PolicyError),
+}
+
+fn request_suffix(id: &Option<String>) -> String {
+    match id {
+        Some(id) => format!(" (request id {id})"),
+        None => String::new(),
+    }
+}
+
+impl AwsError {
+    pub(crate) fn step(step: &str, message: impl Into<String>) -> AwsError {
+        AwsError::Step {
+            step: step.to_owned(),
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn file(path: &std::path::Path, message: impl std::fmt::Display) -> AwsError {
+        AwsError::File {
+            file: path.display().to_string(),
+            message: message.to_string(),
+        }
+    }
+
+    /// The AWS error code, when this is an API error.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            AwsError::Api { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+}
+
+/// Converts an SDK error into an [`AwsError`] naming the step and operation.
+pub(crate) fn api_error<E>(step: &str, operation: &str, err: SdkError<E, HttpResponse>) -> AwsError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let request_id = err.request_id().map(str::to_owned);
+    let code = err.code().map(str::to_owned);
+    let message = err.message().map(str::to_owned);
+    let (code, message) = match (code, message) {
+        (Some(c), m) => (c, m.unwrap_or_default()),
+        // No service error: a transport failure (timeout, refused connection, DNS). The
+        // SDK's display of the whole chain says which.
+        (None, _) => {
+            let text = aws_smithy_types::error::display::DisplayErrorContext(&err).to_string();
+            let code = match &err {
+                SdkError::TimeoutError(_) => "Timeout",
+                SdkError::DispatchFailure(d) if d.is_timeout() => "Timeout",
+                SdkError::DispatchFailure(_) => "ConnectionError",
+                SdkError::ConstructionFailure(_) => "InvalidRequest",
+                _ => "Error",
+            };
+            if text.contains("no credentials") || text.contains("NoCredentials") {
+                return AwsError::NoCredentials(text);
+            }
+            (code.to_owned(), text)
+        }
+    };
+    AwsError::Api {
+        step: step.to_owned(),
+        operation: operation.to_owned(),
+        code,
+        message,
+        request_id,
+    }
+}
+
+/// The service clients one deploy uses, built from one shared configuration.
+#[derive(Debug, Clone)]
+pub struct Clients {
+    pub region: String,
+    pub ec2: aws_sdk_ec2::Client,
+    pub ebs: aws_sdk_ebs::Client,
+    pub kms: aws_sdk_kms::Client,
+    pub iam: aws_sdk_iam::Client,
+    pub autoscaling: aws_sdk_autoscaling::Client,
+    pub sts: aws_sdk_sts::Client,
+}
+
+impl Clients {
+    /// Loads the standard configuration chain with `options` on top.
+    pub async fn connect(options: &AwsOptions) -> Result<Clients, AwsError> {
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+        if let Some(region) = &options.region {
+            loader = loader.region(aws_config::Region::new(region.clone()));
+        }
+        if let Some(profile) = &options.profile {
+            loader = loader.profile_name(profile);
+        }
+        if let Some(url) = &options.endpoint_url {
+            loader = loader.endpoint_url(url);
+        }
+        let config = loader.load().await;
+        let region = config
+            .region()
+            .map(|r| r.to_string())
+            .ok_or(AwsError::NoRegion)?;
+        validate_region(&region)?;
+        Ok(Clients {
+            region,
+            ec2: aws_sdk_ec2::Client::new(&config),
+            ebs: aws_sdk_ebs::Client::new(&config),
+            kms: aws_sdk_kms::Client::new(&config),
+            iam: aws_sdk_iam::Client::new(&config),
+            autoscaling: aws_sdk_autoscaling::Client::new(&config),
+            sts: aws_sdk_sts::Client::new(&config),
+        })
+    }
+
+    /// The account and partition the credentials belong to (sts:GetCallerIdentity, which
+    /// needs no permission and changes nothing).
+    pub async fn account(&self) -> Result<Account, AwsError> {
+        let out = self
+            .sts
+            .get_caller_identity()
+            .send()
+            .await
+            .map_err(|e| api_error("credentials", "sts:GetCallerIdentity", e))?;
+        let account_id = out
+            .account()
+            .ok_or_else(|| AwsError::step("credentials", "GetCallerIdentity returned no account"))?
+            .to_owned();
+        let arn = out.arn().unwrap_or_default().to_owned();
+        let partition = arn.split(':').nth(1).unwrap_or("aws").to_owned();
+        Ok(Account {
+            account_id,
+            partition,
+            caller_arn: arn,
+        })
+    }
+}
+
+/// Who the credentials are.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct Account {
+    pub account_id: String,
+    pub partition: String,
+    pub caller_arn: String,
+}
+
+/// A region name must look like one (`us-east-1`, `eu-central-2`, `us-gov-west-1`): a typo
+/// would otherwise surface as a DNS failure deep inside the first call.
+fn validate_region(region: &str) -> Result<(), AwsError> {
+    let parts: Vec<&str> = region.split('-').collect();
+    let ok = parts.len() >= 3
+        && parts.iter().all(|p| {
+            !p.is_empty()
+                && p.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        })
+        && parts
+            .last()
+            .is_some_and(|n| n.chars().all(|c| c.is_ascii_digit()));
+    if ok {
+        Ok(())
+    } else {
+        Err(AwsError::step(
+            "configuration",
+            format!("{region:?} is not an AWS region name (e.g. us-east-1)"),
+        ))
+    }
+}
+
+/// A runtime for the async SDK, used by the synchronous CLI.
+pub fn runtime() -> Result<tokio::runtime::Runtime, AwsError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .map_err(|e| AwsError::step("runtime", e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn region_names() {
+        for ok in [
+            "us-east-1",
+            "eu-central-2",
+            "us-gov-west-1",
+            "ap-southeast-5",
+        ] {
+            assert!(validate_region(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "us-east", "useast1", "US-EAST-1", "us-east-1a", "us--1"] {
+            assert!(validate_region(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! The `deploy`, `destroy` and `policy` commands: argument wiring over `zoa::aws`.
+
+use anyhow::Result;
+use std::process::ExitCode;
+
+use crate::cli::{AwsArgs, DeployArgs, DestroyArgs, PolicyArgs};
+use zoa::aws::deploy::{self, DeployOptions, PolicyRequest};
+use zoa::aws::destroy::{self, DestroyOptions};
+use zoa::aws::{AwsOptions, Clients};
+use zoa::progress::Progress;
+
+fn aws_options(args: &AwsArgs) -> AwsOptions {
+    AwsOptions {
+        region: args.region.clone(),
+        profile: args.profile.clone(),
+        endpoint_url: args.endpoint_url.clone(),
+    }
+}
+
+pub fn deploy(args: &DeployArgs, quiet: bool, progress: Progress) -> Result<ExitCode> {
+    let mut options = DeployOptions::new(&args.dir, &args.pubkey);
+    options.name = args.name.clone();
+    options.instance_type = args.instance_type.clone();
+    options.allow_cidr = args.allow_cidr.clone();
+    options.port = args.port;
+    options.count = args.count;
+    options.fleet = args.fleet;
+    options.subnet_ids = args.subnets.clone();
+    options.admin_principals = args.key_admins.clone();
+    options.sealer_principals = args.sealers.clone();
+    options.lock_policy = args.lock_policy && args.i_understand_this_is_permanent;
+    options.user_data = args.user_data.clone();
+    let rt = zoa::aws::runtime()?;
+    rt.block_on(async {
+        let clients = Clients::connect(&aws_options(&args.aws)).await?;
+        let deployment = deploy::prepare(&clients, options).await?;
+        if args.plan {
+            let plan = deployment.plan()?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&plan)?);
+            } else {
+                print!("{}", plan.render_text());
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        let outcome = deployment.apply(&clients, progress).await?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&outcome)?);
+        } else if !quiet {
+            let s = &outcome.state;
+            let created = outcome
+                .plan
+                .steps
+                .iter()
+                .filter(|st| st.action == zoa::aws::plan::Action::Create)
+                .count();
+            println!(
+                "deployed {} {} as {} in {} ({created} created, {} kept)",
+                s.release.name,
+                s.release.version,
+                s.deployment,
+                s.region,
+                outcome.plan.steps.len() - created
+            );
+            let show = |k: &str, v: &Option<String>| {
+                if let Some(v) = v {
+                    println!("  {k:<20} {v}");
+                }
+            };
+            show("image", &s.image_id);
+            show("kms key", &s.key_arn);
+            show("security group", &s.security_group_id);
+            show("auto scaling group", &s.auto_scaling_group);
+            if !s.instance_ids.is_empty() {
+                println!("  {:<20} {}", "instances", s.instance_ids.join(", "));
+            }
+            println!(
+                "  record: {}",
+                zoa::aws::state::DeployState::path(&args.dir).display()
+            );
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+pub fn destroy(args: &DestroyArgs, quiet: bool, progress: Progress) -> Result<ExitCode> {
+    let options = DestroyOptions {
+        key_deletion_days: args.key_deletion_days,
+        ..DestroyOptions::default()
+    };
+    let rt = zoa::aws::runtime()?;
+    rt.block_on(async {
+        let clients = Clients::connect(&aws_options(&args.aws)).await?;
+        let report = destroy::destroy(&clients, &args.dir, &options, progress).await?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else if !quiet {
+            println!("destroyed {}", report.deployment);
+            for r in &report.removed {
+                println!("  removed {r}");
+            }
+            if let Some(k) = &report.key_deletion {
+                println!(
+                    "  KMS key {} is scheduled for deletion on {} ({} days); until then `aws kms cancel-key-deletion --key-id {}` can restore it",
+                    k.key_id, k.deletion_date, k.pending_days, k.key_id
+                );
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+pub fn policy(args: &PolicyArgs) -> Result<ExitCode> {
+    let account_id = match &args.account_id {
+        Some(a) => a.clone(),
+        None => {
+            let rt = zoa::aws::runtime()?;
+            rt.block_on(async {
+                let clients = Clients::connect(&aws_options(&args.aws)).await?;
+                Ok::<_, zoa::aws::AwsError>(clients.account().await?.account_id)
+            })?
+        }
+    };
+    let docs = deploy::render_policies(&PolicyRequest {
+        dir: args.dir.clone(),
+        pubkey: args.pubkey.clone(),
+        name: args.name.clone(),
+        partition: args.partition.clone(),
+        account_id,
+        region: args.aws.region.clone(),
+        admin_principals: args.key_admins.clone(),
+        sealer_principals: args.sealers.clone(),
+        lock: args.lock_policy,
+    })?;
+    println!("{}", serde_json::to_string_pretty(&docs)?);
+    Ok(ExitCode::SUCCESS)
+}
