@@ -3,7 +3,7 @@
 use anyhow::Result;
 use std::process::ExitCode;
 
-use crate::cli::{AwsArgs, DeployArgs, DestroyArgs, PolicyArgs};
+use crate::cli::{AwsArgs, DeployArgs, DestroyArgs, PolicyArgs, SealArgs};
 use zoa::aws::deploy::{self, DeployOptions, PolicyRequest};
 use zoa::aws::destroy::{self, DestroyOptions};
 use zoa::aws::{AwsOptions, Clients};
@@ -133,5 +133,79 @@ pub fn policy(args: &PolicyArgs) -> Result<ExitCode> {
         lock: args.lock_policy,
     })?;
     println!("{}", serde_json::to_string_pretty(&docs)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The key and deployment name a `--key` names: a deployed release directory, or a
+/// KMS key reference (alias/zoa/NAME gives the name).
+fn seal_target(args: &SealArgs) -> Result<(String, String)> {
+    let as_dir = std::path::Path::new(&args.key);
+    if as_dir.is_dir() {
+        let state = zoa::aws::state::DeployState::load(as_dir)?.ok_or_else(|| {
+            anyhow::anyhow!(
+                "{}: no deploy record: deploy this release first, or pass the key alias",
+                zoa::aws::state::DeployState::path(as_dir).display()
+            )
+        })?;
+        let key = state.key_arn.clone().ok_or_else(|| {
+            anyhow::anyhow!(
+                "{}: the deploy has no KMS key yet: finish `zoa deploy` first",
+                zoa::aws::state::DeployState::path(as_dir).display()
+            )
+        })?;
+        return Ok((key, state.deployment));
+    }
+    let deployment = match (&args.deployment, args.key.strip_prefix("alias/zoa/")) {
+        (Some(d), _) => d.clone(),
+        (None, Some(name)) => name.to_owned(),
+        (None, None) => anyhow::bail!(
+            "--key {}: not a directory or a zoa alias (alias/zoa/NAME): pass --deployment NAME",
+            args.key
+        ),
+    };
+    Ok((args.key.clone(), deployment))
+}
+
+pub fn seal(args: &SealArgs, quiet: bool) -> Result<ExitCode> {
+    use anyhow::Context;
+    use std::io::Read;
+    let (key, deployment) = seal_target(args)?;
+    let mut secret = Vec::new();
+    match &args.input {
+        Some(p) => {
+            std::fs::File::open(p)
+                .and_then(|f| {
+                    f.take(zoa::aws::seal::MAX_SECRET_BYTES as u64 + 1)
+                        .read_to_end(&mut secret)
+                })
+                .with_context(|| format!("{}: cannot read the secret", p.display()))?;
+        }
+        None => {
+            std::io::stdin()
+                .take(zoa::aws::seal::MAX_SECRET_BYTES as u64 + 1)
+                .read_to_end(&mut secret)
+                .context("stdin: cannot read the secret")?;
+        }
+    }
+    let rt = zoa::aws::runtime()?;
+    let envelope = rt.block_on(async {
+        let clients = Clients::connect(&aws_options(&args.aws)).await?;
+        let context = zoa::aws::seal::context(&deployment, &args.name);
+        zoa::aws::seal::seal(&clients, &key, context, &secret).await
+    });
+    secret.iter_mut().for_each(|b| *b = 0);
+    let envelope = envelope?;
+    let mut bytes = serde_json::to_vec_pretty(&envelope)?;
+    bytes.push(b'\n');
+    zoa::release::write_atomic(&args.out, &bytes)
+        .with_context(|| format!("{}: cannot write the envelope", args.out.display()))?;
+    if !quiet {
+        eprintln!(
+            "sealed {} for {deployment} with {} → {}",
+            args.name,
+            envelope.key_arn,
+            args.out.display()
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -93,6 +93,15 @@ pub enum Command {
     /// Print the KMS key policy and IAM policies a deploy of DIR would create, for review
     /// and for infrastructure-as-code users.
     Policy(PolicyArgs),
+    /// Seal a secret (e.g. a model key) for a deployment: only an instance that booted the
+    /// release can open it.
+    ///
+    /// The secret (from --in or stdin, at most 8 KiB) is encrypted with AES-256-GCM under
+    /// a fresh data key; the data key is encrypted with the deployment's KMS key
+    /// (kms:Encrypt, the only right sealers have) with an encryption context naming the
+    /// deployment and the secret. The envelope (JSON) goes in user data or S3; zoa-init
+    /// asks KMS for the data key with its attestation document at boot.
+    Seal(SealArgs),
     /// Print shell completions (bash, zsh, fish, elvish, powershell) to stdout.
     Completions(CompletionsArgs),
     /// Print the man page (roff) to stdout, or write one page per command into --out.
@@ -420,6 +429,28 @@ pub struct DestroyArgs {
     /// Print what was removed as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SealArgs {
+    /// The KMS key: a release directory that was deployed (its deploy record names the
+    /// key), or a key alias (alias/zoa/NAME), key ARN or key id.
+    #[arg(long, value_name = "ALIAS|DIR")]
+    pub key: String,
+    /// The secret's name, bound into the envelope (e.g. model-key).
+    #[arg(long, default_value = "secret")]
+    pub name: String,
+    /// The deployment name, when --key is not a directory or a zoa alias.
+    #[arg(long)]
+    pub deployment: Option<String>,
+    /// Read the secret from this file (default: stdin).
+    #[arg(long = "in", value_name = "FILE")]
+    pub input: Option<PathBuf>,
+    /// Write the envelope here (atomically).
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub aws: AwsArgs,
 }
 
 #[derive(Debug, Args)]
