@@ -3,7 +3,7 @@
 use anyhow::Result;
 use std::process::ExitCode;
 
-use crate::cli::{AwsArgs, DeployArgs, DestroyArgs, PolicyArgs, SealArgs};
+use crate::cli::{AwsArgs, DeployArgs, DestroyArgs, PolicyArgs, RolloutArgs, SealArgs};
 use zoa::aws::deploy::{self, DeployOptions, PolicyRequest};
 use zoa::aws::destroy::{self, DestroyOptions};
 use zoa::aws::{AwsOptions, Clients};
@@ -76,6 +76,44 @@ pub fn deploy(args: &DeployArgs, quiet: bool, progress: Progress) -> Result<Exit
             }
             println!(
                 "  record: {}",
+                zoa::aws::state::DeployState::path(&args.dir).display()
+            );
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+pub fn rollout(args: &RolloutArgs, quiet: bool, progress: Progress) -> Result<ExitCode> {
+    let options = zoa::aws::rollout::RolloutOptions {
+        new_dir: args.dir.clone(),
+        old_dir: args.from.clone(),
+        pubkey: args.pubkey.clone(),
+        keep_old: args.keep_old,
+        min_healthy_percentage: args.min_healthy_percentage,
+        wait: std::time::Duration::from_secs(args.wait_minutes * 60),
+    };
+    let rt = zoa::aws::runtime()?;
+    rt.block_on(async {
+        let clients = Clients::connect(&aws_options(&args.aws)).await?;
+        let rollout = zoa::aws::rollout::prepare(&clients, options).await?;
+        if args.plan {
+            let plan = rollout.plan()?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&plan)?);
+            } else {
+                print!("{}", plan.render_text());
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        let outcome = rollout.apply(&clients, progress).await?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&outcome)?);
+        } else if !quiet {
+            println!(
+                "rolled {} out to {} {}; record: {}",
+                outcome.state.deployment,
+                outcome.state.release.name,
+                outcome.state.release.version,
                 zoa::aws::state::DeployState::path(&args.dir).display()
             );
         }

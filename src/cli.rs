@@ -83,6 +83,14 @@ pub enum Command {
     /// configuration comes from the standard chain (AWS_REGION, AWS_PROFILE,
     /// AWS_ENDPOINT_URL, ...).
     Deploy(DeployArgs),
+    /// Move a fleet from a deployed release to a new one with no unsealing gap.
+    ///
+    /// Snapshot and AMI of NEW; the key policy admits both releases; a new launch template
+    /// version; the Auto Scaling group's instance refresh replaces the instances; the key
+    /// policy then admits only NEW; the old AMI and snapshot go (unless --keep-old) and the
+    /// deploy record moves to NEW/deploy. Resumable; --plan changes nothing. A key made
+    /// with --lock-policy cannot be edited: such a rollout is refused with the way forward.
+    Rollout(RolloutArgs),
     /// Remove what `zoa deploy DIR` created (KMS keys: scheduled for deletion).
     ///
     /// Instances, Auto Scaling group, launch template, security group, instance profile,
@@ -413,6 +421,35 @@ pub struct DeployArgs {
     #[command(flatten)]
     pub aws: AwsArgs,
     /// Print the plan (with --plan) or the deploy record as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RolloutArgs {
+    /// The new signed release directory.
+    pub dir: PathBuf,
+    /// The deployed release directory it replaces (holds the deploy record).
+    #[arg(long, value_name = "OLD_DIR")]
+    pub from: PathBuf,
+    /// The release signer's minisign public key (both releases must verify).
+    #[arg(long, value_name = "PUB")]
+    pub pubkey: PathBuf,
+    /// Print every call and policy document; change nothing.
+    #[arg(long)]
+    pub plan: bool,
+    /// Keep the old AMI and snapshot.
+    #[arg(long)]
+    pub keep_old: bool,
+    /// Share of the group kept in service during the instance refresh.
+    #[arg(long, default_value_t = 90, value_parser = clap::value_parser!(i32).range(0..=100))]
+    pub min_healthy_percentage: i32,
+    /// Minutes to wait for the instance refresh.
+    #[arg(long, default_value_t = 60)]
+    pub wait_minutes: u64,
+    #[command(flatten)]
+    pub aws: AwsArgs,
+    /// Print the plan or the result as JSON.
     #[arg(long)]
     pub json: bool,
 }

@@ -155,6 +155,7 @@ fn run(cli: &Cli) -> Result<ExitCode> {
         Command::Diff(args) => diff(args),
         Command::Log(cmd) => release_log(cmd, cli.quiet),
         Command::Deploy(args) => aws_cmd::deploy(args, cli.quiet, progress),
+        Command::Rollout(args) => aws_cmd::rollout(args, cli.quiet, progress),
         Command::Destroy(args) => aws_cmd::destroy(args, cli.quiet, progress),
         Command::Policy(args) => aws_cmd::policy(args),
         Command::Seal(args) => aws_cmd::seal(args, cli.quiet),

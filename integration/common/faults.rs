@@ -49,6 +49,10 @@ pub enum Fault {
     Timeout(Duration),
     /// Reads the request, then closes the connection without an answer.
     Drop,
+    /// Answers with this body (HTTP 200, the service's content type) instead of moto: a
+    /// stand-in for the few operations moto does not implement (AutoScaling's instance
+    /// refresh), in the documented response shape. Used sparingly, and said so where used.
+    Answer(String),
 }
 
 /// Which requests a rule counts.
@@ -411,6 +415,30 @@ fn serve(shared: &Shared, client: TcpStream) -> io::Result<()> {
                 return Ok(());
             }
             Some(Injected {
+                fault: Fault::Answer(body),
+                request_id,
+                ..
+            }) => {
+                let content_type = match call.service.as_str() {
+                    "kms" => "application/x-amz-json-1.1",
+                    "ebs" => "application/json",
+                    _ => "text/xml",
+                };
+                let headers = vec![
+                    ("x-amzn-RequestId".to_string(), request_id),
+                    ("Content-Type".to_string(), content_type.to_string()),
+                ];
+                write_response(
+                    &mut writer,
+                    200,
+                    "OK",
+                    &headers,
+                    body.as_bytes(),
+                    &method,
+                    close,
+                )?;
+            }
+            Some(Injected {
                 fault, request_id, ..
             }) => {
                 let (status, headers, body) = error_response(&call, &fault, &request_id);
@@ -577,7 +605,9 @@ fn error_code(service: &str, fault: &Fault) -> (u16, String, String) {
             code,
             message,
         } => (*status, code.clone(), message.clone()),
-        Fault::Timeout(_) | Fault::Drop => unreachable!("not an error response"),
+        Fault::Timeout(_) | Fault::Drop | Fault::Answer(_) => {
+            unreachable!("not an error response")
+        }
     }
 }
 

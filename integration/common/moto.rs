@@ -414,9 +414,18 @@ impl Recorded {
 pub fn parse_recording(text: &str) -> Vec<Recorded> {
     use base64::Engine as _;
     let mut out = Vec::new();
-    for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        let v: serde_json::Value = serde_json::from_str(line)
-            .unwrap_or_else(|e| panic!("a recorder line is not JSON ({e}): {line}"));
+    // moto's threads append to one file, and two large bodies written at once (parallel
+    // PutSnapshotBlock calls) can end up on one line: read every whole object on a line.
+    let values = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .flat_map(|line| {
+            serde_json::Deserializer::from_str(line)
+                .into_iter::<serde_json::Value>()
+                .map_while(Result::ok)
+                .collect::<Vec<_>>()
+        });
+    for v in values {
         let headers = v["headers"]
             .as_object()
             .map(|h| {

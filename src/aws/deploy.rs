@@ -58,6 +58,28 @@ pub struct DeployOptions {
     pub lock_policy: bool,
     /// User data passed to the instances (e.g. sealed secrets), at most 16 KiB.
     pub user_data: Option<PathBuf>,
+    /// Set by `zoa rollout`: the deployed release this one replaces.
+    pub rollout_from: Option<RolloutFrom>,
+}
+
+/// The release a rollout replaces: its directory (with the deploy record) and PCRs.
+#[derive(Debug, Clone)]
+pub struct RolloutFrom {
+    pub dir: PathBuf,
+    pub binding: PcrBinding,
+    pub state: DeployState,
+}
+
+/// Which releases an existing key's policy admits, during a rollout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyAdmits {
+    /// Only the release being replaced (the rollout has not touched the key yet).
+    Old,
+    /// Both releases (instances are being replaced).
+    Both,
+    /// Only this release (a normal deploy, or a finished rollout).
+    New,
 }
 
 impl DeployOptions {
@@ -76,11 +98,12 @@ impl DeployOptions {
             sealer_principals: Vec::new(),
             lock_policy: false,
             user_data: None,
+            rollout_from: None,
         }
     }
 
     fn uses_fleet(&self) -> bool {
-        self.fleet || self.count > 1
+        self.fleet || self.count > 1 || self.rollout_from.is_some()
     }
 }
 
@@ -146,6 +169,7 @@ struct Found {
     role: bool,
     instance_profile: bool,
     key: Option<(String, String)>,
+    key_admits: Option<KeyAdmits>,
     role_policy: bool,
     security_group: Option<String>,
     instances: Vec<String>,
@@ -213,7 +237,7 @@ fn recipe_port(dir: &Path) -> Result<Option<u16>, AwsError> {
 }
 
 /// The SHA-384 PCR values a KMS policy binds, from the signed manifest.
-fn binding_of(manifest: &Manifest) -> Result<PcrBinding, AwsError> {
+pub(crate) fn binding_of(manifest: &Manifest) -> Result<PcrBinding, AwsError> {
     let pcr = |n: u32| {
         manifest
             .measurements
@@ -240,7 +264,7 @@ fn binding_of(manifest: &Manifest) -> Result<PcrBinding, AwsError> {
 }
 
 /// Verifies the release (before any AWS call) and reads the options' local inputs.
-fn verify_release(options: &DeployOptions) -> Result<(Manifest, String), AwsError> {
+pub(crate) fn verify_release(options: &DeployOptions) -> Result<(Manifest, String), AwsError> {
     let verification = crate::release::verify(&options.dir, &options.pubkey, None)?;
     let path = options.dir.join(MANIFEST_FILE);
     let bytes = std::fs::read(&path).map_err(|e| AwsError::file(&path, e))?;
@@ -406,7 +430,17 @@ pub async fn prepare(clients: &Clients, options: DeployOptions) -> Result<Deploy
             )?;
             s
         }
-        None => DeployState::new(&deployment, release, &account.account_id, &region),
+        // A rollout takes over the record of the release it replaces.
+        None => match &options.rollout_from {
+            Some(from) => DeployState {
+                release,
+                disk_sha256: None,
+                snapshot_id: None,
+                image_id: None,
+                ..from.state.clone()
+            },
+            None => DeployState::new(&deployment, release, &account.account_id, &region),
+        },
     };
     check_instance_type(clients, &options.instance_type).await?;
     let network = find_network(clients, &options.subnet_ids).await?;
@@ -519,7 +553,7 @@ async fn find_network(clients: &Clients, subnet_ids: &[String]) -> Result<Networ
     })
 }
 
-fn ec2_filter(name: &str, value: &str) -> ec2t::Filter {
+pub(crate) fn ec2_filter(name: &str, value: &str) -> ec2t::Filter {
     ec2t::Filter::builder().name(name).values(value).build()
 }
 
@@ -562,13 +596,28 @@ impl Deployment {
     }
 
     fn key_policy_input(&self) -> KeyPolicyInput {
+        self.key_policy_input_for(KeyAdmits::New)
+    }
+
+    /// The key policy's parameters admitting the given releases.
+    pub(crate) fn key_policy_input_for(&self, admits: KeyAdmits) -> KeyPolicyInput {
+        let old = self
+            .options
+            .rollout_from
+            .as_ref()
+            .map(|r| r.binding.clone());
+        let bindings = match (admits, old) {
+            (KeyAdmits::Old, Some(old)) => vec![old],
+            (KeyAdmits::Both, Some(old)) => vec![old, self.binding.clone()],
+            _ => vec![self.binding.clone()],
+        };
         key_policy_input(
             &self.account.partition,
             &self.account.account_id,
             &self.names.role,
             &self.options.admin_principals,
             &self.options.sealer_principals,
-            vec![self.binding.clone()],
+            bindings,
             self.options.lock_policy,
         )
     }
@@ -630,6 +679,16 @@ impl Deployment {
         }
     }
 
+    /// Which releases the existing key admits (None: no key yet).
+    pub fn key_admits(&self) -> Option<KeyAdmits> {
+        self.found.key_admits
+    }
+
+    /// The rendered key policy admitting `admits`.
+    pub fn key_policy_admitting(&self, admits: KeyAdmits) -> Result<serde_json::Value, AwsError> {
+        Ok(policy::key_policy(&self.key_policy_input_for(admits))?)
+    }
+
     // ---- discovery (read-only) ----
 
     async fn find_existing(&self, c: &Clients) -> Result<Found, AwsError> {
@@ -638,7 +697,10 @@ impl Deployment {
         f.image = self.find_image(c).await?;
         f.role = self.iam_role_exists(c).await?;
         f.instance_profile = self.instance_profile_exists(c).await?;
-        f.key = self.find_key(c).await?;
+        if let Some((id, arn, admits)) = self.find_key(c).await? {
+            f.key = Some((id, arn));
+            f.key_admits = Some(admits);
+        }
         f.role_policy = f.role && self.role_policy_exists(c).await?;
         f.security_group = self.find_security_group(c).await?;
         if self.options.uses_fleet() {
@@ -794,7 +856,7 @@ impl Deployment {
 
     /// The key behind the deployment's alias; its policy must be the one this deploy would
     /// write (an existing key with another policy is refused, never silently reused).
-    async fn find_key(&self, c: &Clients) -> Result<Option<(String, String)>, AwsError> {
+    async fn find_key(&self, c: &Clients) -> Result<Option<(String, String, KeyAdmits)>, AwsError> {
         let out = match c
             .kms
             .describe_key()
@@ -842,7 +904,21 @@ impl Deployment {
                 format!("key {key_id}: its policy is not JSON: {e}"),
             )
         })?;
-        if let Err(e) = policy::check_key_policy(&existing, &self.key_policy_input()) {
+        let stages: &[KeyAdmits] = if self.options.rollout_from.is_some() {
+            &[KeyAdmits::New, KeyAdmits::Both, KeyAdmits::Old]
+        } else {
+            &[KeyAdmits::New]
+        };
+        let mut first_error = None;
+        for &stage in stages {
+            match policy::check_key_policy(&existing, &self.key_policy_input_for(stage)) {
+                Ok(()) => return Ok(Some((key_id, arn, stage))),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = first_error {
             return Err(AwsError::step(
                 "kms key",
                 format!(
@@ -851,7 +927,7 @@ impl Deployment {
                 ),
             ));
         }
-        Ok(Some((key_id, arn)))
+        Ok(None)
     }
 
     async fn find_security_group(&self, c: &Clients) -> Result<Option<String>, AwsError> {

@@ -13,6 +13,7 @@ pub mod deploy;
 pub mod destroy;
 pub mod plan;
 pub mod policy;
+pub mod rollout;
 pub mod seal;
 pub mod state;
 
