@@ -7,8 +7,10 @@ use std::path::PathBuf;
 /// zoa — zero-operator-access boot images for AI inference on AWS.
 ///
 /// Builds an immutable, shell-free Unified Kernel Image from a pinned recipe,
-/// reproducibly; checks it against the shell-free policy.
-/// Exit status: 0 success, 1 error, 2 usage error, 3 policy violation.
+/// reproducibly; predicts its TPM PCRs; signs, verifies and diffs releases; deploys them to
+/// EC2 with KMS keys that only instances attesting those PCRs can use.
+/// Exit status: 0 success, 1 error, 2 usage error, 3 policy violation, 4 measurements
+/// disagree, 5 `diff --exit-code` found changes, 10-13 verification verdicts.
 #[derive(Debug, Parser)]
 #[command(name = "zoa", version, propagate_version = true, max_term_width = 100)]
 pub struct Cli {

@@ -11,6 +11,7 @@
 
 use serde::Serialize;
 use serde_json::json;
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -170,8 +171,11 @@ struct Found {
     instance_profile: bool,
     key: Option<(String, String)>,
     key_admits: Option<KeyAdmits>,
+    key_alias: bool,
     role_policy: bool,
     security_group: Option<String>,
+    /// The group's current (ingress, egress) rules.
+    security_group_rules: (BTreeSet<SgRule>, BTreeSet<SgRule>),
     instances: Vec<String>,
     launch_template: Option<String>,
     auto_scaling_group: bool,
@@ -182,6 +186,109 @@ struct Found {
 pub struct DeployOutcome {
     pub plan: Plan,
     pub state: DeployState,
+}
+
+/// One security-group rule for one IPv4 range, comparable, so a group's rules can be
+/// checked against the wanted ones and a half-made group finished on a rerun.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct SgRule {
+    pub protocol: String,
+    pub from: Option<i32>,
+    pub to: Option<i32>,
+    pub cidr: String,
+}
+
+/// A group's (ingress, egress) rules.
+pub(crate) type SgRules = (BTreeSet<SgRule>, BTreeSet<SgRule>);
+
+impl SgRule {
+    fn tcp(port: i32, cidr: &str) -> SgRule {
+        SgRule {
+            protocol: "tcp".to_owned(),
+            from: Some(port),
+            to: Some(port),
+            cidr: cidr.to_owned(),
+        }
+    }
+
+    /// EC2's default egress rule of a new group: everything, everywhere.
+    fn allow_all() -> SgRule {
+        SgRule {
+            protocol: "-1".to_owned(),
+            from: None,
+            to: None,
+            cidr: "0.0.0.0/0".to_owned(),
+        }
+    }
+
+    fn from_permissions(perms: &[ec2t::IpPermission]) -> BTreeSet<SgRule> {
+        let mut out = BTreeSet::new();
+        for p in perms {
+            let protocol = p.ip_protocol().unwrap_or("-1").to_owned();
+            let all = protocol == "-1";
+            for r in p.ip_ranges() {
+                if let Some(cidr) = r.cidr_ip() {
+                    out.insert(SgRule {
+                        protocol: protocol.clone(),
+                        from: if all { None } else { p.from_port() },
+                        to: if all { None } else { p.to_port() },
+                        cidr: cidr.to_owned(),
+                    });
+                }
+            }
+            // IPv6 ranges, prefix lists and group references are never zoa's: listing
+            // them as unwanted makes the rerun remove them.
+            for r in p.ipv6_ranges() {
+                if let Some(cidr) = r.cidr_ipv6() {
+                    out.insert(SgRule {
+                        protocol: protocol.clone(),
+                        from: if all { None } else { p.from_port() },
+                        to: if all { None } else { p.to_port() },
+                        cidr: cidr.to_owned(),
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    fn to_permission(&self, description: Option<&str>) -> ec2t::IpPermission {
+        let mut b = ec2t::IpPermission::builder()
+            .ip_protocol(&self.protocol)
+            .set_from_port(self.from)
+            .set_to_port(self.to);
+        if self.cidr.contains(':') {
+            b = b.ipv6_ranges(ec2t::Ipv6Range::builder().cidr_ipv6(&self.cidr).build());
+        } else {
+            let mut r = ec2t::IpRange::builder().cidr_ip(&self.cidr);
+            if let Some(d) = description {
+                r = r.description(d);
+            }
+            b = b.ip_ranges(r.build());
+        }
+        b.build()
+    }
+
+    fn to_json(&self, description: Option<&str>) -> serde_json::Value {
+        let mut range = json!({"CidrIp": self.cidr});
+        if let Some(d) = description {
+            range["Description"] = json!(d);
+        }
+        let mut p = json!({"IpProtocol": self.protocol, "IpRanges": [range]});
+        if let (Some(f), Some(t)) = (self.from, self.to) {
+            p["FromPort"] = json!(f);
+            p["ToPort"] = json!(t);
+        }
+        p
+    }
+}
+
+/// The changes that turn `have` into `want`, as (revoke, authorize).
+fn rule_diff(have: &BTreeSet<SgRule>, want: &BTreeSet<SgRule>) -> (Vec<SgRule>, Vec<SgRule>) {
+    (
+        have.difference(want).cloned().collect(),
+        want.difference(have).cloned().collect(),
+    )
 }
 
 /// Deployment names become resource names: keep them to what every AWS name accepts.
@@ -559,9 +666,18 @@ pub(crate) fn ec2_filter(name: &str, value: &str) -> ec2t::Filter {
 
 /// A deterministic ClientToken (at most 64 ASCII characters): the same deploy of the same
 /// release sends the same token, so EC2 answers a retried call with the first result.
-fn client_token(deployment: &str, manifest_sha256: &str, what: &str) -> String {
-    let digest =
-        crate::digest::sha256_bytes(format!("{deployment}\n{manifest_sha256}\n{what}").as_bytes());
+///
+/// The image and security group ids are part of it: a retry or a rerun after a crash uses
+/// the same ones, while a deploy after `zoa destroy` has new ones, and so a new token (EC2
+/// answers a repeated token with the original, possibly terminated, instance).
+fn client_token(deployment: &str, manifest_sha256: &str, what: &str, ids: &[&str]) -> String {
+    let digest = crate::digest::sha256_bytes(
+        format!(
+            "{deployment}\n{manifest_sha256}\n{what}\n{}",
+            ids.join("\n")
+        )
+        .as_bytes(),
+    );
     format!("zoa-{}", &digest[..48])
 }
 
@@ -700,9 +816,13 @@ impl Deployment {
         if let Some((id, arn, admits)) = self.find_key(c).await? {
             f.key = Some((id, arn));
             f.key_admits = Some(admits);
+            f.key_alias = self.alias_exists(c).await?;
         }
         f.role_policy = f.role && self.role_policy_exists(c).await?;
-        f.security_group = self.find_security_group(c).await?;
+        if let Some((id, rules)) = self.find_security_group(c).await? {
+            f.security_group = Some(id);
+            f.security_group_rules = rules;
+        }
         if self.options.uses_fleet() {
             f.launch_template = self.find_launch_template(c).await?;
             f.auto_scaling_group = self.auto_scaling_group_exists(c).await?;
@@ -857,24 +977,33 @@ impl Deployment {
     /// The key behind the deployment's alias; its policy must be the one this deploy would
     /// write (an existing key with another policy is refused, never silently reused).
     async fn find_key(&self, c: &Clients) -> Result<Option<(String, String, KeyAdmits)>, AwsError> {
-        let out = match c
-            .kms
-            .describe_key()
-            .key_id(&self.names.key_alias)
-            .send()
-            .await
-        {
-            Ok(out) => out,
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_not_found_exception()) =>
-            {
-                return Ok(None)
+        let meta = match self.describe_key(c, &self.names.key_alias).await? {
+            Some(meta) => meta,
+            // No alias: a deploy that stopped between CreateKey and CreateAlias. The key is
+            // the recorded one or, when the record was lost too, the one tagged for this
+            // deployment and release.
+            None => {
+                let recorded = match &self.state.key_id {
+                    Some(id) => self.describe_key(c, id).await?,
+                    None => None,
+                };
+                let found = match recorded {
+                    Some(m) => Some(m),
+                    None => match self.find_key_by_tags(c).await? {
+                        Some(id) => self.describe_key(c, &id).await?,
+                        None => None,
+                    },
+                };
+                match found {
+                    Some(m)
+                        if m.key_state()
+                            != Some(&aws_sdk_kms::types::KeyState::PendingDeletion) =>
+                    {
+                        m
+                    }
+                    _ => return Ok(None),
+                }
             }
-            Err(e) => return Err(api_error("kms key", "kms:DescribeKey", e)),
-        };
-        let Some(meta) = out.key_metadata() else {
-            return Ok(None);
         };
         let key_id = meta.key_id().to_owned();
         let arn = meta.arn().unwrap_or_default().to_owned();
@@ -919,10 +1048,31 @@ impl Deployment {
             }
         }
         if let Some(e) = first_error {
+            // A key zoa made for another release of this deployment says so in its tags:
+            // name that release instead of calling its (sound) policy unsafe.
+            let tags = c
+                .kms
+                .list_resource_tags()
+                .key_id(&key_id)
+                .send()
+                .await
+                .map(|o| o.tags().to_vec())
+                .unwrap_or_default();
+            let tag = |k: &str| {
+                tags.iter()
+                    .find(|t| t.tag_key() == k)
+                    .map(|t| t.tag_value().to_owned())
+            };
+            let why = match (tag(TAG_RELEASE), tag(TAG_MANIFEST)) {
+                (Some(release), Some(m)) if m != self.manifest_sha256 => format!(
+                    "it was made by zoa for {release} (manifest {m}), whose PCRs differ from this release's; `zoa rollout` moves a fleet from that release to this one"
+                ),
+                _ => e.to_string(),
+            };
             return Err(AwsError::step(
                 "kms key",
                 format!(
-                    "key {key_id} ({}) exists with another policy than this release needs ({e}): refusing to reuse it; `zoa destroy` removes it, or choose another --name",
+                    "key {key_id} ({}) exists with another policy than this release needs: {why}. Refusing to reuse it; `zoa destroy` removes it, or choose another --name",
                     self.names.key_alias
                 ),
             ));
@@ -930,7 +1080,51 @@ impl Deployment {
         Ok(None)
     }
 
-    async fn find_security_group(&self, c: &Clients) -> Result<Option<String>, AwsError> {
+    async fn describe_key(
+        &self,
+        c: &Clients,
+        key: &str,
+    ) -> Result<Option<aws_sdk_kms::types::KeyMetadata>, AwsError> {
+        match c.kms.describe_key().key_id(key).send().await {
+            Ok(out) => Ok(out.key_metadata().cloned()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_not_found_exception()) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(api_error("kms key", "kms:DescribeKey", e)),
+        }
+    }
+
+    /// The key tagged for this deployment and release (ListKeys + ListResourceTags).
+    async fn find_key_by_tags(&self, c: &Clients) -> Result<Option<String>, AwsError> {
+        let mut keys = c.kms.list_keys().into_paginator().items().send();
+        while let Some(key) = keys.next().await {
+            let key = key.map_err(|e| api_error("kms key", "kms:ListKeys", e))?;
+            let Some(id) = key.key_id() else { continue };
+            let tags = match c.kms.list_resource_tags().key_id(id).send().await {
+                Ok(out) => out.tags().to_vec(),
+                // Keys of other services or without access: not ours.
+                Err(_) => continue,
+            };
+            let has =
+                |k: &str, v: &str| tags.iter().any(|t| t.tag_key() == k && t.tag_value() == v);
+            if has(TAG_DEPLOYMENT, &self.deployment) && has(TAG_MANIFEST, &self.manifest_sha256) {
+                return Ok(Some(id.to_owned()));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn alias_exists(&self, c: &Clients) -> Result<bool, AwsError> {
+        Ok(self.describe_key(c, &self.names.key_alias).await?.is_some())
+    }
+
+    async fn find_security_group(
+        &self,
+        c: &Clients,
+    ) -> Result<Option<(String, SgRules)>, AwsError> {
         let out = c
             .ec2
             .describe_security_groups()
@@ -939,10 +1133,16 @@ impl Deployment {
             .send()
             .await
             .map_err(|e| api_error("security group", "ec2:DescribeSecurityGroups", e))?;
-        Ok(out
-            .security_groups()
-            .first()
-            .and_then(|g| g.group_id().map(str::to_owned)))
+        Ok(out.security_groups().first().and_then(|g| {
+            let id = g.group_id()?.to_owned();
+            Some((
+                id,
+                (
+                    SgRule::from_permissions(g.ip_permissions()),
+                    SgRule::from_permissions(g.ip_permissions_egress()),
+                ),
+            ))
+        }))
     }
 
     async fn find_instances(&self, c: &Clients) -> Result<Vec<String>, AwsError> {
@@ -1101,13 +1301,21 @@ impl Deployment {
                 self.names.key_alias, self.binding.release
             ),
             f.key.as_ref().map(|(id, _)| id.clone()),
-            vec![
-                Call::new("kms:CreateKey", self.create_key_params()?),
-                Call::new(
-                    "kms:CreateAlias",
-                    json!({"AliasName": self.names.key_alias, "TargetKeyId": "<key-id>"}),
-                ),
-            ],
+            vec![Call::new("kms:CreateKey", self.create_key_params()?)],
+        ));
+        let key_id = f
+            .key
+            .as_ref()
+            .map(|(id, _)| id.clone())
+            .unwrap_or_else(|| "<key-id>".to_owned());
+        steps.push(step(
+            "kms-alias",
+            format!("alias {}", self.names.key_alias),
+            f.key_alias.then(|| self.names.key_alias.clone()),
+            vec![Call::new(
+                "kms:CreateAlias",
+                json!({"AliasName": self.names.key_alias, "TargetKeyId": key_id}),
+            )],
         ));
         steps.push(step(
             "role-policy",
@@ -1127,6 +1335,17 @@ impl Deployment {
             ),
             f.security_group.clone(),
             self.security_group_calls(),
+        ));
+        let rule_calls = self.rule_calls(&self.current_rules());
+        steps.push(step(
+            "security-group-rules",
+            format!(
+                "rules of {}: {}",
+                self.names.security_group,
+                self.ingress_summary()
+            ),
+            rule_calls.is_empty().then(|| "in place".to_owned()),
+            rule_calls,
         ));
         if self.options.uses_fleet() {
             steps.push(step(
@@ -1237,36 +1456,67 @@ impl Deployment {
     }
 
     fn security_group_calls(&self) -> Vec<Call> {
-        let sg = "<security-group-id>";
-        let mut calls = vec![
-            Call::new(
-                "ec2:CreateSecurityGroup",
-                json!({"GroupName": self.names.security_group, "Description": format!("zoa {}: serving port only, no SSH", self.deployment), "VpcId": self.network.vpc_id, "TagSpecifications": [{"ResourceType": "security-group", "Tags": self.tags_json()}]}),
-            ),
-            // The default allow-all egress goes: the image only needs HTTPS (KMS, and S3
-            // when models come from there). DNS to the VPC resolver and IMDS are not
-            // subject to security groups.
-            Call::new(
-                "ec2:RevokeSecurityGroupEgress",
-                json!({"GroupId": sg, "IpPermissions": [{"IpProtocol": "-1", "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}]}),
-            ),
-            Call::new(
-                "ec2:AuthorizeSecurityGroupEgress",
-                json!({"GroupId": sg, "IpPermissions": [{"IpProtocol": "tcp", "FromPort": 443, "ToPort": 443, "IpRanges": [{"CidrIp": "0.0.0.0/0", "Description": "HTTPS to AWS APIs"}]}]}),
-            ),
-        ];
-        if let (Some(port), false) = (self.port, self.options.allow_cidr.is_empty()) {
-            let ranges: Vec<_> = self
+        vec![Call::new(
+            "ec2:CreateSecurityGroup",
+            json!({"GroupName": self.names.security_group, "Description": format!("zoa {}: serving port only, no SSH", self.deployment), "VpcId": self.network.vpc_id, "TagSpecifications": [{"ResourceType": "security-group", "Tags": self.tags_json()}]}),
+        )]
+    }
+
+    /// The group's rules: the serving port from each --allow-cidr (nothing without one),
+    /// and egress HTTPS only. The default allow-all egress goes: the image only needs
+    /// HTTPS (KMS, and S3 when models come from there); DNS to the VPC resolver and IMDS
+    /// are not subject to security groups.
+    fn wanted_rules(&self) -> SgRules {
+        let ingress = match self.port {
+            Some(p) => self
                 .options
                 .allow_cidr
                 .iter()
-                .map(|c| json!({"CidrIp": c, "Description": "serving port"}))
-                .collect();
-            calls.push(Call::new(
-                "ec2:AuthorizeSecurityGroupIngress",
-                json!({"GroupId": sg, "IpPermissions": [{"IpProtocol": "tcp", "FromPort": port, "ToPort": port, "IpRanges": ranges}]}),
-            ));
+                .map(|c| SgRule::tcp(i32::from(p), c))
+                .collect(),
+            None => BTreeSet::new(),
+        };
+        (ingress, BTreeSet::from([SgRule::tcp(443, "0.0.0.0/0")]))
+    }
+
+    /// The rules the group has (a group about to be created has EC2's defaults).
+    fn current_rules(&self) -> SgRules {
+        if self.found.security_group.is_some() {
+            self.found.security_group_rules.clone()
+        } else {
+            (BTreeSet::new(), BTreeSet::from([SgRule::allow_all()]))
         }
+    }
+
+    /// The calls that turn `have` into the wanted rules, in a safe order (egress narrowed
+    /// before anything is opened).
+    fn rule_calls(&self, have: &SgRules) -> Vec<Call> {
+        let sg = self.security_group_or_placeholder();
+        let want = self.wanted_rules();
+        let (revoke_in, add_in) = rule_diff(&have.0, &want.0);
+        let (revoke_out, add_out) = rule_diff(&have.1, &want.1);
+        let mut calls = Vec::new();
+        let mut push = |api: &str, rules: &[SgRule], description: Option<&str>| {
+            if !rules.is_empty() {
+                let perms: Vec<_> = rules.iter().map(|r| r.to_json(description)).collect();
+                calls.push(Call::new(
+                    api,
+                    json!({"GroupId": sg, "IpPermissions": perms}),
+                ));
+            }
+        };
+        push("ec2:RevokeSecurityGroupEgress", &revoke_out, None);
+        push(
+            "ec2:AuthorizeSecurityGroupEgress",
+            &add_out,
+            Some("HTTPS to AWS APIs"),
+        );
+        push("ec2:RevokeSecurityGroupIngress", &revoke_in, None);
+        push(
+            "ec2:AuthorizeSecurityGroupIngress",
+            &add_in,
+            Some("serving port"),
+        );
         calls
     }
 
@@ -1285,12 +1535,40 @@ impl Deployment {
             "SecurityGroupIds": [self.security_group_or_placeholder()],
             "SubnetId": self.network.subnet_ids.first(),
             "TagSpecifications": [{"ResourceType": "instance", "Tags": self.tags_json()}, {"ResourceType": "volume", "Tags": self.tags_json()}],
-            "ClientToken": client_token(&self.deployment, &self.manifest_sha256, "instance"),
+            "ClientToken": self.planned_token("instance"),
         });
         if let Some(ud) = self.user_data_b64()? {
             p["UserData"] = json!(format!("<{} bytes of base64>", ud.len()));
         }
         Ok(p)
+    }
+
+    /// The ClientToken of a launch (see [`client_token`]).
+    fn token(&self, what: &str, image: &str, security_group: &str) -> String {
+        client_token(
+            &self.deployment,
+            &self.manifest_sha256,
+            what,
+            &[image, security_group],
+        )
+    }
+
+    /// The token as the plan shows it: known once the image and group exist.
+    fn planned_token(&self, what: &str) -> String {
+        let image = self
+            .found
+            .image
+            .clone()
+            .or_else(|| self.state.image_id.clone());
+        let sg = self
+            .found
+            .security_group
+            .clone()
+            .or_else(|| self.state.security_group_id.clone());
+        match (image, sg) {
+            (Some(i), Some(g)) => self.token(what, &i, &g),
+            _ => "<derived from the image and security group ids>".to_owned(),
+        }
     }
 
     fn launch_template_params(&self) -> Result<serde_json::Value, AwsError> {
@@ -1309,7 +1587,7 @@ impl Deployment {
             "LaunchTemplateName": self.names.launch_template,
             "LaunchTemplateData": data,
             "TagSpecifications": [{"ResourceType": "launch-template", "Tags": self.tags_json()}],
-            "ClientToken": client_token(&self.deployment, &self.manifest_sha256, "launch-template"),
+            "ClientToken": self.planned_token("launch-template"),
         }))
     }
 
@@ -1353,8 +1631,10 @@ impl Deployment {
                 "role" => self.create_role(c).await?,
                 "instance-profile" => self.create_instance_profile(c).await?,
                 "kms-key" => self.create_key(c).await?,
+                "kms-alias" => self.create_alias(c).await?,
                 "role-policy" => self.put_role_policy(c).await?,
                 "security-group" => self.create_security_group(c).await?,
+                "security-group-rules" => self.set_security_group_rules(c).await?,
                 "instance" => self.run_instance(c).await?,
                 "launch-template" => self.create_launch_template(c).await?,
                 "auto-scaling-group" => self.create_auto_scaling_group(c).await?,
@@ -1394,7 +1674,9 @@ impl Deployment {
         if let Some((id, arn)) = f.key {
             s.key_id = Some(id);
             s.key_arn = Some(arn);
-            s.key_alias = Some(self.names.key_alias.clone());
+            if f.key_alias {
+                s.key_alias = Some(self.names.key_alias.clone());
+            }
             s.key_locked = self.options.lock_policy;
         }
         if f.role_policy {
@@ -1663,11 +1945,19 @@ impl Deployment {
         self.state.key_id = Some(meta.key_id().to_owned());
         self.state.key_arn = meta.arn().map(str::to_owned);
         self.state.key_locked = self.options.lock_policy;
-        self.save()?;
+        self.save()
+    }
+
+    async fn create_alias(&mut self, c: &Clients) -> Result<(), AwsError> {
+        let key_id = self
+            .state
+            .key_id
+            .clone()
+            .ok_or_else(|| AwsError::step("kms key", "no key recorded"))?;
         c.kms
             .create_alias()
             .alias_name(&self.names.key_alias)
-            .target_key_id(meta.key_id())
+            .target_key_id(key_id)
             .send()
             .await
             .map_err(|e| api_error("kms key", "kms:CreateAlias", e))?;
@@ -1713,54 +2003,55 @@ impl Deployment {
             .group_id()
             .ok_or_else(|| AwsError::step(step, "CreateSecurityGroup returned no id"))?
             .to_owned();
-        self.state.security_group_id = Some(id.clone());
-        self.save()?;
-        let all = ec2t::IpPermission::builder()
-            .ip_protocol("-1")
-            .ip_ranges(ec2t::IpRange::builder().cidr_ip("0.0.0.0/0").build())
-            .build();
-        c.ec2
-            .revoke_security_group_egress()
-            .group_id(&id)
-            .ip_permissions(all)
-            .send()
-            .await
-            .map_err(|e| api_error(step, "ec2:RevokeSecurityGroupEgress", e))?;
-        let https = ec2t::IpPermission::builder()
-            .ip_protocol("tcp")
-            .from_port(443)
-            .to_port(443)
-            .ip_ranges(
-                ec2t::IpRange::builder()
-                    .cidr_ip("0.0.0.0/0")
-                    .description("HTTPS to AWS APIs")
-                    .build(),
-            )
-            .build();
-        c.ec2
-            .authorize_security_group_egress()
-            .group_id(&id)
-            .ip_permissions(https)
-            .send()
-            .await
-            .map_err(|e| api_error(step, "ec2:AuthorizeSecurityGroupEgress", e))?;
-        if let (Some(port), false) = (self.port, self.options.allow_cidr.is_empty()) {
-            let mut perm = ec2t::IpPermission::builder()
-                .ip_protocol("tcp")
-                .from_port(i32::from(port))
-                .to_port(i32::from(port));
-            for cidr in &self.options.allow_cidr {
-                perm = perm.ip_ranges(
-                    ec2t::IpRange::builder()
-                        .cidr_ip(cidr)
-                        .description("serving port")
-                        .build(),
-                );
-            }
+        self.state.security_group_id = Some(id);
+        self.save()
+    }
+
+    /// Brings the group's rules to the wanted ones, from what it has now.
+    async fn set_security_group_rules(&mut self, c: &Clients) -> Result<(), AwsError> {
+        let step = "security group rules";
+        let (id, have) = self
+            .find_security_group(c)
+            .await?
+            .ok_or_else(|| AwsError::step(step, "the security group is gone"))?;
+        let want = self.wanted_rules();
+        let (revoke_in, add_in) = rule_diff(&have.0, &want.0);
+        let (revoke_out, add_out) = rule_diff(&have.1, &want.1);
+        let perms = |rules: &[SgRule], d: Option<&str>| -> Vec<ec2t::IpPermission> {
+            rules.iter().map(|r| r.to_permission(d)).collect()
+        };
+        if !revoke_out.is_empty() {
+            c.ec2
+                .revoke_security_group_egress()
+                .group_id(&id)
+                .set_ip_permissions(Some(perms(&revoke_out, None)))
+                .send()
+                .await
+                .map_err(|e| api_error(step, "ec2:RevokeSecurityGroupEgress", e))?;
+        }
+        if !add_out.is_empty() {
+            c.ec2
+                .authorize_security_group_egress()
+                .group_id(&id)
+                .set_ip_permissions(Some(perms(&add_out, Some("HTTPS to AWS APIs"))))
+                .send()
+                .await
+                .map_err(|e| api_error(step, "ec2:AuthorizeSecurityGroupEgress", e))?;
+        }
+        if !revoke_in.is_empty() {
+            c.ec2
+                .revoke_security_group_ingress()
+                .group_id(&id)
+                .set_ip_permissions(Some(perms(&revoke_in, None)))
+                .send()
+                .await
+                .map_err(|e| api_error(step, "ec2:RevokeSecurityGroupIngress", e))?;
+        }
+        if !add_in.is_empty() {
             c.ec2
                 .authorize_security_group_ingress()
                 .group_id(&id)
-                .ip_permissions(perm.build())
+                .set_ip_permissions(Some(perms(&add_in, Some("serving port"))))
                 .send()
                 .await
                 .map_err(|e| api_error(step, "ec2:AuthorizeSecurityGroupIngress", e))?;
@@ -1810,11 +2101,7 @@ impl Deployment {
                 .tag_specifications(self.ec2_tag_spec(ec2t::ResourceType::Instance))
                 .tag_specifications(self.ec2_tag_spec(ec2t::ResourceType::Volume))
                 .set_user_data(user_data.clone())
-                .client_token(client_token(
-                    &self.deployment,
-                    &self.manifest_sha256,
-                    "instance",
-                ));
+                .client_token(self.token("instance", &image, &sg));
             match req.send().await {
                 Ok(out) => break out,
                 // A new instance profile takes a few seconds to be usable by EC2.
@@ -1850,7 +2137,7 @@ impl Deployment {
             b.build()
         };
         let data = ec2t::RequestLaunchTemplateData::builder()
-            .image_id(image)
+            .image_id(&image)
             .instance_type(ec2t::InstanceType::from(
                 self.options.instance_type.as_str(),
             ))
@@ -1867,7 +2154,7 @@ impl Deployment {
                     .instance_metadata_tags(ec2t::LaunchTemplateInstanceMetadataTagsState::Disabled)
                     .build(),
             )
-            .security_group_ids(sg)
+            .security_group_ids(&sg)
             .tag_specifications(tags(ec2t::ResourceType::Instance))
             .tag_specifications(tags(ec2t::ResourceType::Volume))
             .set_user_data(self.user_data_b64()?)
@@ -1878,11 +2165,7 @@ impl Deployment {
             .launch_template_name(&self.names.launch_template)
             .launch_template_data(data)
             .tag_specifications(self.ec2_tag_spec(ec2t::ResourceType::LaunchTemplate))
-            .client_token(client_token(
-                &self.deployment,
-                &self.manifest_sha256,
-                "launch-template",
-            ))
+            .client_token(self.token("launch-template", &image, &sg))
             .send()
             .await
             .map_err(|e| api_error(step, "ec2:CreateLaunchTemplate", e))?;
@@ -1984,9 +2267,14 @@ mod tests {
 
     #[test]
     fn client_tokens_are_stable_and_short() {
-        let a = client_token("demo", &"ab".repeat(32), "instance");
-        assert_eq!(a, client_token("demo", &"ab".repeat(32), "instance"));
-        assert_ne!(a, client_token("demo", &"ab".repeat(32), "launch-template"));
+        let m = "ab".repeat(32);
+        let a = client_token("demo", &m, "instance", &["ami-1", "sg-1"]);
+        assert_eq!(a, client_token("demo", &m, "instance", &["ami-1", "sg-1"]));
+        assert_ne!(
+            a,
+            client_token("demo", &m, "launch-template", &["ami-1", "sg-1"])
+        );
+        assert_ne!(a, client_token("demo", &m, "instance", &["ami-2", "sg-1"]));
         assert!(a.len() <= 64);
     }
 }

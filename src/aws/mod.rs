@@ -101,7 +101,17 @@ where
         // No service error: a transport failure (timeout, refused connection, DNS). The
         // SDK's display of the whole chain says which.
         (None, _) => {
-            let text = aws_smithy_types::error::display::DisplayErrorContext(&err).to_string();
+            // The causes' own messages, joined: DisplayErrorContext would add a debug dump.
+            let mut text = err.to_string();
+            let mut source = std::error::Error::source(&err);
+            while let Some(s) = source {
+                let m = s.to_string();
+                if !text.contains(&m) {
+                    text.push_str(": ");
+                    text.push_str(&m);
+                }
+                source = s.source();
+            }
             let code = match &err {
                 SdkError::TimeoutError(_) => "Timeout",
                 SdkError::DispatchFailure(d) if d.is_timeout() => "Timeout",
@@ -110,7 +120,7 @@ where
                 _ => "Error",
             };
             if text.contains("no credentials") || text.contains("NoCredentials") {
-                return AwsError::NoCredentials(text);
+                return AwsError::NoCredentials(format!("{step}: {operation}"));
             }
             (code.to_owned(), text)
         }
@@ -139,7 +149,14 @@ pub struct Clients {
 impl Clients {
     /// Loads the standard configuration chain with `options` on top.
     pub async fn connect(options: &AwsOptions) -> Result<Clients, AwsError> {
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+        // A dead connection fails a call (and the SDK retries it) instead of hanging a
+        // deploy forever: the SDK sets no read timeout by default.
+        let timeouts = aws_config::timeout::TimeoutConfig::builder()
+            .connect_timeout(std::time::Duration::from_secs(10))
+            .read_timeout(std::time::Duration::from_secs(60))
+            .build();
+        let mut loader =
+            aws_config::defaults(aws_config::BehaviorVersion::latest()).timeout_config(timeouts);
         if let Some(region) = &options.region {
             loader = loader.region(aws_config::Region::new(region.clone()));
         }

@@ -1,0 +1,1278 @@
+//! `zoa deploy`, `zoa destroy` and `zoa policy` end to end against moto (an AWS emulator),
+//! through the fault proxy: the plan is what a deploy does, the attestation settings are
+//! sent (moto keeps few of them, so they are read from its recorder), reruns and faults
+//! converge without duplicates, destroy leaves nothing, and bad input is refused before
+//! the first AWS call.
+//!
+//! Needs moto_server (`.ci/deps`, then `. .ci/env`) and zoa-init. Every test starts its own
+//! moto and proxy; the proxy answers StartSnapshot with AWS's block size (moto says 512,
+//! which would make the upload 100k calls).
+
+mod common;
+
+use common::faults::{Fault, FaultProxy};
+use common::moto::{http, Call, Moto, Recorded, ACCOUNT_ID};
+use common::*;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+const EXIT_BAD_SIGNATURE: i32 = 10;
+const EXIT_ARTIFACT_MISMATCH: i32 = 11;
+/// The block size the proxy gives coldsnap (AWS's): moto's own answer is 512.
+const EBS_BLOCK_SIZE: usize = 524288;
+
+// ---- a signed release, built once per test binary ----
+
+/// A signed tiny release, in memory: each test writes its own copy.
+struct Built {
+    /// Every file of the release directory, by name.
+    files: Vec<(String, Vec<u8>)>,
+    key: Vec<u8>,
+    pubkey: Vec<u8>,
+}
+
+fn built() -> &'static Built {
+    static BUILT: OnceLock<Built> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let f = Fixture::new();
+        let recipe = f.write("recipe.toml", tiny_recipe(""));
+        let o = f.build(&recipe, "rel");
+        assert!(o.status.success(), "zoa build: {}", stderr(&o));
+        let o = run(zoa(&f.cache())
+            .env_remove("ZOA_KEY_PASSWORD")
+            .args(["keygen", "--no-password", "--out"])
+            .arg(f.path("ci")));
+        assert!(o.status.success(), "zoa keygen: {}", stderr(&o));
+        sign(&f.cache(), &f.path("rel"), &f.path("ci.key"));
+        Built {
+            files: std::fs::read_dir(f.path("rel"))
+                .expect("list the release")
+                .map(|e| {
+                    let e = e.expect("list the release");
+                    let bytes = std::fs::read(e.path()).expect("read the release");
+                    (e.file_name().to_string_lossy().into_owned(), bytes)
+                })
+                .collect(),
+            key: std::fs::read(f.path("ci.key")).expect("read ci.key"),
+            pubkey: std::fs::read(f.path("ci.pub")).expect("read ci.pub"),
+        }
+    })
+}
+
+fn sign(cache: &Path, dir: &Path, key: &Path) {
+    let o = run(zoa(cache)
+        .env_remove("ZOA_KEY_PASSWORD")
+        .arg("sign")
+        .arg(dir)
+        .arg("--key")
+        .arg(key));
+    assert!(o.status.success(), "zoa sign: {}", stderr(&o));
+}
+
+fn flip_byte(path: &Path, at: usize) {
+    let mut b = std::fs::read(path).unwrap();
+    let i = at.min(b.len() - 1);
+    b[i] ^= 0x01;
+    std::fs::write(path, b).unwrap();
+}
+
+// ---- one moto, one proxy, one release directory ----
+
+struct Lab {
+    f: Fixture,
+    /// The release directory (deploy.json goes to DIR/deploy/).
+    dir: PathBuf,
+    pubkey: PathBuf,
+    key: PathBuf,
+    moto: Moto,
+    proxy: FaultProxy,
+}
+
+impl Lab {
+    fn new() -> Lab {
+        let b = built();
+        let f = Fixture::new();
+        let pubkey = f.write("ci.pub", &b.pubkey);
+        let key = f.write("ci.key", &b.key);
+        let moto = Moto::start();
+        let proxy = FaultProxy::start(&moto.endpoint());
+        proxy.set_ebs_block_size(EBS_BLOCK_SIZE as u64);
+        let lab = Lab {
+            dir: f.path("rel"),
+            pubkey,
+            key,
+            f,
+            moto,
+            proxy,
+        };
+        lab.release_copy("rel");
+        lab
+    }
+
+    /// A copy of the signed release at `name` in the fixture.
+    fn release_copy(&self, name: &str) -> PathBuf {
+        for (file, bytes) in &built().files {
+            self.f.write(&format!("{name}/{file}"), bytes);
+        }
+        self.f.path(name)
+    }
+
+    /// `zoa` pointed at the proxy, with dummy credentials.
+    fn zoa(&self) -> Command {
+        let mut c = zoa(&self.f.cache());
+        c.env_remove("ZOA_KEY_PASSWORD");
+        self.proxy.apply(&mut c);
+        c
+    }
+
+    fn deploy_dir(&self, dir: &Path, extra: &[&str]) -> Output {
+        run(self
+            .zoa()
+            .arg("deploy")
+            .arg(dir)
+            .arg("--pubkey")
+            .arg(&self.pubkey)
+            .args(extra))
+    }
+
+    fn deploy(&self, extra: &[&str]) -> Output {
+        self.deploy_dir(&self.dir, extra)
+    }
+
+    /// `zoa deploy --json EXTRA`, which must succeed; its JSON output.
+    fn deploy_ok(&self, extra: &[&str]) -> Value {
+        let o = self.deploy(&[&["--json"], extra].concat());
+        assert!(
+            o.status.success(),
+            "zoa deploy {extra:?} failed: {}",
+            stderr(&o)
+        );
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+            panic!(
+                "zoa deploy --json printed no JSON ({e}): {}",
+                String::from_utf8_lossy(&o.stdout)
+            )
+        })
+    }
+
+    /// `zoa deploy --plan --json EXTRA`, which must succeed; the plan.
+    fn plan(&self, extra: &[&str]) -> Value {
+        self.deploy_ok(&[&["--plan"], extra].concat())
+    }
+
+    fn destroy_dir(&self, dir: &Path) -> Output {
+        run(self
+            .zoa()
+            .arg("destroy")
+            .arg(dir)
+            .args(["--key-deletion-days", "7", "--json"]))
+    }
+
+    fn destroy(&self) -> Output {
+        self.destroy_dir(&self.dir)
+    }
+
+    fn state(&self) -> Value {
+        let p = self.dir.join("deploy/deploy.json");
+        let bytes = std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        serde_json::from_slice(&bytes).expect("deploy.json is JSON")
+    }
+
+    /// What moto's recorder holds, decoded, oldest first. Read here rather than with
+    /// `Moto::calls`: a deploy uploads ~50 MB of blocks, recorded as base64, and decoding
+    /// them all costs seconds; block uploads are kept without their bodies. Records that
+    /// share a line (moto writes each record and its newline separately, from concurrent
+    /// threads) are read one after another.
+    fn calls(&self) -> Vec<Call> {
+        #[derive(serde::Deserialize)]
+        struct Line {
+            #[serde(default)]
+            headers: BTreeMap<String, Value>,
+            method: String,
+            url: String,
+            #[serde(default)]
+            body: Option<String>,
+            #[serde(default)]
+            body_encoded: bool,
+        }
+        use base64::Engine as _;
+        let r = http::request(
+            self.moto.addr(),
+            "POST",
+            "/moto-api/recorder/download-recording",
+            &[],
+            b"",
+        )
+        .expect("moto answers");
+        assert_eq!(r.status, 200, "download-recording: {}", r.text());
+        serde_json::Deserializer::from_slice(&r.body)
+            .into_iter::<Line>()
+            .map(|l| {
+                let l = l.expect("a recorder record is JSON");
+                let rec = Recorded {
+                    headers: l
+                        .headers
+                        .into_iter()
+                        .map(|(k, v)| (k, v.as_str().unwrap_or_default().to_string()))
+                        .collect(),
+                    body: match l.body {
+                        _ if l.method == "PUT" && l.url.contains("/blocks/") => Vec::new(),
+                        None => Vec::new(),
+                        Some(b) if l.body_encoded => base64::engine::general_purpose::STANDARD
+                            .decode(b)
+                            .expect("a recorded body is base64"),
+                        Some(b) => b.into_bytes(),
+                    },
+                    method: l.method,
+                    url: l.url,
+                };
+                rec.call()
+            })
+            .collect()
+    }
+
+    /// Records only what `f` makes moto do; the calls.
+    fn record(&self, f: impl FnOnce()) -> Vec<Call> {
+        self.moto.clear_recording();
+        self.moto.start_recording();
+        f();
+        self.moto.stop_recording();
+        let calls = self.calls();
+        self.moto.clear_recording();
+        calls
+    }
+
+    /// The rules of the security group `name` as moto keeps them: (ingress, egress), each
+    /// a sorted list of `protocol from-to cidr`.
+    fn security_group_rules(&self, name: &str) -> (Vec<String>, Vec<String>) {
+        let r = self.moto.query(
+            "ec2",
+            "DescribeSecurityGroups",
+            &[("Filter.1.Name", "group-name"), ("Filter.1.Value.1", name)],
+        );
+        assert_eq!(r.status, 200, "DescribeSecurityGroups: {}", r.text());
+        let text = r.text();
+        let section = |tag: &str| -> Vec<String> {
+            let open = format!("<{tag}>");
+            let Some(start) = text.find(&open) else {
+                return Vec::new();
+            };
+            let body = &text[start + open.len()..];
+            let body = &body[..body.find(&format!("</{tag}>")).unwrap_or(body.len())];
+            // Each permission has one ipProtocol, then its ports and ranges.
+            let mut rules = Vec::new();
+            for perm in body.split("<ipProtocol>").skip(1) {
+                let proto = &perm[..perm.find('<').unwrap_or(0)];
+                let port = |t: &str| xml_values(perm, t).first().cloned().unwrap_or_default();
+                let cidrs = xml_values(perm, "cidrIp");
+                rules.push(format!(
+                    "{proto} {}-{} {}",
+                    port("fromPort"),
+                    port("toPort"),
+                    cidrs.join(",")
+                ));
+            }
+            rules.sort();
+            rules
+        };
+        (section("ipPermissions"), section("ipPermissionsEgress"))
+    }
+
+    /// What exists in moto, by kind (unsigned calls straight to moto, no proxy).
+    fn inventory(&self) -> Inventory {
+        let q = |service: &str, action: &str, params: &[(&str, &str)]| {
+            let r = self.moto.query(service, action, params);
+            assert_eq!(r.status, 200, "{service}:{action}: {}", r.text());
+            r.text()
+        };
+        let j = |target: &str, body: &str| -> Value {
+            let r = self.moto.json("kms", target, body);
+            assert_eq!(r.status, 200, "{target}: {}", r.text());
+            serde_json::from_slice(&r.body).expect("KMS answers JSON")
+        };
+        let instances = xml_values(
+            &q(
+                "ec2",
+                "DescribeInstances",
+                &[
+                    ("Filter.1.Name", "tag-key"),
+                    ("Filter.1.Value.1", "zoa:deployment"),
+                    ("Filter.2.Name", "instance-state-name"),
+                    ("Filter.2.Value.1", "pending"),
+                    ("Filter.2.Value.2", "running"),
+                    ("Filter.2.Value.3", "shutting-down"),
+                    ("Filter.2.Value.4", "stopping"),
+                    ("Filter.2.Value.5", "stopped"),
+                ],
+            ),
+            "instanceId",
+        );
+        let mut keys = BTreeMap::new();
+        for k in j("TrentService.ListKeys", "{}")["Keys"]
+            .as_array()
+            .expect("ListKeys: Keys")
+        {
+            let id = k["KeyId"].as_str().expect("KeyId").to_string();
+            let d = j(
+                "TrentService.DescribeKey",
+                &serde_json::json!({ "KeyId": id }).to_string(),
+            );
+            let state = d["KeyMetadata"]["KeyState"]
+                .as_str()
+                .expect("KeyState")
+                .to_string();
+            keys.insert(id, state);
+        }
+        let aliases = j("TrentService.ListAliases", "{}")["Aliases"]
+            .as_array()
+            .expect("ListAliases: Aliases")
+            .iter()
+            .filter_map(|a| a["AliasName"].as_str())
+            .filter(|a| a.starts_with("alias/zoa/"))
+            .map(str::to_string)
+            .collect();
+        Inventory {
+            instances,
+            keys,
+            aliases,
+            roles: xml_values(&q("iam", "ListRoles", &[]), "RoleName"),
+            instance_profiles: xml_values(
+                &q("iam", "ListInstanceProfiles", &[]),
+                "InstanceProfileName",
+            ),
+            security_groups: xml_values(
+                &q(
+                    "ec2",
+                    "DescribeSecurityGroups",
+                    &[
+                        ("Filter.1.Name", "group-name"),
+                        ("Filter.1.Value.1", "zoa-*"),
+                    ],
+                ),
+                "groupName",
+            ),
+            images: xml_values(
+                &q("ec2", "DescribeImages", &[("Owner.1", "self")]),
+                "imageId",
+            ),
+            snapshots: xml_values(
+                &q(
+                    "ec2",
+                    "DescribeSnapshots",
+                    &[
+                        ("Owner.1", "self"),
+                        ("Filter.1.Name", "tag-key"),
+                        ("Filter.1.Value.1", "zoa:deployment"),
+                    ],
+                ),
+                "snapshotId",
+            ),
+            launch_templates: xml_values(
+                &q("ec2", "DescribeLaunchTemplates", &[]),
+                "launchTemplateName",
+            ),
+            auto_scaling_groups: xml_values(
+                &q("autoscaling", "DescribeAutoScalingGroups", &[]),
+                "AutoScalingGroupName",
+            ),
+        }
+    }
+}
+
+/// The resources of every kind zoa creates, as moto lists them.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+struct Inventory {
+    /// Instances tagged `zoa:deployment` and not terminated.
+    instances: Vec<String>,
+    /// Every KMS key and its state.
+    keys: BTreeMap<String, String>,
+    /// Aliases under `alias/zoa/`.
+    aliases: Vec<String>,
+    roles: Vec<String>,
+    instance_profiles: Vec<String>,
+    /// Names of the security groups named `zoa-*`.
+    security_groups: Vec<String>,
+    /// Images owned by the account.
+    images: Vec<String>,
+    /// Snapshots tagged `zoa:deployment` (not moto's own snapshot for a registered AMI).
+    snapshots: Vec<String>,
+    launch_templates: Vec<String>,
+    auto_scaling_groups: Vec<String>,
+}
+
+impl Inventory {
+    /// Keys that are not pending deletion.
+    fn live_keys(&self) -> Vec<&str> {
+        self.keys
+            .iter()
+            .filter(|(_, s)| *s != "PendingDeletion")
+            .map(|(k, _)| k.as_str())
+            .collect()
+    }
+
+    /// Nothing of zoa's is left (keys pending deletion are gone as far as KMS goes).
+    fn assert_empty(&self, context: &str) {
+        let live: Vec<&str> = self.live_keys();
+        assert!(
+            self.instances.is_empty()
+                && live.is_empty()
+                && self.aliases.is_empty()
+                && self.roles.is_empty()
+                && self.instance_profiles.is_empty()
+                && self.security_groups.is_empty()
+                && self.images.is_empty()
+                && self.snapshots.is_empty()
+                && self.launch_templates.is_empty()
+                && self.auto_scaling_groups.is_empty(),
+            "{context}: resources remain: {self:#?}"
+        );
+    }
+
+    /// Exactly one of each kind a single-instance deploy makes (keys pending deletion
+    /// aside).
+    fn assert_one_deploy(&self, context: &str) {
+        let counts = [
+            ("instances", self.instances.len()),
+            ("KMS keys not pending deletion", self.live_keys().len()),
+            ("aliases", self.aliases.len()),
+            ("roles", self.roles.len()),
+            ("instance profiles", self.instance_profiles.len()),
+            ("security groups", self.security_groups.len()),
+            ("images", self.images.len()),
+            ("snapshots", self.snapshots.len()),
+        ];
+        for (what, n) in counts {
+            assert_eq!(n, 1, "{context}: {n} {what}, not exactly one: {self:#?}");
+        }
+    }
+}
+
+/// The text of every `<tag>…</tag>`, in order, each once.
+fn xml_values(xml: &str, tag: &str) -> Vec<String> {
+    let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
+    let mut out: Vec<String> = Vec::new();
+    let mut rest = xml;
+    while let Some(i) = rest.find(&open) {
+        rest = &rest[i + open.len()..];
+        let Some(j) = rest.find(&close) else { break };
+        let v = rest[..j].to_string();
+        if !out.contains(&v) {
+            out.push(v);
+        }
+        rest = &rest[j + close.len()..];
+    }
+    out
+}
+
+/// Reads change nothing: Describe*, Get*, List*, and sts:GetCallerIdentity.
+fn is_read_only(call: &Call) -> bool {
+    let op = call.operation.as_str();
+    !op.is_empty()
+        && (op.starts_with("Describe") || op.starts_with("Get") || op.starts_with("List"))
+}
+
+/// The mutating operations in order, consecutive block uploads as one.
+fn mutating(calls: &[Call]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for c in calls.iter().filter(|c| !is_read_only(c)) {
+        let name = c.name();
+        if name == "ebs:PutSnapshotBlock" && out.last() == Some(&name) {
+            continue;
+        }
+        out.push(name);
+    }
+    out
+}
+
+/// The plan's `steps[].calls[].api`, in order.
+fn plan_apis(plan: &Value) -> Vec<String> {
+    plan["steps"]
+        .as_array()
+        .expect("plan.steps")
+        .iter()
+        .flat_map(|s| s["calls"].as_array().expect("step.calls").iter())
+        .map(|c| c["api"].as_str().expect("call.api").to_string())
+        .collect()
+}
+
+fn only<'a>(calls: &'a [Call], op: &str) -> &'a Call {
+    let found: Vec<&Call> = calls.iter().filter(|c| c.is(op)).collect();
+    assert_eq!(
+        found.len(),
+        1,
+        "expected exactly one {op}, got {}",
+        found.len()
+    );
+    found[0]
+}
+
+fn param(call: &Call, name: &str) -> String {
+    call.param(name)
+        .unwrap_or_else(|| panic!("{} sent no {name}: {:?}", call.name(), call.form))
+}
+
+fn str_at<'a>(v: &'a Value, pointer: &str) -> &'a str {
+    v.pointer(pointer)
+        .and_then(Value::as_str)
+        .unwrap_or_else(|| panic!("no string at {pointer} in {v:#}"))
+}
+
+/// stderr is exactly one line (an error), which is returned.
+fn one_error_line(o: &Output, context: &str) -> String {
+    let err = stderr(o);
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "{context}: stderr is not one line:\n{err}"
+    );
+    err.trim_end().to_string()
+}
+
+// ---- the tests ----
+
+#[test]
+fn full_deploy_matches_its_plan_and_sends_the_attestation_settings() {
+    let lab = Lab::new();
+    let args = ["--allow-cidr", "203.0.113.0/24", "--port", "8080"];
+
+    let mut plan = Value::Null;
+    let calls = lab.record(|| plan = lab.plan(&args));
+    let writes: Vec<&Call> = calls.iter().filter(|c| !is_read_only(c)).collect();
+    assert!(
+        writes.is_empty(),
+        "--plan made mutating calls: {:?}",
+        writes.iter().map(|c| c.name()).collect::<Vec<_>>()
+    );
+    assert!(
+        calls.iter().any(|c| c.is("sts:GetCallerIdentity")),
+        "--plan did not look up the account"
+    );
+    assert!(
+        !lab.dir.join("deploy/deploy.json").exists(),
+        "--plan wrote a deploy record"
+    );
+    lab.inventory().assert_empty("after --plan");
+    assert!(
+        plan["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["action"] == "create"),
+        "a fresh account plans only creates: {plan:#}"
+    );
+
+    let mut outcome = Value::Null;
+    let calls = lab.record(|| outcome = lab.deploy_ok(&args));
+    assert_eq!(
+        mutating(&calls),
+        plan_apis(&plan),
+        "the mutating calls (left) are not the plan's (right)"
+    );
+    assert!(
+        calls
+            .iter()
+            .filter(|c| c.is("ebs:PutSnapshotBlock"))
+            .count()
+            > 1,
+        "the disk went up in one block?"
+    );
+
+    // deploy.json lists what was created, and moto has exactly that.
+    let state = lab.state();
+    let inv = lab.inventory();
+    inv.assert_one_deploy("after deploy");
+    let snapshot = str_at(&state, "/snapshot_id");
+    let image = str_at(&state, "/image_id");
+    let key_id = str_at(&state, "/key_id");
+    assert_eq!(inv.snapshots, [snapshot], "deploy.json snapshot_id");
+    assert_eq!(inv.images, [image], "deploy.json image_id");
+    assert_eq!(state["instance_ids"], serde_json::json!(inv.instances));
+    assert!(inv.keys.contains_key(key_id), "deploy.json key_id {key_id}");
+    assert!(
+        str_at(&state, "/key_arn").ends_with(&format!(":key/{key_id}")),
+        "key_arn: {state:#}"
+    );
+    assert_eq!(str_at(&state, "/key_alias"), "alias/zoa/tiny");
+    assert_eq!(inv.aliases, ["alias/zoa/tiny"]);
+    assert_eq!(str_at(&state, "/role_name"), "zoa-tiny");
+    assert_eq!(inv.roles, ["zoa-tiny"]);
+    assert_eq!(str_at(&state, "/instance_profile_name"), "zoa-tiny");
+    assert_eq!(str_at(&state, "/role_policy_name"), "zoa-kms-unseal");
+    assert!(str_at(&state, "/security_group_id").starts_with("sg-"));
+    assert_eq!(inv.security_groups, ["zoa-tiny"]);
+    assert_eq!(str_at(&state, "/account_id"), ACCOUNT_ID);
+    assert_eq!(outcome["state"], state, "--json prints the deploy record");
+
+    // The snapshot is the one uploaded.
+    for put in calls.iter().filter(|c| c.is("ebs:PutSnapshotBlock")) {
+        assert_eq!(
+            param(put, "SnapshotId"),
+            snapshot,
+            "a block of another snapshot"
+        );
+        assert_eq!(param(put, "DataLength"), EBS_BLOCK_SIZE.to_string());
+    }
+
+    // RegisterImage: what moto drops, as sent.
+    let register = only(&calls, "ec2:RegisterImage");
+    for (k, v) in [
+        ("BootMode", "uefi"),
+        ("TpmSupport", "v2.0"),
+        ("ImdsSupport", "v2.0"),
+        ("EnaSupport", "true"),
+        ("Architecture", "x86_64"),
+        ("VirtualizationType", "hvm"),
+        ("RootDeviceName", "/dev/xvda"),
+        ("BlockDeviceMapping.1.DeviceName", "/dev/xvda"),
+        ("BlockDeviceMapping.1.Ebs.SnapshotId", snapshot),
+    ] {
+        assert_eq!(param(register, k), v, "RegisterImage {k}");
+    }
+
+    // RunInstances: IMDSv2 only, one hop, the profile, no key pair, a client token.
+    let runi = only(&calls, "ec2:RunInstances");
+    for (k, v) in [
+        ("MetadataOptions.HttpTokens", "required"),
+        ("MetadataOptions.HttpPutResponseHopLimit", "1"),
+        ("IamInstanceProfile.Name", "zoa-tiny"),
+        ("ImageId", image),
+        ("SecurityGroupId.1", str_at(&state, "/security_group_id")),
+    ] {
+        assert_eq!(param(runi, k), v, "RunInstances {k}");
+    }
+    assert!(
+        !runi.form.iter().any(|(k, _)| k.contains("KeyName")),
+        "RunInstances sent a key pair: {:?}",
+        runi.form
+    );
+    let token = param(runi, "ClientToken");
+    assert!(!token.is_empty(), "RunInstances without a ClientToken");
+    // The token depends on the image and security group ids (so a redeploy after destroy
+    // gets a new one): the plan made before they existed says so.
+    let planned_token = plan["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["step"] == "instance")
+        .map(|s| s["calls"][0]["params"]["ClientToken"].clone())
+        .expect("the plan's instance step");
+    assert_eq!(
+        planned_token, "<derived from the image and security group ids>",
+        "the plan's ClientToken"
+    );
+
+    // Security group: nothing mentions port 22; the only ingress is tcp/8080 from the CIDR.
+    for c in calls
+        .iter()
+        .filter(|c| c.operation.contains("SecurityGroup"))
+    {
+        for (k, v) in &c.form {
+            assert!(
+                !(k.ends_with("Port") && v == "22"),
+                "{} opens port 22: {k}={v}",
+                c.name()
+            );
+        }
+    }
+    let ingress = only(&calls, "ec2:AuthorizeSecurityGroupIngress");
+    let mut perms: Vec<(String, String)> = ingress
+        .params_with_prefix("IpPermissions.")
+        .into_iter()
+        .filter(|(k, _)| !k.ends_with(".Description"))
+        .collect();
+    perms.sort();
+    let expect: Vec<(String, String)> = [
+        ("IpPermissions.1.FromPort", "8080"),
+        ("IpPermissions.1.IpProtocol", "tcp"),
+        ("IpPermissions.1.IpRanges.1.CidrIp", "203.0.113.0/24"),
+        ("IpPermissions.1.ToPort", "8080"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    assert_eq!(perms, expect, "the ingress rule");
+
+    // And moto's group has exactly those rules: egress HTTPS only, no default allow-all.
+    assert_eq!(
+        lab.security_group_rules("zoa-tiny"),
+        (
+            vec!["tcp 8080-8080 203.0.113.0/24".to_string()],
+            vec!["tcp 443-443 0.0.0.0/0".to_string()]
+        ),
+        "the security group's (ingress, egress) rules"
+    );
+
+    // KMS CreateKey's policy is the one `zoa policy` prints.
+    let o = run(lab
+        .zoa()
+        .arg("policy")
+        .arg(&lab.dir)
+        .arg("--pubkey")
+        .arg(&lab.pubkey)
+        .args(["--account-id", ACCOUNT_ID]));
+    assert!(o.status.success(), "zoa policy: {}", stderr(&o));
+    let docs: Value = serde_json::from_slice(&o.stdout).expect("zoa policy prints JSON");
+    let create_key = only(&calls, "kms:CreateKey");
+    let sent: Value =
+        serde_json::from_str(&param(create_key, "Policy")).expect("CreateKey's Policy is JSON");
+    assert_eq!(
+        sent, docs["key_policy"],
+        "CreateKey's policy is not `zoa policy`'s key_policy"
+    );
+    assert_eq!(
+        param(only(&calls, "kms:CreateAlias"), "AliasName"),
+        "alias/zoa/tiny"
+    );
+    assert_eq!(
+        param(only(&calls, "kms:CreateAlias"), "TargetKeyId"),
+        key_id
+    );
+}
+
+#[test]
+fn rerun_creates_nothing() {
+    let lab = Lab::new();
+    // Without --allow-cidr (and without --port): no ingress call at all, and nothing about port 22.
+    let first = lab.record(|| {
+        lab.deploy_ok(&[]);
+    });
+    assert!(
+        !first
+            .iter()
+            .any(|c| c.is("ec2:AuthorizeSecurityGroupIngress")),
+        "ingress authorised without --allow-cidr"
+    );
+    for c in first
+        .iter()
+        .filter(|c| c.operation.contains("SecurityGroup"))
+    {
+        assert!(
+            !c.form.iter().any(|(k, v)| k.ends_with("Port") && v == "22"),
+            "{} mentions port 22: {:?}",
+            c.name(),
+            c.form
+        );
+    }
+    let before = lab.inventory();
+    before.assert_one_deploy("after the first deploy");
+    assert_eq!(before.keys.len(), 1, "KMS keys in all: {before:#?}");
+    let state = lab.state();
+
+    let mut outcome = Value::Null;
+    let calls = lab.record(|| outcome = lab.deploy_ok(&[]));
+    assert_eq!(
+        mutating(&calls),
+        Vec::<String>::new(),
+        "the rerun made mutating calls"
+    );
+    assert_eq!(lab.inventory(), before, "the rerun changed what exists");
+    assert_eq!(lab.state(), state, "the rerun changed deploy.json");
+    for s in outcome["plan"]["steps"].as_array().expect("plan.steps") {
+        assert_eq!(s["action"], "keep", "the rerun did not keep {s:#}");
+        assert!(
+            s["id"].is_string(),
+            "a kept step names what it keeps: {s:#}"
+        );
+    }
+}
+
+#[test]
+fn destroy_leaves_nothing() {
+    let lab = Lab::new();
+    lab.deploy_ok(&[]);
+    let state = lab.state();
+    let key_id = str_at(&state, "/key_id").to_string();
+    lab.inventory().assert_one_deploy("after deploy");
+
+    let mut o = None;
+    let calls = lab.record(|| o = Some(lab.destroy()));
+    let o = o.unwrap();
+    assert!(o.status.success(), "zoa destroy: {}", stderr(&o));
+    let report: Value = serde_json::from_slice(&o.stdout).expect("destroy --json prints JSON");
+    assert_eq!(report["deployment"], "tiny");
+    assert_eq!(report["key_deletion"]["key_id"], key_id.as_str());
+    assert_eq!(report["key_deletion"]["pending_days"], 7);
+    let schedule = only(&calls, "kms:ScheduleKeyDeletion");
+    assert_eq!(param(schedule, "PendingWindowInDays"), "7");
+
+    let inv = lab.inventory();
+    inv.assert_empty("after destroy");
+    assert_eq!(
+        inv.keys.get(&key_id).map(String::as_str),
+        Some("PendingDeletion"),
+        "the key is not pending deletion: {inv:#?}"
+    );
+    assert!(
+        !lab.dir.join("deploy/deploy.json").exists(),
+        "deploy.json is still there"
+    );
+    assert!(
+        !lab.dir.join("deploy").exists(),
+        "the empty deploy/ directory is still there"
+    );
+
+    let again = lab.destroy();
+    assert!(!again.status.success(), "a second destroy succeeded");
+    let line = one_error_line(&again, "second destroy");
+    assert!(line.contains("no deploy record"), "{line}");
+}
+
+#[test]
+fn ebs_blocks_read_back_equal_disk_raw() {
+    let lab = Lab::new();
+    let mut calls = Vec::new();
+    calls.extend(lab.record(|| {
+        lab.deploy_ok(&[]);
+    }));
+    let snapshot = str_at(&lab.state(), "/snapshot_id").to_string();
+    let disk = std::fs::read(lab.dir.join("disk.raw")).expect("deploy wrote disk.raw");
+    assert_eq!(
+        lab.state()["disk_sha256"],
+        sha256_hex(&disk),
+        "deploy.json disk_sha256"
+    );
+
+    let auth = http::fake_auth("ebs");
+    let get = |target: &str| {
+        let r = http::request(
+            lab.moto.addr(),
+            "GET",
+            target,
+            &[("Authorization", auth.as_str())],
+            b"",
+        )
+        .expect("moto answers");
+        assert_eq!(r.status, 200, "GET {target}: {}", r.text());
+        r
+    };
+    let list: Value = serde_json::from_slice(&get(&format!("/snapshots/{snapshot}/blocks")).body)
+        .expect("ListSnapshotBlocks answers JSON");
+    let blocks = list["Blocks"].as_array().expect("Blocks");
+    assert!(!blocks.is_empty(), "no blocks in {snapshot}");
+
+    use base64::Engine as _;
+    use sha2::{Digest, Sha256};
+    let mut image = vec![0u8; disk.len()];
+    let mut digests = BTreeMap::new();
+    for b in blocks {
+        let index = b["BlockIndex"].as_u64().expect("BlockIndex") as usize;
+        let token = b["BlockToken"].as_str().expect("BlockToken");
+        let r = get(&format!(
+            "/snapshots/{snapshot}/blocks/{index}?blockToken={token}"
+        ));
+        let start = index * EBS_BLOCK_SIZE;
+        assert!(
+            start + r.body.len() <= disk.len(),
+            "block {index} ({} bytes) ends past the disk ({} bytes)",
+            r.body.len(),
+            disk.len()
+        );
+        assert_eq!(r.body.len(), EBS_BLOCK_SIZE, "block {index} length");
+        // The checksum coldsnap sent with the block is the block's.
+        let sum = Sha256::digest(&r.body);
+        assert_eq!(
+            r.header("x-amz-Checksum"),
+            Some(
+                base64::engine::general_purpose::STANDARD
+                    .encode(sum)
+                    .as_str()
+            ),
+            "block {index}: the checksum sent is not the data's"
+        );
+        digests.insert(index, sum);
+        image[start..start + r.body.len()].copy_from_slice(&r.body);
+    }
+    assert!(
+        image == disk,
+        "the snapshot's blocks (unlisted ones zero) are not disk.raw: first difference at byte {:?}",
+        image.iter().zip(&disk).position(|(a, b)| a != b)
+    );
+
+    // CompleteSnapshot: the block count and the LINEAR checksum of all blocks.
+    let complete = only(&calls, "ebs:CompleteSnapshot");
+    assert_eq!(
+        param(complete, "ChangedBlocksCount"),
+        blocks.len().to_string()
+    );
+    let mut linear = Sha256::new();
+    for d in digests.values() {
+        linear.update(d);
+    }
+    assert_eq!(
+        param(complete, "Checksum"),
+        base64::engine::general_purpose::STANDARD.encode(linear.finalize()),
+        "CompleteSnapshot's checksum"
+    );
+    assert_eq!(param(complete, "ChecksumAggregationMethod"), "LINEAR");
+    assert_eq!(param(complete, "ChecksumAlgorithm"), "SHA256");
+}
+
+#[test]
+fn fleet_mode_uses_a_launch_template_and_an_auto_scaling_group() {
+    let lab = Lab::new();
+    let plan = lab.plan(&["--count", "2"]);
+    let calls = lab.record(|| {
+        lab.deploy_ok(&["--count", "2"]);
+    });
+    assert_eq!(
+        mutating(&calls),
+        plan_apis(&plan),
+        "the fleet deploy's mutating calls (left) are not its plan's (right)"
+    );
+    assert!(
+        !calls.iter().any(|c| c.is("ec2:RunInstances")),
+        "zoa ran instances itself in fleet mode"
+    );
+    let state = lab.state();
+    let lt = only(&calls, "ec2:CreateLaunchTemplate");
+    for (k, v) in [
+        ("LaunchTemplateName", "zoa-tiny"),
+        ("LaunchTemplateData.MetadataOptions.HttpTokens", "required"),
+        (
+            "LaunchTemplateData.MetadataOptions.HttpPutResponseHopLimit",
+            "1",
+        ),
+        ("LaunchTemplateData.IamInstanceProfile.Name", "zoa-tiny"),
+        ("LaunchTemplateData.ImageId", str_at(&state, "/image_id")),
+    ] {
+        assert_eq!(param(lt, k), v, "CreateLaunchTemplate {k}");
+    }
+    assert!(
+        !lt.form.iter().any(|(k, _)| k.contains("KeyName")),
+        "the launch template has a key pair: {:?}",
+        lt.form
+    );
+    assert!(!param(lt, "ClientToken").is_empty());
+    let asg = only(&calls, "autoscaling:CreateAutoScalingGroup");
+    for (k, v) in [
+        ("AutoScalingGroupName", "zoa-tiny"),
+        ("MinSize", "2"),
+        ("MaxSize", "2"),
+        ("DesiredCapacity", "2"),
+        (
+            "LaunchTemplate.LaunchTemplateId",
+            str_at(&state, "/launch_template_id"),
+        ),
+    ] {
+        assert_eq!(param(asg, k), v, "CreateAutoScalingGroup {k}");
+    }
+    assert_eq!(str_at(&state, "/auto_scaling_group"), "zoa-tiny");
+    let inv = lab.inventory();
+    assert_eq!(inv.launch_templates, ["zoa-tiny"], "{inv:#?}");
+    assert_eq!(inv.instances.len(), 2, "the group's instances: {inv:#?}");
+    assert_eq!(inv.auto_scaling_groups, ["zoa-tiny"], "{inv:#?}");
+
+    let o = lab.destroy();
+    assert!(o.status.success(), "zoa destroy: {}", stderr(&o));
+    let inv = lab.inventory();
+    inv.assert_empty("after destroying the fleet");
+}
+
+/// Each fault makes deploy fail with one line naming the step, the operation and (for an
+/// HTTP error) the request id; the rerun picks up where it stopped. The faults are met in
+/// deploy order, so each rerun first completes the step that failed before.
+#[test]
+fn faults_converge() {
+    let lab = Lab::new();
+    // Fails every attempt of `op` with `fault`; deploy must fail on it and say so.
+    let fail_with = |op: &str, fault: Fault, expect: &[&str], request_id: bool| {
+        lab.proxy.fail(op, 10, fault);
+        let o = lab.deploy(&[]);
+        assert_eq!(o.status.code(), Some(1), "{op}: {}", stderr(&o));
+        let line = one_error_line(&o, op);
+        for e in expect {
+            assert!(line.contains(e), "{op}: {e:?} not in {line:?}");
+        }
+        let injected = lab.proxy.injected();
+        let last = injected.last().expect("a fault was injected");
+        assert_eq!(
+            line.contains(&last.request_id),
+            request_id,
+            "{op}: request id {} in {line:?}",
+            last.request_id
+        );
+        // The SDK's standard retries (3 attempts), and no more: zoa does not retry these.
+        assert_eq!(lab.proxy.count(op), 3, "{op}: attempts");
+        assert_eq!(injected.len(), 3, "{op}: faults injected");
+        lab.proxy.clear_rules();
+        lab.proxy.reset_counts();
+    };
+
+    // (c) Throttling on iam:CreateRole beyond the SDK's retries.
+    fail_with(
+        "iam:CreateRole",
+        Fault::Throttle,
+        &["zoa: error: role: ", "iam:CreateRole failed: Throttling"],
+        true,
+    );
+    let inv = lab.inventory();
+    assert!(
+        inv.roles.is_empty(),
+        "a role despite CreateRole failing: {inv:#?}"
+    );
+    assert_eq!(inv.images.len(), 1, "the steps before the role: {inv:#?}");
+    // (a) HTTP 500 on kms:CreateKey, more often than the SDK retries.
+    fail_with(
+        "kms:CreateKey",
+        Fault::InternalError,
+        &[
+            "zoa: error: kms key: ",
+            "kms:CreateKey failed: KMSInternalException",
+        ],
+        true,
+    );
+    let inv = lab.inventory();
+    assert_eq!(inv.roles, ["zoa-tiny"], "the rerun made the role: {inv:#?}");
+    assert!(
+        inv.keys.is_empty(),
+        "a key despite CreateKey failing: {inv:#?}"
+    );
+    assert_eq!(
+        inv.images.len(),
+        1,
+        "the rerun made another image: {inv:#?}"
+    );
+    // (b) The connection dropped on every ec2:RunInstances attempt: no answer, so no id.
+    fail_with(
+        "ec2:RunInstances",
+        Fault::Drop,
+        &["zoa: error: instance: ", "ec2:RunInstances failed: "],
+        false,
+    );
+    let inv = lab.inventory();
+    assert!(inv.instances.is_empty(), "{inv:#?}");
+    assert_eq!(inv.keys.len(), 1, "the rerun made one key: {inv:#?}");
+    assert_eq!(inv.security_groups.len(), 1, "{inv:#?}");
+
+    let outcome = lab.deploy_ok(&[]);
+    let inv = lab.inventory();
+    inv.assert_one_deploy("after the faults and a clean rerun");
+    assert_eq!(inv.keys.len(), 1, "KMS keys in all: {inv:#?}");
+    assert_eq!(outcome["state"], lab.state());
+    let o = lab.destroy();
+    assert!(o.status.success(), "zoa destroy: {}", stderr(&o));
+    lab.inventory().assert_empty("after destroy");
+}
+
+#[test]
+fn bad_input_is_refused_before_any_aws_call() {
+    let lab = Lab::new();
+    let nothing_reached_moto = |what: &str, calls: &[Call]| {
+        assert!(
+            calls.is_empty(),
+            "{what}: requests reached moto: {:?}",
+            calls.iter().map(Call::name).collect::<Vec<_>>()
+        );
+    };
+
+    // A tampered artifact and a bad signature: the verify verdicts, and not one request.
+    let tampered = lab.release_copy("tampered");
+    flip_byte(&tampered.join("uki.efi"), 5000);
+    let badsig = lab.release_copy("badsig");
+    let p = badsig.join("release.json.minisig");
+    let t = std::fs::read_to_string(&p).unwrap();
+    let lines: Vec<&str> = t.lines().collect();
+    let mut sig = lines[1].as_bytes().to_vec();
+    sig[20] = if sig[20] == b'A' { b'B' } else { b'A' };
+    let mut text = format!("{}\n{}\n", lines[0], String::from_utf8(sig).unwrap());
+    for l in &lines[2..] {
+        text.push_str(l);
+        text.push('\n');
+    }
+    std::fs::write(&p, text).unwrap();
+    for (what, dir, code, word) in [
+        (
+            "tampered uki.efi",
+            &tampered,
+            EXIT_ARTIFACT_MISMATCH,
+            "uki.efi",
+        ),
+        ("bad signature", &badsig, EXIT_BAD_SIGNATURE, "minisig"),
+    ] {
+        let mut o = None;
+        let calls = lab.record(|| o = Some(lab.deploy_dir(dir, &[])));
+        let o = o.unwrap();
+        assert_eq!(o.status.code(), Some(code), "{what}: {}", stderr(&o));
+        let line = one_error_line(&o, what);
+        assert!(line.contains(word), "{what}: {line}");
+        nothing_reached_moto(what, &calls);
+        assert!(
+            lab.proxy.operations().is_empty(),
+            "{what}: the proxy saw {:?}",
+            lab.proxy.operations()
+        );
+        assert!(!dir.join("deploy").exists(), "{what}: a deploy record");
+    }
+
+    // An instance type without NitroTPM.
+    let mut o = None;
+    let calls = lab.record(|| o = Some(lab.deploy(&["--instance-type", "t2.micro"])));
+    let o = o.unwrap();
+    assert_eq!(o.status.code(), Some(1), "t2.micro: {}", stderr(&o));
+    let line = one_error_line(&o, "t2.micro");
+    assert!(
+        line.contains("t2.micro") && line.contains("NitroTPM"),
+        "t2.micro: {line}"
+    );
+    assert_eq!(mutating(&calls), Vec::<String>::new(), "t2.micro");
+
+    // A region that is no region.
+    let mut o = None;
+    let calls = lab.record(|| o = Some(lab.deploy(&["--region", "nowhere"])));
+    let o = o.unwrap();
+    assert_eq!(o.status.code(), Some(1), "--region nowhere: {}", stderr(&o));
+    let line = one_error_line(&o, "--region nowhere");
+    assert!(
+        line.contains("\"nowhere\"") && line.contains("region"),
+        "--region nowhere: {line}"
+    );
+    nothing_reached_moto("--region nowhere", &calls);
+
+    // No credentials anywhere.
+    let mut o = None;
+    let calls = lab.record(|| {
+        let mut cmd = lab.zoa();
+        cmd.env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .env("AWS_CONFIG_FILE", lab.f.path("no/config"))
+            .env("AWS_SHARED_CREDENTIALS_FILE", lab.f.path("no/credentials"))
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .arg("deploy")
+            .arg(&lab.dir)
+            .arg("--pubkey")
+            .arg(&lab.pubkey);
+        o = Some(run(&mut cmd));
+    });
+    let o = o.unwrap();
+    assert_eq!(o.status.code(), Some(1), "no credentials: {}", stderr(&o));
+    let line = one_error_line(&o, "no credentials");
+    assert!(
+        line.contains("no AWS credentials found") && line.contains("AWS_ACCESS_KEY_ID"),
+        "no credentials: {line}"
+    );
+    nothing_reached_moto("no credentials", &calls);
+
+    lab.inventory().assert_empty("after the refusals");
+    assert!(
+        !lab.dir.join("deploy").exists(),
+        "a refused deploy left a record"
+    );
+}
+
+/// Release A deployed as X owns alias/zoa/X; release B (another UKI, so another PCR4)
+/// deployed as X from its own directory (no deploy record) finds the key by its alias and
+/// must refuse it rather than reuse a key bound to A, before creating anything.
+#[test]
+fn an_existing_key_with_another_policy_is_refused() {
+    let lab = Lab::new();
+    lab.deploy_ok(&["--name", "shared"]);
+    let before = lab.inventory();
+    before.assert_one_deploy("after deploying A");
+    let key_id = str_at(&lab.state(), "/key_id").to_string();
+
+    let recipe = lab.f.write(
+        "b.toml",
+        tiny_recipe("")
+            .replace("version = \"1\"", "version = \"2\"")
+            .replace("panic=-1\"", "panic=-1 quiet\""),
+    );
+    let o = lab.f.build(&recipe, "b");
+    assert!(o.status.success(), "zoa build B: {}", stderr(&o));
+    let b = lab.f.path("b");
+    sign(&lab.f.cache(), &b, &lab.key);
+    let pcr4 = |dir: &Path| -> String {
+        let m: Value =
+            serde_json::from_slice(&std::fs::read(dir.join("release.json")).unwrap()).unwrap();
+        str_at(&m, "/measurements/pcrs/4/sha384").to_string()
+    };
+    assert_ne!(pcr4(&lab.dir), pcr4(&b), "B must boot to another PCR4");
+
+    let mut o = None;
+    let calls = lab.record(|| o = Some(lab.deploy_dir(&b, &["--name", "shared"])));
+    let o = o.unwrap();
+    assert_eq!(o.status.code(), Some(1), "B as shared: {}", stderr(&o));
+    let line = one_error_line(&o, "B as shared");
+    for word in [key_id.as_str(), "alias/zoa/shared", "another policy"] {
+        assert!(line.contains(word), "B as shared: {word:?} not in {line:?}");
+    }
+    assert_eq!(
+        mutating(&calls),
+        Vec::<String>::new(),
+        "B made mutating calls before the refusal"
+    );
+    assert_eq!(lab.inventory(), before, "B changed what exists");
+    assert!(!b.join("deploy").exists(), "B has a deploy record");
+}
+
+/// CreateKey succeeds, CreateAlias fails: the key is recorded in deploy.json but has no
+/// alias, and the rerun looks for the key by its alias only.
+#[test]
+fn a_failed_alias_does_not_leave_a_second_key() {
+    let lab = Lab::new();
+    lab.proxy.fail("kms:CreateAlias", 10, Fault::InternalError);
+    let o = lab.deploy(&[]);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "CreateAlias failing: {}",
+        stderr(&o)
+    );
+    let first_key = str_at(&lab.state(), "/key_id").to_string();
+    lab.proxy.clear_rules();
+    lab.deploy_ok(&[]);
+    let inv = lab.inventory();
+    assert_eq!(
+        inv.keys.keys().collect::<Vec<_>>(),
+        [&first_key],
+        "the rerun made another key instead of aliasing the recorded one"
+    );
+    inv.assert_one_deploy("after the rerun");
+    let o = lab.destroy();
+    assert!(o.status.success(), "zoa destroy: {}", stderr(&o));
+    lab.inventory().assert_empty("after destroy");
+}
+
+/// CreateSecurityGroup succeeds, RevokeSecurityGroupEgress fails: the group exists with
+/// EC2's default allow-all egress, and the rerun keeps the group by its name.
+#[test]
+fn a_half_made_security_group_gets_its_rules_on_rerun() {
+    let lab = Lab::new();
+    lab.proxy
+        .fail("ec2:RevokeSecurityGroupEgress", 10, Fault::InternalError);
+    let o = lab.deploy(&[]);
+    assert_eq!(o.status.code(), Some(1), "Revoke failing: {}", stderr(&o));
+    lab.proxy.clear_rules();
+    lab.deploy_ok(&[]);
+    assert_eq!(
+        lab.security_group_rules("zoa-tiny"),
+        (Vec::new(), vec!["tcp 443-443 0.0.0.0/0".to_string()]),
+        "the (ingress, egress) rules after the rerun"
+    );
+}
+
+/// Deploy, destroy, deploy the same release again: the second RunInstances must not send
+/// the first one's ClientToken. EC2 keeps a token for at least 24 hours after the instance
+/// terminated and answers a repeat with the original (terminated) instance; moto ignores
+/// client tokens, so this checks the token itself.
+#[test]
+fn redeploy_after_destroy_sends_a_fresh_client_token() {
+    let lab = Lab::new();
+    let token = |calls: &[Call]| param(only(calls, "ec2:RunInstances"), "ClientToken");
+    let first = lab.record(|| {
+        lab.deploy_ok(&[]);
+    });
+    let o = lab.destroy();
+    assert!(o.status.success(), "zoa destroy: {}", stderr(&o));
+    let second = lab.record(|| {
+        lab.deploy_ok(&[]);
+    });
+    lab.inventory().assert_one_deploy("after the redeploy");
+    assert_ne!(
+        token(&first),
+        token(&second),
+        "the redeploy reused the terminated instance's ClientToken"
+    );
+}
