@@ -2266,6 +2266,52 @@ mod tests {
     }
 
     #[test]
+    fn security_group_rules_diff_to_exactly_the_wanted_ones() {
+        let https = SgRule::tcp(443, "0.0.0.0/0");
+        let serve = SgRule::tcp(8080, "203.0.113.0/24");
+        // A new group: the default allow-all egress goes, HTTPS comes, the port opens.
+        let have: SgRules = (BTreeSet::new(), BTreeSet::from([SgRule::allow_all()]));
+        let want: SgRules = (
+            BTreeSet::from([serve.clone()]),
+            BTreeSet::from([https.clone()]),
+        );
+        assert_eq!(
+            rule_diff(&have.1, &want.1),
+            (vec![SgRule::allow_all()], vec![https.clone()])
+        );
+        assert_eq!(rule_diff(&have.0, &want.0), (vec![], vec![serve.clone()]));
+        // A group someone opened to SSH: the extra rule is revoked, nothing else changes.
+        let ssh = SgRule::tcp(22, "0.0.0.0/0");
+        let have: SgRules = (
+            BTreeSet::from([serve.clone(), ssh.clone()]),
+            BTreeSet::from([https.clone()]),
+        );
+        assert_eq!(rule_diff(&have.0, &want.0), (vec![ssh], vec![]));
+        assert_eq!(rule_diff(&have.1, &want.1), (vec![], vec![]));
+    }
+
+    #[test]
+    fn rules_read_from_ec2_permissions() {
+        let perm = ec2t::IpPermission::builder()
+            .ip_protocol("-1")
+            .from_port(-1)
+            .to_port(-1)
+            .ip_ranges(ec2t::IpRange::builder().cidr_ip("0.0.0.0/0").build())
+            .ipv6_ranges(ec2t::Ipv6Range::builder().cidr_ipv6("::/0").build())
+            .build();
+        let rules = SgRule::from_permissions(&[perm]);
+        assert!(rules.contains(&SgRule::allow_all()), "{rules:?}");
+        assert_eq!(
+            rules.len(),
+            2,
+            "IPv6 ranges are listed so a rerun removes them"
+        );
+        let json = SgRule::tcp(8080, "10.0.0.0/8").to_json(Some("serving port"));
+        assert_eq!(json["FromPort"], 8080);
+        assert_eq!(json["IpRanges"][0]["Description"], "serving port");
+    }
+
+    #[test]
     fn client_tokens_are_stable_and_short() {
         let m = "ab".repeat(32);
         let a = client_token("demo", &m, "instance", &["ami-1", "sg-1"]);
