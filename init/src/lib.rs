@@ -13,6 +13,7 @@ pub mod power;
 pub mod server;
 pub mod system;
 pub mod tpm;
+pub mod unseal;
 
 /// This zoa-init's version, printed first as `zoa-init: version <v>`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
