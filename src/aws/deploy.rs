@@ -21,7 +21,7 @@ use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use super::plan::{Action, Call, Plan, Step};
 use super::policy::{self, KeyPolicyInput, PcrBinding};
 use super::state::{DeployState, ReleaseRef, TAG_DEPLOYMENT, TAG_DISK, TAG_MANIFEST, TAG_RELEASE};
-use super::{api_error, Account, AwsError, Clients};
+use super::{api_error, error_chain, Account, AwsError, Clients};
 use crate::progress::Progress;
 use crate::release::manifest::{Manifest, MANIFEST_FILE};
 
@@ -602,12 +602,11 @@ async fn check_instance_type(clients: &Clients, instance_type: &str) -> Result<(
 /// The given subnets (and their VPC), or the default VPC's subnets.
 async fn find_network(clients: &Clients, subnet_ids: &[String]) -> Result<Network, AwsError> {
     let step = "network";
-    let filter = |name: &str, value: &str| ec2t::Filter::builder().name(name).values(value).build();
     let subnets = if subnet_ids.is_empty() {
         let vpcs = clients
             .ec2
             .describe_vpcs()
-            .filters(filter("is-default", "true"))
+            .filters(ec2_filter("is-default", "true"))
             .send()
             .await
             .map_err(|e| api_error(step, "ec2:DescribeVpcs", e))?;
@@ -620,7 +619,7 @@ async fn find_network(clients: &Clients, subnet_ids: &[String]) -> Result<Networ
         clients
             .ec2
             .describe_subnets()
-            .filters(filter("vpc-id", &vpc_id))
+            .filters(ec2_filter("vpc-id", &vpc_id))
             .send()
             .await
             .map_err(|e| api_error(step, "ec2:DescribeSubnets", e))?
@@ -1407,6 +1406,24 @@ impl Deployment {
         w
     }
 
+    fn image_description(&self) -> String {
+        format!(
+            "zoa {} manifest {}",
+            self.binding.release, self.manifest_sha256
+        )
+    }
+
+    fn key_description(&self) -> String {
+        format!(
+            "zoa {}: data keys only for instances that booted {} (manifest {})",
+            self.deployment, self.binding.release, self.manifest_sha256
+        )
+    }
+
+    fn security_group_description(&self) -> String {
+        format!("zoa {}: serving port only, no SSH", self.deployment)
+    }
+
     fn snapshot_description(&self) -> String {
         format!("zoa {} {} disk", self.manifest.name, self.manifest.version)
     }
@@ -1431,7 +1448,7 @@ impl Deployment {
     fn register_image_params(&self) -> serde_json::Value {
         json!({
             "Name": self.names.image,
-            "Description": format!("zoa {} manifest {}", self.binding.release, self.manifest_sha256),
+            "Description": self.image_description(),
             "Architecture": "x86_64",
             "BootMode": "uefi",
             "TpmSupport": "v2.0",
@@ -1446,7 +1463,7 @@ impl Deployment {
 
     fn create_key_params(&self) -> Result<serde_json::Value, AwsError> {
         Ok(json!({
-            "Description": format!("zoa {}: data keys only for instances that booted {} (manifest {})", self.deployment, self.binding.release, self.manifest_sha256),
+            "Description": self.key_description(),
             "KeyUsage": "ENCRYPT_DECRYPT",
             "KeySpec": "SYMMETRIC_DEFAULT",
             "Policy": self.key_policy()?,
@@ -1458,7 +1475,7 @@ impl Deployment {
     fn security_group_calls(&self) -> Vec<Call> {
         vec![Call::new(
             "ec2:CreateSecurityGroup",
-            json!({"GroupName": self.names.security_group, "Description": format!("zoa {}: serving port only, no SSH", self.deployment), "VpcId": self.network.vpc_id, "TagSpecifications": [{"ResourceType": "security-group", "Tags": self.tags_json()}]}),
+            json!({"GroupName": self.names.security_group, "Description": self.security_group_description(), "VpcId": self.network.vpc_id, "TagSpecifications": [{"ResourceType": "security-group", "Tags": self.tags_json()}]}),
         )]
     }
 
@@ -1790,10 +1807,7 @@ impl Deployment {
             .ec2
             .register_image()
             .name(&self.names.image)
-            .description(format!(
-                "zoa {} manifest {}",
-                self.binding.release, self.manifest_sha256
-            ))
+            .description(self.image_description())
             .architecture(ec2t::ArchitectureValues::X8664)
             .boot_mode(ec2t::BootModeValues::Uefi)
             .tpm_support(ec2t::TpmSupportValues::V20)
@@ -1907,10 +1921,7 @@ impl Deployment {
             let mut req = c
                 .kms
                 .create_key()
-                .description(format!(
-                    "zoa {}: data keys only for instances that booted {} (manifest {})",
-                    self.deployment, self.binding.release, self.manifest_sha256
-                ))
+                .description(self.key_description())
                 .key_usage(aws_sdk_kms::types::KeyUsageType::EncryptDecrypt)
                 .key_spec(aws_sdk_kms::types::KeySpec::SymmetricDefault)
                 .policy(&policy)
@@ -1990,10 +2001,7 @@ impl Deployment {
             .ec2
             .create_security_group()
             .group_name(&self.names.security_group)
-            .description(format!(
-                "zoa {}: serving port only, no SSH",
-                self.deployment
-            ))
+            .description(self.security_group_description())
             .vpc_id(&self.network.vpc_id)
             .tag_specifications(self.ec2_tag_spec(ec2t::ResourceType::SecurityGroup))
             .send()
@@ -2228,18 +2236,6 @@ fn iam_tag(k: &str, v: &str) -> Result<aws_sdk_iam::types::Tag, AwsError> {
         .value(v)
         .build()
         .map_err(|e| AwsError::step("tags", e.to_string()))
-}
-
-/// An error and its sources on one line.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_ec2::types as ec2t;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
-use super::deploy::Names;
+use super::deploy::{ec2_filter, Names};
 use super::state::{DeployState, TAG_DEPLOYMENT};
 use super::{api_error, AwsError, Clients};
 use crate::progress::Progress;
@@ -50,10 +50,6 @@ pub struct KeyDeletion {
     pub key_id: String,
     pub deletion_date: String,
     pub pending_days: i32,
-}
-
-fn ec2_filter(name: &str, value: &str) -> ec2t::Filter {
-    ec2t::Filter::builder().name(name).values(value).build()
 }
 
 /// Removes everything of the deployment recorded in `DIR/deploy/deploy.json`.

@@ -78,14 +78,22 @@ impl AwsError {
             message: message.to_string(),
         }
     }
+}
 
-    /// The AWS error code, when this is an API error.
-    pub fn code(&self) -> Option<&str> {
-        match self {
-            AwsError::Api { code, .. } => Some(code),
-            _ => None,
+/// An error and its sources on one line, each message once (wrappers often repeat
+/// their source's text).
+pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        let m = s.to_string();
+        if !text.contains(&m) {
+            text.push_str(": ");
+            text.push_str(&m);
         }
+        source = s.source();
     }
+    text
 }
 
 /// Converts an SDK error into an [`AwsError`] naming the step and operation.
@@ -102,16 +110,7 @@ where
         // SDK's display of the whole chain says which.
         (None, _) => {
             // The causes' own messages, joined: DisplayErrorContext would add a debug dump.
-            let mut text = err.to_string();
-            let mut source = std::error::Error::source(&err);
-            while let Some(s) = source {
-                let m = s.to_string();
-                if !text.contains(&m) {
-                    text.push_str(": ");
-                    text.push_str(&m);
-                }
-                source = s.source();
-            }
+            let text = error_chain(&err);
             let code = match &err {
                 SdkError::TimeoutError(_) => "Timeout",
                 SdkError::DispatchFailure(d) if d.is_timeout() => "Timeout",
