@@ -26,6 +26,24 @@ struct Lab {
 }
 
 impl Lab {
+    /// A signing key, moto, and the proxy in front of it with AWS's EBS block size.
+    fn new() -> Lab {
+        let f = Fixture::new();
+        let o = run(zoa(&f.cache())
+            .args(["keygen", "--no-password", "--out"])
+            .arg(f.path("ci")));
+        assert!(o.status.success(), "{}", stderr(&o));
+        let moto = Moto::start();
+        let proxy = FaultProxy::start(&moto.endpoint());
+        proxy.set_ebs_block_size(524288);
+        Lab {
+            pubkey: f.path("ci.pub"),
+            f,
+            moto,
+            proxy,
+        }
+    }
+
     fn zoa(&self, args: &[&str]) -> Output {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_zoa"));
         self.proxy.apply(&mut cmd);
@@ -70,20 +88,7 @@ fn pcr4(dir: &Path) -> String {
 
 #[test]
 fn a_fleet_rolls_forward_with_both_releases_admitted_only_during_the_refresh() {
-    let f = Fixture::new();
-    let o = run(zoa(&f.cache())
-        .args(["keygen", "--no-password", "--out"])
-        .arg(f.path("ci")));
-    assert!(o.status.success(), "{}", stderr(&o));
-    let moto = Moto::start();
-    let proxy = FaultProxy::start(&moto.endpoint());
-    proxy.set_ebs_block_size(524288);
-    let lab = Lab {
-        pubkey: f.path("ci.pub"),
-        f,
-        moto,
-        proxy,
-    };
+    let lab = Lab::new();
     let v1 = lab.release("1");
     let v2 = lab.release("2");
     let (old_pcr4, new_pcr4) = (pcr4(&v1), pcr4(&v2));
@@ -236,20 +241,7 @@ fn a_fleet_rolls_forward_with_both_releases_admitted_only_during_the_refresh() {
 
 #[test]
 fn rollout_refuses_single_instances_and_missing_records() {
-    let f = Fixture::new();
-    let o = run(zoa(&f.cache())
-        .args(["keygen", "--no-password", "--out"])
-        .arg(f.path("ci")));
-    assert!(o.status.success(), "{}", stderr(&o));
-    let moto = Moto::start();
-    let proxy = FaultProxy::start(&moto.endpoint());
-    proxy.set_ebs_block_size(524288);
-    let lab = Lab {
-        pubkey: f.path("ci.pub"),
-        f,
-        moto,
-        proxy,
-    };
+    let lab = Lab::new();
     let v1 = lab.release("1");
     let v2 = lab.release("2");
     let o = lab.zoa(&[

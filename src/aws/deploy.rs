@@ -181,6 +181,17 @@ struct Found {
     auto_scaling_group: bool,
 }
 
+/// The deployment's KMS key as discovery found it.
+#[derive(Debug)]
+struct FoundKey {
+    id: String,
+    arn: String,
+    admits: KeyAdmits,
+    /// Whether the deployment's alias points at it (false: a deploy stopped between
+    /// CreateKey and CreateAlias).
+    aliased: bool,
+}
+
 /// What a deploy did.
 #[derive(Debug, Serialize)]
 pub struct DeployOutcome {
@@ -281,6 +292,14 @@ impl SgRule {
         }
         p
     }
+}
+
+/// One rule-changing call: which API, and its rules.
+#[derive(Debug)]
+struct RuleChange {
+    api: &'static str,
+    rules: Vec<SgRule>,
+    description: Option<&'static str>,
 }
 
 /// The changes that turn `have` into `want`, as (revoke, authorize).
@@ -812,10 +831,10 @@ impl Deployment {
         f.image = self.find_image(c).await?;
         f.role = self.iam_role_exists(c).await?;
         f.instance_profile = self.instance_profile_exists(c).await?;
-        if let Some((id, arn, admits)) = self.find_key(c).await? {
-            f.key = Some((id, arn));
-            f.key_admits = Some(admits);
-            f.key_alias = self.alias_exists(c).await?;
+        if let Some(k) = self.find_key(c).await? {
+            f.key = Some((k.id, k.arn));
+            f.key_admits = Some(k.admits);
+            f.key_alias = k.aliased;
         }
         f.role_policy = f.role && self.role_policy_exists(c).await?;
         if let Some((id, rules)) = self.find_security_group(c).await? {
@@ -975,9 +994,9 @@ impl Deployment {
 
     /// The key behind the deployment's alias; its policy must be the one this deploy would
     /// write (an existing key with another policy is refused, never silently reused).
-    async fn find_key(&self, c: &Clients) -> Result<Option<(String, String, KeyAdmits)>, AwsError> {
-        let meta = match self.describe_key(c, &self.names.key_alias).await? {
-            Some(meta) => meta,
+    async fn find_key(&self, c: &Clients) -> Result<Option<FoundKey>, AwsError> {
+        let (meta, aliased) = match self.describe_key(c, &self.names.key_alias).await? {
+            Some(meta) => (meta, true),
             // No alias: a deploy that stopped between CreateKey and CreateAlias. The key is
             // the recorded one or, when the record was lost too, the one tagged for this
             // deployment and release.
@@ -998,7 +1017,7 @@ impl Deployment {
                         if m.key_state()
                             != Some(&aws_sdk_kms::types::KeyState::PendingDeletion) =>
                     {
-                        m
+                        (m, false)
                     }
                     _ => return Ok(None),
                 }
@@ -1040,7 +1059,14 @@ impl Deployment {
         let mut first_error = None;
         for &stage in stages {
             match policy::check_key_policy(&existing, &self.key_policy_input_for(stage)) {
-                Ok(()) => return Ok(Some((key_id, arn, stage))),
+                Ok(()) => {
+                    return Ok(Some(FoundKey {
+                        id: key_id,
+                        arn,
+                        admits: stage,
+                        aliased,
+                    }))
+                }
                 Err(e) => {
                     first_error.get_or_insert(e);
                 }
@@ -1114,10 +1140,6 @@ impl Deployment {
             }
         }
         Ok(None)
-    }
-
-    async fn alias_exists(&self, c: &Clients) -> Result<bool, AwsError> {
-        Ok(self.describe_key(c, &self.names.key_alias).await?.is_some())
     }
 
     async fn find_security_group(
@@ -1505,36 +1527,45 @@ impl Deployment {
         }
     }
 
-    /// The calls that turn `have` into the wanted rules, in a safe order (egress narrowed
-    /// before anything is opened).
-    fn rule_calls(&self, have: &SgRules) -> Vec<Call> {
-        let sg = self.security_group_or_placeholder();
+    /// What turns `have` into the wanted rules, in a safe order (egress narrowed before
+    /// anything is opened); the plan and the apply both take it from here.
+    fn rule_changes(&self, have: &SgRules) -> Vec<RuleChange> {
         let want = self.wanted_rules();
         let (revoke_in, add_in) = rule_diff(&have.0, &want.0);
         let (revoke_out, add_out) = rule_diff(&have.1, &want.1);
-        let mut calls = Vec::new();
-        let mut push = |api: &str, rules: &[SgRule], description: Option<&str>| {
-            if !rules.is_empty() {
-                let perms: Vec<_> = rules.iter().map(|r| r.to_json(description)).collect();
-                calls.push(Call::new(
-                    api,
-                    json!({"GroupId": sg, "IpPermissions": perms}),
-                ));
-            }
-        };
-        push("ec2:RevokeSecurityGroupEgress", &revoke_out, None);
-        push(
-            "ec2:AuthorizeSecurityGroupEgress",
-            &add_out,
-            Some("HTTPS to AWS APIs"),
-        );
-        push("ec2:RevokeSecurityGroupIngress", &revoke_in, None);
-        push(
-            "ec2:AuthorizeSecurityGroupIngress",
-            &add_in,
-            Some("serving port"),
-        );
-        calls
+        [
+            ("ec2:RevokeSecurityGroupEgress", revoke_out, None),
+            (
+                "ec2:AuthorizeSecurityGroupEgress",
+                add_out,
+                Some("HTTPS to AWS APIs"),
+            ),
+            ("ec2:RevokeSecurityGroupIngress", revoke_in, None),
+            (
+                "ec2:AuthorizeSecurityGroupIngress",
+                add_in,
+                Some("serving port"),
+            ),
+        ]
+        .into_iter()
+        .filter(|(_, rules, _)| !rules.is_empty())
+        .map(|(api, rules, description)| RuleChange {
+            api,
+            rules,
+            description,
+        })
+        .collect()
+    }
+
+    fn rule_calls(&self, have: &SgRules) -> Vec<Call> {
+        let sg = self.security_group_or_placeholder();
+        self.rule_changes(have)
+            .iter()
+            .map(|ch| {
+                let perms: Vec<_> = ch.rules.iter().map(|r| r.to_json(ch.description)).collect();
+                Call::new(ch.api, json!({"GroupId": sg, "IpPermissions": perms}))
+            })
+            .collect()
     }
 
     fn metadata_options_json() -> serde_json::Value {
@@ -2022,47 +2053,48 @@ impl Deployment {
             .find_security_group(c)
             .await?
             .ok_or_else(|| AwsError::step(step, "the security group is gone"))?;
-        let want = self.wanted_rules();
-        let (revoke_in, add_in) = rule_diff(&have.0, &want.0);
-        let (revoke_out, add_out) = rule_diff(&have.1, &want.1);
-        let perms = |rules: &[SgRule], d: Option<&str>| -> Vec<ec2t::IpPermission> {
-            rules.iter().map(|r| r.to_permission(d)).collect()
-        };
-        if !revoke_out.is_empty() {
-            c.ec2
-                .revoke_security_group_egress()
-                .group_id(&id)
-                .set_ip_permissions(Some(perms(&revoke_out, None)))
-                .send()
-                .await
-                .map_err(|e| api_error(step, "ec2:RevokeSecurityGroupEgress", e))?;
-        }
-        if !add_out.is_empty() {
-            c.ec2
-                .authorize_security_group_egress()
-                .group_id(&id)
-                .set_ip_permissions(Some(perms(&add_out, Some("HTTPS to AWS APIs"))))
-                .send()
-                .await
-                .map_err(|e| api_error(step, "ec2:AuthorizeSecurityGroupEgress", e))?;
-        }
-        if !revoke_in.is_empty() {
-            c.ec2
-                .revoke_security_group_ingress()
-                .group_id(&id)
-                .set_ip_permissions(Some(perms(&revoke_in, None)))
-                .send()
-                .await
-                .map_err(|e| api_error(step, "ec2:RevokeSecurityGroupIngress", e))?;
-        }
-        if !add_in.is_empty() {
-            c.ec2
-                .authorize_security_group_ingress()
-                .group_id(&id)
-                .set_ip_permissions(Some(perms(&add_in, Some("serving port"))))
-                .send()
-                .await
-                .map_err(|e| api_error(step, "ec2:AuthorizeSecurityGroupIngress", e))?;
+        for ch in self.rule_changes(&have) {
+            let perms: Vec<ec2t::IpPermission> = ch
+                .rules
+                .iter()
+                .map(|r| r.to_permission(ch.description))
+                .collect();
+            let perms = Some(perms);
+            let ec2 = &c.ec2;
+            match ch.api {
+                "ec2:RevokeSecurityGroupEgress" => ec2
+                    .revoke_security_group_egress()
+                    .group_id(&id)
+                    .set_ip_permissions(perms)
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| api_error(step, ch.api, e)),
+                "ec2:AuthorizeSecurityGroupEgress" => ec2
+                    .authorize_security_group_egress()
+                    .group_id(&id)
+                    .set_ip_permissions(perms)
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| api_error(step, ch.api, e)),
+                "ec2:RevokeSecurityGroupIngress" => ec2
+                    .revoke_security_group_ingress()
+                    .group_id(&id)
+                    .set_ip_permissions(perms)
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| api_error(step, ch.api, e)),
+                _ => ec2
+                    .authorize_security_group_ingress()
+                    .group_id(&id)
+                    .set_ip_permissions(perms)
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| api_error(step, ch.api, e)),
+            }?;
         }
         Ok(())
     }

@@ -197,9 +197,7 @@ impl Destroyer<'_> {
             .iter()
             .filter_map(|t| t.launch_template_id().map(str::to_owned))
             .collect();
-        ids.extend(state.launch_template_id.clone());
-        ids.sort();
-        ids.dedup();
+        with_recorded(&mut ids, &state.launch_template_id);
         for id in ids {
             match self
                 .c
@@ -290,9 +288,7 @@ impl Destroyer<'_> {
             .iter()
             .filter_map(|g| g.group_id().map(str::to_owned))
             .collect();
-        ids.extend(state.security_group_id.clone());
-        ids.sort();
-        ids.dedup();
+        with_recorded(&mut ids, &state.security_group_id);
         for id in ids {
             // Network interfaces of terminated instances linger for a while.
             let started = Instant::now();
@@ -525,9 +521,7 @@ impl Destroyer<'_> {
             .iter()
             .filter_map(|i| i.image_id().map(str::to_owned))
             .collect();
-        ids.extend(state.image_id.clone());
-        ids.sort();
-        ids.dedup();
+        with_recorded(&mut ids, &state.image_id);
         for id in ids {
             match self.c.ec2.deregister_image().image_id(&id).send().await {
                 Ok(_) => {}
@@ -559,9 +553,7 @@ impl Destroyer<'_> {
             .iter()
             .filter_map(|s| s.snapshot_id().map(str::to_owned))
             .collect();
-        ids.extend(state.snapshot_id.clone());
-        ids.sort();
-        ids.dedup();
+        with_recorded(&mut ids, &state.snapshot_id);
         for id in ids {
             match self.c.ec2.delete_snapshot().snapshot_id(&id).send().await {
                 Ok(_) => {}
@@ -599,6 +591,14 @@ impl Destroyer<'_> {
             delay = (delay * 2).min(Duration::from_secs(10));
         }
     }
+}
+
+/// Found ids plus the recorded one, each once: a resource is removed whether the record
+/// or its tags remember it.
+fn with_recorded(ids: &mut Vec<String>, recorded: &Option<String>) {
+    ids.extend(recorded.clone());
+    ids.sort();
+    ids.dedup();
 }
 
 fn tagged(tags: &[aws_sdk_iam::types::Tag], deployment: &str) -> bool {
