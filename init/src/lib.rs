@@ -9,10 +9,12 @@ pub mod boot;
 pub mod config;
 pub mod console;
 pub mod mounts;
+pub mod net;
 pub mod power;
 pub mod server;
 pub mod system;
 pub mod tpm;
+pub mod tpm2;
 pub mod unseal;
 
 /// This zoa-init's version, printed first as `zoa-init: version <v>`.

@@ -6,8 +6,15 @@
 //! attestation document. [`RecipientKey`] is that key pair, made fresh for each boot and never
 //! written anywhere; [`open_recipient_ciphertext`] opens the envelope. Whoever relays the KMS
 //! answer sees only ciphertext.
+//!
+//! [`unseal_envelopes`] is the whole path at boot: region and role credentials from IMDSv2
+//! (`imds`), kms:Decrypt of each `zoa seal` [`Envelope`]'s data key for the recipient (`kms`),
+//! then the envelope opened with that data key into a [`Secret`] (`envelope`).
 
 mod cms;
+mod envelope;
+mod imds;
+mod kms;
 
 use std::fmt;
 
@@ -15,6 +22,9 @@ use rsa::pkcs8::{DecodePrivateKey, EncodePublicKey};
 use rsa::traits::PublicKeyParts;
 
 pub use self::cms::{open_recipient_ciphertext, MAX_PLAINTEXT_LEN};
+pub use self::envelope::{Envelope, Secret, ENVELOPE_FORMAT, SECRET_NAME_KEY};
+pub use self::imds::DEFAULT_IMDS_ENDPOINT;
+pub use self::kms::unseal_envelopes;
 
 /// Modulus size of generated keys: the key protects one boot's secrets for seconds, and key
 /// generation at boot grows steeply with size.
@@ -126,6 +136,46 @@ pub enum UnsealError {
     /// PKCS#7 padding of the decrypted content is invalid: the content was altered (or the key
     /// is wrong).
     Padding,
+    /// The tokio runtime for the network calls could not be made.
+    Runtime(String),
+    /// The HTTPS client could not be configured.
+    Tls(String),
+    /// An IMDSv2 call failed (`step`: endpoint, region, role name, role credentials).
+    Imds { step: &'static str, detail: String },
+    /// IMDS lists no role: the instance was launched without an instance profile.
+    ImdsNoRole { endpoint: String },
+    /// kms:Decrypt failed: the service's error code and message, or the transport's.
+    Kms {
+        key_arn: String,
+        code: String,
+        message: String,
+        request_id: Option<String>,
+    },
+    /// kms:Decrypt answered with `Plaintext`: no attestation was honoured.
+    KmsPlaintext { request_id: Option<String> },
+    /// kms:Decrypt answered without `CiphertextForRecipient`, or for another key.
+    KmsAnswer {
+        detail: String,
+        request_id: Option<String>,
+    },
+    /// A sealed envelope is malformed (format, algorithm, a field's encoding or size).
+    Envelope { detail: String },
+    /// The data key KMS released is not 32 bytes.
+    DataKeyLength(usize),
+    /// The envelope's AES-256-GCM tag does not verify.
+    EnvelopeAuthentication,
+    /// Unsealing the named secret failed.
+    Secret {
+        name: String,
+        error: Box<UnsealError>,
+    },
+}
+
+/// ` (request id X)`, or nothing.
+fn request_suffix(id: &Option<String>) -> String {
+    id.as_ref()
+        .map(|id| format!(" (request id {id})"))
+        .unwrap_or_default()
 }
 
 impl fmt::Display for UnsealError {
@@ -213,6 +263,57 @@ impl fmt::Display for UnsealError {
                 f,
                 "decrypted content has invalid PKCS#7 padding (altered content)"
             ),
+            UnsealError::Runtime(e) => write!(f, "cannot start the async runtime: {e}"),
+            UnsealError::Tls(e) => write!(f, "cannot configure the HTTPS client: {e}"),
+            UnsealError::Imds { step, detail } => {
+                write!(f, "instance metadata (IMDSv2) {step}: {detail}")
+            }
+            UnsealError::ImdsNoRole { endpoint } => write!(
+                f,
+                "instance metadata at {endpoint} lists no IAM role: launch the instance \
+                 with the deployment's instance profile"
+            ),
+            UnsealError::Kms {
+                key_arn,
+                code,
+                message,
+                request_id,
+            } => {
+                let message = if message.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {message}")
+                };
+                write!(
+                    f,
+                    "kms:Decrypt of a data key under {key_arn} failed: {code}{message}{}",
+                    request_suffix(request_id)
+                )
+            }
+            UnsealError::KmsPlaintext { request_id } => write!(
+                f,
+                "kms:Decrypt answered with Plaintext instead of CiphertextForRecipient: \
+                 the attestation was not honoured; refused{}",
+                request_suffix(request_id)
+            ),
+            UnsealError::KmsAnswer { detail, request_id } => write!(
+                f,
+                "kms:Decrypt answer refused: {detail}{}",
+                request_suffix(request_id)
+            ),
+            UnsealError::Envelope { detail } => write!(f, "sealed envelope: {detail}"),
+            UnsealError::DataKeyLength(n) => {
+                write!(
+                    f,
+                    "the data key KMS released is {n} bytes; AES-256 needs 32"
+                )
+            }
+            UnsealError::EnvelopeAuthentication => write!(
+                f,
+                "sealed envelope does not open: AES-256-GCM authentication failed \
+                 (a data key for another envelope, or the envelope was altered)"
+            ),
+            UnsealError::Secret { name, error } => write!(f, "secret {name:?}: {error}"),
         }
     }
 }
