@@ -66,8 +66,8 @@ fn demo_image_boots_as_predicted_with_forward_and_extra_disk() {
     let f = Fixture::new();
     let recipe = Path::new(env!("CARGO_MANIFEST_DIR")).join("image-recipes/llama-server.toml");
     let uki = build(&f, &recipe, "demo");
-    // Not a model: llama-server reads it as /dev/vdb, refuses it and exits, so the
-    // guest powers off on its own.
+    // Not a model: zoa-init finds no disk holding the pinned model and powers off before
+    // the server starts (integration/inference.rs boots the real model).
     let not_a_model = f.write("not-a-model.img", vec![0u8; 1 << 20]);
 
     let mut opts = options(&uki);
@@ -83,11 +83,22 @@ fn demo_image_boots_as_predicted_with_forward_and_extra_disk() {
 
     assert!(out.powered_off, "no power off:\n{}", out.console);
     assert!(out.exit_status.success(), "QEMU: {}", out.exit_status);
-    assert_eq!(out.fatal, None, "{}", out.console);
-    assert!(
+    assert_eq!(
+        out.fatal.as_deref(),
+        Some("model: no block device holds a GGUF model of 253113024 bytes (name one with model.device, or attach the model disk)"),
+        "{}",
         out.console
-            .contains("zoa-init: starting /usr/bin/llama-server"),
-        "server not started:\n{}",
+    );
+    assert!(
+        !out.console.contains("zoa-init: starting"),
+        "{}",
+        out.console
+    );
+    // The forward gave the guest a network device, and zoa-init's DHCP client its lease.
+    let lease = zoa::boot::parse_console(&out.console).network;
+    assert!(
+        lease.as_deref().is_some_and(|l| l.contains("10.0.2.15/24")),
+        "{lease:?}:\n{}",
         out.console
     );
     for (bank, zeros) in [("sha256", 64), ("sha384", 96)] {

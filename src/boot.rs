@@ -81,7 +81,38 @@ pub struct BootOptions {
     /// Keep the disk, firmware variables, TPM state and logs here; `None` uses a
     /// temporary directory that is removed afterwards.
     pub work_dir: Option<PathBuf>,
+    /// Pressed from another thread, it presses the guest's ACPI power button (QMP
+    /// `system_powerdown`): zoa-init then stops the server gracefully and powers off.
+    pub power_button: Option<PowerButton>,
 }
+
+/// A handle that presses the guest's ACPI power button while [`boot`] runs.
+#[derive(Debug, Clone, Default)]
+pub struct PowerButton(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl PowerButton {
+    pub fn new() -> PowerButton {
+        PowerButton::default()
+    }
+
+    /// Asks [`boot`] to press the button (once; later presses before it acts are one).
+    pub fn press(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn take_press(&self) -> bool {
+        self.0.swap(false, std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl PartialEq for PowerButton {
+    /// The same button, not merely one in the same state.
+    fn eq(&self, other: &PowerButton) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for PowerButton {}
 
 impl BootOptions {
     /// Options with the defaults: no forwards, no extra disks, no timeout,
@@ -96,6 +127,7 @@ impl BootOptions {
             cpus: DEFAULT_CPUS,
             echo_console: false,
             work_dir: None,
+            power_button: None,
         }
     }
 }
@@ -147,8 +179,16 @@ pub struct ParsedConsole {
     pub modules: Vec<String>,
     /// `argv[0]` from `zoa-init: starting <argv0>`.
     pub started: Option<String>,
-    /// How the server ended, from `zoa-init: server exited with <how>`, e.g. `code 1`.
+    /// How the server ended last, from `zoa-init: server exited with <how>`, e.g. `code 1`.
     pub server_exit: Option<String>,
+    /// The lease from `zoa-init: network <iface> <addr>/<len> via ...`.
+    pub network: Option<String>,
+    /// From `zoa-init: model <path> from <device>: ... sha256 verified ...`.
+    pub model: Option<String>,
+    /// How many `zoa-init: restarting ...` lines (server restarts) were printed.
+    pub restarts: u32,
+    /// Who asked the machine to stop, from `zoa-init: stopping: <by>`.
+    pub stopping: Option<String>,
     /// Messages from `zoa-init: warning: <what>`.
     pub warnings: Vec<String>,
     /// The first `zoa-init: fatal: <what>` message.
@@ -332,6 +372,13 @@ pub fn boot(opts: &BootOptions) -> Result<BootOutcome, BootError> {
         if let Some(status) = children.try_wait_qemu()? {
             break status;
         }
+        if opts
+            .power_button
+            .as_ref()
+            .is_some_and(PowerButton::take_press)
+        {
+            qmp_system_powerdown(&paths.qmp)?;
+        }
         if let Some(limit) = opts.timeout {
             if started.elapsed() >= limit {
                 children.kill_all();
@@ -421,6 +468,14 @@ pub fn parse_console(console: &str) -> ParsedConsole {
             p.started = Some(argv0.to_owned());
         } else if let Some(how) = msg.strip_prefix("server exited with ") {
             p.server_exit = Some(how.to_owned());
+        } else if let Some(lease) = msg.strip_prefix("network ") {
+            p.network = Some(lease.to_owned());
+        } else if let Some(m) = msg.strip_prefix("model ") {
+            p.model = Some(m.to_owned());
+        } else if msg.starts_with("restarting ") {
+            p.restarts += 1;
+        } else if let Some(by) = msg.strip_prefix("stopping: ") {
+            p.stopping = Some(by.to_owned());
         } else if let Some(w) = msg.strip_prefix("warning: ") {
             p.warnings.push(w.to_owned());
         } else if let Some(f) = msg.strip_prefix("fatal: ") {
@@ -676,6 +731,7 @@ struct WorkPaths {
     vars: PathBuf,
     tpm_state: PathBuf,
     socket: PathBuf,
+    qmp: PathBuf,
     swtpm_log: PathBuf,
     serial: PathBuf,
     qemu_log: PathBuf,
@@ -688,12 +744,17 @@ impl WorkPaths {
             vars: dir.join("OVMF_VARS.fd"),
             tpm_state: dir.join("tpm"),
             socket: dir.join("swtpm.sock"),
+            qmp: dir.join("qmp.sock"),
             swtpm_log: dir.join("swtpm.log"),
             serial: dir.join("serial.log"),
             qemu_log: dir.join("qemu.log"),
         };
-        if p.socket.as_os_str().len() > MAX_SOCKET_PATH {
-            return Err(BootError::SocketPathTooLong { path: p.socket });
+        for socket in [&p.socket, &p.qmp] {
+            if socket.as_os_str().len() > MAX_SOCKET_PATH {
+                return Err(BootError::SocketPathTooLong {
+                    path: socket.clone(),
+                });
+            }
         }
         Ok(p)
     }
@@ -903,11 +964,57 @@ fn qemu_args(
         a.push("-device".into());
         a.push("virtio-net-pci,netdev=n0".into());
     }
+    // QMP, for the power button only.
+    a.push("-qmp".into());
+    a.push(format!(
+        "unix:{},server=on,wait=off",
+        qemu_path(&paths.qmp)?
+    ));
     a.push("-chardev".into());
     a.push(format!("file,id=con0,path={}", qemu_path(&paths.serial)?));
     a.push("-serial".into());
     a.push("chardev:con0".into());
     Ok(a)
+}
+
+/// Presses the ACPI power button through QEMU's QMP socket: the greeting, then
+/// `qmp_capabilities` and `system_powerdown`, each answered by a `return` (events may
+/// come in between). QMP is three JSON lines here, so no client crate.
+fn qmp_system_powerdown(socket: &Path) -> Result<(), BootError> {
+    use std::io::BufRead;
+    let qmp_err = |source: io::Error| BootError::WorkDir {
+        path: socket.to_owned(),
+        what: "pressing the power button over QMP",
+        source,
+    };
+    let stream = std::os::unix::net::UnixStream::connect(socket).map_err(qmp_err)?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(qmp_err)?;
+    let mut reader = io::BufReader::new(stream.try_clone().map_err(qmp_err)?);
+    let mut writer = stream;
+    let mut expect = |key: &str| -> io::Result<()> {
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if reader.read_line(&mut line)? == 0 {
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "QMP closed"));
+            }
+            if line.contains("\"error\"") {
+                return Err(io::Error::other(line.trim().to_owned()));
+            }
+            if line.contains(key) {
+                return Ok(());
+            }
+        }
+    };
+    expect("\"QMP\"").map_err(qmp_err)?;
+    for command in ["qmp_capabilities", "system_powerdown"] {
+        writeln!(writer, "{{\"execute\": \"{command}\"}}").map_err(qmp_err)?;
+        expect("\"return\"").map_err(qmp_err)?;
+    }
+    log::info!("pressed the guest's power button");
+    Ok(())
 }
 
 /// The running children; every one still alive is killed and reaped on drop.
@@ -1169,9 +1276,13 @@ mod tests {
             s.push_str(&format!("zoa-init: pcr sha384 {n} {h384}\r\n"));
         }
         s.push_str(&frame(log));
+        s.push_str("zoa-init: network eth0 10.0.2.15/24 via 10.0.2.2\r\n");
+        s.push_str("zoa-init: model /run/zoa/model/model.gguf from /dev/vdb: 5 bytes, sha256 verified in 0.1s (0 MB/s)\r\n");
         s.push_str("zoa-init: starting /usr/bin/llama-server\r\n");
         s.push_str("llama-server: error: no model\r\n");
         s.push_str("zoa-init: server exited with code 1\r\n");
+        s.push_str("zoa-init: restarting /usr/bin/llama-server in 1s (restart 1 of 3)\r\n");
+        s.push_str("zoa-init: stopping: power button\r\n");
         s.push_str("zoa-init: power off\r\n");
         s
     }
@@ -1188,6 +1299,10 @@ mod tests {
         assert_eq!(p.modules, ["/usr/lib/modules/x/virtio.ko"]);
         assert_eq!(p.started.as_deref(), Some("/usr/bin/llama-server"));
         assert_eq!(p.server_exit.as_deref(), Some("code 1"));
+        assert_eq!(p.network.as_deref(), Some("eth0 10.0.2.15/24 via 10.0.2.2"));
+        assert!(p.model.as_deref().unwrap().contains("from /dev/vdb"));
+        assert_eq!(p.restarts, 1);
+        assert_eq!(p.stopping.as_deref(), Some("power button"));
         assert!(p.powered_off);
         assert_eq!(p.fatal, None);
     }

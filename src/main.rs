@@ -365,6 +365,7 @@ fn boot(args: &BootArgs, quiet: bool) -> Result<ExitCode> {
         cpus: args.cpus,
         echo_console: !args.json && !quiet,
         work_dir: args.work_dir.clone(),
+        power_button: None,
     };
     // The prediction is made first: a UKI zoa cannot predict still boots, but says so.
     let prediction = zoa::measure::predict(&opts.uki, &zoa::measure::MeasureOptions::default());

@@ -144,6 +144,12 @@ pub struct InitSpec {
     /// Kernel modules (image paths) loaded in order.
     #[serde(default)]
     pub modules: Vec<String>,
+    /// `[init.network]`: DHCP on one interface (zoa-init's own client).
+    pub network: Option<zoa_init::config::Network>,
+    /// `[init.unseal]`: secrets KMS releases only to this attested image.
+    pub unseal: Option<zoa_init::config::Unseal>,
+    /// `[init.model]`: model weights from a block device, pinned by SHA-256.
+    pub model: Option<zoa_init::config::Model>,
     pub server: Option<ServerSpec>,
 }
 
@@ -155,6 +161,13 @@ pub struct ServerSpec {
     #[serde(default)]
     pub env: BTreeMap<String, String>,
     pub cwd: Option<String>,
+    /// Unprivileged ids the server runs as (default 1000; never 0).
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    /// Restarts in a row before PID 1 gives up and powers off (default 3).
+    pub max_restarts: Option<u32>,
+    /// Seconds between SIGTERM and SIGKILL on shutdown (default 10).
+    pub stop_timeout_secs: Option<u32>,
 }
 
 /// `[payload]`: what goes into the initramfs besides PID 1.
@@ -378,6 +391,16 @@ impl Recipe {
                 }
             }
         }
+        // Everything else zoa-init checks itself, so a recipe it would refuse at boot is
+        // refused at build time with the same words.
+        crate::image::compose::init_config(self)
+            .validate()
+            .map_err(|e| match e {
+                zoa_init::config::ConfigError::Invalid { field, problem } => {
+                    self.invalid(format!("init.{field}"), problem)
+                }
+                other => self.invalid("init", other.to_string()),
+            })?;
         self.validate_payload()?;
         for (i, e) in s.policy.exceptions.iter().enumerate() {
             let field = format!("policy.exceptions[{i}]");

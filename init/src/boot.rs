@@ -3,8 +3,10 @@
 use crate::config::{Config, DEFAULT_PATH};
 use crate::console::say;
 use crate::power::{fatal, install_panic_hook, power_off};
-use crate::{console, mounts, server, system, tpm};
+use crate::{console, model, mounts, net, server, supervise, system, tpm};
 use std::path::Path;
+use std::sync::mpsc::Receiver;
+use std::time::Duration;
 
 /// Runs the boot sequence. Call only as PID 1; never returns.
 pub fn run() -> ! {
@@ -53,18 +55,56 @@ pub fn run() -> ! {
         }
     }
 
-    // (A later release attests and unseals here, before the server starts.)
-
-    // 8. The server.
-    if let Some(srv) = &config.server {
-        let program = &srv.argv[0];
-        say(&format!("starting {program}"));
-        let pid = server::spawn(srv).unwrap_or_else(|e| fatal(&format!("start {program}: {e}")));
-        let exit = server::reap_until(pid, server::wait_any)
-            .unwrap_or_else(|e| fatal(&format!("waiting for {program}: {e}")));
-        say(&format!("server exited with {exit}"));
+    // 8. Network (after the PCRs: a DHCP failure still leaves them on the console).
+    if let Some(network) = &config.network {
+        let timeout = Duration::from_secs(network.timeout_secs.into());
+        match net::bring_up(network.interface.as_deref(), timeout) {
+            Ok(lease) => say(&lease.to_string()),
+            Err(e) => fatal(&format!("network: {e}")),
+        }
     }
 
-    // 9.
+    // (A later release attests and unseals here, before the model and the server.)
+
+    // 9. The model, verified before the server can see it.
+    if let Some(model) = &config.model {
+        let gid = config.server.as_ref().map_or(0, |s| s.gid);
+        match model::install(model, gid, Path::new("/sys/class/block"), Path::new("/dev")) {
+            Ok(installed) => say(&installed.to_string()),
+            Err(e) => fatal(&format!("model: {e}")),
+        }
+    }
+
+    // 10. The server, kept up until it gives up or the machine is asked to stop.
+    if let Some(srv) = &config.server {
+        let events = stop_and_child_events();
+        supervise::run(srv, &events, |_| server::reap_ended()).unwrap_or_else(|e| fatal(&e));
+    }
+
+    // 11.
     power_off()
+}
+
+/// The supervisor's event sources: signals (SIGCHLD, SIGTERM, and SIGINT, which the
+/// kernel sends PID 1 for Ctrl-Alt-Del once CAD is off) and every power button.
+fn stop_and_child_events() -> Receiver<supervise::Event> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    if let Err(e) = rustix::system::reboot(rustix::system::RebootCommand::CadOff) {
+        say(&format!(
+            "warning: Ctrl-Alt-Del stays a hard reset: {}",
+            std::io::Error::from(e)
+        ));
+    }
+    supervise::forward_signals(tx.clone())
+        .unwrap_or_else(|e| fatal(&format!("signal handlers: {e}")));
+    let buttons = supervise::power_buttons(Path::new("/sys/class/input"), Path::new("/dev/input"));
+    if buttons.is_empty() {
+        say("warning: no power button (load button.ko and evdev.ko to stop gracefully on ACPI shutdown)");
+    }
+    for button in buttons {
+        if let Err(e) = supervise::forward_power_button(&button, tx.clone()) {
+            say(&format!("warning: {}: {e}", button.display()));
+        }
+    }
+    rx
 }

@@ -68,10 +68,107 @@ pub struct Config {
     #[serde(default)]
     pub modules: Vec<String>,
 
+    /// Network bring-up by zoa-init's own DHCP client. Optional: without it
+    /// only the kernel's defaults exist (no address, loopback down).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<Network>,
+
+    /// Secrets AWS KMS releases only to an instance that booted this image
+    /// (attested by its NitroTPM), unsealed before the model and the server.
+    /// Needs `network`. Optional: without it nothing is attested.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unseal: Option<Unseal>,
+
+    /// Model weights read from a block device, verified and installed before
+    /// the server starts. Optional.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<Model>,
+
     /// The inference server. Optional: without it zoa-init prints what it was
     /// asked to print and powers off (a probe image).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server: Option<Server>,
+}
+
+/// How to bring the network up: loopback, then one Ethernet interface by DHCP.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Network {
+    /// The interface to configure, e.g. `eth0`. Default: the first interface
+    /// that is not loopback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interface: Option<String>,
+
+    /// Seconds to wait for the interface and a DHCP lease before the boot
+    /// fails. Default 30.
+    #[serde(default = "default_network_timeout")]
+    pub timeout_secs: u32,
+}
+
+/// What to unseal: `zoa seal` envelopes arrive in the instance's user data
+/// (`zoa deploy --secret NAME=FILE`); each named here must be there, and is
+/// opened only with the data key KMS encrypts to this boot's attested key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Unseal {
+    /// The secrets, at least one. Each is written to
+    /// `/run/zoa/secrets/<name>` (a tmpfs of its own, read-only once written;
+    /// mode 0440, owner root, group the server's gid).
+    pub secrets: Vec<SecretSpec>,
+
+    /// Seconds for the whole exchange (IMDS, KMS) before the boot fails.
+    /// Default 60.
+    #[serde(default = "default_unseal_timeout")]
+    pub timeout_secs: u32,
+}
+
+/// One secret to unseal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretSpec {
+    /// Its name in the user data and its file name: 1–64 of `a-z 0-9 - _ .`,
+    /// not starting with `.`.
+    pub name: String,
+
+    /// Also give it to the server in this environment variable. Default: file only
+    /// (a file is not inherited by everything the server starts, an environment is).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<String>,
+}
+
+/// Where unsealed secrets appear: `<dir>/<name>`.
+pub const SECRETS_DIR: &str = "/run/zoa/secrets";
+
+fn default_unseal_timeout() -> u32 {
+    60
+}
+
+/// The model: a byte range at the start of a read-only block device, copied
+/// into a read-only tmpfs while its SHA-256 is computed, and given to the
+/// server only if the digest is the one pinned here. Copying closes the gap
+/// between checking and using: the server reads the bytes that were checked,
+/// whatever later happens to the device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Model {
+    /// The block device, e.g. `/dev/vdb`. Default: every whole disk at least
+    /// `size` bytes long whose first bytes are the GGUF magic is tried in
+    /// `/sys/class/block` order until one has the pinned digest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+
+    /// The model's length in bytes (the device is longer: it ends on a sector
+    /// boundary, padded with zeros). Required, at least 1.
+    pub size: u64,
+
+    /// SHA-256 of the first `size` bytes, 64 lowercase hex digits. Required.
+    pub sha256: String,
+
+    /// Where the verified copy appears (mode 0440, owner root, group the
+    /// server's gid), on a tmpfs of its own mounted read-only once the copy is
+    /// checked. Absolute, not directly under `/`. Default `/run/zoa/model/model.gguf`.
+    #[serde(default = "default_model_path")]
+    pub path: String,
 }
 
 /// How to start the inference server.
@@ -92,15 +189,28 @@ pub struct Server {
     #[serde(default = "default_cwd")]
     pub cwd: String,
 
-    /// User id the server runs as. Default 0 (root); a later release drops
-    /// privileges by default.
-    #[serde(default)]
+    /// User id the server runs as: never 0. Its supplementary groups are
+    /// cleared, every capability is dropped (bounding, ambient, inheritable,
+    /// permitted, effective), `no_new_privs` is set and it leads its own
+    /// session. Default 1000.
+    #[serde(default = "default_server_id")]
     pub uid: u32,
 
-    /// Group id the server runs as (supplementary groups are cleared when
-    /// running as root). Default 0.
-    #[serde(default)]
+    /// Group id the server runs as: never 0. Default 1000.
+    #[serde(default = "default_server_id")]
     pub gid: u32,
+
+    /// How many times in a row the server is restarted after it exits, with
+    /// a delay of 1, 2, 4, … seconds (at most 30) before each; a run that
+    /// lasted at least 60 seconds resets the count. Once exhausted zoa-init
+    /// powers off. Default 3.
+    #[serde(default = "default_max_restarts")]
+    pub max_restarts: u32,
+
+    /// Seconds between SIGTERM and SIGKILL when the machine is asked to stop
+    /// (SIGTERM or Ctrl-Alt-Del to PID 1, the ACPI power button). Default 10.
+    #[serde(default = "default_stop_timeout")]
+    pub stop_timeout_secs: u32,
 }
 
 fn default_true() -> bool {
@@ -109,6 +219,37 @@ fn default_true() -> bool {
 
 fn default_cwd() -> String {
     "/".to_owned()
+}
+
+/// The server's default uid and gid. No `/etc/passwd` is needed: ids are numbers.
+pub const DEFAULT_SERVER_ID: u32 = 1000;
+
+fn default_server_id() -> u32 {
+    DEFAULT_SERVER_ID
+}
+
+/// Restarts in a row before giving up, by default.
+pub const DEFAULT_MAX_RESTARTS: u32 = 3;
+/// Seconds between SIGTERM and SIGKILL, by default.
+pub const DEFAULT_STOP_TIMEOUT_SECS: u32 = 10;
+
+fn default_max_restarts() -> u32 {
+    DEFAULT_MAX_RESTARTS
+}
+
+fn default_stop_timeout() -> u32 {
+    DEFAULT_STOP_TIMEOUT_SECS
+}
+
+fn default_network_timeout() -> u32 {
+    30
+}
+
+/// Where the verified model appears by default.
+pub const DEFAULT_MODEL_PATH: &str = "/run/zoa/model/model.gguf";
+
+fn default_model_path() -> String {
+    DEFAULT_MODEL_PATH.to_owned()
 }
 
 /// Why a configuration was refused.
@@ -191,8 +332,125 @@ impl Config {
                 return Err(invalid(field, format!("{module:?} is listed twice")));
             }
         }
+        if let Some(network) = &self.network {
+            network.validate()?;
+        }
+        if let Some(unseal) = &self.unseal {
+            unseal.validate()?;
+            if self.network.is_none() {
+                return Err(invalid(
+                    "unseal",
+                    "needs network (IMDS and KMS are reached over it)",
+                ));
+            }
+        }
+        if let Some(model) = &self.model {
+            model.validate()?;
+        }
         if let Some(server) = &self.server {
             server.validate()?;
+        }
+        Ok(())
+    }
+}
+
+/// Longest interface name the kernel accepts (`IFNAMSIZ` - 1).
+const MAX_IFNAME_BYTES: usize = 15;
+
+impl Network {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(name) = &self.interface {
+            let ok = !name.is_empty()
+                && name.len() <= MAX_IFNAME_BYTES
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+            if !ok {
+                return Err(invalid(
+                    "network.interface",
+                    format!(
+                        "{name:?} is not an interface name (1-15 letters, digits, '-', '_', '.')"
+                    ),
+                ));
+            }
+        }
+        if self.timeout_secs == 0 || self.timeout_secs > 600 {
+            return Err(invalid("network.timeout_secs", "must be 1 to 600"));
+        }
+        Ok(())
+    }
+}
+
+impl Unseal {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.secrets.is_empty() {
+            return Err(invalid("unseal.secrets", "must name at least one secret"));
+        }
+        let mut names = BTreeSet::new();
+        for (i, secret) in self.secrets.iter().enumerate() {
+            let field = format!("unseal.secrets[{i}]");
+            let n = &secret.name;
+            let ok = (1..=64).contains(&n.len())
+                && !n.starts_with('.')
+                && n.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b));
+            if !ok {
+                return Err(invalid(
+                    format!("{field}.name"),
+                    format!("{n:?} is not 1-64 of a-z 0-9 - _ . (not starting with .)"),
+                ));
+            }
+            if !names.insert(n.as_str()) {
+                return Err(invalid(
+                    format!("{field}.name"),
+                    format!("{n:?} is listed twice"),
+                ));
+            }
+            if let Some(env) = &secret.env {
+                let ok = !env.is_empty()
+                    && !env.starts_with(|c: char| c.is_ascii_digit())
+                    && env.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+                if !ok {
+                    return Err(invalid(
+                        format!("{field}.env"),
+                        format!("{env:?} is not an environment variable name"),
+                    ));
+                }
+            }
+        }
+        if self.timeout_secs == 0 || self.timeout_secs > 600 {
+            return Err(invalid("unseal.timeout_secs", "must be 1 to 600"));
+        }
+        Ok(())
+    }
+}
+
+impl Model {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(device) = &self.device {
+            check_absolute("model.device", device)?;
+        }
+        if self.size == 0 {
+            return Err(invalid("model.size", "must be at least 1"));
+        }
+        let hex_ok = self.sha256.len() == 64
+            && self
+                .sha256
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if !hex_ok {
+            return Err(invalid("model.sha256", "must be 64 lowercase hex digits"));
+        }
+        check_absolute("model.path", &self.path)?;
+        let parent = Path::new(&self.path).parent().and_then(|p| p.to_str());
+        if matches!(parent, None | Some("/")) || self.path.ends_with('/') {
+            return Err(invalid(
+                "model.path",
+                "must name a file in a directory below / (that directory becomes its tmpfs)",
+            ));
+        }
+        if self.path.split('/').any(|c| c == ".." || c == ".") {
+            return Err(invalid("model.path", "must not contain '.' or '..'"));
         }
         Ok(())
     }
@@ -225,6 +483,15 @@ impl Server {
         }
         if self.gid == u32::MAX {
             return Err(invalid("server.gid", "4294967295 is not a valid group id"));
+        }
+        if self.uid == 0 {
+            return Err(invalid("server.uid", "the server never runs as root (0)"));
+        }
+        if self.gid == 0 {
+            return Err(invalid("server.gid", "the server never runs in group 0"));
+        }
+        if self.stop_timeout_secs == 0 || self.stop_timeout_secs > 3600 {
+            return Err(invalid("server.stop_timeout_secs", "must be 1 to 3600"));
         }
         Ok(())
     }
@@ -291,7 +558,14 @@ mod tests {
             "argv": ["/usr/bin/llama-server", "--host", "0.0.0.0", "--port", "8080"],
             "env": {"HOME": "/tmp"},
             "cwd": "/",
-            "uid": 0, "gid": 0
+            "uid": 1001, "gid": 1002,
+            "max_restarts": 5, "stop_timeout_secs": 20
+        },
+        "network": {"interface": "eth0", "timeout_secs": 15},
+        "model": {
+            "device": "/dev/vdb", "size": 253113024,
+            "sha256": "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+            "path": "/run/zoa/model/gemma.gguf"
         }
     }"#;
 
@@ -312,7 +586,14 @@ mod tests {
         let s = c.server.unwrap();
         assert_eq!(s.argv[0], "/usr/bin/llama-server");
         assert_eq!(s.env.get("HOME").map(String::as_str), Some("/tmp"));
-        assert_eq!((s.cwd.as_str(), s.uid, s.gid), ("/", 0, 0));
+        assert_eq!((s.cwd.as_str(), s.uid, s.gid), ("/", 1001, 1002));
+        assert_eq!((s.max_restarts, s.stop_timeout_secs), (5, 20));
+        let n = c.network.unwrap();
+        assert_eq!((n.interface.as_deref(), n.timeout_secs), (Some("eth0"), 15));
+        let m = c.model.unwrap();
+        assert_eq!(m.device.as_deref(), Some("/dev/vdb"));
+        assert_eq!(m.size, 253113024);
+        assert_eq!(m.path, "/run/zoa/model/gemma.gguf");
     }
 
     #[test]
@@ -325,7 +606,15 @@ mod tests {
         let c = Config::from_json(r#"{"hostname": "h", "server": {"argv": ["/bin/x"]}}"#).unwrap();
         let s = c.server.unwrap();
         assert!(s.env.is_empty());
-        assert_eq!((s.cwd.as_str(), s.uid, s.gid), ("/", 0, 0));
+        assert_eq!((s.cwd.as_str(), s.uid, s.gid), ("/", 1000, 1000));
+        assert_eq!((s.max_restarts, s.stop_timeout_secs), (3, 10));
+        let c = Config::from_json(
+            r#"{"hostname": "h", "network": {}, "model": {"size": 1, "sha256": "00000000000000000000000000000000000000000000000000000000000000ff"}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.network.unwrap().timeout_secs, 30);
+        let m = c.model.unwrap();
+        assert_eq!((m.device, m.path.as_str()), (None, DEFAULT_MODEL_PATH));
     }
 
     #[test]
@@ -351,8 +640,10 @@ mod tests {
       "B": "2"
     },
     "cwd": "/",
-    "uid": 0,
-    "gid": 0
+    "uid": 1000,
+    "gid": 1000,
+    "max_restarts": 3,
+    "stop_timeout_secs": 10
   }
 }
 "#
@@ -432,6 +723,82 @@ mod tests {
             err(r#"{"hostname": "h", "server": {"argv": ["/x"], "uid": 4294967295}}"#)
                 .starts_with("server.uid:")
         );
+        assert!(
+            err(r#"{"hostname": "h", "server": {"argv": ["/x"], "uid": 0}}"#)
+                .contains("never runs as root")
+        );
+        assert!(
+            err(r#"{"hostname": "h", "server": {"argv": ["/x"], "gid": 0}}"#)
+                .starts_with("server.gid:")
+        );
+        assert!(
+            err(r#"{"hostname": "h", "server": {"argv": ["/x"], "stop_timeout_secs": 0}}"#)
+                .starts_with("server.stop_timeout_secs:")
+        );
+    }
+
+    fn model(fields: &str) -> String {
+        let digest = "ab".repeat(32);
+        format!(r#"{{"hostname": "h", "model": {{"size": 1, "sha256": "{digest}"{fields}}}}}"#)
+    }
+
+    #[test]
+    fn unseal_is_validated() {
+        let ok = r#"{"hostname": "h", "network": {}, "unseal": {"secrets": [{"name": "api-key", "env": "API_KEY"}]}}"#;
+        let c = Config::from_json(ok).unwrap();
+        let u = c.unseal.unwrap();
+        assert_eq!(
+            (u.secrets[0].name.as_str(), u.timeout_secs),
+            ("api-key", 60)
+        );
+        let no_net = r#"{"hostname": "h", "unseal": {"secrets": [{"name": "a"}]}}"#;
+        assert!(err(no_net).starts_with("unseal: needs network"));
+        let none = r#"{"hostname": "h", "network": {}, "unseal": {"secrets": []}}"#;
+        assert!(err(none).starts_with("unseal.secrets: must name"));
+        for bad in ["", ".x", "A", "a/b", "../x"] {
+            let t = format!(
+                r#"{{"hostname": "h", "network": {{}}, "unseal": {{"secrets": [{{"name": "{bad}"}}]}}}}"#
+            );
+            assert!(err(&t).starts_with("unseal.secrets[0].name:"), "{bad}");
+        }
+        let twice = r#"{"hostname": "h", "network": {}, "unseal": {"secrets": [{"name": "a"}, {"name": "a"}]}}"#;
+        assert!(err(twice).starts_with("unseal.secrets[1].name:"));
+        let env = r#"{"hostname": "h", "network": {}, "unseal": {"secrets": [{"name": "a", "env": "1X"}]}}"#;
+        assert!(err(env).starts_with("unseal.secrets[0].env:"));
+    }
+
+    #[test]
+    fn model_and_network_are_validated() {
+        assert!(Config::from_json(&model("")).is_ok());
+        assert!(
+            err(&model(r#", "device": "vdb""#)).starts_with("model.device: must be an absolute")
+        );
+        assert!(
+            err(&model(r#", "path": "/model.gguf""#)).starts_with("model.path: must name a file")
+        );
+        assert!(err(&model(r#", "path": "/run/zoa/""#)).starts_with("model.path:"));
+        assert!(err(&model(r#", "path": "/run/../etc/x""#)).contains("'..'"));
+        let zero = r#"{"hostname": "h", "model": {"size": 0, "sha256": "x"}}"#;
+        assert!(err(zero).starts_with("model.size:"));
+        let upper = format!(
+            r#"{{"hostname": "h", "model": {{"size": 1, "sha256": "{}"}}}}"#,
+            "AB".repeat(32)
+        );
+        assert!(err(&upper).starts_with("model.sha256:"));
+        assert!(
+            err(r#"{"hostname": "h", "model": {"size": 1}}"#).contains("missing field `sha256`")
+        );
+
+        assert!(err(r#"{"hostname": "h", "network": {"interface": "a b"}}"#)
+            .starts_with("network.interface:"));
+        assert!(
+            err(r#"{"hostname": "h", "network": {"interface": "abcdefghijklmnop"}}"#)
+                .starts_with("network.interface:")
+        );
+        assert!(err(r#"{"hostname": "h", "network": {"timeout_secs": 0}}"#)
+            .starts_with("network.timeout_secs:"));
+        assert!(err(r#"{"hostname": "h", "network": {"dhcp": false}}"#)
+            .contains("unknown field `dhcp`"));
     }
 
     #[test]

@@ -8,10 +8,12 @@
 pub mod boot;
 pub mod config;
 pub mod console;
+pub mod model;
 pub mod mounts;
 pub mod net;
 pub mod power;
 pub mod server;
+pub mod supervise;
 pub mod system;
 pub mod tpm;
 pub mod tpm2;

@@ -38,8 +38,8 @@ impl Exit {
 }
 
 /// The command for `server`: exactly its argv, its env and nothing inherited,
-/// its cwd, uid and gid, stdin `/dev/null`, stdout and stderr inherited (the
-/// console).
+/// its cwd, stdin `/dev/null`, stdout and stderr inherited (the console), and
+/// in the child, before `execve`, [`drop_privileges`].
 pub fn command(server: &Server) -> Command {
     let mut cmd = Command::new(&server.argv[0]);
     cmd.args(&server.argv[1..])
@@ -48,46 +48,73 @@ pub fn command(server: &Server) -> Command {
         .current_dir(&server.cwd)
         .stdin(Stdio::null())
         .stdout(Stdio::inherit())
-        .stderr(Stdio::inherit())
-        .uid(server.uid)
-        .gid(server.gid);
+        .stderr(Stdio::inherit());
+    let (uid, gid) = (server.uid, server.gid);
+    // SAFETY: the closure runs in the forked child before exec; it only makes raw
+    // system calls (rustix) and allocates nothing, so it is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || drop_privileges(uid, gid).map_err(std::io::Error::from));
+    }
     cmd
 }
 
+/// Turns the calling (single-threaded, freshly forked) process into an
+/// unprivileged one for good: its own session, no capability in any set, no
+/// supplementary groups, the given gid and uid, and `no_new_privs` so that
+/// nothing it executes can gain privileges back (setuid files, file caps).
+///
+/// Done here rather than with `Command::uid`/`gid`: std switches ids *before*
+/// running `pre_exec`, and dropping the bounding set needs CAP_SETPCAP, which
+/// the id switch takes away.
+pub fn drop_privileges(uid: u32, gid: u32) -> rustix::io::Result<()> {
+    use rustix::thread::{self, CapabilitySet, CapabilitySets};
+    rustix::process::setsid()?;
+    for cap in CapabilitySet::all().iter() {
+        match thread::remove_capability_from_bounding_set(cap) {
+            // Capabilities this kernel does not know are not in its bounding set.
+            Ok(()) | Err(rustix::io::Errno::INVAL) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    thread::clear_ambient_capability_set()?;
+    // The raw syscalls change only the calling thread: the child has no other.
+    thread::set_thread_groups(&[])?;
+    thread::set_thread_gid(rustix::process::Gid::from_raw(gid))?;
+    thread::set_thread_uid(rustix::process::Uid::from_raw(uid))?;
+    // Leaving uid 0 clears permitted and effective; inheritable stays unless cleared.
+    thread::set_capabilities(
+        None,
+        CapabilitySets {
+            effective: CapabilitySet::empty(),
+            permitted: CapabilitySet::empty(),
+            inheritable: CapabilitySet::empty(),
+        },
+    )?;
+    thread::set_no_new_privs(true)
+}
+
 /// Spawns the server and returns its pid. The `Child` handle is dropped
-/// (which neither waits nor kills): PID 1 reaps with [`reap_until`].
+/// (which neither waits nor kills): PID 1 reaps.
 pub fn spawn(server: &Server) -> std::io::Result<i32> {
     let child: Child = command(server).spawn()?;
     i32::try_from(child.id()).map_err(|_| std::io::Error::other("pid out of range"))
 }
 
-/// Waits for any child (`waitpid(-1, 0)`): its pid and how it ended, or
-/// `None` for a status that is not an end.
-pub fn wait_any() -> std::io::Result<(i32, Option<Exit>)> {
-    match rustix::process::waitpid(None, WaitOptions::empty()) {
-        Ok(Some((pid, status))) => Ok((pid.as_raw_nonzero().get(), Exit::from_wait_status(status))),
-        // Only returned with WNOHANG, which is not used.
-        Ok(None) => Err(std::io::Error::from(std::io::ErrorKind::WouldBlock)),
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// The PID 1 reaping loop: takes whatever `wait` returns (every child that
-/// ends, orphans re-parented to PID 1 included) until the server `server_pid`
-/// has ended, and returns how it ended. Interrupted waits are retried; any
-/// other error (e.g. `ECHILD`: no child left, so the server was lost) is
-/// returned.
-pub fn reap_until<W>(server_pid: i32, mut wait: W) -> std::io::Result<Exit>
-where
-    W: FnMut() -> std::io::Result<(i32, Option<Exit>)>,
-{
+/// Every child that has ended, without blocking (`wait4(-1, WNOHANG)` until none is
+/// left): PID 1 reaps orphans too. Not `waitpid(None)`: rustix maps that to pid 0,
+/// "my process group", and the server leads a session of its own.
+pub fn reap_ended() -> Vec<(i32, Exit)> {
+    let mut ended = Vec::new();
     loop {
-        match wait() {
-            Ok((pid, Some(exit))) if pid == server_pid => return Ok(exit),
-            // An orphan reaped, or a status that is not an end.
-            Ok(_) => continue,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
+        match rustix::process::wait(WaitOptions::NOHANG) {
+            Ok(Some((pid, status))) => {
+                if let Some(exit) = Exit::from_wait_status(status) {
+                    ended.push((pid.as_raw_nonzero().get(), exit));
+                }
+            }
+            Err(rustix::io::Errno::INTR) => continue,
+            // None: children remain, none has ended; ECHILD: no children at all.
+            Ok(None) | Err(_) => return ended,
         }
     }
 }
@@ -95,38 +122,6 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::VecDeque;
-    use std::io::{Error, ErrorKind};
-
-    fn scripted(
-        events: Vec<std::io::Result<(i32, Option<Exit>)>>,
-    ) -> impl FnMut() -> std::io::Result<(i32, Option<Exit>)> {
-        let mut events: VecDeque<_> = events.into();
-        move || {
-            events
-                .pop_front()
-                .unwrap_or_else(|| Err(Error::from_raw_os_error(10))) // ECHILD
-        }
-    }
-
-    #[test]
-    fn orphans_are_reaped_until_the_server_ends() {
-        let wait = scripted(vec![
-            Ok((77, Some(Exit::Code(0)))),
-            Err(Error::from(ErrorKind::Interrupted)),
-            Ok((78, Some(Exit::Signal(9)))),
-            Ok((42, None)), // the server stopped, not ended
-            Ok((42, Some(Exit::Code(3)))),
-            Ok((79, Some(Exit::Code(0)))), // never reached
-        ]);
-        assert_eq!(reap_until(42, wait).unwrap(), Exit::Code(3));
-    }
-
-    #[test]
-    fn losing_every_child_is_an_error() {
-        let wait = scripted(vec![Ok((77, Some(Exit::Code(0))))]);
-        assert_eq!(reap_until(42, wait).unwrap_err().raw_os_error(), Some(10));
-    }
 
     #[test]
     fn exit_status_formats() {
@@ -145,7 +140,49 @@ mod tests {
             // Our own ids, so the test also passes when not run as root.
             uid: rustix::process::getuid().as_raw(),
             gid: rustix::process::getgid().as_raw(),
+            max_restarts: 0,
+            stop_timeout_secs: 10,
         }
+    }
+
+    /// `Name:\tvalue` lines of a /proc status file.
+    fn status_field<'a>(status: &'a str, name: &str) -> &'a str {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .map(str::trim)
+            .unwrap_or_else(|| panic!("no {name} in {status}"))
+    }
+
+    #[test]
+    fn server_runs_unprivileged_in_its_own_session() {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("skipped: dropping privileges can only be observed when run as root");
+            return;
+        }
+        // The child reads its own status and its own session id after the drop.
+        let mut s = server(
+            &[
+                "/bin/sh",
+                "-c",
+                "cat /proc/self/status; echo Sid: $(cut -d' ' -f6 /proc/$$/stat) $$",
+            ],
+            &[],
+        );
+        s.uid = 4321;
+        s.gid = 4322;
+        let out = command(&s).stdout(Stdio::piped()).output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let status = String::from_utf8(out.stdout).unwrap();
+        assert_eq!(status_field(&status, "Uid"), "4321\t4321\t4321\t4321");
+        assert_eq!(status_field(&status, "Gid"), "4322\t4322\t4322\t4322");
+        assert_eq!(status_field(&status, "Groups"), "");
+        assert_eq!(status_field(&status, "NoNewPrivs"), "1");
+        for set in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+            assert_eq!(status_field(&status, set), "0000000000000000", "{set}");
+        }
+        let sid: Vec<&str> = status_field(&status, "Sid").split(' ').collect();
+        assert_eq!(sid[0], sid[1], "the shell leads its own session");
     }
 
     #[test]
@@ -161,25 +198,6 @@ mod tests {
         let out = cmd.stdout(Stdio::piped()).output().unwrap();
         assert!(out.status.success());
         assert_eq!(String::from_utf8(out.stdout).unwrap(), "A=1\nHOME=/tmp\n");
-    }
-
-    #[test]
-    fn real_child_is_reaped_with_its_status() {
-        for (program, expected) in [("/bin/true", Exit::Code(0)), ("/bin/false", Exit::Code(1))] {
-            if !std::path::Path::new(program).exists() {
-                continue;
-            }
-            let pid = spawn(&server(&[program], &[])).unwrap();
-            // Wait for this pid only: the test harness may have other children.
-            let wait = || -> std::io::Result<(i32, Option<Exit>)> {
-                let pid = rustix::process::Pid::from_raw(pid);
-                match rustix::process::waitpid(pid, WaitOptions::empty())? {
-                    Some((p, st)) => Ok((p.as_raw_nonzero().get(), Exit::from_wait_status(st))),
-                    None => Err(Error::from(ErrorKind::WouldBlock)),
-                }
-            };
-            assert_eq!(reap_until(pid, wait).unwrap(), expected);
-        }
     }
 
     #[test]

@@ -1,8 +1,6 @@
 //! Composing the image tree from a recipe: sysroot extraction, PID 1 and its config,
 //! executables with their library closure, extra files, and the policy check.
 
-use serde::Serialize;
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::elf::{self, ElfError};
@@ -47,45 +45,40 @@ pub struct Composed {
     pub init_record: OutputRecord,
 }
 
-/// The JSON config zoa-init reads (schema documented in init/README.md).
-#[derive(Debug, Serialize)]
-struct InitConfig<'a> {
-    hostname: &'a str,
-    print_pcrs: bool,
-    dump_eventlog: bool,
-    modules: &'a [String],
-    #[serde(skip_serializing_if = "Option::is_none")]
-    server: Option<ServerConfig<'a>>,
-}
-
-#[derive(Debug, Serialize)]
-struct ServerConfig<'a> {
-    argv: &'a [String],
-    env: &'a BTreeMap<String, String>,
-    cwd: &'a str,
-    uid: u32,
-    gid: u32,
-}
-
-/// Renders the PID 1 config for a recipe (stable bytes: fixed field order, sorted maps).
-pub fn init_config(recipe: &Recipe) -> Vec<u8> {
+/// The configuration zoa-init reads, from a recipe's `[init]` (defaults are zoa-init's
+/// own; its `validate` is the recipe's check too).
+pub fn init_config(recipe: &Recipe) -> zoa_init::config::Config {
+    use zoa_init::config::{
+        Config, Server, DEFAULT_MAX_RESTARTS, DEFAULT_SERVER_ID, DEFAULT_STOP_TIMEOUT_SECS,
+    };
     let init = &recipe.spec.init;
-    let cfg = InitConfig {
-        hostname: init.hostname.as_deref().unwrap_or(&recipe.spec.image.name),
+    Config {
+        hostname: init
+            .hostname
+            .clone()
+            .unwrap_or_else(|| recipe.spec.image.name.clone()),
         print_pcrs: init.print_pcrs.unwrap_or(true),
         dump_eventlog: init.dump_eventlog.unwrap_or(false),
-        modules: &init.modules,
-        server: init.server.as_ref().map(|s| ServerConfig {
-            argv: &s.argv,
-            env: &s.env,
-            cwd: s.cwd.as_deref().unwrap_or("/"),
-            uid: 0,
-            gid: 0,
+        modules: init.modules.clone(),
+        network: init.network.clone(),
+        unseal: init.unseal.clone(),
+        model: init.model.clone(),
+        server: init.server.as_ref().map(|s| Server {
+            argv: s.argv.clone(),
+            env: s.env.clone(),
+            cwd: s.cwd.clone().unwrap_or_else(|| "/".to_owned()),
+            uid: s.uid.unwrap_or(DEFAULT_SERVER_ID),
+            gid: s.gid.unwrap_or(DEFAULT_SERVER_ID),
+            max_restarts: s.max_restarts.unwrap_or(DEFAULT_MAX_RESTARTS),
+            stop_timeout_secs: s.stop_timeout_secs.unwrap_or(DEFAULT_STOP_TIMEOUT_SECS),
         }),
-    };
-    let mut out = serde_json::to_vec_pretty(&cfg).unwrap_or_default();
-    out.push(b'\n');
-    out
+    }
+}
+
+/// The bytes of `/etc/zoa/init.json`: zoa-init's normalised form (stable: fixed field
+/// order, sorted maps, every default written out).
+pub fn init_config_bytes(recipe: &Recipe) -> Vec<u8> {
+    init_config(recipe).to_json_pretty().into_bytes()
 }
 
 /// Finds the zoa-init binary: the explicit path, `$ZOA_INIT`, or next to the running
@@ -169,7 +162,7 @@ pub fn compose(
     let init_record = add_init(&mut tree, &init_path)?;
     tree.insert(
         INIT_CONFIG_PATH,
-        Node::bytes(init_config(recipe), 0o644, "recipe [init]"),
+        Node::bytes(init_config_bytes(recipe), 0o644, "recipe [init]"),
     )
     .map_err(ComposeError::from)?;
 
