@@ -3,7 +3,7 @@
 use crate::config::{Config, DEFAULT_PATH};
 use crate::console::say;
 use crate::power::{fatal, install_panic_hook, power_off};
-use crate::{console, model, mounts, net, server, supervise, system, tpm};
+use crate::{console, model, mounts, net, secrets, server, supervise, system, tpm};
 use std::path::Path;
 use std::sync::mpsc::Receiver;
 use std::time::Duration;
@@ -64,9 +64,20 @@ pub fn run() -> ! {
         }
     }
 
-    // (A later release attests and unseals here, before the model and the server.)
+    // 9. Secrets, released by KMS only to an attested boot of this image.
+    let mut secret_env = secrets::SecretEnv::new();
+    if let Some(unseal) = &config.unseal {
+        let gid = config.server.as_ref().map_or(0, |s| s.gid);
+        match secrets::unseal_at_boot(unseal, gid) {
+            Ok((names, env)) => {
+                say(&format!("unsealed {}", names.join(", ")));
+                secret_env = env;
+            }
+            Err(e) => fatal(&format!("unseal: {e}")),
+        }
+    }
 
-    // 9. The model, verified before the server can see it.
+    // 10. The model, verified before the server can see it.
     if let Some(model) = &config.model {
         let gid = config.server.as_ref().map_or(0, |s| s.gid);
         match model::install(model, gid, Path::new("/sys/class/block"), Path::new("/dev")) {
@@ -75,13 +86,15 @@ pub fn run() -> ! {
         }
     }
 
-    // 10. The server, kept up until it gives up or the machine is asked to stop.
+    // 11. The server, kept up until it gives up or the machine is asked to stop.
     if let Some(srv) = &config.server {
+        let mut srv = srv.clone();
+        srv.env.extend(secret_env);
         let events = stop_and_child_events();
-        supervise::run(srv, &events, |_| server::reap_ended()).unwrap_or_else(|e| fatal(&e));
+        supervise::run(&srv, &events, |_| server::reap_ended()).unwrap_or_else(|e| fatal(&e));
     }
 
-    // 11.
+    // 12.
     power_off()
 }
 

@@ -12,6 +12,7 @@ pub mod model;
 pub mod mounts;
 pub mod net;
 pub mod power;
+pub mod secrets;
 pub mod server;
 pub mod supervise;
 pub mod system;

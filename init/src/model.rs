@@ -6,12 +6,11 @@
 //! the tmpfs is remounted read-only before the server starts.
 
 use crate::config::Model;
-use rustix::mount::{MountFlags, MountPropagationFlags};
 use sha2::{Digest, Sha256};
 use std::fmt;
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -102,7 +101,12 @@ pub fn install(
     let start = Instant::now();
     let path = PathBuf::from(&model.path);
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    mount_model_tmpfs(&dir, model.size, gid)?;
+    crate::mounts::mount_private_tmpfs(&dir, model.size, gid).map_err(|detail| {
+        ModelError::Install {
+            what: "the model's tmpfs".into(),
+            detail,
+        }
+    })?;
     let candidates = match &model.device {
         Some(d) => vec![PathBuf::from(d)],
         None => gguf_disks(sys_class_block, dev, model.size),
@@ -160,34 +164,6 @@ fn starts_with_magic(node: &Path) -> bool {
         .and_then(|mut f| f.read_exact(&mut magic))
         .is_ok()
         && &magic == GGUF_MAGIC
-}
-
-/// A tmpfs just large enough for the model, writable by root only while the copy is
-/// made. The kernel rounds `size=` up to whole pages.
-fn mount_model_tmpfs(dir: &Path, size: u64, gid: u32) -> Result<(), ModelError> {
-    let install_err = |what: &str, e: std::io::Error| ModelError::Install {
-        what: format!("{what} {}", dir.display()),
-        detail: e.to_string(),
-    };
-    // Parents traversable by the server (0755); the tmpfs root itself gets mode=0750.
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o755)
-        .create(dir)
-        .map_err(|e| install_err("mkdir", e))?;
-    let data = std::ffi::CString::new(format!("size={size},mode=0750,uid=0,gid={gid}"))
-        .map_err(|e| install_err("mount options for", std::io::Error::other(e)))?;
-    rustix::mount::mount(
-        "zoa-model",
-        dir,
-        "tmpfs",
-        MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
-        Some(data.as_c_str()),
-    )
-    .map_err(|e| install_err("mount tmpfs on", e.into()))?;
-    // Not shared with any other mount namespace, in case one is ever made.
-    let _ = rustix::mount::mount_change(dir, MountPropagationFlags::PRIVATE);
-    Ok(())
 }
 
 /// Copies the first `model.size` bytes of `device` to `path` while hashing them; on a
@@ -251,12 +227,10 @@ fn finish(path: &Path, dir: &Path, gid: u32) -> Result<(), ModelError> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o440))
         .map_err(|e| err("chmod", e))?;
     std::os::unix::fs::chown(path, Some(0), Some(gid)).map_err(|e| err("chown", e))?;
-    rustix::mount::mount_remount(
-        dir,
-        MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
-        c"",
-    )
-    .map_err(|e| err("remount read-only the tmpfs of", e.into()))
+    crate::mounts::remount_read_only(dir).map_err(|detail| ModelError::Install {
+        what: "the model's tmpfs".into(),
+        detail,
+    })
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -386,7 +360,7 @@ mod tests {
         let m = model(data.len() as u64, sha(&data), &path);
         let installed = install(&m, 4242, &sys, &dev).unwrap();
         let mount_point = path.parent().unwrap().to_owned();
-        let unmount = scopeguard(&mount_point);
+        let unmount = crate::mounts::tests::Unmount(mount_point.clone());
         assert_eq!(installed.device, dev.join("vdb"));
         assert!(
             installed.to_string().contains("sha256 verified"),
@@ -407,18 +381,7 @@ mod tests {
         // A wrong pin: refused, naming the device.
         let m = model(data.len() as u64, "00".repeat(32), &path);
         let e = install(&m, 4242, &sys, &dev).unwrap_err();
-        let _unmount = scopeguard(&mount_point);
+        let _unmount = crate::mounts::tests::Unmount(mount_point.clone());
         assert!(e.to_string().contains("vdb is not the pinned model"), "{e}");
-    }
-
-    /// Unmounts on drop, so a failing assertion leaves no mount behind.
-    struct Unmount(PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = rustix::mount::unmount(&self.0, rustix::mount::UnmountFlags::DETACH);
-        }
-    }
-    fn scopeguard(p: &Path) -> Unmount {
-        Unmount(p.to_owned())
     }
 }

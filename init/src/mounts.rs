@@ -4,6 +4,7 @@ use rustix::ffi::CStr;
 use rustix::io::Errno;
 use rustix::mount::MountFlags;
 use std::os::unix::fs::DirBuilderExt;
+use std::path::Path;
 
 /// One mount: `mount(source, target, fstype, flags, data)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,8 +109,64 @@ pub fn mount_base() -> Result<(), String> {
     first_error.map_or(Ok(()), Err)
 }
 
+/// A tmpfs of its own on `dir` for files handed to the server (the model, secrets):
+/// `size` bytes at most (rounded up to pages), root-owned, mode 0750 with group `gid`,
+/// `nosuid,nodev,noexec`, not propagated to other mount namespaces. Parents of `dir`
+/// are created 0755 so the server can reach it.
+pub fn mount_private_tmpfs(dir: &Path, size: u64, gid: u32) -> Result<(), String> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(dir)
+        .map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
+    let data = std::ffi::CString::new(format!("size={size},mode=0750,uid=0,gid={gid}"))
+        .map_err(|e| format!("mount options for {}: {e}", dir.display()))?;
+    rustix::mount::mount("zoa", dir, "tmpfs", PRIVATE_FLAGS, Some(data.as_c_str())).map_err(
+        |e| {
+            format!(
+                "mount tmpfs on {}: {}",
+                dir.display(),
+                std::io::Error::from(e)
+            )
+        },
+    )?;
+    // Failing only means there is no other namespace to hide it from.
+    let _ = rustix::mount::mount_change(dir, rustix::mount::MountPropagationFlags::PRIVATE);
+    Ok(())
+}
+
+/// Remounts a [`mount_private_tmpfs`] read-only: from then on not even root changes it.
+pub fn remount_read_only(dir: &Path) -> Result<(), String> {
+    rustix::mount::mount_remount(dir, PRIVATE_FLAGS | MountFlags::RDONLY, c"").map_err(|e| {
+        format!(
+            "remount {} read-only: {}",
+            dir.display(),
+            std::io::Error::from(e)
+        )
+    })
+}
+
+const PRIVATE_FLAGS: MountFlags = NOSUID_NODEV_NOEXEC;
+
+/// Writes `contents` to `path` (created new: never over an existing file), mode 0440,
+/// owner root, group `gid`.
+pub fn write_private_file(path: &Path, contents: &[u8], gid: u32) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let err = |what: &str, e: std::io::Error| format!("{what} {}: {e}", path.display());
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o440)
+        .open(path)
+        .map_err(|e| err("create", e))?;
+    file.write_all(contents).map_err(|e| err("write", e))?;
+    file.sync_all().map_err(|e| err("sync", e))?;
+    std::os::unix::fs::chown(path, Some(0), Some(gid)).map_err(|e| err("chown", e))
+}
+
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -132,5 +189,50 @@ mod tests {
         assert!(already_mounted(Errno::BUSY));
         assert!(!already_mounted(Errno::PERM));
         assert!(!already_mounted(Errno::NODEV));
+    }
+
+    #[test]
+    fn private_tmpfs_holds_private_files_and_becomes_read_only() {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("skipped: mounting a tmpfs needs root");
+            return;
+        }
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let mount_point = dir.path().join("a/secrets");
+        mount_private_tmpfs(&mount_point, 4096, 4242).unwrap();
+        let _unmount = Unmount(mount_point.clone());
+        let meta = std::fs::metadata(&mount_point).unwrap();
+        assert_eq!(
+            (meta.mode() & 0o7777, meta.uid(), meta.gid()),
+            (0o750, 0, 4242)
+        );
+        let parent = std::fs::metadata(dir.path().join("a")).unwrap();
+        assert_eq!(parent.mode() & 0o777, 0o755);
+        let file = mount_point.join("k");
+        write_private_file(&file, b"value", 4242).unwrap();
+        assert!(
+            write_private_file(&file, b"again", 4242).is_err(),
+            "never overwritten"
+        );
+        // Larger than the tmpfs: refused.
+        assert!(write_private_file(&mount_point.join("big"), &[0u8; 3 * 4096], 1).is_err());
+        remount_read_only(&mount_point).unwrap();
+        let meta = std::fs::metadata(&file).unwrap();
+        assert_eq!(
+            (meta.mode() & 0o7777, meta.uid(), meta.gid()),
+            (0o440, 0, 4242)
+        );
+        assert_eq!(std::fs::read(&file).unwrap(), b"value");
+        let e = std::fs::write(mount_point.join("new"), b"x").unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(30), "EROFS: {e}");
+    }
+
+    /// Unmounts on drop, so a failing assertion leaves no mount behind.
+    pub(crate) struct Unmount(pub(crate) std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = rustix::mount::unmount(&self.0, rustix::mount::UnmountFlags::DETACH);
+        }
     }
 }

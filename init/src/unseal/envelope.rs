@@ -237,6 +237,15 @@ impl fmt::Debug for Envelope {
 }
 
 impl Secret {
+    /// A secret made in a test, without KMS.
+    #[cfg(test)]
+    pub(crate) fn for_test(name: &str, value: &[u8]) -> Secret {
+        Secret {
+            name: name.to_owned(),
+            value: Zeroizing::new(value.to_vec()),
+        }
+    }
+
     /// The secret's name, from the envelope's encryption context (`zoa:secret`).
     pub fn name(&self) -> &str {
         &self.name

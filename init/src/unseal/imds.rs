@@ -36,6 +36,7 @@ const OPERATION_TIMEOUT: Duration = Duration::from_secs(10);
 
 const REGION_PATH: &str = "/latest/meta-data/placement/region";
 const ROLES_PATH: &str = "/latest/meta-data/iam/security-credentials/";
+const USER_DATA_PATH: &str = "/latest/user-data";
 
 /// A client of one IMDS endpoint.
 pub(super) struct Imds {
@@ -104,6 +105,23 @@ impl Imds {
                 step: "role credentials",
                 detail: format!("role {role:?} at {}: {}", self.endpoint, describe(&e)),
             })
+    }
+
+    /// The instance's user data (404: it has none).
+    pub(super) async fn user_data(&self) -> Result<String, UnsealError> {
+        match self.client.get(USER_DATA_PATH).await {
+            Ok(text) => Ok(text.as_ref().to_owned()),
+            Err(ImdsError::ErrorResponse(r)) if r.response().status().as_u16() == 404 => {
+                Err(UnsealError::UserData {
+                    detail: format!(
+                        "the instance has none ({}); `zoa deploy --secret NAME=FILE` puts the \
+                         sealed secrets there",
+                        self.endpoint
+                    ),
+                })
+            }
+            Err(e) => Err(self.error("user data", &e)),
+        }
     }
 
     async fn role_name(&self) -> Result<String, UnsealError> {

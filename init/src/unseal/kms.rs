@@ -25,6 +25,7 @@ use zeroize::Zeroizing;
 
 use super::envelope::{Envelope, Secret};
 use super::imds::{describe, Imds};
+use super::userdata::UserData;
 use super::{open_recipient_ciphertext, RecipientKey, UnsealError};
 
 /// Generous for one small request, and still a bound: a boot must not hang on KMS.
@@ -56,29 +57,66 @@ pub fn unseal_envelopes(
     if envelopes.is_empty() {
         return Ok(Vec::new());
     }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| UnsealError::Runtime(e.to_string()))?;
-    runtime.block_on(async {
+    block_on(async {
         let http = https_client()?;
         let imds = Imds::new(imds_endpoint, http.clone())?;
-        let region = imds.region().await?;
-        let credentials = imds.role_credentials().await?;
-        let kms = Kms::new(region, credentials, kms_endpoint, http);
-        let mut secrets = Vec::with_capacity(envelopes.len());
-        for envelope in envelopes {
-            let secret = kms
-                .unseal(envelope, attestation_doc, key)
-                .await
-                .map_err(|error| UnsealError::Secret {
-                    name: envelope.name().to_owned(),
-                    error: Box::new(error),
-                })?;
-            secrets.push(secret);
-        }
-        Ok(secrets)
+        open_all(&imds, kms_endpoint, http, attestation_doc, key, envelopes).await
     })
+}
+
+/// What zoa-init does at boot: the instance's user data from IMDSv2 ([`UserData`]), the
+/// envelopes of `names` in it, then [`unseal_envelopes`]' exchange for each.
+pub fn unseal_user_data(
+    imds_endpoint: Option<&str>,
+    kms_endpoint: Option<&str>,
+    attestation_doc: &[u8],
+    key: &RecipientKey,
+    names: &[&str],
+) -> Result<Vec<Secret>, UnsealError> {
+    block_on(async {
+        let http = https_client()?;
+        let imds = Imds::new(imds_endpoint, http.clone())?;
+        let text = imds.user_data().await?;
+        let envelopes = UserData::parse(text.as_bytes())?.envelopes(names)?;
+        open_all(&imds, kms_endpoint, http, attestation_doc, key, &envelopes).await
+    })
+}
+
+/// Runs `work` on a current-thread runtime made for it (zoa-init is synchronous otherwise).
+fn block_on<T>(
+    work: impl std::future::Future<Output = Result<T, UnsealError>>,
+) -> Result<T, UnsealError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| UnsealError::Runtime(e.to_string()))?
+        .block_on(work)
+}
+
+/// Region and role credentials from `imds`, then each envelope through KMS, all or none.
+async fn open_all(
+    imds: &Imds,
+    kms_endpoint: Option<&str>,
+    http: SharedHttpClient,
+    attestation_doc: &[u8],
+    key: &RecipientKey,
+    envelopes: &[Envelope],
+) -> Result<Vec<Secret>, UnsealError> {
+    let region = imds.region().await?;
+    let credentials = imds.role_credentials().await?;
+    let kms = Kms::new(region, credentials, kms_endpoint, http);
+    let mut secrets = Vec::with_capacity(envelopes.len());
+    for envelope in envelopes {
+        let secret = kms
+            .unseal(envelope, attestation_doc, key)
+            .await
+            .map_err(|error| UnsealError::Secret {
+                name: envelope.name().to_owned(),
+                error: Box::new(error),
+            })?;
+        secrets.push(secret);
+    }
+    Ok(secrets)
 }
 
 /// The one HTTPS client of the unseal (IMDS is plain HTTP through the same client): rustls with

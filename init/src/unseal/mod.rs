@@ -15,6 +15,7 @@ mod cms;
 mod envelope;
 mod imds;
 mod kms;
+mod userdata;
 
 use std::fmt;
 
@@ -24,7 +25,8 @@ use rsa::traits::PublicKeyParts;
 pub use self::cms::{open_recipient_ciphertext, MAX_PLAINTEXT_LEN};
 pub use self::envelope::{Envelope, Secret, ENVELOPE_FORMAT, SECRET_NAME_KEY};
 pub use self::imds::DEFAULT_IMDS_ENDPOINT;
-pub use self::kms::unseal_envelopes;
+pub use self::kms::{unseal_envelopes, unseal_user_data};
+pub use self::userdata::{UserData, MAX_USER_DATA_LEN, USER_DATA_FORMAT};
 
 /// Modulus size of generated keys: the key protects one boot's secrets for seconds, and key
 /// generation at boot grows steeply with size.
@@ -160,6 +162,8 @@ pub enum UnsealError {
     },
     /// A sealed envelope is malformed (format, algorithm, a field's encoding or size).
     Envelope { detail: String },
+    /// The instance's user data is not zoa's, or lacks a secret.
+    UserData { detail: String },
     /// The data key KMS released is not 32 bytes.
     DataKeyLength(usize),
     /// The envelope's AES-256-GCM tag does not verify.
@@ -302,6 +306,7 @@ impl fmt::Display for UnsealError {
                 request_suffix(request_id)
             ),
             UnsealError::Envelope { detail } => write!(f, "sealed envelope: {detail}"),
+            UnsealError::UserData { detail } => write!(f, "user data: {detail}"),
             UnsealError::DataKeyLength(n) => {
                 write!(
                     f,
