@@ -46,6 +46,8 @@ fn options(uki: &Path, disk: &Path) -> BootOptions {
     o.timeout = Some(TIMEOUT);
     o.memory_mib = 1536;
     o.extra_disks = vec![disk.to_owned()];
+    // A network device: the image brings its network up before it looks at the model.
+    o.forwards = vec![(free_port(), 8080)];
     o
 }
 
