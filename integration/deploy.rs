@@ -17,12 +17,14 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 const EXIT_BAD_SIGNATURE: i32 = 10;
 const EXIT_ARTIFACT_MISMATCH: i32 = 11;
 /// The block size the proxy gives coldsnap (AWS's): moto's own answer is 512.
 const EBS_BLOCK_SIZE: usize = 524288;
+const REFRESH_NS: &str = "http://autoscaling.amazonaws.com/doc/2011-01-01/";
 
 // ---- a signed release, built once per test binary ----
 
@@ -36,29 +38,75 @@ struct Built {
 
 fn built() -> &'static Built {
     static BUILT: OnceLock<Built> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let f = Fixture::new();
-        let recipe = f.write("recipe.toml", tiny_recipe(""));
-        let o = f.build(&recipe, "rel");
-        assert!(o.status.success(), "zoa build: {}", stderr(&o));
-        let o = run(zoa(&f.cache())
-            .env_remove("ZOA_KEY_PASSWORD")
-            .args(["keygen", "--no-password", "--out"])
-            .arg(f.path("ci")));
-        assert!(o.status.success(), "zoa keygen: {}", stderr(&o));
-        sign(&f.cache(), &f.path("rel"), &f.path("ci.key"));
-        Built {
-            files: std::fs::read_dir(f.path("rel"))
-                .expect("list the release")
-                .map(|e| {
-                    let e = e.expect("list the release");
-                    let bytes = std::fs::read(e.path()).expect("read the release");
-                    (e.file_name().to_string_lossy().into_owned(), bytes)
-                })
-                .collect(),
-            key: std::fs::read(f.path("ci.key")).expect("read ci.key"),
-            pubkey: std::fs::read(f.path("ci.pub")).expect("read ci.pub"),
+    BUILT.get_or_init(|| build_signed("", None))
+}
+
+/// The tiny release with `extra` recipe text, signed with the key of `same_key` or a
+/// fresh one.
+fn build_signed(extra: &str, same_key: Option<&Built>) -> Built {
+    let f = Fixture::new();
+    let recipe = f.write("recipe.toml", tiny_recipe(extra));
+    let o = f.build(&recipe, "rel");
+    assert!(o.status.success(), "zoa build: {}", stderr(&o));
+    match same_key {
+        Some(b) => {
+            f.write("ci.key", &b.key);
+            f.write("ci.pub", &b.pubkey);
         }
+        None => {
+            let o = run(zoa(&f.cache())
+                .env_remove("ZOA_KEY_PASSWORD")
+                .args(["keygen", "--no-password", "--out"])
+                .arg(f.path("ci")));
+            assert!(o.status.success(), "zoa keygen: {}", stderr(&o));
+        }
+    }
+    sign(&f.cache(), &f.path("rel"), &f.path("ci.key"));
+    Built {
+        files: std::fs::read_dir(f.path("rel"))
+            .expect("list the release")
+            .map(|e| {
+                let e = e.expect("list the release");
+                let bytes = std::fs::read(e.path()).expect("read the release");
+                (e.file_name().to_string_lossy().into_owned(), bytes)
+            })
+            .collect(),
+        key: std::fs::read(f.path("ci.key")).expect("read ci.key"),
+        pubkey: std::fs::read(f.path("ci.pub")).expect("read ci.pub"),
+    }
+}
+
+/// A stand-in model: the GGUF magic, then deterministic bytes, with one all-zero 512 KiB
+/// block and a length that is no multiple of 512.
+fn model_bytes() -> Vec<u8> {
+    let len = 3 * EBS_BLOCK_SIZE + 1000;
+    let mut x: u32 = 0x2545_f491;
+    let mut m: Vec<u8> = (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect();
+    m[..4].copy_from_slice(b"GGUF");
+    m[EBS_BLOCK_SIZE..2 * EBS_BLOCK_SIZE].fill(0);
+    m
+}
+
+/// The tiny release pinning [`model_bytes`] as its model (`[init.model]`).
+fn built_with_model() -> &'static Built {
+    static BUILT: OnceLock<Built> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let m = model_bytes();
+        build_signed(
+            &format!(
+                "[init.model]\nsize = {}\nsha256 = \"{}\"\n",
+                m.len(),
+                sha256_hex(&m)
+            ),
+            Some(built()),
+        )
     })
 }
 
@@ -83,6 +131,8 @@ fn flip_byte(path: &Path, at: usize) {
 
 struct Lab {
     f: Fixture,
+    /// The release the lab deploys.
+    built: &'static Built,
     /// The release directory (deploy.json goes to DIR/deploy/).
     dir: PathBuf,
     pubkey: PathBuf,
@@ -93,7 +143,11 @@ struct Lab {
 
 impl Lab {
     fn new() -> Lab {
-        let b = built();
+        Lab::with(built())
+    }
+
+    /// A lab deploying the release `b`.
+    fn with(b: &'static Built) -> Lab {
         let f = Fixture::new();
         let pubkey = f.write("ci.pub", &b.pubkey);
         let key = f.write("ci.key", &b.key);
@@ -101,6 +155,7 @@ impl Lab {
         let proxy = FaultProxy::start(&moto.endpoint());
         proxy.set_ebs_block_size(EBS_BLOCK_SIZE as u64);
         let lab = Lab {
+            built: b,
             dir: f.path("rel"),
             pubkey,
             key,
@@ -114,7 +169,12 @@ impl Lab {
 
     /// A copy of the signed release at `name` in the fixture.
     fn release_copy(&self, name: &str) -> PathBuf {
-        for (file, bytes) in &built().files {
+        self.copy_of(self.built, name)
+    }
+
+    /// A copy of the signed release `b` at `name` in the fixture.
+    fn copy_of(&self, b: &Built, name: &str) -> PathBuf {
+        for (file, bytes) in &b.files {
             self.f.write(&format!("{name}/{file}"), bytes);
         }
         self.f.path(name)
@@ -161,6 +221,80 @@ impl Lab {
     /// `zoa deploy --plan --json EXTRA`, which must succeed; the plan.
     fn plan(&self, extra: &[&str]) -> Value {
         self.deploy_ok(&[&["--plan"], extra].concat())
+    }
+
+    /// `zoa seal --key KEY --name NAME EXTRA` of `secret`; the envelope's path.
+    fn seal_with(&self, key: &str, name: &str, secret: &[u8], extra: &[&str]) -> PathBuf {
+        static SEALED: AtomicUsize = AtomicUsize::new(0);
+        let n = SEALED.fetch_add(1, Ordering::Relaxed);
+        let input = self.f.write(&format!("plain/{name}-{n}"), secret);
+        let out = self.f.path(&format!("{name}-{n}.sealed.json"));
+        let o = run(self
+            .zoa()
+            .args(["seal", "--key", key, "--name", name, "--in"])
+            .arg(&input)
+            .arg("--out")
+            .arg(&out)
+            .args(extra));
+        assert!(o.status.success(), "zoa seal {name}: {}", stderr(&o));
+        out
+    }
+
+    /// `zoa seal --key DIR --name NAME` of `secret` (the deployment's key).
+    fn seal(&self, name: &str, secret: &[u8]) -> PathBuf {
+        self.seal_with(self.dir.to_str().expect("UTF-8 path"), name, secret, &[])
+    }
+
+    /// Has the proxy answer AutoScaling's instance refresh calls, which moto lacks, in
+    /// AWS's documented response shape with a refresh that succeeded (see rollout.rs).
+    fn answer_instance_refreshes(&self, asg: &str) {
+        self.proxy.fail(
+            "autoscaling:DescribeInstanceRefreshes",
+            1000,
+            Fault::Answer(format!(
+                "<DescribeInstanceRefreshesResponse xmlns=\"{REFRESH_NS}\"><DescribeInstanceRefreshesResult><InstanceRefreshes><member><InstanceRefreshId>refresh-1</InstanceRefreshId><AutoScalingGroupName>{asg}</AutoScalingGroupName><Status>Successful</Status><PercentageComplete>100</PercentageComplete></member></InstanceRefreshes></DescribeInstanceRefreshesResult><ResponseMetadata><RequestId>r</RequestId></ResponseMetadata></DescribeInstanceRefreshesResponse>"
+            )),
+        );
+        self.proxy.fail(
+            "autoscaling:StartInstanceRefresh",
+            1000,
+            Fault::Answer(format!(
+                "<StartInstanceRefreshResponse xmlns=\"{REFRESH_NS}\"><StartInstanceRefreshResult><InstanceRefreshId>refresh-1</InstanceRefreshId></StartInstanceRefreshResult><ResponseMetadata><RequestId>r</RequestId></ResponseMetadata></StartInstanceRefreshResponse>"
+            )),
+        );
+    }
+
+    /// The blocks of a snapshot as moto's EBS direct API returns them, by index.
+    fn snapshot_blocks(&self, snapshot: &str) -> BTreeMap<usize, Vec<u8>> {
+        let auth = http::fake_auth("ebs");
+        let get = |target: &str| {
+            let r = http::request(
+                self.moto.addr(),
+                "GET",
+                target,
+                &[("Authorization", auth.as_str())],
+                b"",
+            )
+            .expect("moto answers");
+            assert_eq!(r.status, 200, "GET {target}: {}", r.text());
+            r
+        };
+        let list: Value =
+            serde_json::from_slice(&get(&format!("/snapshots/{snapshot}/blocks")).body)
+                .expect("ListSnapshotBlocks answers JSON");
+        list["Blocks"]
+            .as_array()
+            .expect("Blocks")
+            .iter()
+            .map(|b| {
+                let index = b["BlockIndex"].as_u64().expect("BlockIndex") as usize;
+                let token = b["BlockToken"].as_str().expect("BlockToken");
+                let r = get(&format!(
+                    "/snapshots/{snapshot}/blocks/{index}?blockToken={token}"
+                ));
+                (index, r.body)
+            })
+            .collect()
     }
 
     fn destroy_dir(&self, dir: &Path) -> Output {
@@ -1275,4 +1409,424 @@ fn redeploy_after_destroy_sends_a_fresh_client_token() {
         token(&second),
         "the redeploy reused the terminated instance's ClientToken"
     );
+}
+
+// ---- sealed secrets in user data ----
+
+/// The steps a plan creates (or changes), in order.
+fn created_steps(plan: &Value) -> Vec<String> {
+    plan["steps"]
+        .as_array()
+        .expect("plan.steps")
+        .iter()
+        .filter(|s| s["action"] == "create")
+        .map(|s| s["step"].as_str().expect("step").to_string())
+        .collect()
+}
+
+/// A user data parameter as EC2 was sent it (base64), decoded.
+fn user_data_sent(call: &Call, param_name: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(param(call, param_name))
+        .expect("UserData is base64")
+}
+
+/// Checks user data is zoa-init's format holding exactly these envelope files.
+fn assert_user_data_holds(user_data: &[u8], envelopes: &[(&str, &Path)]) {
+    let data = zoa_init::unseal::UserData::parse(user_data).expect("zoa-init parses it");
+    let names: Vec<&str> = envelopes.iter().map(|(n, _)| *n).collect();
+    assert_eq!(
+        data.secrets.keys().map(String::as_str).collect::<Vec<_>>(),
+        names,
+        "the secrets in the user data"
+    );
+    data.envelopes(&names)
+        .expect("each envelope under its name");
+    for (name, file) in envelopes {
+        let want: Value = serde_json::from_slice(&std::fs::read(file).unwrap()).unwrap();
+        assert_eq!(
+            data.secrets[*name], want,
+            "secret {name} is not its envelope"
+        );
+    }
+}
+
+/// The flow the key forces: deploy (creates the key), seal, deploy again with --secret.
+/// A single instance reads user data at boot only, so it is replaced: a new instance with
+/// the user data (tagged with its digest), then the old one terminated. A rerun with the
+/// same secrets, or without any, changes nothing.
+#[test]
+fn secrets_go_into_the_user_data_of_a_replacement_instance() {
+    let lab = Lab::new();
+    lab.deploy_ok(&[]);
+    let old_instance = str_at(&lab.state(), "/instance_ids/0").to_string();
+    let a = lab.seal("api-key", b"the api key");
+    let b = lab.seal("db", b"the database password");
+    let (sa, sb) = (
+        format!("api-key={}", a.display()),
+        format!("db={}", b.display()),
+    );
+    let args = ["--secret", sa.as_str(), "--secret", sb.as_str()];
+
+    // The plan names the secrets and the size, never the envelopes.
+    let mut text = None;
+    let calls = lab.record(|| text = Some(lab.deploy(&[&["--plan"], &args[..]].concat())));
+    let text = text.unwrap();
+    assert!(text.status.success(), "--plan: {}", stderr(&text));
+    assert_eq!(
+        mutating(&calls),
+        Vec::<String>::new(),
+        "--plan changed something"
+    );
+    let text = String::from_utf8_lossy(&text.stdout).into_owned();
+    let envelope: Value = serde_json::from_slice(&std::fs::read(&a).unwrap()).unwrap();
+    assert!(
+        !text.contains(str_at(&envelope, "/ciphertext")),
+        "the plan shows an envelope:\n{text}"
+    );
+    let plan = lab.plan(&args);
+    assert_eq!(created_steps(&plan), ["instance", "old-instances"]);
+    let run_params = &plan["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["step"] == "instance")
+        .unwrap()["calls"][0]["params"];
+    let summary = run_params["UserData"]
+        .as_str()
+        .expect("UserData in the plan");
+    assert!(
+        summary.starts_with('<') && summary.ends_with(" bytes: secrets api-key, db>"),
+        "{summary}"
+    );
+    assert!(
+        text.contains(summary),
+        "the text plan lacks {summary}:\n{text}"
+    );
+
+    let calls = lab.record(|| {
+        lab.deploy_ok(&args);
+    });
+    assert_eq!(mutating(&calls), plan_apis(&plan));
+    assert_eq!(
+        mutating(&calls),
+        ["ec2:RunInstances", "ec2:TerminateInstances"]
+    );
+    let runi = only(&calls, "ec2:RunInstances");
+    let sent = user_data_sent(runi, "UserData");
+    assert_user_data_holds(&sent, &[("api-key", &a), ("db", &b)]);
+    assert_eq!(
+        summary,
+        format!("<{} bytes: secrets api-key, db>", sent.len())
+    );
+    let tags = runi.params_with_prefix("TagSpecification.1.");
+    assert_eq!(param(runi, "TagSpecification.1.ResourceType"), "instance");
+    assert!(
+        tags.iter()
+            .any(|(k, v)| k.ends_with(".Value") && *v == sha256_hex(&sent)),
+        "the instance is not tagged with its user data's digest: {tags:?}"
+    );
+    assert_eq!(
+        param(only(&calls, "ec2:TerminateInstances"), "InstanceId.1"),
+        old_instance
+    );
+    let state = lab.state();
+    assert_eq!(state["user_data_sha256"], sha256_hex(&sent));
+    assert_eq!(
+        state["secrets"],
+        serde_json::json!({
+            "api-key": sha256_hex(&std::fs::read(&a).unwrap()),
+            "db": sha256_hex(&std::fs::read(&b).unwrap()),
+        })
+    );
+    let inv = lab.inventory();
+    inv.assert_one_deploy("after the secrets");
+    assert_ne!(inv.instances, [old_instance], "the old instance is left");
+
+    for (what, extra) in [("the same secrets", &args[..]), ("no --secret", &[][..])] {
+        let calls = lab.record(|| {
+            lab.deploy_ok(extra);
+        });
+        assert_eq!(
+            mutating(&calls),
+            Vec::<String>::new(),
+            "a rerun with {what}"
+        );
+        assert_eq!(
+            lab.state(),
+            state,
+            "a rerun with {what} changed deploy.json"
+        );
+    }
+    let o = lab.destroy();
+    assert!(o.status.success(), "zoa destroy: {}", stderr(&o));
+    lab.inventory().assert_empty("after destroy");
+}
+
+/// A fleet gets new secrets through a launch template version and an instance refresh;
+/// the rerun finds the template with them and the refresh recorded, and does nothing.
+#[test]
+fn a_fleet_gets_secrets_through_a_template_version_and_an_instance_refresh() {
+    let lab = Lab::new();
+    lab.deploy_ok(&["--fleet"]);
+    lab.answer_instance_refreshes("zoa-tiny");
+    let a = lab.seal("api-key", b"the api key");
+    let sa = format!("api-key={}", a.display());
+    let args = ["--fleet", "--secret", sa.as_str()];
+    let plan = lab.plan(&args);
+    assert_eq!(created_steps(&plan), ["user-data"]);
+    assert_eq!(
+        plan_apis(&plan),
+        [
+            "ec2:CreateLaunchTemplateVersion",
+            "ec2:ModifyLaunchTemplate",
+            "autoscaling:StartInstanceRefresh"
+        ]
+    );
+    let calls = lab.record(|| {
+        lab.deploy_ok(&args);
+    });
+    // StartInstanceRefresh is the proxy's to answer: moto does not see it.
+    assert_eq!(
+        mutating(&calls),
+        [
+            "ec2:CreateLaunchTemplateVersion",
+            "ec2:ModifyLaunchTemplate"
+        ]
+    );
+    assert_eq!(lab.proxy.count("autoscaling:StartInstanceRefresh"), 1);
+    let version = only(&calls, "ec2:CreateLaunchTemplateVersion");
+    assert_eq!(param(version, "SourceVersion"), "$Latest");
+    let sent = user_data_sent(version, "LaunchTemplateData.UserData");
+    assert_user_data_holds(&sent, &[("api-key", &a)]);
+    let state = lab.state();
+    assert_eq!(state["user_data_sha256"], sha256_hex(&sent));
+    assert_eq!(
+        param(only(&calls, "ec2:ModifyLaunchTemplate"), "LaunchTemplateId"),
+        str_at(&state, "/launch_template_id")
+    );
+
+    let calls = lab.record(|| {
+        lab.deploy_ok(&args);
+    });
+    assert_eq!(mutating(&calls), Vec::<String>::new(), "the rerun");
+    assert_eq!(lab.proxy.count("autoscaling:StartInstanceRefresh"), 1);
+    assert_eq!(lab.state(), state);
+    let o = lab.destroy();
+    assert!(o.status.success(), "zoa destroy: {}", stderr(&o));
+    lab.inventory().assert_empty("after destroy");
+}
+
+/// Each bad --secret is refused with one line, before a single request: on a first
+/// deploy (no key yet), not an envelope, the wrong name, another key, another deployment,
+/// a name twice, and --secret with --user-data.
+#[test]
+fn bad_secrets_are_refused_before_any_aws_call() {
+    let lab = Lab::new();
+    // An envelope for this deployment under some key, before the deployment has one.
+    let r = lab.moto.json("kms", "TrentService.CreateKey", "{}");
+    assert_eq!(r.status, 200, "CreateKey: {}", r.text());
+    let other_key = serde_json::from_slice::<Value>(&r.body).unwrap()["KeyMetadata"]["Arn"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let foreign = lab.seal_with(&other_key, "api-key", b"k", &["--deployment", "tiny"]);
+    let refused = |args: &[&str], want: &[&str]| {
+        lab.proxy.reset_counts();
+        let mut o = None;
+        let calls = lab.record(|| o = Some(lab.deploy(args)));
+        let o = o.unwrap();
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {}", stderr(&o));
+        let line = one_error_line(&o, &format!("{args:?}"));
+        for w in want {
+            assert!(line.contains(w), "{args:?}: {w:?} not in {line:?}");
+        }
+        assert!(
+            calls.is_empty() && lab.proxy.operations().is_empty(),
+            "{args:?}: requests were made: {:?}",
+            lab.proxy.operations()
+        );
+    };
+    let secret = |name: &str, file: &Path| format!("{name}={}", file.display());
+
+    refused(
+        &["--secret", &secret("api-key", &foreign)],
+        &[
+            "no deploy record",
+            "deploy without --secret first",
+            "zoa seal --key",
+        ],
+    );
+    assert!(!lab.dir.join("deploy").exists());
+
+    lab.deploy_ok(&[]);
+    let key = str_at(&lab.state(), "/key_arn").to_string();
+    let good = lab.seal("api-key", b"k");
+    let other_deployment = lab.seal_with(&key, "api-key", b"k", &["--deployment", "other"]);
+    let junk = lab.f.write("junk.json", "#!/bin/sh\necho hi\n");
+    let before = lab.state();
+    refused(
+        &["--secret", &secret("api-key", &junk)],
+        &["junk.json", "--secret api-key", "not a zoa sealed envelope"],
+    );
+    refused(
+        &["--secret", &secret("db", &good)],
+        &["--secret db", "sealed as \"api-key\""],
+    );
+    refused(
+        &["--secret", &secret("api-key", &foreign)],
+        &[
+            "sealed under key",
+            other_key.as_str(),
+            "the deployment's key is",
+            key.as_str(),
+        ],
+    );
+    refused(
+        &["--secret", &secret("api-key", &other_deployment)],
+        &["sealed for deployment \"other\", not \"tiny\""],
+    );
+    refused(
+        &[
+            "--secret",
+            &secret("api-key", &good),
+            "--secret",
+            &secret("api-key", &good),
+        ],
+        &["\"api-key\" given twice"],
+    );
+    refused(
+        &[
+            "--secret",
+            &secret("api-key", &good),
+            "--user-data",
+            junk.to_str().unwrap(),
+        ],
+        &["--secret and --user-data"],
+    );
+    assert_eq!(lab.state(), before, "a refusal changed deploy.json");
+}
+
+// ---- the model as a second volume ----
+
+/// `--model` must be the model the image pins (refused before any AWS call otherwise);
+/// it goes up as a second snapshot whose blocks are the file, zero-padded to the block
+/// size, and the AMI maps it as /dev/sdb; reruns create nothing; destroy removes both
+/// snapshots.
+#[test]
+fn the_model_goes_up_as_a_second_snapshot_mapped_by_the_ami() {
+    let lab = Lab::with(built_with_model());
+    let model = model_bytes();
+    let file = lab.f.write("model.gguf", &model);
+    let wrong = lab.f.write("wrong.gguf", {
+        let mut m = model.clone();
+        m[100] ^= 1;
+        m
+    });
+    let plain = lab.copy_of(built(), "plain");
+    let model_arg = ["--model", file.to_str().unwrap()];
+    for (what, dir, args, want) in [
+        ("no --model", &lab.dir, &[][..], "pass --model FILE"),
+        (
+            "another model",
+            &lab.dir,
+            &["--model", wrong.to_str().unwrap()][..],
+            "but the image pins",
+        ),
+        (
+            "an image without one",
+            &plain,
+            &model_arg[..],
+            "pins no model",
+        ),
+    ] {
+        let mut o = None;
+        let calls = lab.record(|| o = Some(lab.deploy_dir(dir, args)));
+        let o = o.unwrap();
+        assert_eq!(o.status.code(), Some(1), "{what}: {}", stderr(&o));
+        let line = one_error_line(&o, what);
+        assert!(line.contains(want), "{what}: {want:?} not in {line:?}");
+        assert!(calls.is_empty(), "{what}: requests reached moto");
+    }
+
+    let plan = lab.plan(&model_arg);
+    assert_eq!(
+        created_steps(&plan)[..3],
+        ["snapshot", "model-snapshot", "image"]
+    );
+    let calls = lab.record(|| {
+        lab.deploy_ok(&model_arg);
+    });
+    assert_eq!(mutating(&calls), plan_apis(&plan));
+    let state = lab.state();
+    let snapshot = str_at(&state, "/snapshot_id");
+    let model_snapshot = str_at(&state, "/model_snapshot_id");
+    assert_ne!(snapshot, model_snapshot);
+    assert_eq!(state["model_sha256"], sha256_hex(&model));
+
+    // StartSnapshot of the model: 1 GiB (rounded up), tagged with the model's digest.
+    let starts: Vec<&Call> = calls.iter().filter(|c| c.is("ebs:StartSnapshot")).collect();
+    assert_eq!(starts.len(), 2, "two uploads");
+    let model_start = starts
+        .iter()
+        .find(|c| {
+            c.json_at("/Tags")
+                .is_some_and(|t| t.to_string().contains("zoa:model-sha256"))
+        })
+        .expect("the model's StartSnapshot");
+    assert_eq!(
+        model_start.json_at("/VolumeSize"),
+        Some(&serde_json::json!(1))
+    );
+
+    // The blocks read back are the file, the last one zero-padded (coldsnap sends every
+    // block, zeros included: an encrypted-by-default snapshot would not read zeros back
+    // from an unwritten block).
+    let blocks = lab.snapshot_blocks(model_snapshot);
+    assert_eq!(blocks.keys().copied().collect::<Vec<_>>(), [0, 1, 2, 3]);
+    let mut image = vec![0u8; 4 * EBS_BLOCK_SIZE];
+    for (index, body) in &blocks {
+        assert_eq!(body.len(), EBS_BLOCK_SIZE, "block {index}");
+        image[index * EBS_BLOCK_SIZE..(index + 1) * EBS_BLOCK_SIZE].copy_from_slice(body);
+    }
+    assert!(
+        image[..model.len()] == model[..],
+        "the snapshot is not the model: first difference at byte {:?}",
+        image.iter().zip(&model).position(|(a, b)| a != b)
+    );
+    assert!(
+        image[model.len()..].iter().all(|b| *b == 0),
+        "the padding is not zeros"
+    );
+
+    // RegisterImage maps both volumes.
+    let register = only(&calls, "ec2:RegisterImage");
+    for (k, v) in [
+        ("BlockDeviceMapping.1.DeviceName", "/dev/xvda"),
+        ("BlockDeviceMapping.1.Ebs.SnapshotId", snapshot),
+        ("BlockDeviceMapping.2.DeviceName", "/dev/sdb"),
+        ("BlockDeviceMapping.2.Ebs.SnapshotId", model_snapshot),
+        ("BlockDeviceMapping.2.Ebs.VolumeType", "gp3"),
+        ("BlockDeviceMapping.2.Ebs.DeleteOnTermination", "true"),
+    ] {
+        assert_eq!(param(register, k), v, "RegisterImage {k}");
+    }
+    let inv = lab.inventory();
+    assert_eq!(inv.snapshots.len(), 2, "{inv:#?}");
+
+    for (what, extra) in [("--model", &model_arg[..]), ("no --model", &[][..])] {
+        let calls = lab.record(|| {
+            lab.deploy_ok(extra);
+        });
+        assert_eq!(
+            mutating(&calls),
+            Vec::<String>::new(),
+            "a rerun with {what}"
+        );
+        assert_eq!(lab.inventory(), inv, "a rerun with {what}");
+    }
+    let o = lab.destroy();
+    assert!(o.status.success(), "zoa destroy: {}", stderr(&o));
+    lab.inventory().assert_empty("after destroy");
 }

@@ -52,10 +52,15 @@ impl Lab {
     }
 
     fn release(&self, version: &str) -> PathBuf {
+        self.release_with(version, "")
+    }
+
+    /// Release `version` of the tiny recipe with `extra` recipe text.
+    fn release_with(&self, version: &str, extra: &str) -> PathBuf {
         let recipe = self.f.write(
             &format!("v{version}.toml"),
             // Another version and command line: another UKI, so other PCRs.
-            tiny_recipe("")
+            tiny_recipe(extra)
                 .replace("version = \"1\"", &format!("version = \"{version}\""))
                 .replace(
                     "console=ttyS0 panic=-1",
@@ -113,6 +118,21 @@ fn a_fleet_rolls_forward_with_both_releases_admitted_only_during_the_refresh() {
             "<StartInstanceRefreshResponse xmlns=\"{REFRESH_NS}\"><StartInstanceRefreshResult><InstanceRefreshId>refresh-1</InstanceRefreshId></StartInstanceRefreshResult><ResponseMetadata><RequestId>r</RequestId></ResponseMetadata></StartInstanceRefreshResponse>"
         )),
     );
+
+    // --reseal is for locked keys only: refused before any call.
+    let plain = lab.f.write("plain", b"k");
+    let o = lab.zoa(&[
+        "rollout",
+        s(&v2),
+        "--from",
+        s(&v1),
+        "--pubkey",
+        s(&lab.pubkey),
+        "--reseal",
+        &format!("api-key={}", s(&plain)),
+    ]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("is not locked"), "{}", stderr(&o));
 
     // The plan changes nothing and lists the rollout's steps.
     lab.moto.start_recording();
@@ -279,4 +299,391 @@ fn is_read(op: &str) -> bool {
         .iter()
         .any(|p| name.starts_with(p))
         || name == "GetCallerIdentity"
+}
+
+/// The proxy answers the instance refresh calls moto lacks (see the module comment).
+fn answer_instance_refreshes(proxy: &FaultProxy, asg: &str) {
+    proxy.fail(
+        "autoscaling:DescribeInstanceRefreshes",
+        1000,
+        Fault::Answer(format!(
+            "<DescribeInstanceRefreshesResponse xmlns=\"{REFRESH_NS}\"><DescribeInstanceRefreshesResult><InstanceRefreshes><member><InstanceRefreshId>refresh-1</InstanceRefreshId><AutoScalingGroupName>{asg}</AutoScalingGroupName><Status>Successful</Status><PercentageComplete>100</PercentageComplete></member></InstanceRefreshes></DescribeInstanceRefreshesResult><ResponseMetadata><RequestId>r</RequestId></ResponseMetadata></DescribeInstanceRefreshesResponse>"
+        )),
+    );
+    proxy.fail(
+        "autoscaling:StartInstanceRefresh",
+        1000,
+        Fault::Answer(format!(
+            "<StartInstanceRefreshResponse xmlns=\"{REFRESH_NS}\"><StartInstanceRefreshResult><InstanceRefreshId>refresh-1</InstanceRefreshId></StartInstanceRefreshResult><ResponseMetadata><RequestId>r</RequestId></ResponseMetadata></StartInstanceRefreshResponse>"
+        )),
+    );
+}
+
+fn json_file(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(
+        &std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+    )
+    .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// A fleet deployed with --lock-policy and a sealed secret moves to release 2: its key can
+/// never admit release 2, so release 2 gets a new locked key, the secret is re-sealed
+/// under it from its plaintext (which --reseal must give, checked before any call), the
+/// role may use both keys only during the refresh, the new template version carries the
+/// new envelope, and the old key is scheduled for deletion.
+#[test]
+fn a_locked_key_is_replaced_and_the_secrets_are_resealed() {
+    let lab = Lab::new();
+    let v1 = lab.release("1");
+    let v2 = lab.release("2");
+    let (old_pcr4, new_pcr4) = (pcr4(&v1), pcr4(&v2));
+    let locked = [
+        "--fleet",
+        "--lock-policy",
+        "--i-understand-this-is-permanent",
+    ];
+    let deploy = |dir: &Path, extra: &[&str]| {
+        let o = lab.zoa(
+            &[
+                &["deploy", s(dir), "--pubkey", s(&lab.pubkey)],
+                &locked[..],
+                extra,
+            ]
+            .concat(),
+        );
+        assert!(o.status.success(), "deploy {extra:?}: {}", stderr(&o));
+    };
+    deploy(&v1, &[]);
+    answer_instance_refreshes(&lab.proxy, "zoa-tiny");
+    let plain = lab.f.write("api-key.txt", b"the api key");
+    let sealed = lab.f.path("api-key.sealed.json");
+    let o = lab.zoa(&[
+        "seal",
+        "--key",
+        s(&v1),
+        "--name",
+        "api-key",
+        "--in",
+        s(&plain),
+        "--out",
+        s(&sealed),
+    ]);
+    assert!(o.status.success(), "seal: {}", stderr(&o));
+    deploy(&v1, &["--secret", &format!("api-key={}", s(&sealed))]);
+    let old = json_file(&v1.join("deploy/deploy.json"));
+    let old_key_id = old["key_id"].as_str().unwrap().to_owned();
+    let old_key_arn = old["key_arn"].as_str().unwrap().to_owned();
+    assert_eq!(old["key_locked"], true);
+    assert!(old["secrets"]["api-key"].is_string(), "{old:#}");
+
+    let rollout = |extra: &[&str]| {
+        lab.zoa(
+            &[
+                &[
+                    "rollout",
+                    s(&v2),
+                    "--from",
+                    s(&v1),
+                    "--pubkey",
+                    s(&lab.pubkey),
+                ][..],
+                extra,
+            ]
+            .concat(),
+        )
+    };
+    // Without the plaintext: refused, naming the secret, before any call.
+    lab.moto.start_recording();
+    lab.moto.clear_recording();
+    let o = rollout(&[]);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("is locked") && err.contains("--reseal NAME=FILE for api-key"),
+        "{err}"
+    );
+    assert!(
+        lab.moto.operations().is_empty(),
+        "{:?}",
+        lab.moto.operations()
+    );
+
+    let reseal = format!("api-key={}", s(&plain));
+    let args = ["--reseal", reseal.as_str(), "--key-deletion-days", "7"];
+    let o = rollout(&[&args[..], &["--plan", "--json"]].concat());
+    assert!(o.status.success(), "plan: {}", stderr(&o));
+    let plan: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let first_warning = plan["warnings"][0].as_str().unwrap();
+    assert!(
+        first_warning.starts_with("key alias/zoa/tiny is locked: a new key alias/zoa/tiny-")
+            && first_warning.contains("is created; secrets api-key are re-sealed")
+            && first_warning.contains("scheduled for deletion in 7 days"),
+        "{first_warning}"
+    );
+    let created: Vec<&str> = plan["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|st| st["action"] == "create")
+        .map(|st| st["step"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        created,
+        [
+            "snapshot",
+            "image",
+            "kms-key",
+            "kms-alias",
+            "reseal",
+            "role-admits-both",
+            "template-version",
+            "instance-refresh",
+            "role-admits-new-only",
+            "retire-old-key",
+            "retire-old"
+        ]
+    );
+    let mutating: Vec<String> = lab
+        .moto
+        .operations()
+        .into_iter()
+        .filter(|op| !is_read(op))
+        .collect();
+    assert!(
+        mutating.is_empty(),
+        "--plan changed something: {mutating:?}"
+    );
+
+    lab.moto.clear_recording();
+    let o = rollout(&args);
+    assert!(o.status.success(), "rollout: {}", stderr(&o));
+    let calls = lab.moto.calls();
+    let mut ops: Vec<String> = calls
+        .iter()
+        .map(|c| c.name())
+        .filter(|op| !is_read(op))
+        .collect();
+    ops.dedup();
+    let tail: Vec<&str> = ops
+        .iter()
+        .map(String::as_str)
+        .skip_while(|op| *op != "ec2:RegisterImage")
+        .collect();
+    assert_eq!(
+        tail,
+        [
+            "ec2:RegisterImage",
+            "kms:CreateKey",
+            "kms:CreateAlias",
+            "kms:Encrypt",
+            "iam:PutRolePolicy",
+            "ec2:CreateLaunchTemplateVersion",
+            "ec2:ModifyLaunchTemplate",
+            "iam:PutRolePolicy",
+            "kms:DeleteAlias",
+            "kms:ScheduleKeyDeletion",
+            "ec2:DeregisterImage",
+            "ec2:DeleteSnapshot"
+        ],
+        "(StartInstanceRefresh is answered by the proxy, so moto does not record it)"
+    );
+    assert!(
+        !ops.iter().any(|op| op == "kms:PutKeyPolicy"),
+        "a locked key's policy was put: {ops:?}"
+    );
+    let state = json_file(&v2.join("deploy/deploy.json"));
+    let new_key_arn = state["key_arn"].as_str().unwrap().to_owned();
+    assert_ne!(new_key_arn, old_key_arn);
+    assert_eq!(state["key_locked"], true);
+    let new_alias = state["key_alias"].as_str().unwrap().to_owned();
+    assert!(first_warning.contains(&format!("a new key {new_alias} is created")));
+    // The new key admits release 2 only, and is locked.
+    let create_key = calls.iter().find(|c| c.is("kms:CreateKey")).unwrap();
+    let policy = create_key.param("Policy").unwrap();
+    assert!(policy.contains(&new_pcr4) && !policy.contains(&old_pcr4));
+    assert_eq!(
+        create_key
+            .param("BypassPolicyLockoutSafetyCheck")
+            .as_deref(),
+        Some("true")
+    );
+    // The role may use both keys during the refresh, then only the new one.
+    let role_policies: Vec<String> = calls
+        .iter()
+        .filter(|c| c.is("iam:PutRolePolicy"))
+        .map(|c| c.param("PolicyDocument").unwrap())
+        .collect();
+    assert!(role_policies[0].contains(&old_key_arn) && role_policies[0].contains(&new_key_arn));
+    assert!(!role_policies[1].contains(&old_key_arn) && role_policies[1].contains(&new_key_arn));
+    // The old key goes in 7 days, its alias at once.
+    let schedule = calls
+        .iter()
+        .find(|c| c.is("kms:ScheduleKeyDeletion"))
+        .unwrap();
+    assert_eq!(
+        schedule.param("KeyId").as_deref(),
+        Some(old_key_id.as_str())
+    );
+    assert_eq!(schedule.param("PendingWindowInDays").as_deref(), Some("7"));
+    // The new template version: the new image, and the secret re-sealed under the new key,
+    // which opens (moto's KMS releases the data key, ignoring attestation) to the plaintext.
+    let version = calls
+        .iter()
+        .find(|c| c.is("ec2:CreateLaunchTemplateVersion"))
+        .unwrap();
+    assert_eq!(
+        version.param("LaunchTemplateData.ImageId").as_deref(),
+        state["image_id"].as_str()
+    );
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let user_data = b64
+        .decode(version.param("LaunchTemplateData.UserData").unwrap())
+        .unwrap();
+    let data = zoa_init::unseal::UserData::parse(&user_data).unwrap();
+    let envelope_json = serde_json::to_vec(&data.secrets["api-key"]).unwrap();
+    let envelope = zoa::aws::seal::Envelope::parse(&envelope_json).unwrap();
+    assert_eq!(envelope.key_arn, new_key_arn);
+    let r = lab.moto.json(
+        "kms",
+        "TrentService.Decrypt",
+        &serde_json::json!({
+            "CiphertextBlob": envelope.encrypted_data_key,
+            "EncryptionContext": envelope.encryption_context,
+        })
+        .to_string(),
+    );
+    assert_eq!(r.status, 200, "Decrypt: {}", r.text());
+    let data_key = b64
+        .decode(
+            serde_json::from_slice::<serde_json::Value>(&r.body).unwrap()["Plaintext"]
+                .as_str()
+                .unwrap(),
+        )
+        .unwrap();
+    assert_eq!(envelope.open(&data_key).unwrap(), b"the api key");
+    // The record moved, with the new key and the new envelope's digest.
+    let kept = v2.join("deploy/sealed/api-key.json");
+    assert_eq!(
+        json_file(&kept),
+        serde_json::from_slice::<serde_json::Value>(&envelope_json).unwrap()
+    );
+    assert_eq!(
+        state["secrets"]["api-key"],
+        sha256_hex(&std::fs::read(&kept).unwrap())
+    );
+    assert_eq!(state["user_data_sha256"], sha256_hex(&user_data));
+    assert!(
+        !v1.join("deploy").exists(),
+        "the old record (and its envelopes) stay"
+    );
+    let key_state = |id: &str| {
+        let r = lab.moto.json(
+            "kms",
+            "TrentService.DescribeKey",
+            &serde_json::json!({ "KeyId": id }).to_string(),
+        );
+        serde_json::from_slice::<serde_json::Value>(&r.body).unwrap()["KeyMetadata"]["KeyState"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(key_state(&old_key_id), "PendingDeletion");
+    assert_eq!(key_state(&new_key_arn), "Enabled");
+
+    // A deploy of v2 finds everything in place; destroy removes it all.
+    lab.moto.clear_recording();
+    deploy(&v2, &[]);
+    let again: Vec<String> = lab
+        .moto
+        .operations()
+        .into_iter()
+        .filter(|op| !is_read(op))
+        .collect();
+    assert!(
+        again.is_empty(),
+        "a deploy after the rollout changed {again:?}"
+    );
+    let o = lab.zoa(&["destroy", s(&v2), "--key-deletion-days", "7"]);
+    assert!(o.status.success(), "destroy: {}", stderr(&o));
+    assert_eq!(key_state(&new_key_arn), "PendingDeletion");
+    assert!(!v2.join("deploy").exists());
+}
+
+/// Releases 1 and 2 pin the same model: the rollout reuses release 1's model snapshot
+/// (found by the deployment and the model's digest), the new AMI maps it, and retiring
+/// release 1 deletes its boot snapshot but not the shared model snapshot.
+#[test]
+fn a_rollout_keeps_the_model_snapshot_both_releases_use() {
+    let lab = Lab::new();
+    let mut model = vec![7u8; 600 * 1024 + 17];
+    model[..4].copy_from_slice(b"GGUF");
+    let file = lab.f.write("model.gguf", &model);
+    let pin = format!(
+        "[init.model]\nsize = {}\nsha256 = \"{}\"\n",
+        model.len(),
+        sha256_hex(&model)
+    );
+    let v1 = lab.release_with("1", &pin);
+    let v2 = lab.release_with("2", &pin);
+    let o = lab.zoa(&[
+        "deploy",
+        s(&v1),
+        "--pubkey",
+        s(&lab.pubkey),
+        "--fleet",
+        "--model",
+        s(&file),
+    ]);
+    assert!(o.status.success(), "deploy v1: {}", stderr(&o));
+    let old = json_file(&v1.join("deploy/deploy.json"));
+    let model_snapshot = old["model_snapshot_id"].as_str().unwrap().to_owned();
+    let old_boot = old["snapshot_id"].as_str().unwrap().to_owned();
+    answer_instance_refreshes(&lab.proxy, "zoa-tiny");
+
+    lab.moto.start_recording();
+    let o = lab.zoa(&[
+        "rollout",
+        s(&v2),
+        "--from",
+        s(&v1),
+        "--pubkey",
+        s(&lab.pubkey),
+    ]);
+    assert!(o.status.success(), "rollout: {}", stderr(&o));
+    let calls = lab.moto.calls();
+    assert_eq!(
+        calls.iter().filter(|c| c.is("ebs:StartSnapshot")).count(),
+        1,
+        "the model was uploaded again"
+    );
+    let register = calls.iter().find(|c| c.is("ec2:RegisterImage")).unwrap();
+    assert_eq!(
+        register
+            .param("BlockDeviceMapping.2.Ebs.SnapshotId")
+            .as_deref(),
+        Some(model_snapshot.as_str())
+    );
+    let deleted: Vec<String> = calls
+        .iter()
+        .filter(|c| c.is("ec2:DeleteSnapshot"))
+        .map(|c| c.param("SnapshotId").unwrap())
+        .collect();
+    assert_eq!(deleted, [old_boot], "retiring release 1");
+    let state = json_file(&v2.join("deploy/deploy.json"));
+    assert_eq!(state["model_snapshot_id"], model_snapshot.as_str());
+    assert_eq!(state["model_sha256"], sha256_hex(&model));
+
+    let o = lab.zoa(&["destroy", s(&v2), "--key-deletion-days", "7", "--json"]);
+    assert!(o.status.success(), "destroy: {}", stderr(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(
+        report["removed"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r == &serde_json::json!(format!("snapshot {model_snapshot}"))),
+        "{report:#}"
+    );
 }

@@ -30,6 +30,8 @@ pub fn deploy(args: &DeployArgs, quiet: bool, progress: Progress) -> Result<Exit
     options.sealer_principals = args.sealers.clone();
     options.lock_policy = args.lock_policy && args.i_understand_this_is_permanent;
     options.user_data = args.user_data.clone();
+    options.secrets = args.secrets.clone();
+    options.model = args.model.clone();
     let rt = zoa::aws::runtime()?;
     rt.block_on(async {
         let clients = Clients::connect(&aws_options(&args.aws)).await?;
@@ -74,6 +76,10 @@ pub fn deploy(args: &DeployArgs, quiet: bool, progress: Progress) -> Result<Exit
             if !s.instance_ids.is_empty() {
                 println!("  {:<20} {}", "instances", s.instance_ids.join(", "));
             }
+            if !s.secrets.is_empty() {
+                let names: Vec<&str> = s.secrets.keys().map(String::as_str).collect();
+                println!("  {:<20} {}", "secrets", names.join(", "));
+            }
             println!(
                 "  record: {}",
                 zoa::aws::state::DeployState::path(&args.dir).display()
@@ -85,12 +91,17 @@ pub fn deploy(args: &DeployArgs, quiet: bool, progress: Progress) -> Result<Exit
 
 pub fn rollout(args: &RolloutArgs, quiet: bool, progress: Progress) -> Result<ExitCode> {
     let options = zoa::aws::rollout::RolloutOptions {
-        new_dir: args.dir.clone(),
-        old_dir: args.from.clone(),
-        pubkey: args.pubkey.clone(),
         keep_old: args.keep_old,
         min_healthy_percentage: args.min_healthy_percentage,
         wait: std::time::Duration::from_secs(args.wait_minutes * 60),
+        reseal: args.reseal.clone(),
+        key_deletion_days: args.key_deletion_days,
+        model: args.model.clone(),
+        ..zoa::aws::rollout::RolloutOptions::new(
+            args.dir.clone(),
+            args.from.clone(),
+            args.pubkey.clone(),
+        )
     };
     let rt = zoa::aws::runtime()?;
     rt.block_on(async {
@@ -116,6 +127,9 @@ pub fn rollout(args: &RolloutArgs, quiet: bool, progress: Progress) -> Result<Ex
                 outcome.state.release.version,
                 zoa::aws::state::DeployState::path(&args.dir).display()
             );
+            for path in &outcome.sealed {
+                println!("  re-sealed under the new key: {}", path.display());
+            }
         }
         Ok(ExitCode::SUCCESS)
     })

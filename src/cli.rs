@@ -80,8 +80,10 @@ pub enum Command {
     /// only to instances attesting the release's PCR4 and PCR12 → security group (the
     /// serving port to --allow-cidr only; no ingress at all without it; never SSH) →
     /// instances without key pair, SSH or SSM (or, with --count N / --fleet, a launch
-    /// template and an Auto Scaling group). State goes to DIR/deploy/deploy.json: a rerun
-    /// resumes and never duplicates. --plan prints every call and changes nothing. AWS
+    /// template and an Auto Scaling group). --secret NAME=FILE puts `zoa seal` envelopes in
+    /// the instances' user data; --model FILE adds the model the image pins as a second
+    /// EBS volume. State goes to DIR/deploy/deploy.json: a rerun resumes and never
+    /// duplicates. --plan prints every call and changes nothing. AWS
     /// configuration comes from the standard chain (AWS_REGION, AWS_PROFILE,
     /// AWS_ENDPOINT_URL, ...).
     Deploy(DeployArgs),
@@ -91,7 +93,9 @@ pub enum Command {
     /// version; the Auto Scaling group's instance refresh replaces the instances; the key
     /// policy then admits only NEW; the old AMI and snapshot go (unless --keep-old) and the
     /// deploy record moves to NEW/deploy. Resumable; --plan changes nothing. A key made
-    /// with --lock-policy cannot be edited: such a rollout is refused with the way forward.
+    /// with --lock-policy cannot be edited: NEW then gets a new (locked) key, the recorded
+    /// secrets are re-sealed under it from --reseal NAME=FILE, and the old key is scheduled
+    /// for deletion (--key-deletion-days) once the instances are replaced.
     Rollout(RolloutArgs),
     /// Remove what `zoa deploy DIR` created (KMS keys: scheduled for deletion).
     ///
@@ -109,8 +113,9 @@ pub enum Command {
     /// The secret (from --in or stdin, at most 8 KiB) is encrypted with AES-256-GCM under
     /// a fresh data key; the data key is encrypted with the deployment's KMS key
     /// (kms:Encrypt, the only right sealers have) with an encryption context naming the
-    /// deployment and the secret. The envelope (JSON) goes in user data or S3; zoa-init
-    /// asks KMS for the data key with its attestation document at boot.
+    /// deployment and the secret. The envelope (JSON) goes into the instances' user data
+    /// with `zoa deploy --secret NAME=FILE`; zoa-init asks KMS for the data key with its
+    /// attestation document at boot.
     Seal(SealArgs),
     /// Print shell completions (bash, zsh, fish, elvish, powershell) to stdout.
     Completions(CompletionsArgs),
@@ -417,7 +422,19 @@ pub struct DeployArgs {
     /// Confirms --lock-policy.
     #[arg(long)]
     pub i_understand_this_is_permanent: bool,
-    /// User data for the instances (e.g. sealed secrets), at most 16 KiB.
+    /// A `zoa seal` envelope for the instances' user data, as secret NAME (repeatable).
+    /// The key is made by the first deploy: deploy, `zoa seal --key DIR`, then deploy
+    /// again with --secret. New secrets replace a single instance (user data is read at
+    /// boot only), or roll into a fleet with a new launch template version and an
+    /// instance refresh. Not with --user-data.
+    #[arg(long = "secret", value_name = "NAME=FILE")]
+    pub secrets: Vec<zoa::aws::userdata::SecretArg>,
+    /// The model weights the image pins ([init.model]): uploaded as a second EBS
+    /// snapshot, attached by the AMI as /dev/sdb (NVMe on Nitro; zoa-init finds it by the
+    /// GGUF magic). Checked against the pinned size and SHA-256 first.
+    #[arg(long, value_name = "FILE")]
+    pub model: Option<PathBuf>,
+    /// User data for the instances as it is, at most 16 KiB (not with --secret).
     #[arg(long, value_name = "FILE")]
     pub user_data: Option<PathBuf>,
     #[command(flatten)]
@@ -449,6 +466,16 @@ pub struct RolloutArgs {
     /// Minutes to wait for the instance refresh.
     #[arg(long, default_value_t = 60)]
     pub wait_minutes: u64,
+    /// The plaintext of secret NAME, re-sealed under the new key when the old key is
+    /// locked (--lock-policy); needed for every secret the deploy record lists (repeatable).
+    #[arg(long = "reseal", value_name = "NAME=FILE")]
+    pub reseal: Vec<zoa::aws::userdata::SecretArg>,
+    /// Days before KMS deletes a replaced locked key (7-30).
+    #[arg(long, default_value_t = 30)]
+    pub key_deletion_days: i32,
+    /// The model weights NEW pins, when they are not the ones OLD pins.
+    #[arg(long, value_name = "FILE")]
+    pub model: Option<PathBuf>,
     #[command(flatten)]
     pub aws: AwsArgs,
     /// Print the plan or the result as JSON.

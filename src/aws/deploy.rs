@@ -20,17 +20,26 @@ use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
 use super::plan::{Action, Call, Plan, Step};
 use super::policy::{self, KeyPolicyInput, PcrBinding};
-use super::state::{DeployState, ReleaseRef, TAG_DEPLOYMENT, TAG_DISK, TAG_MANIFEST, TAG_RELEASE};
+use super::state::{
+    DeployState, ReleaseRef, TAG_DEPLOYMENT, TAG_DISK, TAG_MANIFEST, TAG_MODEL, TAG_RELEASE,
+    TAG_USER_DATA,
+};
+use super::userdata::{SealedSecret, SecretArg, UserDataSpec};
 use super::{api_error, error_chain, Account, AwsError, Clients};
 use crate::progress::Progress;
-use crate::release::manifest::{Manifest, MANIFEST_FILE};
+use crate::release::manifest::Manifest;
 
 /// The instance type when none is given: a current general-purpose type with NitroTPM.
 pub const DEFAULT_INSTANCE_TYPE: &str = "m6i.large";
 /// The disk image written next to the release (derived from uki.efi, not signed).
 pub const DISK_FILE: &str = "disk.raw";
 const ROOT_DEVICE: &str = "/dev/xvda";
-const ROLE_POLICY_NAME: &str = "zoa-kms-unseal";
+/// The model volume's device name in the AMI. On Nitro every EBS volume is NVMe, so the
+/// guest sees /dev/nvme1n1 whatever the name; zoa-init finds it by the GGUF magic.
+pub const MODEL_DEVICE: &str = "/dev/sdb";
+/// The share of a fleet kept in service while new user data is rolled in.
+const REFRESH_MIN_HEALTHY_PERCENTAGE: i32 = 90;
+pub(crate) const ROLE_POLICY_NAME: &str = "zoa-kms-unseal";
 
 /// What the user asked for.
 #[derive(Debug, Clone)]
@@ -57,8 +66,14 @@ pub struct DeployOptions {
     pub sealer_principals: Vec<String>,
     /// Deny PutKeyPolicy to everyone, forever.
     pub lock_policy: bool,
-    /// User data passed to the instances (e.g. sealed secrets), at most 16 KiB.
+    /// User data passed to the instances as it is, at most 16 KiB (not with `secrets`).
     pub user_data: Option<PathBuf>,
+    /// `zoa seal` envelopes for the instances' user data (zoa-init's format).
+    pub secrets: Vec<SecretArg>,
+    /// The model weights the image pins (`[init.model]`), for a second EBS volume.
+    pub model: Option<PathBuf>,
+    /// How long to wait for an instance refresh that brings new user data to a fleet.
+    pub refresh_wait: Duration,
     /// Set by `zoa rollout`: the deployed release this one replaces.
     pub rollout_from: Option<RolloutFrom>,
 }
@@ -69,6 +84,8 @@ pub struct RolloutFrom {
     pub dir: PathBuf,
     pub binding: PcrBinding,
     pub state: DeployState,
+    /// The old key is locked (`--lock-policy`): the new release gets a key of its own.
+    pub new_key: bool,
 }
 
 /// Which releases an existing key's policy admits, during a rollout.
@@ -99,8 +116,16 @@ impl DeployOptions {
             sealer_principals: Vec::new(),
             lock_policy: false,
             user_data: None,
+            secrets: Vec::new(),
+            model: None,
+            refresh_wait: Duration::from_secs(3600),
             rollout_from: None,
         }
+    }
+
+    /// True when a rollout gives the new release a key of its own.
+    fn new_key(&self) -> bool {
+        self.rollout_from.as_ref().is_some_and(|r| r.new_key)
     }
 
     fn uses_fleet(&self) -> bool {
@@ -121,6 +146,17 @@ pub struct Names {
 }
 
 impl Names {
+    /// The alias of a deployment's first key.
+    pub(crate) fn default_key_alias(deployment: &str) -> String {
+        format!("alias/zoa/{deployment}")
+    }
+
+    /// The alias of a key a rollout makes for a release because the old key is locked:
+    /// the deployment's alias and the release's digest prefix.
+    pub(crate) fn release_key_alias(deployment: &str, manifest_sha256: &str) -> String {
+        format!("alias/zoa/{deployment}-{}", &manifest_sha256[..12])
+    }
+
     pub(crate) fn new(deployment: &str, manifest_sha256: &str) -> Names {
         let base = format!("zoa-{deployment}");
         Names {
@@ -128,7 +164,7 @@ impl Names {
             image: format!("{base}-{}", &manifest_sha256[..16]),
             role: base.clone(),
             instance_profile: base.clone(),
-            key_alias: format!("alias/zoa/{deployment}"),
+            key_alias: Names::default_key_alias(deployment),
             security_group: base.clone(),
             launch_template: base.clone(),
             auto_scaling_group: base,
@@ -157,8 +193,23 @@ pub struct Deployment {
     pub port: Option<u16>,
     pub binding: PcrBinding,
     pub state: DeployState,
+    /// The user data the instances must have (`None`: keep what they have).
+    pub user_data: Option<UserDataSpec>,
+    /// The model the image pins, when it pins one.
+    pub model: Option<ModelSpec>,
+    /// The secrets the image unseals at boot (`[init.unseal]`).
+    pub image_secrets: Vec<String>,
     /// What exists already, found by [`prepare`].
     found: Found,
+}
+
+/// The model weights the image pins, and the file that holds them (none on a rerun that
+/// finds the snapshot made before).
+#[derive(Debug, Clone)]
+pub struct ModelSpec {
+    pub size: u64,
+    pub sha256: String,
+    pub file: Option<PathBuf>,
 }
 
 /// Resources that exist (recorded, or found by name/tag), and stale ones to clean up.
@@ -166,6 +217,8 @@ pub struct Deployment {
 struct Found {
     snapshot: Option<String>,
     stale_snapshots: Vec<String>,
+    model_snapshot: Option<String>,
+    stale_model_snapshots: Vec<String>,
     image: Option<String>,
     role: bool,
     instance_profile: bool,
@@ -176,8 +229,13 @@ struct Found {
     security_group: Option<String>,
     /// The group's current (ingress, egress) rules.
     security_group_rules: (BTreeSet<SgRule>, BTreeSet<SgRule>),
+    /// Instances with the wanted user data (all of them when none is asked for).
     instances: Vec<String>,
+    /// Instances that booted with other user data: replaced.
+    outdated_instances: Vec<String>,
     launch_template: Option<String>,
+    /// SHA-256 of the user data in the launch template's latest version.
+    template_user_data: Option<String>,
     auto_scaling_group: bool,
 }
 
@@ -389,18 +447,10 @@ pub(crate) fn binding_of(manifest: &Manifest) -> Result<PcrBinding, AwsError> {
     })
 }
 
-/// Verifies the release (before any AWS call) and reads the options' local inputs.
+/// Verifies the release (before any AWS call): its manifest and the manifest's digest.
 pub(crate) fn verify_release(options: &DeployOptions) -> Result<(Manifest, String), AwsError> {
     let verification = crate::release::verify(&options.dir, &options.pubkey, None)?;
-    let path = options.dir.join(MANIFEST_FILE);
-    let bytes = std::fs::read(&path).map_err(|e| AwsError::file(&path, e))?;
-    let manifest = Manifest::parse(&path.display().to_string(), &bytes)
-        .map_err(|e| AwsError::file(&path, e))?;
-    // verify() read the same file a moment ago; a swap in between would show here.
-    if crate::digest::sha256_bytes(&bytes) != verification.manifest_sha256 {
-        return Err(AwsError::file(&path, "changed while it was being verified"));
-    }
-    Ok((manifest, verification.manifest_sha256))
+    Ok((verification.manifest, verification.manifest_sha256))
 }
 
 /// The key policy's parameters; administrators default to the account root and sealers
@@ -468,21 +518,24 @@ pub fn render_policies(req: &PolicyRequest) -> Result<serde_json::Value, AwsErro
         vec![binding_of(&manifest)?],
         req.lock,
     );
-    let key_arn = DeployState::load(&req.dir)?
-        .and_then(|s| s.key_arn)
-        .unwrap_or_else(|| {
-            format!(
-                "arn:{}:kms:{}:{}:key/created-by-deploy",
-                req.partition,
-                req.region.as_deref().unwrap_or("region"),
-                req.account_id
-            )
-        });
+    let recorded = DeployState::load(&req.dir)?;
+    let key_alias = recorded
+        .as_ref()
+        .and_then(|s| s.key_alias.clone())
+        .unwrap_or(names.key_alias);
+    let key_arn = recorded.and_then(|s| s.key_arn).unwrap_or_else(|| {
+        format!(
+            "arn:{}:kms:{}:{}:key/created-by-deploy",
+            req.partition,
+            req.region.as_deref().unwrap_or("region"),
+            req.account_id
+        )
+    });
     Ok(json!({
         "deployment": deployment,
         "release": format!("{} {}", manifest.name, manifest.version),
         "manifest_sha256": digest,
-        "key_alias": names.key_alias,
+        "key_alias": key_alias,
         "key_policy": policy::key_policy(&input)?,
         "bypass_policy_lockout_safety_check": policy::needs_lockout_bypass(&input),
         "instance_role": names.role,
@@ -525,17 +578,15 @@ pub async fn prepare(clients: &Clients, options: DeployOptions) -> Result<Deploy
             "--count must be at least 1",
         ));
     }
-    if let Some(path) = &options.user_data {
-        let size = std::fs::metadata(path)
-            .map_err(|e| AwsError::file(path, e))?
-            .len();
-        if size > 16 * 1024 {
-            return Err(AwsError::file(
-                path,
-                format!("{size} bytes: EC2 user data is limited to 16 KiB"),
-            ));
-        }
-    }
+    let recorded = DeployState::load(&options.dir)?;
+    let user_data = wanted_user_data(&options, &deployment, recorded.as_ref())?;
+    let image = super::image_config::init_config(&options.dir)?;
+    let model = model_spec(&options, image.as_ref(), recorded.as_ref())?;
+    let image_secrets = image
+        .as_ref()
+        .and_then(|c| c.unseal.as_ref())
+        .map(|u| u.secrets.iter().map(|s| s.name.clone()).collect())
+        .unwrap_or_default();
     let binding = binding_of(&manifest)?;
 
     let account = clients.account().await?;
@@ -545,7 +596,7 @@ pub async fn prepare(clients: &Clients, options: DeployOptions) -> Result<Deploy
         version: manifest.version.clone(),
         manifest_sha256: manifest_sha256.clone(),
     };
-    let state = match DeployState::load(&options.dir)? {
+    let state = match recorded {
         Some(s) => {
             s.check_matches(
                 &options.dir,
@@ -558,19 +609,20 @@ pub async fn prepare(clients: &Clients, options: DeployOptions) -> Result<Deploy
         }
         // A rollout takes over the record of the release it replaces.
         None => match &options.rollout_from {
-            Some(from) => DeployState {
-                release,
-                disk_sha256: None,
-                snapshot_id: None,
-                image_id: None,
-                ..from.state.clone()
-            },
+            Some(from) => rollout_state(from, release),
             None => DeployState::new(&deployment, release, &account.account_id, &region),
         },
     };
     check_instance_type(clients, &options.instance_type).await?;
     let network = find_network(clients, &options.subnet_ids).await?;
-    let names = Names::new(&deployment, &manifest_sha256);
+    let mut names = Names::new(&deployment, &manifest_sha256);
+    names.key_alias = match &state.key_alias {
+        // The deployment's key is the one its record names (after a rollout to a new key,
+        // not the first alias).
+        Some(alias) => alias.clone(),
+        None if options.new_key() => Names::release_key_alias(&deployment, &manifest_sha256),
+        None => names.key_alias,
+    };
     let mut d = Deployment {
         options,
         deployment,
@@ -583,10 +635,141 @@ pub async fn prepare(clients: &Clients, options: DeployOptions) -> Result<Deploy
         port,
         binding,
         state,
+        user_data,
+        model,
+        image_secrets,
         found: Found::default(),
     };
     d.found = d.find_existing(clients).await?;
+    d.check_found()?;
     Ok(d)
+}
+
+/// The record a rollout starts from: the old release's, without what belongs to that
+/// release (its disk, snapshots and image; with a locked key, the key and the secrets
+/// sealed under it).
+fn rollout_state(from: &RolloutFrom, release: ReleaseRef) -> DeployState {
+    let mut s = DeployState {
+        release,
+        disk_sha256: None,
+        snapshot_id: None,
+        model_snapshot_id: None,
+        model_sha256: None,
+        image_id: None,
+        ..from.state.clone()
+    };
+    if from.new_key {
+        s.key_id = None;
+        s.key_arn = None;
+        s.key_alias = None;
+        s.key_locked = false;
+        s.user_data_sha256 = None;
+        s.secrets.clear();
+    }
+    s
+}
+
+/// The user data asked for: `--user-data` as it is, or the `--secret` envelopes, each
+/// checked to be sealed for this deployment under its (recorded) key.
+fn wanted_user_data(
+    options: &DeployOptions,
+    deployment: &str,
+    recorded: Option<&DeployState>,
+) -> Result<Option<UserDataSpec>, AwsError> {
+    if options.secrets.is_empty() {
+        return options
+            .user_data
+            .as_deref()
+            .map(UserDataSpec::from_file)
+            .transpose();
+    }
+    if options.user_data.is_some() {
+        return Err(AwsError::step(
+            "configuration",
+            "--secret and --user-data both set the instances' user data: give one (zoa-init reads secrets only from the user data --secret writes)",
+        ));
+    }
+    let secrets = options
+        .secrets
+        .iter()
+        .map(SealedSecret::read)
+        .collect::<Result<Vec<_>, _>>()?;
+    for s in &secrets {
+        s.check_sealed_for(deployment, None)?;
+    }
+    // Secrets can only be sealed once the key exists, and this deployment's key is made
+    // by its first deploy: that deploy runs without --secret.
+    let key = recorded.and_then(|s| s.key_arn.as_deref()).ok_or_else(|| {
+        AwsError::file(
+            &DeployState::path(&options.dir),
+            format!(
+                "{}: nothing can be sealed for {deployment} yet: deploy without --secret first (it creates the KMS key), seal with `zoa seal --key {} --name NAME`, then deploy again with --secret",
+                if recorded.is_some() { "records no KMS key" } else { "no deploy record" },
+                options.dir.display()
+            ),
+        )
+    })?;
+    for s in &secrets {
+        s.check_sealed_for(deployment, Some(key))?;
+    }
+    UserDataSpec::from_secrets(&secrets).map(Some)
+}
+
+/// The model the image pins and the file given for it (checked against the pin), or the
+/// snapshot a rerun or rollout finds from before.
+fn model_spec(
+    options: &DeployOptions,
+    image: Option<&zoa_init::config::Config>,
+    recorded: Option<&DeployState>,
+) -> Result<Option<ModelSpec>, AwsError> {
+    let pin = image.and_then(|c| c.model.as_ref());
+    match (pin, &options.model) {
+        (None, None) => Ok(None),
+        (None, Some(path)) => Err(AwsError::file(
+            path,
+            "--model: the image pins no model ([init.model] in its recipe), so zoa-init would never read it",
+        )),
+        (Some(pin), Some(path)) => {
+            let (sha256, size) =
+                crate::digest::sha256_file(path).map_err(|e| AwsError::file(path, e))?;
+            if size != pin.size || sha256 != pin.sha256 {
+                return Err(AwsError::file(
+                    path,
+                    format!(
+                        "--model: {size} bytes with sha256 {sha256}, but the image pins {} bytes with sha256 {}: zoa-init would refuse it",
+                        pin.size, pin.sha256
+                    ),
+                ));
+            }
+            Ok(Some(ModelSpec {
+                size,
+                sha256,
+                file: Some(path.clone()),
+            }))
+        }
+        (Some(pin), None) => {
+            let uploaded = [recorded, options.rollout_from.as_ref().map(|r| &r.state)]
+                .into_iter()
+                .flatten()
+                .any(|s| {
+                    s.model_snapshot_id.is_some() && s.model_sha256.as_deref() == Some(&pin.sha256)
+                });
+            if !uploaded {
+                return Err(AwsError::step(
+                    "configuration",
+                    format!(
+                        "the image pins a model ({} bytes, sha256 {}) that zoa-init reads from a second disk: pass --model FILE",
+                        pin.size, pin.sha256
+                    ),
+                ));
+            }
+            Ok(Some(ModelSpec {
+                size: pin.size,
+                sha256: pin.sha256.clone(),
+                file: None,
+            }))
+        }
+    }
 }
 
 /// DescribeInstanceTypes for the one type (moto refuses the nitro-tpm-support filter, and
@@ -676,6 +859,57 @@ async fn find_network(clients: &Clients, subnet_ids: &[String]) -> Result<Networ
         vpc_id,
         subnet_ids: ids,
     })
+}
+
+/// A new version of a launch template from its latest with `data` changed, made the
+/// default (what an Auto Scaling group on `$Latest` or the default launches next).
+pub(crate) async fn new_default_template_version(
+    c: &Clients,
+    launch_template_id: &str,
+    data: ec2t::RequestLaunchTemplateData,
+) -> Result<(), AwsError> {
+    let step = "launch template";
+    let out = c
+        .ec2
+        .create_launch_template_version()
+        .launch_template_id(launch_template_id)
+        .source_version("$Latest")
+        .launch_template_data(data)
+        .send()
+        .await
+        .map_err(|e| api_error(step, "ec2:CreateLaunchTemplateVersion", e))?;
+    let version = out
+        .launch_template_version()
+        .and_then(|v| v.version_number())
+        .ok_or_else(|| AwsError::step(step, "CreateLaunchTemplateVersion returned no version"))?;
+    c.ec2
+        .modify_launch_template()
+        .launch_template_id(launch_template_id)
+        .default_version(version.to_string())
+        .send()
+        .await
+        .map_err(|e| api_error(step, "ec2:ModifyLaunchTemplate", e))?;
+    Ok(())
+}
+
+/// The data of a launch template's latest version (image, user data, ...).
+pub(crate) async fn latest_template_data(
+    c: &Clients,
+    launch_template_id: &str,
+) -> Result<Option<ec2t::ResponseLaunchTemplateData>, AwsError> {
+    let out = c
+        .ec2
+        .describe_launch_template_versions()
+        .launch_template_id(launch_template_id)
+        .versions("$Latest")
+        .send()
+        .await
+        .map_err(|e| api_error("launch template", "ec2:DescribeLaunchTemplateVersions", e))?;
+    Ok(out
+        .launch_template_versions()
+        .first()
+        .and_then(|v| v.launch_template_data())
+        .cloned())
 }
 
 pub(crate) fn ec2_filter(name: &str, value: &str) -> ec2t::Filter {
@@ -800,17 +1034,68 @@ impl Deployment {
             .unwrap_or_else(|| "<security-group-id>".to_owned())
     }
 
-    fn user_data_b64(&self) -> Result<Option<String>, AwsError> {
-        use base64::Engine;
-        match &self.options.user_data {
-            None => Ok(None),
-            Some(p) => {
-                let bytes = std::fs::read(p).map_err(|e| AwsError::file(p, e))?;
-                Ok(Some(
-                    base64::engine::general_purpose::STANDARD.encode(bytes),
-                ))
+    fn user_data_b64(&self) -> Option<String> {
+        self.user_data.as_ref().map(UserDataSpec::base64)
+    }
+
+    /// After discovery, before any change: the secrets must be sealed under the key that
+    /// exists, and a model the image pins must be uploaded or given.
+    fn check_found(&self) -> Result<(), AwsError> {
+        let sealed_under = self
+            .user_data
+            .as_ref()
+            .and_then(|u| u.sealed_under.as_deref());
+        match (sealed_under, &self.found.key) {
+            (Some(sealed), Some((_, arn))) if sealed != arn => {
+                return Err(AwsError::step(
+                    "kms key",
+                    format!(
+                        "the --secret envelopes are sealed under {sealed}, but {} is {arn}: seal them again with `zoa seal --key {}`",
+                        self.names.key_alias,
+                        self.options.dir.display()
+                    ),
+                ));
+            }
+            // This deploy would make a new key, and nothing sealed before opens with it.
+            (Some(sealed), None) => {
+                return Err(AwsError::step(
+                    "kms key",
+                    format!(
+                        "the --secret envelopes are sealed under {sealed}, which is gone (or pending deletion): deploy without --secret to make a new key, then seal again"
+                    ),
+                ));
+            }
+            _ => {}
+        }
+        if let Some(m) = &self.model {
+            if m.file.is_none() && self.found.model_snapshot.is_none() {
+                return Err(AwsError::step(
+                    "model snapshot",
+                    format!(
+                        "the model snapshot (sha256 {}) is gone: pass --model FILE to upload it again",
+                        m.sha256
+                    ),
+                ));
             }
         }
+        Ok(())
+    }
+
+    /// The ARN of the deployment's key, when it exists (found or recorded).
+    pub fn key_arn(&self) -> Option<&str> {
+        self.found
+            .key
+            .as_ref()
+            .map(|(_, arn)| arn.as_str())
+            .or(self.state.key_arn.as_deref())
+    }
+
+    /// The snapshot of the model this release's AMI uses, when it exists.
+    pub fn model_snapshot(&self) -> Option<&str> {
+        self.found
+            .model_snapshot
+            .as_deref()
+            .or(self.state.model_snapshot_id.as_deref())
     }
 
     /// Which releases the existing key admits (None: no key yet).
@@ -828,6 +1113,9 @@ impl Deployment {
     async fn find_existing(&self, c: &Clients) -> Result<Found, AwsError> {
         let mut f = Found::default();
         self.find_snapshot(c, &mut f).await?;
+        if let Some(m) = &self.model {
+            self.find_model_snapshot(c, &m.sha256, &mut f).await?;
+        }
         f.image = self.find_image(c).await?;
         f.role = self.iam_role_exists(c).await?;
         f.instance_profile = self.instance_profile_exists(c).await?;
@@ -843,9 +1131,22 @@ impl Deployment {
         }
         if self.options.uses_fleet() {
             f.launch_template = self.find_launch_template(c).await?;
+            if let (Some(lt), Some(_)) = (&f.launch_template, &self.user_data) {
+                f.template_user_data = latest_template_data(c, lt)
+                    .await?
+                    .and_then(|d| super::userdata::sha256_of_base64(d.user_data()));
+            }
             f.auto_scaling_group = self.auto_scaling_group_exists(c).await?;
         } else {
-            f.instances = self.find_instances(c).await?;
+            // Without user data asked for, whatever the instances have is kept.
+            let wanted = self.user_data.as_ref().map(|u| u.sha256.as_str());
+            for (id, user_data) in self.find_instances(c).await? {
+                if wanted.is_none() || user_data.as_deref() == wanted {
+                    f.instances.push(id);
+                } else {
+                    f.outdated_instances.push(id);
+                }
+            }
         }
         Ok(f)
     }
@@ -863,6 +1164,8 @@ impl Deployment {
                 &format!("tag:{TAG_MANIFEST}"),
                 &self.manifest_sha256,
             ))
+            // The boot disk's (the model's snapshot has the same deployment and manifest).
+            .filters(ec2_filter("tag-key", TAG_DISK))
             .send()
             .await
             .map_err(|e| api_error("snapshot", "ec2:DescribeSnapshots", e))?;
@@ -886,6 +1189,50 @@ impl Deployment {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// The deployment's snapshot of the model with this digest, whichever release of the
+    /// deployment uploaded it (releases often share a model: a rollout reuses it).
+    /// Unfinished uploads are stale; a second completed copy is left alone, as another
+    /// release's AMI may use it (destroy removes it).
+    async fn find_model_snapshot(
+        &self,
+        c: &Clients,
+        sha256: &str,
+        f: &mut Found,
+    ) -> Result<(), AwsError> {
+        let out = c
+            .ec2
+            .describe_snapshots()
+            .owner_ids("self")
+            .filters(ec2_filter(
+                &format!("tag:{TAG_DEPLOYMENT}"),
+                &self.deployment,
+            ))
+            .filters(ec2_filter(&format!("tag:{TAG_MODEL}"), sha256))
+            .send()
+            .await
+            .map_err(|e| api_error("model snapshot", "ec2:DescribeSnapshots", e))?;
+        let mut completed = Vec::new();
+        for s in out.snapshots() {
+            let Some(id) = s.snapshot_id() else { continue };
+            match s.state() {
+                Some(ec2t::SnapshotState::Completed) => completed.push(id.to_owned()),
+                _ => f.stale_model_snapshots.push(id.to_owned()),
+            }
+        }
+        let recorded = [&self.state.model_snapshot_id]
+            .into_iter()
+            .chain(
+                self.options
+                    .rollout_from
+                    .as_ref()
+                    .map(|r| &r.state.model_snapshot_id),
+            )
+            .flatten()
+            .find(|id| completed.contains(id));
+        f.model_snapshot = recorded.cloned().or_else(|| completed.first().cloned());
         Ok(())
     }
 
@@ -1051,7 +1398,8 @@ impl Deployment {
                 format!("key {key_id}: its policy is not JSON: {e}"),
             )
         })?;
-        let stages: &[KeyAdmits] = if self.options.rollout_from.is_some() {
+        let stages: &[KeyAdmits] = if self.options.rollout_from.is_some() && !self.options.new_key()
+        {
             &[KeyAdmits::New, KeyAdmits::Both, KeyAdmits::Old]
         } else {
             &[KeyAdmits::New]
@@ -1166,7 +1514,9 @@ impl Deployment {
         }))
     }
 
-    async fn find_instances(&self, c: &Clients) -> Result<Vec<String>, AwsError> {
+    /// The deployment's live instances of this release, each with the digest of the user
+    /// data it booted with (its `zoa:user-data-sha256` tag).
+    async fn find_instances(&self, c: &Clients) -> Result<Vec<(String, Option<String>)>, AwsError> {
         let out = c
             .ec2
             .describe_instances()
@@ -1190,11 +1540,19 @@ impl Deployment {
             .send()
             .await
             .map_err(|e| api_error("instances", "ec2:DescribeInstances", e))?;
-        let mut ids: Vec<String> = out
+        let mut ids: Vec<(String, Option<String>)> = out
             .reservations()
             .iter()
             .flat_map(|r| r.instances())
-            .filter_map(|i| i.instance_id().map(str::to_owned))
+            .filter_map(|i| {
+                let user_data = i
+                    .tags()
+                    .iter()
+                    .find(|t| t.key() == Some(TAG_USER_DATA))
+                    .and_then(|t| t.value())
+                    .map(str::to_owned);
+                Some((i.instance_id()?.to_owned(), user_data))
+            })
             .collect();
         ids.sort();
         Ok(ids)
@@ -1259,23 +1617,6 @@ impl Deployment {
             };
 
         let disk = self.options.dir.join(DISK_FILE);
-        let mut snapshot_calls: Vec<Call> = f
-            .stale_snapshots
-            .iter()
-            .map(|id| Call::new("ec2:DeleteSnapshot", json!({"SnapshotId": id})))
-            .collect();
-        snapshot_calls.push(Call::new(
-            "ebs:StartSnapshot",
-            json!({"VolumeSize": "<disk size rounded up to GiB>", "Description": self.snapshot_description(), "Tags": self.tags_json(), "Timeout": 60}),
-        ));
-        snapshot_calls.push(Call::new(
-            "ebs:PutSnapshotBlock",
-            json!({"Blocks": "<each non-empty 512 KiB block of disk.raw, in parallel>"}),
-        ));
-        snapshot_calls.push(Call::new(
-            "ebs:CompleteSnapshot",
-            json!({"ChecksumAlgorithm": "SHA256", "ChecksumAggregationMethod": "LINEAR"}),
-        ));
         steps.push(step(
             "snapshot",
             format!(
@@ -1283,8 +1624,34 @@ impl Deployment {
                 disk.display()
             ),
             f.snapshot.clone(),
-            snapshot_calls,
+            upload_calls(
+                &f.stale_snapshots,
+                "disk.raw",
+                self.snapshot_description(),
+                self.tags_json(),
+            ),
         ));
+        if let Some(m) = &self.model {
+            let file = m
+                .file
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "the model".to_owned());
+            steps.push(step(
+                "model-snapshot",
+                format!(
+                    "EBS snapshot of {file} ({} bytes, sha256 {}), the AMI's {MODEL_DEVICE}",
+                    m.size, m.sha256
+                ),
+                f.model_snapshot.clone(),
+                upload_calls(
+                    &f.stale_model_snapshots,
+                    "the model (the last one padded with zeros)",
+                    self.model_snapshot_description(m),
+                    self.model_tags_json(m),
+                ),
+            ));
+        }
         steps.push(step(
             "image",
             format!("AMI {} (UEFI, NitroTPM 2.0, IMDSv2 only)", self.names.image),
@@ -1391,6 +1758,7 @@ impl Deployment {
                     self.auto_scaling_group_params(),
                 )],
             ));
+            steps.extend(self.template_user_data_step());
         } else {
             steps.push(step(
                 "instance",
@@ -1401,6 +1769,20 @@ impl Deployment {
                 (!f.instances.is_empty()).then(|| f.instances.join(",")),
                 vec![Call::new("ec2:RunInstances", self.run_instances_params()?)],
             ));
+            if !f.outdated_instances.is_empty() {
+                steps.push(Step {
+                    step: "old-instances",
+                    resource: format!(
+                        "{}, booted with other user data: replaced by the new instance (an instance reads its user data at boot only)",
+                        f.outdated_instances.join(", ")
+                    ),
+                    action: Action::Create,
+                    calls: vec![Call::new(
+                        "ec2:TerminateInstances",
+                        json!({"InstanceIds": f.outdated_instances}),
+                    )],
+                });
+            }
         }
         Ok(Plan {
             deployment: self.deployment.clone(),
@@ -1412,8 +1794,47 @@ impl Deployment {
         })
     }
 
+    /// A fleet whose launch template has other user data than asked for: a new template
+    /// version, and an instance refresh, since instances read user data at boot only. The
+    /// user data is recorded once the refresh is done, so a rerun after an interrupted
+    /// refresh starts it again.
+    fn template_user_data_step(&self) -> Option<Step> {
+        let ud = self.user_data.as_ref()?;
+        let lt = self.found.launch_template.as_ref()?;
+        let in_template = self.found.template_user_data.as_deref() == Some(ud.sha256.as_str());
+        if in_template && self.state.user_data_sha256.as_deref() == Some(ud.sha256.as_str()) {
+            return None;
+        }
+        let mut calls = Vec::new();
+        if !in_template {
+            calls.push(Call::new(
+                "ec2:CreateLaunchTemplateVersion",
+                json!({"LaunchTemplateId": lt, "SourceVersion": "$Latest", "LaunchTemplateData": {"UserData": ud.summary()}}),
+            ));
+            calls.push(Call::new(
+                "ec2:ModifyLaunchTemplate",
+                json!({"LaunchTemplateId": lt, "DefaultVersion": "<new version>"}),
+            ));
+        }
+        calls.push(Call::new(
+            "autoscaling:StartInstanceRefresh",
+            json!({"AutoScalingGroupName": self.names.auto_scaling_group, "Preferences": {"MinHealthyPercentage": REFRESH_MIN_HEALTHY_PERCENTAGE}}),
+        ));
+        Some(Step {
+            step: "user-data",
+            resource: format!(
+                "user data {} for {}: the instance refresh replaces the running instances (an instance reads its user data at boot only)",
+                ud.summary(),
+                self.names.auto_scaling_group
+            ),
+            action: Action::Create,
+            calls,
+        })
+    }
+
     fn warnings(&self) -> Vec<String> {
         let mut w = Vec::new();
+        w.extend(self.secret_warnings());
         if self.options.lock_policy {
             w.push(format!(
                 "--lock-policy: the key policy of {} denies kms:PutKeyPolicy to everyone, the account root included. It can never be changed again: a new release needs a new key and re-sealed secrets (`zoa rollout` does that), and nobody can ever grant themselves use of this key.",
@@ -1426,6 +1847,76 @@ impl Deployment {
             );
         }
         w
+    }
+
+    /// The secrets the image unseals against those its instances get: one missing makes
+    /// them power off at boot; one extra is ignored by zoa-init.
+    fn secret_warnings(&self) -> Vec<String> {
+        let given: BTreeSet<&str> = match &self.user_data {
+            Some(ud) if ud.secrets.is_empty() => {
+                if self.image_secrets.is_empty() {
+                    return Vec::new();
+                }
+                return vec![format!(
+                    "the image unseals {} from the user data `--secret` writes, but --user-data gives its own: its instances will power off at boot",
+                    self.image_secrets.join(", ")
+                )];
+            }
+            Some(ud) => ud.secrets.keys().map(String::as_str).collect(),
+            // Nothing asked for: the instances keep what the record says they have (a
+            // rollout: what the old release's have; re-sealed if the key is new).
+            None => match &self.options.rollout_from {
+                Some(from) => from.state.secrets.keys().map(String::as_str).collect(),
+                None => self.state.secrets.keys().map(String::as_str).collect(),
+            },
+        };
+        let mut w = Vec::new();
+        let missing: Vec<&str> = self
+            .image_secrets
+            .iter()
+            .map(String::as_str)
+            .filter(|n| !given.contains(n))
+            .collect();
+        if !missing.is_empty() {
+            w.push(format!(
+                "the image unseals {} at boot, but its instances get no such --secret: they power off at boot until they do. Once the key exists, seal with `zoa seal --key {} --name NAME` and deploy again with --secret NAME=FILE",
+                missing.join(", "),
+                self.options.dir.display()
+            ));
+        }
+        for extra in given
+            .iter()
+            .filter(|n| !self.image_secrets.iter().any(|s| s == *n))
+        {
+            w.push(format!(
+                "secret {extra} is not one the image unseals ([init.unseal]): zoa-init ignores it"
+            ));
+        }
+        w
+    }
+
+    fn model_snapshot_description(&self, model: &ModelSpec) -> String {
+        format!(
+            "zoa {} {} model sha256 {}",
+            self.manifest.name, self.manifest.version, model.sha256
+        )
+    }
+
+    /// The model snapshot's tags: the deployment's, and the model's digest, by which
+    /// reruns and later releases of the deployment find it.
+    fn model_tags(&self, model: &ModelSpec) -> Vec<(String, String)> {
+        let mut tags = self.tags();
+        tags.push((TAG_MODEL.to_owned(), model.sha256.clone()));
+        tags
+    }
+
+    fn model_tags_json(&self, model: &ModelSpec) -> serde_json::Value {
+        serde_json::Value::Array(
+            self.model_tags(model)
+                .into_iter()
+                .map(|(k, v)| json!({"Key": k, "Value": v}))
+                .collect(),
+        )
     }
 
     fn image_description(&self) -> String {
@@ -1468,6 +1959,18 @@ impl Deployment {
     }
 
     fn register_image_params(&self) -> serde_json::Value {
+        let mut mappings = vec![
+            json!({"DeviceName": ROOT_DEVICE, "Ebs": {"SnapshotId": self.snapshot_or_placeholder(), "VolumeType": "gp3", "DeleteOnTermination": true}}),
+        ];
+        if self.model.is_some() {
+            let snapshot = self
+                .found
+                .model_snapshot
+                .clone()
+                .or_else(|| self.state.model_snapshot_id.clone())
+                .unwrap_or_else(|| "<model-snapshot-id>".to_owned());
+            mappings.push(json!({"DeviceName": MODEL_DEVICE, "Ebs": {"SnapshotId": snapshot, "VolumeType": "gp3", "DeleteOnTermination": true}}));
+        }
         json!({
             "Name": self.names.image,
             "Description": self.image_description(),
@@ -1478,7 +1981,7 @@ impl Deployment {
             "EnaSupport": true,
             "VirtualizationType": "hvm",
             "RootDeviceName": ROOT_DEVICE,
-            "BlockDeviceMappings": [{"DeviceName": ROOT_DEVICE, "Ebs": {"SnapshotId": self.snapshot_or_placeholder(), "VolumeType": "gp3", "DeleteOnTermination": true}}],
+            "BlockDeviceMappings": mappings,
             "TagSpecifications": [{"ResourceType": "image", "Tags": self.tags_json()}],
         })
     }
@@ -1573,6 +2076,10 @@ impl Deployment {
     }
 
     fn run_instances_params(&self) -> Result<serde_json::Value, AwsError> {
+        let mut instance_tags = self.tags_json();
+        if let (Some(ud), Some(tags)) = (&self.user_data, instance_tags.as_array_mut()) {
+            tags.push(json!({"Key": TAG_USER_DATA, "Value": ud.sha256}));
+        }
         let mut p = json!({
             "ImageId": self.image_or_placeholder(),
             "InstanceType": self.options.instance_type,
@@ -1582,23 +2089,23 @@ impl Deployment {
             "MetadataOptions": Self::metadata_options_json(),
             "SecurityGroupIds": [self.security_group_or_placeholder()],
             "SubnetId": self.network.subnet_ids.first(),
-            "TagSpecifications": [{"ResourceType": "instance", "Tags": self.tags_json()}, {"ResourceType": "volume", "Tags": self.tags_json()}],
+            "TagSpecifications": [{"ResourceType": "instance", "Tags": instance_tags}, {"ResourceType": "volume", "Tags": self.tags_json()}],
             "ClientToken": self.planned_token("instance"),
         });
-        if let Some(ud) = self.user_data_b64()? {
-            p["UserData"] = json!(format!("<{} bytes of base64>", ud.len()));
+        if let Some(ud) = &self.user_data {
+            p["UserData"] = json!(ud.summary());
         }
         Ok(p)
     }
 
-    /// The ClientToken of a launch (see [`client_token`]).
+    /// The ClientToken of a launch (see [`client_token`]); the user data is part of it,
+    /// so an instance replaced for new user data is not answered with the old one.
     fn token(&self, what: &str, image: &str, security_group: &str) -> String {
-        client_token(
-            &self.deployment,
-            &self.manifest_sha256,
-            what,
-            &[image, security_group],
-        )
+        let mut ids = vec![image, security_group];
+        if let Some(ud) = &self.user_data {
+            ids.push(&ud.sha256);
+        }
+        client_token(&self.deployment, &self.manifest_sha256, what, &ids)
     }
 
     /// The token as the plan shows it: known once the image and group exist.
@@ -1628,8 +2135,8 @@ impl Deployment {
             "SecurityGroupIds": [self.security_group_or_placeholder()],
             "TagSpecifications": [{"ResourceType": "instance", "Tags": self.tags_json()}, {"ResourceType": "volume", "Tags": self.tags_json()}],
         });
-        if let Some(ud) = self.user_data_b64()? {
-            data["UserData"] = json!(format!("<{} bytes of base64>", ud.len()));
+        if let Some(ud) = &self.user_data {
+            data["UserData"] = json!(ud.summary());
         }
         Ok(json!({
             "LaunchTemplateName": self.names.launch_template,
@@ -1675,6 +2182,7 @@ impl Deployment {
             log::info!("{}: creating {}", step.step, step.resource);
             match step.step {
                 "snapshot" => self.create_snapshot(c, progress).await?,
+                "model-snapshot" => self.create_model_snapshot(c, progress).await?,
                 "image" => self.create_image(c).await?,
                 "role" => self.create_role(c).await?,
                 "instance-profile" => self.create_instance_profile(c).await?,
@@ -1684,8 +2192,10 @@ impl Deployment {
                 "security-group" => self.create_security_group(c).await?,
                 "security-group-rules" => self.set_security_group_rules(c).await?,
                 "instance" => self.run_instance(c).await?,
+                "old-instances" => self.terminate_outdated_instances(c).await?,
                 "launch-template" => self.create_launch_template(c).await?,
                 "auto-scaling-group" => self.create_auto_scaling_group(c).await?,
+                "user-data" => self.roll_in_user_data(c, progress).await?,
                 other => return Err(AwsError::step(other, "unknown step (a bug in zoa)")),
             }
             pb.finish_and_clear();
@@ -1709,6 +2219,10 @@ impl Deployment {
         let s = &mut self.state;
         if let Some(id) = f.snapshot {
             s.snapshot_id = Some(id);
+        }
+        if let (Some(id), Some(m)) = (f.model_snapshot, &self.model) {
+            s.model_snapshot_id = Some(id);
+            s.model_sha256 = Some(m.sha256.clone());
         }
         if let Some(id) = f.image {
             s.image_id = Some(id);
@@ -1735,6 +2249,12 @@ impl Deployment {
         }
         if !f.instances.is_empty() {
             s.instance_ids = f.instances;
+            // A single instance is found by the digest of the user data it booted with;
+            // a fleet's user data is recorded only after its instance refresh.
+            if let Some(ud) = &self.user_data {
+                s.user_data_sha256 = Some(ud.sha256.clone());
+                s.secrets = ud.secrets.clone();
+            }
         }
         if let Some(id) = f.launch_template {
             s.launch_template_id = Some(id);
@@ -1763,38 +2283,100 @@ impl Deployment {
     }
 
     async fn create_snapshot(&mut self, c: &Clients, progress: Progress) -> Result<(), AwsError> {
-        for id in std::mem::take(&mut self.found.stale_snapshots) {
-            log::warn!("deleting {id}: an interrupted upload of this release's disk");
+        let stale = std::mem::take(&mut self.found.stale_snapshots);
+        let (disk, disk_sha) = self.write_disk()?;
+        self.state.disk_sha256 = Some(disk_sha.clone());
+        let mut tags = self.tags();
+        tags.push((TAG_DISK.to_owned(), disk_sha));
+        let description = self.snapshot_description();
+        self.upload_snapshot(
+            c,
+            progress,
+            "snapshot",
+            stale,
+            &disk,
+            description,
+            tags,
+            |s, id| s.snapshot_id = Some(id),
+        )
+        .await
+    }
+
+    /// The model file as a snapshot of its own, tagged with its digest. coldsnap reads it
+    /// in 512 KiB blocks, pads the last one with zeros and rounds the volume up to whole
+    /// GiB, so any file size works; zoa-init reads only the pinned length.
+    async fn create_model_snapshot(
+        &mut self,
+        c: &Clients,
+        progress: Progress,
+    ) -> Result<(), AwsError> {
+        let step = "model snapshot";
+        let model = self
+            .model
+            .clone()
+            .ok_or_else(|| AwsError::step(step, "no model (a bug in zoa)"))?;
+        let file = model
+            .file
+            .clone()
+            .ok_or_else(|| AwsError::step(step, "no model snapshot found: pass --model FILE"))?;
+        let stale = std::mem::take(&mut self.found.stale_model_snapshots);
+        let tags = self.model_tags(&model);
+        let description = self.model_snapshot_description(&model);
+        let sha256 = model.sha256.clone();
+        self.upload_snapshot(
+            c,
+            progress,
+            step,
+            stale,
+            &file,
+            description,
+            tags,
+            |s, id| {
+                s.model_snapshot_id = Some(id);
+                s.model_sha256 = Some(sha256);
+            },
+        )
+        .await
+    }
+
+    /// Removes interrupted uploads, uploads `file` as a new snapshot with the EBS direct
+    /// APIs, records it (before waiting: a snapshot that never completes is still the
+    /// deployment's to destroy), and waits until it is completed.
+    #[allow(clippy::too_many_arguments)]
+    async fn upload_snapshot(
+        &mut self,
+        c: &Clients,
+        progress: Progress,
+        step: &str,
+        stale: Vec<String>,
+        file: &Path,
+        description: String,
+        tags: Vec<(String, String)>,
+        record: impl FnOnce(&mut DeployState, String),
+    ) -> Result<(), AwsError> {
+        for id in stale {
+            log::warn!("deleting {id}: an interrupted upload of {}", file.display());
             c.ec2
                 .delete_snapshot()
                 .snapshot_id(&id)
                 .send()
                 .await
-                .map_err(|e| api_error("snapshot", "ec2:DeleteSnapshot", e))?;
+                .map_err(|e| api_error(step, "ec2:DeleteSnapshot", e))?;
         }
-        let (disk, disk_sha) = self.write_disk()?;
-        self.state.disk_sha256 = Some(disk_sha.clone());
-        let mut tags: Vec<aws_sdk_ebs::types::Tag> = self
-            .tags()
+        let tags: Vec<aws_sdk_ebs::types::Tag> = tags
             .into_iter()
             .map(|(k, v)| aws_sdk_ebs::types::Tag::builder().key(k).value(v).build())
             .collect();
-        tags.push(
-            aws_sdk_ebs::types::Tag::builder()
-                .key(TAG_DISK)
-                .value(disk_sha)
-                .build(),
-        );
-        let size = std::fs::metadata(&disk)
-            .map_err(|e| AwsError::file(&disk, e))?
+        let size = std::fs::metadata(file)
+            .map_err(|e| AwsError::file(file, e))?
             .len();
-        let pb = progress.bytes(size, "snapshot upload");
+        let pb = progress.bytes(size, &format!("{step} upload"));
         let uploader = coldsnap::SnapshotUploader::new(c.ebs.clone());
         let id = uploader
             .upload_from_file(
-                &disk,
+                file,
                 None,
-                Some(&self.snapshot_description()),
+                Some(&description),
                 Some(tags),
                 progress.enabled().then_some(pb.clone()),
                 None,
@@ -1805,23 +2387,23 @@ impl Deployment {
             .await
             .map_err(|e| {
                 AwsError::step(
-                    "snapshot",
+                    step,
                     format!(
                         "EBS direct upload of {}: {}",
-                        disk.display(),
+                        file.display(),
                         error_chain(&e)
                     ),
                 )
             })?;
         pb.finish_and_clear();
-        self.state.snapshot_id = Some(id.clone());
+        record(&mut self.state, id.clone());
         self.save()?;
         coldsnap::SnapshotWaiter::new(c.ec2.clone())
             .wait_for_completed(&id)
             .await
             .map_err(|e| {
                 AwsError::step(
-                    "snapshot",
+                    step,
                     format!("waiting for {id} to complete: {}", error_chain(&e)),
                 )
             })?;
@@ -1834,6 +2416,27 @@ impl Deployment {
             .snapshot_id
             .clone()
             .ok_or_else(|| AwsError::step("image", "no snapshot recorded"))?;
+        let volume = |device: &str, snapshot: String| {
+            ec2t::BlockDeviceMapping::builder()
+                .device_name(device)
+                .ebs(
+                    ec2t::EbsBlockDevice::builder()
+                        .snapshot_id(snapshot)
+                        .volume_type(ec2t::VolumeType::Gp3)
+                        .delete_on_termination(true)
+                        .build(),
+                )
+                .build()
+        };
+        let mut mappings = vec![volume(ROOT_DEVICE, snapshot)];
+        if self.model.is_some() {
+            let model = self
+                .state
+                .model_snapshot_id
+                .clone()
+                .ok_or_else(|| AwsError::step("image", "no model snapshot recorded"))?;
+            mappings.push(volume(MODEL_DEVICE, model));
+        }
         let out = c
             .ec2
             .register_image()
@@ -1846,18 +2449,7 @@ impl Deployment {
             .ena_support(true)
             .virtualization_type("hvm")
             .root_device_name(ROOT_DEVICE)
-            .block_device_mappings(
-                ec2t::BlockDeviceMapping::builder()
-                    .device_name(ROOT_DEVICE)
-                    .ebs(
-                        ec2t::EbsBlockDevice::builder()
-                            .snapshot_id(snapshot)
-                            .volume_type(ec2t::VolumeType::Gp3)
-                            .delete_on_termination(true)
-                            .build(),
-                    )
-                    .build(),
-            )
+            .set_block_device_mappings(Some(mappings))
             .tag_specifications(self.ec2_tag_spec(ec2t::ResourceType::Image))
             .send()
             .await
@@ -2118,7 +2710,24 @@ impl Deployment {
         let step = "instance";
         let image = self.recorded(&self.state.image_id, "image", step)?;
         let sg = self.recorded(&self.state.security_group_id, "security group", step)?;
-        let user_data = self.user_data_b64()?;
+        let user_data = self.user_data_b64();
+        let mut instance_tags = self.ec2_tag_spec(ec2t::ResourceType::Instance);
+        if let Some(ud) = &self.user_data {
+            // How a rerun tells an instance with this user data from one to replace.
+            instance_tags = ec2t::TagSpecification::builder()
+                .resource_type(ec2t::ResourceType::Instance)
+                .set_tags(Some(
+                    [
+                        instance_tags.tags(),
+                        &[ec2t::Tag::builder()
+                            .key(TAG_USER_DATA)
+                            .value(&ud.sha256)
+                            .build()],
+                    ]
+                    .concat(),
+                ))
+                .build();
+        }
         let mut attempt = 0;
         let out = loop {
             let req = c
@@ -2138,7 +2747,7 @@ impl Deployment {
                 .metadata_options(Self::metadata_options())
                 .security_group_ids(&sg)
                 .set_subnet_id(self.network.subnet_ids.first().cloned())
-                .tag_specifications(self.ec2_tag_spec(ec2t::ResourceType::Instance))
+                .tag_specifications(instance_tags.clone())
                 .tag_specifications(self.ec2_tag_spec(ec2t::ResourceType::Volume))
                 .set_user_data(user_data.clone())
                 .client_token(self.token("instance", &image, &sg));
@@ -2162,6 +2771,60 @@ impl Deployment {
             .iter()
             .filter_map(|i| i.instance_id().map(str::to_owned))
             .collect();
+        self.record_user_data();
+        self.save()
+    }
+
+    /// Records the user data asked for as the instances' (once they boot with it).
+    fn record_user_data(&mut self) {
+        if let Some(ud) = &self.user_data {
+            self.state.user_data_sha256 = Some(ud.sha256.clone());
+            self.state.secrets = ud.secrets.clone();
+        }
+    }
+
+    /// Terminates the instances that booted with other user data (the new one runs).
+    async fn terminate_outdated_instances(&mut self, c: &Clients) -> Result<(), AwsError> {
+        let ids = std::mem::take(&mut self.found.outdated_instances);
+        c.ec2
+            .terminate_instances()
+            .set_instance_ids(Some(ids.clone()))
+            .send()
+            .await
+            .map_err(|e| api_error("old instances", "ec2:TerminateInstances", e))?;
+        self.state.instance_ids.retain(|i| !ids.contains(i));
+        self.save()
+    }
+
+    /// New user data for a fleet: a launch template version with it (unless the latest
+    /// has it already), made the default, then an instance refresh, after which the user
+    /// data is recorded.
+    async fn roll_in_user_data(&mut self, c: &Clients, progress: Progress) -> Result<(), AwsError> {
+        let step = "user data";
+        let ud = self
+            .user_data
+            .clone()
+            .ok_or_else(|| AwsError::step(step, "no user data (a bug in zoa)"))?;
+        let lt = self.recorded(&self.state.launch_template_id, "launch template", step)?;
+        if self.found.template_user_data.as_deref() != Some(ud.sha256.as_str()) {
+            let data = ec2t::RequestLaunchTemplateData::builder()
+                .user_data(ud.base64())
+                .build();
+            new_default_template_version(c, &lt, data).await?;
+            self.found.template_user_data = Some(ud.sha256.clone());
+        }
+        let asg = self.names.auto_scaling_group.clone();
+        let pb = progress.stage(format!("instance refresh of {asg}"));
+        super::rollout::refresh_instances(
+            c,
+            &asg,
+            REFRESH_MIN_HEALTHY_PERCENTAGE,
+            self.options.refresh_wait,
+            "zoa deploy",
+        )
+        .await?;
+        pb.finish_and_clear();
+        self.record_user_data();
         self.save()
     }
 
@@ -2197,7 +2860,7 @@ impl Deployment {
             .security_group_ids(&sg)
             .tag_specifications(tags(ec2t::ResourceType::Instance))
             .tag_specifications(tags(ec2t::ResourceType::Volume))
-            .set_user_data(self.user_data_b64()?)
+            .set_user_data(self.user_data_b64())
             .build();
         let out = c
             .ec2
@@ -2214,6 +2877,8 @@ impl Deployment {
             .and_then(|t| t.launch_template_id())
             .ok_or_else(|| AwsError::step(step, "CreateLaunchTemplate returned no id"))?;
         self.state.launch_template_id = Some(id.to_owned());
+        // Every instance of the group will boot with it.
+        self.record_user_data();
         self.save()
     }
 
@@ -2260,6 +2925,32 @@ impl Step {
         }
         self
     }
+}
+
+/// The EBS direct API calls of a snapshot upload (after removing stale uploads).
+fn upload_calls(
+    stale: &[String],
+    what: &str,
+    description: String,
+    tags: serde_json::Value,
+) -> Vec<Call> {
+    let mut calls: Vec<Call> = stale
+        .iter()
+        .map(|id| Call::new("ec2:DeleteSnapshot", json!({"SnapshotId": id})))
+        .collect();
+    calls.push(Call::new(
+        "ebs:StartSnapshot",
+        json!({"VolumeSize": "<size rounded up to GiB>", "Description": description, "Tags": tags, "Timeout": 60}),
+    ));
+    calls.push(Call::new(
+        "ebs:PutSnapshotBlock",
+        json!({"Blocks": format!("<each 512 KiB block of {what}, in parallel>")}),
+    ));
+    calls.push(Call::new(
+        "ebs:CompleteSnapshot",
+        json!({"ChecksumAlgorithm": "SHA256", "ChecksumAggregationMethod": "LINEAR"}),
+    ));
+    calls
 }
 
 fn iam_tag(k: &str, v: &str) -> Result<aws_sdk_iam::types::Tag, AwsError> {

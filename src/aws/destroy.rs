@@ -441,60 +441,20 @@ impl Destroyer<'_> {
             .clone()
             .unwrap_or_else(|| self.names.key_alias.clone());
         let mut key_id = state.key_id.clone();
-        match self.c.kms.describe_key().key_id(&alias).send().await {
-            Ok(out) => {
-                if key_id.is_none() {
-                    key_id = out.key_metadata().map(|m| m.key_id().to_owned());
-                }
-                self.c
-                    .kms
-                    .delete_alias()
-                    .alias_name(&alias)
-                    .send()
-                    .await
-                    .map_err(|e| api_error(step, "kms:DeleteAlias", e))?;
-                state.key_alias = None;
-                self.removed(state, format!("kms-alias {alias}"))?;
-            }
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_not_found_exception()) => {}
-            Err(e) => return Err(api_error(step, "kms:DescribeKey", e)),
+        if let Some(aliased) = delete_alias_if_present(self.c, step, &alias).await? {
+            key_id.get_or_insert(aliased);
+            state.key_alias = None;
+            self.removed(state, format!("kms-alias {alias}"))?;
         }
         let Some(key_id) = key_id else {
             return Ok(());
         };
-        let meta = match self.c.kms.describe_key().key_id(&key_id).send().await {
-            Ok(out) => out.key_metadata().cloned(),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_not_found_exception()) =>
-            {
-                None
-            }
-            Err(e) => return Err(api_error(step, "kms:DescribeKey", e)),
-        };
-        let pending = meta
-            .as_ref()
-            .is_some_and(|m| m.key_state() == Some(&aws_sdk_kms::types::KeyState::PendingDeletion));
-        if let (Some(_), false) = (meta, pending) {
-            let out = self
-                .c
-                .kms
-                .schedule_key_deletion()
-                .key_id(&key_id)
-                .pending_window_in_days(self.options.key_deletion_days)
-                .send()
-                .await
-                .map_err(|e| api_error(step, "kms:ScheduleKeyDeletion", e))?;
-            let date = out
-                .deletion_date()
-                .map(|d| d.to_string())
-                .unwrap_or_default();
+        let days = self.options.key_deletion_days;
+        if let Some(date) = schedule_key_deletion_if_live(self.c, step, &key_id, days).await? {
             self.report.key_deletion = Some(KeyDeletion {
                 key_id: key_id.clone(),
                 deletion_date: date,
-                pending_days: self.options.key_deletion_days,
+                pending_days: days,
             });
         }
         state.key_id = None;
@@ -523,11 +483,7 @@ impl Destroyer<'_> {
             .collect();
         with_recorded(&mut ids, &state.image_id);
         for id in ids {
-            match self.c.ec2.deregister_image().image_id(&id).send().await {
-                Ok(_) => {}
-                Err(e) if e.code().is_some_and(|c| c.starts_with("InvalidAMIID")) => {}
-                Err(e) => return Err(api_error(step, "ec2:DeregisterImage", e)),
-            }
+            deregister_image_if_present(self.c, step, &id).await?;
             state.image_id = None;
             self.removed(state, format!("image {id}"))?;
         }
@@ -553,14 +509,17 @@ impl Destroyer<'_> {
             .iter()
             .filter_map(|s| s.snapshot_id().map(str::to_owned))
             .collect();
+        // The boot disk's and the model's (both tagged, both recorded).
         with_recorded(&mut ids, &state.snapshot_id);
+        with_recorded(&mut ids, &state.model_snapshot_id);
         for id in ids {
-            match self.c.ec2.delete_snapshot().snapshot_id(&id).send().await {
-                Ok(_) => {}
-                Err(e) if e.code() == Some("InvalidSnapshot.NotFound") => {}
-                Err(e) => return Err(api_error(step, "ec2:DeleteSnapshot", e)),
+            delete_snapshot_if_present(self.c, step, &id).await?;
+            if state.model_snapshot_id.as_deref() == Some(id.as_str()) {
+                state.model_snapshot_id = None;
+                state.model_sha256 = None;
+            } else {
+                state.snapshot_id = None;
             }
-            state.snapshot_id = None;
             self.removed(state, format!("snapshot {id}"))?;
         }
         Ok(())
@@ -590,6 +549,95 @@ impl Destroyer<'_> {
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_secs(10));
         }
+    }
+}
+
+/// DeleteAlias when the alias exists; the id of the key it pointed at.
+pub(crate) async fn delete_alias_if_present(
+    c: &Clients,
+    step: &str,
+    alias: &str,
+) -> Result<Option<String>, AwsError> {
+    let key_id = match c.kms.describe_key().key_id(alias).send().await {
+        Ok(out) => out.key_metadata().map(|m| m.key_id().to_owned()),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_not_found_exception()) =>
+        {
+            return Ok(None)
+        }
+        Err(e) => return Err(api_error(step, "kms:DescribeKey", e)),
+    };
+    c.kms
+        .delete_alias()
+        .alias_name(alias)
+        .send()
+        .await
+        .map_err(|e| api_error(step, "kms:DeleteAlias", e))?;
+    Ok(key_id)
+}
+
+/// ScheduleKeyDeletion after `days` (7–30) unless the key is gone or already pending
+/// deletion; the date KMS will delete it.
+pub(crate) async fn schedule_key_deletion_if_live(
+    c: &Clients,
+    step: &str,
+    key_id: &str,
+    days: i32,
+) -> Result<Option<String>, AwsError> {
+    let meta = match c.kms.describe_key().key_id(key_id).send().await {
+        Ok(out) => out.key_metadata().cloned(),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_not_found_exception()) =>
+        {
+            None
+        }
+        Err(e) => return Err(api_error(step, "kms:DescribeKey", e)),
+    };
+    let live =
+        meta.is_some_and(|m| m.key_state() != Some(&aws_sdk_kms::types::KeyState::PendingDeletion));
+    if !live {
+        return Ok(None);
+    }
+    let out = c
+        .kms
+        .schedule_key_deletion()
+        .key_id(key_id)
+        .pending_window_in_days(days)
+        .send()
+        .await
+        .map_err(|e| api_error(step, "kms:ScheduleKeyDeletion", e))?;
+    Ok(Some(
+        out.deletion_date()
+            .map(|d| d.to_string())
+            .unwrap_or_default(),
+    ))
+}
+
+/// DeregisterImage, where an image that is already gone is no error.
+pub(crate) async fn deregister_image_if_present(
+    c: &Clients,
+    step: &str,
+    id: &str,
+) -> Result<(), AwsError> {
+    match c.ec2.deregister_image().image_id(id).send().await {
+        Ok(_) => Ok(()),
+        Err(e) if e.code().is_some_and(|c| c.starts_with("InvalidAMIID")) => Ok(()),
+        Err(e) => Err(api_error(step, "ec2:DeregisterImage", e)),
+    }
+}
+
+/// DeleteSnapshot, where a snapshot that is already gone is no error.
+pub(crate) async fn delete_snapshot_if_present(
+    c: &Clients,
+    step: &str,
+    id: &str,
+) -> Result<(), AwsError> {
+    match c.ec2.delete_snapshot().snapshot_id(id).send().await {
+        Ok(_) => Ok(()),
+        Err(e) if e.code() == Some("InvalidSnapshot.NotFound") => Ok(()),
+        Err(e) => Err(api_error(step, "ec2:DeleteSnapshot", e)),
     }
 }
 

@@ -3,7 +3,10 @@
 //! One submodule per concern: [`policy`] renders the KMS key policy and the instance
 //! role's IAM policies from `templates/`; [`state`] is the deploy record (`deploy.json`)
 //! that makes a rerun resume; [`plan`] is the list of API calls a deploy makes, printed by
-//! `--plan` and executed by [`deploy`]; [`destroy`] removes what a deploy created.
+//! `--plan` and executed by [`deploy`]; [`destroy`] removes what a deploy created;
+//! [`rollout`] moves a fleet to a new release; [`seal`] makes the envelopes that
+//! [`userdata`] puts in the instances' user data; [`image_config`] reads what the image
+//! expects of a deploy (the model it pins, the secrets it unseals).
 //!
 //! Every AWS call goes through the AWS SDK for Rust with the standard configuration chain
 //! (environment, profiles, SSO, `AWS_ENDPOINT_URL`), so the same code runs against AWS and
@@ -11,11 +14,13 @@
 
 pub mod deploy;
 pub mod destroy;
+pub mod image_config;
 pub mod plan;
 pub mod policy;
 pub mod rollout;
 pub mod seal;
 pub mod state;
+pub mod userdata;
 
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;

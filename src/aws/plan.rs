@@ -60,11 +60,6 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// The calls that would mutate something, in order.
-    pub fn mutating_calls(&self) -> impl Iterator<Item = &Call> {
-        self.steps.iter().flat_map(|s| s.calls.iter())
-    }
-
     /// Human output: one block per step, every call with its parameters (policy documents
     /// in full, for review).
     pub fn render_text(&self) -> String {
@@ -151,6 +146,5 @@ mod tests {
         assert_eq!(v["steps"][0]["action"], "keep");
         assert_eq!(v["steps"][0]["id"], "snap-1");
         assert_eq!(v["steps"][1]["action"], "create");
-        assert_eq!(plan.mutating_calls().count(), 1);
     }
 }

@@ -230,8 +230,20 @@ pub fn instance_role_trust_policy() -> Value {
 /// The key policy alone already decides (it names the role); this is defense in depth,
 /// so the role is worthless for any other key and without an attestation.
 pub fn instance_role_policy(key_arn: &str) -> Result<Value, PolicyError> {
-    check_key_arn(key_arn)?;
-    let vars = Vars::from([("KEY_ARN".to_owned(), Var::Str(key_arn.to_owned()))]);
+    instance_role_policy_for_keys(&[key_arn])
+}
+
+/// [`instance_role_policy`] for several keys: while a rollout to a new key replaces the
+/// instances, the old release's instances use the old key and the new ones the new key.
+pub fn instance_role_policy_for_keys(key_arns: &[&str]) -> Result<Value, PolicyError> {
+    for arn in key_arns {
+        check_key_arn(arn)?;
+    }
+    let arns = match key_arns {
+        [one] => Var::Str((*one).to_owned()),
+        many => Var::List(many.iter().map(|a| (*a).to_owned()).collect()),
+    };
+    let vars = Vars::from([("KEY_ARN".to_owned(), arns)]);
     render_document(&INSTANCE_ROLE_POLICY_TEMPLATE, &vars, None)
 }
 
@@ -2282,6 +2294,19 @@ mod tests {
             let err = instance_role_policy(bad).expect_err(bad);
             assert!(err.to_string().starts_with("key ARN"), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn role_policy_of_two_keys_lists_both_and_checks_each() {
+        let other = "arn:aws:kms:us-east-1:111122223333:key/0000abcd-12ab-34cd-56ef-1234567890ab";
+        let doc = instance_role_policy_for_keys(&[KEY_ARN, other]).expect("policy");
+        assert_eq!(doc["Statement"][0]["Resource"], json!([KEY_ARN, other]));
+        let one = instance_role_policy(KEY_ARN).expect("policy");
+        assert_eq!(
+            doc["Statement"][0]["Condition"],
+            one["Statement"][0]["Condition"]
+        );
+        assert!(instance_role_policy_for_keys(&[KEY_ARN, "*"]).is_err());
     }
 
     #[test]

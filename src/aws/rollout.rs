@@ -6,23 +6,35 @@
 //! 3. A new launch template version with the new AMI becomes the default.
 //! 4. The Auto Scaling group's instance refresh replaces the instances (EC2's own engine).
 //! 5. The key policy admits only the new release.
-//! 6. The old AMI and snapshot are removed (unless `--keep-old`); the deploy record moves
+//! 6. The old AMI and snapshots are removed (unless `--keep-old`); the deploy record moves
 //!    from OLD/deploy to NEW/deploy.
 //!
-//! Each step checks what is already done, so a rerun after a failure resumes. A key made
-//! with `--lock-policy` cannot be edited; such a rollout is refused with the way forward
-//! (a new deployment with a new key, secrets re-sealed for it).
+//! A key made with `--lock-policy` can never admit another release, so the new release
+//! gets a key of its own (alias `alias/zoa/NAME-<digest prefix>`, locked too) instead of
+//! steps 2 and 5: the secrets recorded in the deploy record are re-sealed under it from
+//! their plaintext (`--reseal NAME=FILE`, since sealers never get plaintext back from KMS;
+//! the envelopes are kept in NEW/deploy/sealed/), the instance role may use both keys
+//! while the instances are replaced, the new template version carries the new envelopes,
+//! and afterwards the role may use only the new key and the old key is scheduled for
+//! deletion.
+//!
+//! Each step checks what is already done, so a rerun after a failure resumes.
 
 use serde::Serialize;
 use serde_json::json;
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use aws_sdk_ec2::types as ec2t;
 
-use super::deploy::{self, DeployOptions, Deployment, KeyAdmits, RolloutFrom};
+use super::deploy::{self, DeployOptions, Deployment, KeyAdmits, RolloutFrom, ROLE_POLICY_NAME};
+use super::destroy;
 use super::plan::{Action, Call, Plan, Step};
+use super::policy;
+use super::seal::{self, MAX_SECRET_BYTES};
 use super::state::DeployState;
+use super::userdata::{self, SealedSecret, SecretArg, UserDataSpec};
 use super::{api_error, AwsError, Clients};
 use crate::progress::Progress;
 
@@ -38,6 +50,57 @@ pub struct RolloutOptions {
     pub min_healthy_percentage: i32,
     /// How long to wait for the instance refresh.
     pub wait: Duration,
+    /// The plaintext of each recorded secret, for re-sealing under a new key (locked keys).
+    pub reseal: Vec<SecretArg>,
+    /// Days before KMS deletes a replaced locked key (7–30).
+    pub key_deletion_days: i32,
+    /// The model the new release pins, when it is not the old release's.
+    pub model: Option<PathBuf>,
+}
+
+impl RolloutOptions {
+    pub fn new(new_dir: PathBuf, old_dir: PathBuf, pubkey: PathBuf) -> RolloutOptions {
+        RolloutOptions {
+            new_dir,
+            old_dir,
+            pubkey,
+            keep_old: false,
+            min_healthy_percentage: 90,
+            wait: Duration::from_secs(3600),
+            reseal: Vec::new(),
+            key_deletion_days: 30,
+            model: None,
+        }
+    }
+}
+
+/// A secret's plaintext, for re-sealing: zeroed when dropped, never printed.
+struct Plaintext {
+    name: String,
+    bytes: Vec<u8>,
+}
+
+impl Drop for Plaintext {
+    fn drop(&mut self) {
+        self.bytes.iter_mut().for_each(|b| *b = 0);
+    }
+}
+
+impl std::fmt::Debug for Plaintext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Plaintext({}, {} bytes)", self.name, self.bytes.len())
+    }
+}
+
+/// A rollout to a new key, because the old one is locked.
+#[derive(Debug)]
+struct NewKey {
+    /// The secrets to re-seal, from `--reseal`, in name order.
+    plaintexts: Vec<Plaintext>,
+    /// Envelopes a previous run re-sealed under the new key (NEW/deploy/sealed/).
+    sealed: Vec<SealedSecret>,
+    /// The old key is scheduled for deletion (or gone): the rollout got that far.
+    old_key_retired: bool,
 }
 
 /// A prepared rollout.
@@ -46,8 +109,11 @@ pub struct Rollout {
     pub options: RolloutOptions,
     pub deployment: Deployment,
     old_state: DeployState,
-    /// The image of the launch template's latest version.
+    /// Set when the old key is locked.
+    new_key: Option<NewKey>,
+    /// The launch template's latest version: its image and the digest of its user data.
     template_image: Option<String>,
+    template_user_data: Option<String>,
     /// The most recent instance refresh's status.
     refresh_status: Option<String>,
 }
@@ -57,6 +123,9 @@ pub struct Rollout {
 pub struct RolloutOutcome {
     pub plan: Plan,
     pub state: DeployState,
+    /// The envelopes re-sealed under the new key (a rollout from a locked key).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sealed: Vec<PathBuf>,
 }
 
 /// Verifies both releases and reads the account (read-only calls only).
@@ -77,15 +146,16 @@ pub async fn prepare(c: &Clients, options: RolloutOptions) -> Result<Rollout, Aw
             ),
         ));
     }
-    if old_state.key_locked {
+    if !(7..=30).contains(&options.key_deletion_days) {
         return Err(AwsError::step(
-            "rollout",
+            "configuration",
             format!(
-                "the key of {} was created with --lock-policy: its policy can never admit another release. Deploy the new release under a new --name (a new key), re-seal the secrets with `zoa seal --key NEW_DIR`, move traffic, then `zoa destroy` the old deployment",
-                old_state.deployment
+                "--key-deletion-days {}: KMS accepts 7 to 30",
+                options.key_deletion_days
             ),
         ));
     }
+    let plaintexts = read_plaintexts(&options, &old_state)?;
     let (old_manifest, old_digest) =
         deploy::verify_release(&DeployOptions::new(&options.old_dir, &options.pubkey))?;
     if old_digest != old_state.release.manifest_sha256 {
@@ -97,10 +167,13 @@ pub async fn prepare(c: &Clients, options: RolloutOptions) -> Result<Rollout, Aw
     let mut deploy_options = DeployOptions::new(&options.new_dir, &options.pubkey);
     deploy_options.name = Some(old_state.deployment.clone());
     deploy_options.fleet = true;
+    deploy_options.lock_policy = old_state.key_locked;
+    deploy_options.model = options.model.clone();
     deploy_options.rollout_from = Some(RolloutFrom {
         dir: options.old_dir.clone(),
         binding: deploy::binding_of(&old_manifest)?,
         state: old_state.clone(),
+        new_key: old_state.key_locked,
     });
     let deployment = deploy::prepare(c, deploy_options).await?;
     if deployment.manifest_sha256 == old_digest {
@@ -109,16 +182,154 @@ pub async fn prepare(c: &Clients, options: RolloutOptions) -> Result<Rollout, Aw
             "the new release is the deployed one: nothing to roll out",
         ));
     }
+    let new_key = match plaintexts {
+        None => None,
+        Some(plaintexts) => Some(NewKey {
+            sealed: sealed_before(&options, &deployment, &plaintexts),
+            old_key_retired: key_retired(c, old_state.key_id.as_deref()).await?,
+            plaintexts,
+        }),
+    };
     let mut r = Rollout {
         options,
         deployment,
         old_state,
+        new_key,
         template_image: None,
+        template_user_data: None,
         refresh_status: None,
     };
-    r.template_image = r.latest_template_image(c).await?;
+    if let Some(data) = deploy::latest_template_data(c, r.launch_template()).await? {
+        r.template_image = data.image_id().map(str::to_owned);
+        r.template_user_data = userdata::sha256_of_base64(data.user_data());
+    }
     r.refresh_status = r.latest_refresh_status(c).await?;
     Ok(r)
+}
+
+/// With a locked old key, the plaintext of exactly the recorded secrets (checked before
+/// any AWS call); `None` for a key that can admit the new release.
+fn read_plaintexts(
+    options: &RolloutOptions,
+    old: &DeployState,
+) -> Result<Option<Vec<Plaintext>>, AwsError> {
+    if !old.key_locked {
+        if let Some(arg) = options.reseal.first() {
+            return Err(AwsError::step(
+                "configuration",
+                format!(
+                    "--reseal {}: the key of {} is not locked, so it admits the new release and the envelopes stay valid: nothing is re-sealed",
+                    arg.name, old.deployment
+                ),
+            ));
+        }
+        return Ok(None);
+    }
+    let recorded: BTreeSet<&str> = old.secrets.keys().map(String::as_str).collect();
+    let given: BTreeSet<&str> = options.reseal.iter().map(|a| a.name.as_str()).collect();
+    if given.len() != options.reseal.len() {
+        return Err(AwsError::step(
+            "configuration",
+            "--reseal: a secret is given twice",
+        ));
+    }
+    let missing: Vec<&str> = recorded.difference(&given).copied().collect();
+    if !missing.is_empty() {
+        return Err(AwsError::step(
+            "configuration",
+            format!(
+                "the key of {} is locked (--lock-policy), so the new release needs a new key and its secrets must be re-sealed under it from their plaintext: pass --reseal NAME=FILE for {}",
+                old.deployment,
+                missing.join(", ")
+            ),
+        ));
+    }
+    if let Some(extra) = given.difference(&recorded).next() {
+        return Err(AwsError::step(
+            "configuration",
+            format!(
+                "--reseal {extra}: not a secret of {} (its deploy record lists: {})",
+                old.deployment,
+                if recorded.is_empty() {
+                    "none".to_owned()
+                } else {
+                    recorded.iter().copied().collect::<Vec<_>>().join(", ")
+                }
+            ),
+        ));
+    }
+    let mut out = Vec::new();
+    for arg in &options.reseal {
+        let bytes = userdata::read_limited(&arg.file, MAX_SECRET_BYTES).map_err(|_| {
+            AwsError::file(
+                &arg.file,
+                format!(
+                    "--reseal {}: cannot read it, or larger than {MAX_SECRET_BYTES} bytes",
+                    arg.name
+                ),
+            )
+        })?;
+        let p = Plaintext {
+            name: arg.name.clone(),
+            bytes,
+        };
+        if p.bytes.is_empty() {
+            return Err(AwsError::file(
+                &arg.file,
+                format!("--reseal {}: the file is empty", arg.name),
+            ));
+        }
+        out.push(p);
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(Some(out))
+}
+
+/// Envelopes a previous run of this rollout re-sealed under the new key, when there is
+/// one for every secret (else everything is sealed again).
+fn sealed_before(
+    options: &RolloutOptions,
+    deployment: &Deployment,
+    plaintexts: &[Plaintext],
+) -> Vec<SealedSecret> {
+    let Some(key) = deployment.key_arn() else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for p in plaintexts {
+        let path = DeployState::sealed_path(&options.new_dir, &p.name);
+        let Ok(bytes) = std::fs::read(&path) else {
+            return Vec::new();
+        };
+        match SealedSecret::from_bytes(&p.name, &path, bytes) {
+            Ok(s)
+                if s.check_sealed_for(&deployment.deployment, Some(key))
+                    .is_ok() =>
+            {
+                out.push(s)
+            }
+            _ => return Vec::new(),
+        }
+    }
+    out
+}
+
+/// Whether a key is scheduled for deletion or gone.
+async fn key_retired(c: &Clients, key_id: Option<&str>) -> Result<bool, AwsError> {
+    let Some(key_id) = key_id else {
+        return Ok(true);
+    };
+    match c.kms.describe_key().key_id(key_id).send().await {
+        Ok(out) => Ok(out.key_metadata().and_then(|m| m.key_state())
+            == Some(&aws_sdk_kms::types::KeyState::PendingDeletion)),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_not_found_exception()) =>
+        {
+            Ok(true)
+        }
+        Err(e) => Err(api_error("rollout", "kms:DescribeKey", e)),
+    }
 }
 
 impl Rollout {
@@ -152,25 +363,61 @@ impl Rollout {
             .unwrap_or_else(|| "<image-id>".to_owned())
     }
 
-    fn finished(&self) -> bool {
-        self.deployment.key_admits() == Some(KeyAdmits::New)
+    fn old_key_arn(&self) -> String {
+        self.old_state.key_arn.clone().unwrap_or_default()
     }
 
-    async fn latest_template_image(&self, c: &Clients) -> Result<Option<String>, AwsError> {
-        let out = c
-            .ec2
-            .describe_launch_template_versions()
-            .launch_template_id(self.launch_template())
-            .versions("$Latest")
-            .send()
-            .await
-            .map_err(|e| api_error("rollout", "ec2:DescribeLaunchTemplateVersions", e))?;
-        Ok(out
-            .launch_template_versions()
-            .first()
-            .and_then(|v| v.launch_template_data())
-            .and_then(|d| d.image_id())
-            .map(str::to_owned))
+    fn new_key_arn_or_placeholder(&self) -> String {
+        self.deployment
+            .key_arn()
+            .map(str::to_owned)
+            .unwrap_or_else(|| {
+                format!(
+                    "arn:{}:kms:{}:{}:key/created-by-this-rollout",
+                    self.deployment.account.partition,
+                    self.deployment.region,
+                    self.deployment.account.account_id
+                )
+            })
+    }
+
+    /// The names of the secrets re-sealed under the new key.
+    fn secret_names(&self) -> Vec<String> {
+        self.old_state.secrets.keys().cloned().collect()
+    }
+
+    /// The user data of the new template version, once every secret is sealed under the
+    /// new key (`None` before, and when the deployment has no secrets).
+    fn resealed_user_data(&self) -> Result<Option<UserDataSpec>, AwsError> {
+        match &self.new_key {
+            Some(k) if !k.plaintexts.is_empty() && k.sealed.len() == k.plaintexts.len() => {
+                UserDataSpec::from_secrets(&k.sealed).map(Some)
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Every step is done: the key admits only the new release (or, with a locked key,
+    /// the old key is retired and the new one exists).
+    fn finished(&self) -> bool {
+        match &self.new_key {
+            None => self.deployment.key_admits() == Some(KeyAdmits::New),
+            Some(k) => k.old_key_retired && self.deployment.key_arn().is_some(),
+        }
+    }
+
+    /// The latest template version launches the new release (with the re-sealed secrets).
+    fn template_current(&self) -> Result<bool, AwsError> {
+        let image =
+            self.template_image.is_some() && self.template_image == self.deployment.state.image_id;
+        let user_data = match &self.new_key {
+            Some(k) if !k.plaintexts.is_empty() => {
+                let wanted = self.resealed_user_data()?.map(|u| u.sha256);
+                wanted.is_some() && wanted == self.template_user_data
+            }
+            _ => true,
+        };
+        Ok(image && user_data)
     }
 
     async fn latest_refresh_status(&self, c: &Clients) -> Result<Option<String>, AwsError> {
@@ -193,8 +440,8 @@ impl Rollout {
     pub fn plan(&self) -> Result<Plan, AwsError> {
         let mut plan = self.deployment.plan()?;
         let d = &self.deployment;
-        let template_current =
-            self.template_image.is_some() && self.template_image == d.state.image_id;
+        let finished = self.finished();
+        let template_current = self.template_current()? || finished;
         let step = |name: &'static str, resource: String, done: bool, calls: Vec<Call>| Step {
             step: name,
             resource,
@@ -211,23 +458,71 @@ impl Rollout {
                 json!({"KeyId": self.key_id(), "PolicyName": "default", "Policy": d.key_policy_admitting(admits)?}),
             ))
         };
-        plan.steps.push(step(
-            "admit-both",
-            format!(
-                "key policy admits {} and {}",
-                self.old_state.release.version, d.manifest.version
-            ),
-            matches!(d.key_admits(), Some(KeyAdmits::Both | KeyAdmits::New)),
-            vec![put_policy(KeyAdmits::Both)?],
-        ));
+        let put_role_policy = |keys: &[&str]| -> Result<Call, AwsError> {
+            Ok(Call::new(
+                "iam:PutRolePolicy",
+                json!({"RoleName": d.names.role, "PolicyName": ROLE_POLICY_NAME, "PolicyDocument": policy::instance_role_policy_for_keys(keys)?}),
+            ))
+        };
+        let (old_arn, new_arn) = (self.old_key_arn(), self.new_key_arn_or_placeholder());
+        if let Some(k) = &self.new_key {
+            let names = self.secret_names();
+            if !names.is_empty() {
+                let calls = names
+                    .iter()
+                    .map(|n| {
+                        Call::new(
+                            "kms:Encrypt",
+                            json!({"KeyId": new_arn, "EncryptionContext": seal::context(&d.deployment, n), "Plaintext": "<a fresh 32-byte data key; the secret is encrypted with it here>"}),
+                        )
+                    })
+                    .collect();
+                plan.steps.push(step(
+                    "reseal",
+                    format!(
+                        "secrets {} re-sealed under {} into {}",
+                        names.join(", "),
+                        d.names.key_alias,
+                        DeployState::sealed_path(&self.options.new_dir, "NAME").display()
+                    ),
+                    finished || k.sealed.len() == names.len(),
+                    calls,
+                ));
+            }
+            plan.steps.push(step(
+                "role-admits-both",
+                "the instance role may use the old and the new key".to_owned(),
+                template_current,
+                vec![put_role_policy(&[&old_arn, &new_arn])?],
+            ));
+        } else {
+            plan.steps.push(step(
+                "admit-both",
+                format!(
+                    "key policy admits {} and {}",
+                    self.old_state.release.version, d.manifest.version
+                ),
+                matches!(d.key_admits(), Some(KeyAdmits::Both | KeyAdmits::New)),
+                vec![put_policy(KeyAdmits::Both)?],
+            ));
+        }
+        let mut template_data = json!({"ImageId": self.new_image()});
+        if let Some(names) = self.new_key.as_ref().map(|_| self.secret_names()) {
+            if !names.is_empty() {
+                template_data["UserData"] = json!(match self.resealed_user_data()? {
+                    Some(ud) => ud.summary(),
+                    None => format!("<the re-sealed secrets {}>", names.join(", ")),
+                });
+            }
+        }
         plan.steps.push(step(
             "template-version",
             format!("launch template version with {}", d.names.image),
-            template_current || self.finished(),
+            template_current,
             vec![
                 Call::new(
                     "ec2:CreateLaunchTemplateVersion",
-                    json!({"LaunchTemplateId": self.launch_template(), "SourceVersion": "$Latest", "LaunchTemplateData": {"ImageId": self.new_image()}}),
+                    json!({"LaunchTemplateId": self.launch_template(), "SourceVersion": "$Latest", "LaunchTemplateData": template_data}),
                 ),
                 Call::new(
                     "ec2:ModifyLaunchTemplate",
@@ -238,33 +533,53 @@ impl Rollout {
         plan.steps.push(step(
             "instance-refresh",
             format!("instance refresh of {}", self.asg()),
-            self.finished() || (template_current && self.refresh_status.as_deref() == Some("Successful")),
+            finished
+                || (template_current && self.refresh_status.as_deref() == Some("Successful")),
             vec![Call::new(
                 "autoscaling:StartInstanceRefresh",
                 json!({"AutoScalingGroupName": self.asg(), "Preferences": {"MinHealthyPercentage": self.options.min_healthy_percentage}}),
             )],
         ));
-        plan.steps.push(step(
-            "admit-new-only",
-            format!("key policy admits only {}", d.manifest.version),
-            self.finished(),
-            vec![put_policy(KeyAdmits::New)?],
-        ));
-        let mut retire = Vec::new();
-        if !self.options.keep_old {
-            if let Some(id) = &self.old_state.image_id {
-                retire.push(Call::new("ec2:DeregisterImage", json!({"ImageId": id})));
+        if self.new_key.is_some() {
+            plan.steps.push(step(
+                "role-admits-new-only",
+                "the instance role may use only the new key".to_owned(),
+                finished,
+                vec![put_role_policy(&[&new_arn])?],
+            ));
+            let mut calls = Vec::new();
+            if let Some(alias) = &self.old_state.key_alias {
+                calls.push(Call::new("kms:DeleteAlias", json!({"AliasName": alias})));
             }
-            if let Some(id) = &self.old_state.snapshot_id {
-                retire.push(Call::new("ec2:DeleteSnapshot", json!({"SnapshotId": id})));
-            }
+            calls.push(Call::new(
+                "kms:ScheduleKeyDeletion",
+                json!({"KeyId": self.old_state.key_id, "PendingWindowInDays": self.options.key_deletion_days}),
+            ));
+            plan.steps.push(step(
+                "retire-old-key",
+                format!(
+                    "the old key {} is scheduled for deletion in {} days",
+                    old_arn, self.options.key_deletion_days
+                ),
+                finished,
+                calls,
+            ));
+        } else {
+            plan.steps.push(step(
+                "admit-new-only",
+                format!("key policy admits only {}", d.manifest.version),
+                finished,
+                vec![put_policy(KeyAdmits::New)?],
+            ));
         }
+        let retire = self.retire_calls();
         plan.steps.push(step(
             "retire-old",
-            format!("AMI and snapshot of {}", self.old_state.release.version),
+            format!("AMI and snapshots of {}", self.old_state.release.version),
             retire.is_empty(),
             retire,
         ));
+        plan.warnings.splice(0..0, self.new_key_warnings());
         plan.warnings.push(format!(
             "instances of {} {} keep unsealing until the refresh has replaced them; afterwards only {} {} can",
             self.old_state.release.name,
@@ -275,83 +590,187 @@ impl Rollout {
         Ok(plan)
     }
 
+    /// What a rollout to a new key does, said first.
+    fn new_key_warnings(&self) -> Vec<String> {
+        if self.new_key.is_none() {
+            return Vec::new();
+        }
+        let names = self.secret_names();
+        let mut w = vec![format!(
+            "key {} is locked: a new key {} is created; {}. After the instance refresh, the old key is scheduled for deletion in {} days (KMS waits 7 to 30; `aws kms cancel-key-deletion` can stop it until then) and the deploy record moves to {} with the new key",
+            self.old_state.key_alias.as_deref().or(self.old_state.key_arn.as_deref()).unwrap_or("of the deployment"),
+            self.deployment.names.key_alias,
+            if names.is_empty() {
+                "there are no recorded secrets to re-seal".to_owned()
+            } else {
+                format!("secrets {} are re-sealed", names.join(", "))
+            },
+            self.options.key_deletion_days,
+            self.options.new_dir.display()
+        )];
+        if names.is_empty() && self.template_user_data.is_some() {
+            w.push(
+                "the launch template has user data that is not from --secret: it is kept as it is, and envelopes in it sealed under the old key stop opening once that key is deleted".to_owned(),
+            );
+        }
+        w
+    }
+
+    /// Deregister the old AMI and delete its snapshots (not a model snapshot the new AMI
+    /// uses too).
+    fn retire_calls(&self) -> Vec<Call> {
+        let mut retire = Vec::new();
+        if self.options.keep_old {
+            return retire;
+        }
+        if let Some(id) = &self.old_state.image_id {
+            retire.push(Call::new("ec2:DeregisterImage", json!({"ImageId": id})));
+        }
+        for id in self.old_snapshots() {
+            retire.push(Call::new("ec2:DeleteSnapshot", json!({"SnapshotId": id})));
+        }
+        retire
+    }
+
+    fn old_snapshots(&self) -> Vec<String> {
+        let new_model = self.deployment.model_snapshot();
+        let old = &self.old_state;
+        old.snapshot_id
+            .iter()
+            .chain(
+                old.model_snapshot_id
+                    .iter()
+                    .filter(|id| Some(id.as_str()) != new_model),
+            )
+            .cloned()
+            .collect()
+    }
+
     /// Runs the steps not done yet.
-    pub async fn apply(self, c: &Clients, progress: Progress) -> Result<RolloutOutcome, AwsError> {
+    pub async fn apply(
+        mut self,
+        c: &Clients,
+        progress: Progress,
+    ) -> Result<RolloutOutcome, AwsError> {
         let plan = self.plan()?;
         let todo = |name: &str| {
             plan.steps
                 .iter()
                 .any(|s| s.step == name && s.action == Action::Create)
         };
-        let (do_both, do_template, do_refresh, do_new, do_retire) = (
-            todo("admit-both"),
-            todo("template-version"),
-            todo("instance-refresh"),
-            todo("admit-new-only"),
-            todo("retire-old"),
-        );
         let options = self.options.clone();
         let old_state = self.old_state.clone();
+        let old_snapshots = self.old_snapshots();
         let both = self.deployment.key_policy_admitting(KeyAdmits::Both)?;
         let new_only = self.deployment.key_policy_admitting(KeyAdmits::New)?;
+        let new_key = self.new_key.take();
         let outcome = self.deployment.apply(c, progress).await?;
-        let state = outcome.state;
+        let mut state = outcome.state;
         let key_id = state
             .key_id
             .clone()
             .ok_or_else(|| AwsError::step("rollout", "no KMS key recorded"))?;
+        let key_arn = state
+            .key_arn
+            .clone()
+            .ok_or_else(|| AwsError::step("rollout", "no KMS key ARN recorded"))?;
         let image = state
             .image_id
             .clone()
             .ok_or_else(|| AwsError::step("rollout", "no new image recorded"))?;
+        let role = state.role_name.clone().unwrap_or_default();
+        let old_key_arn = old_state.key_arn.clone().unwrap_or_default();
         let asg = old_state.auto_scaling_group.clone().unwrap_or_default();
         let template = old_state.launch_template_id.clone().unwrap_or_default();
-        if do_both {
+
+        let mut sealed_files = Vec::new();
+        let mut user_data = None;
+        if let Some(k) = &new_key {
+            let sealed = if todo("reseal") {
+                reseal(c, &options, &state.deployment, &key_arn, &k.plaintexts).await?
+            } else {
+                k.sealed.clone()
+            };
+            sealed_files = sealed.iter().map(|s| s.file.clone()).collect();
+            if !sealed.is_empty() {
+                user_data = Some(UserDataSpec::from_secrets(&sealed)?);
+            }
+            if todo("role-admits-both") {
+                put_role_policy(c, &role, &[&old_key_arn, &key_arn]).await?;
+            }
+        } else if todo("admit-both") {
             put_key_policy(c, &key_id, &both).await?;
         }
-        if do_template {
-            let out = c
-                .ec2
-                .create_launch_template_version()
-                .launch_template_id(&template)
-                .source_version("$Latest")
-                .launch_template_data(
-                    ec2t::RequestLaunchTemplateData::builder()
-                        .image_id(&image)
-                        .build(),
-                )
-                .send()
-                .await
-                .map_err(|e| api_error("rollout", "ec2:CreateLaunchTemplateVersion", e))?;
-            let version = out
-                .launch_template_version()
-                .and_then(|v| v.version_number())
-                .ok_or_else(|| {
-                    AwsError::step("rollout", "CreateLaunchTemplateVersion returned no version")
-                })?;
-            c.ec2
-                .modify_launch_template()
-                .launch_template_id(&template)
-                .default_version(version.to_string())
-                .send()
-                .await
-                .map_err(|e| api_error("rollout", "ec2:ModifyLaunchTemplate", e))?;
+        if todo("template-version") {
+            let mut data = ec2t::RequestLaunchTemplateData::builder().image_id(&image);
+            if let Some(ud) = &user_data {
+                data = data.user_data(ud.base64());
+            }
+            deploy::new_default_template_version(c, &template, data.build()).await?;
         }
-        if do_refresh {
+        if todo("instance-refresh") {
             let pb = progress.stage(format!("instance refresh of {asg}"));
-            refresh_instances(c, &asg, &options).await?;
+            refresh_instances(
+                c,
+                &asg,
+                options.min_healthy_percentage,
+                options.wait,
+                "zoa rollout",
+            )
+            .await?;
             pb.finish_and_clear();
         }
-        if do_new {
+        if new_key.is_some() {
+            if todo("role-admits-new-only") {
+                put_role_policy(c, &role, &[&key_arn]).await?;
+            }
+            if todo("retire-old-key") {
+                retire_key(c, &old_state, options.key_deletion_days).await?;
+            }
+            if let Some(ud) = &user_data {
+                state.user_data_sha256 = Some(ud.sha256.clone());
+                state.secrets = ud.secrets.clone();
+            }
+        } else if todo("admit-new-only") {
             put_key_policy(c, &key_id, &new_only).await?;
         }
-        if do_retire {
-            retire_old(c, &old_state).await?;
+        if todo("retire-old") {
+            retire_old(c, &old_state, &old_snapshots).await?;
         }
         state.save(&options.new_dir)?;
         DeployState::remove(&options.old_dir)?;
-        Ok(RolloutOutcome { plan, state })
+        Ok(RolloutOutcome {
+            plan,
+            state,
+            sealed: sealed_files,
+        })
     }
+}
+
+/// Seals each plaintext under `key_arn` (as `zoa seal` does) into NEW/deploy/sealed/,
+/// so a rerun reuses the envelopes instead of making a second template version.
+async fn reseal(
+    c: &Clients,
+    options: &RolloutOptions,
+    deployment: &str,
+    key_arn: &str,
+    plaintexts: &[Plaintext],
+) -> Result<Vec<SealedSecret>, AwsError> {
+    let mut out = Vec::new();
+    for p in plaintexts {
+        let context = seal::context(deployment, &p.name);
+        let envelope = seal::seal(c, key_arn, context, &p.bytes).await?;
+        let path = DeployState::sealed_path(&options.new_dir, &p.name);
+        let mut bytes = serde_json::to_vec_pretty(&envelope)
+            .map_err(|e| AwsError::file(&path, e.to_string()))?;
+        bytes.push(b'\n');
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| AwsError::file(dir, e))?;
+        }
+        crate::release::write_atomic(&path, &bytes).map_err(|e| AwsError::file(&path, e))?;
+        out.push(SealedSecret::from_bytes(&p.name, &path, bytes)?);
+    }
+    Ok(out)
 }
 
 async fn put_key_policy(
@@ -370,12 +789,43 @@ async fn put_key_policy(
     Ok(())
 }
 
+/// The instance role's only permission, on these keys.
+async fn put_role_policy(c: &Clients, role: &str, keys: &[&str]) -> Result<(), AwsError> {
+    let doc = policy::instance_role_policy_for_keys(keys)?;
+    c.iam
+        .put_role_policy()
+        .role_name(role)
+        .policy_name(ROLE_POLICY_NAME)
+        .policy_document(doc.to_string())
+        .send()
+        .await
+        .map_err(|e| api_error("rollout", "iam:PutRolePolicy", e))?;
+    Ok(())
+}
+
+/// The locked old key: its alias goes, and the key is scheduled for deletion.
+async fn retire_key(c: &Clients, old: &DeployState, days: i32) -> Result<(), AwsError> {
+    let step = "retire old key";
+    if let Some(alias) = &old.key_alias {
+        destroy::delete_alias_if_present(c, step, alias).await?;
+    }
+    if let Some(key_id) = &old.key_id {
+        if let Some(date) = destroy::schedule_key_deletion_if_live(c, step, key_id, days).await? {
+            log::info!("old key {key_id} is scheduled for deletion on {date}");
+        }
+    }
+    Ok(())
+}
+
 /// StartInstanceRefresh and wait for its verdict; a refresh already running (from an
-/// interrupted rollout) is waited for rather than started twice.
-async fn refresh_instances(
+/// interrupted run) is waited for rather than started twice. `rerun` is the command that
+/// resumes after a failure or a timeout.
+pub(crate) async fn refresh_instances(
     c: &Clients,
     asg: &str,
-    options: &RolloutOptions,
+    min_healthy_percentage: i32,
+    wait: Duration,
+    rerun: &str,
 ) -> Result<(), AwsError> {
     let step = "instance refresh";
     let started = c
@@ -384,7 +834,7 @@ async fn refresh_instances(
         .auto_scaling_group_name(asg)
         .preferences(
             aws_sdk_autoscaling::types::RefreshPreferences::builder()
-                .min_healthy_percentage(options.min_healthy_percentage)
+                .min_healthy_percentage(min_healthy_percentage)
                 .build(),
         )
         .send()
@@ -429,17 +879,17 @@ async fn refresh_instances(
                     .unwrap_or("no reason given");
                 return Err(AwsError::step(
                     step,
-                    format!("{status}: {reason}; the key still admits both releases, so the old instances keep working; fix and run `zoa rollout` again"),
+                    format!("{status}: {reason}; the instances not replaced yet keep running as they are (and keep unsealing); fix the cause and run `{rerun}` again"),
                 ));
             }
             _ => {}
         }
-        if begin.elapsed() > options.wait {
+        if begin.elapsed() > wait {
             return Err(AwsError::step(
                 step,
                 format!(
-                    "still {status} after {} s: run `zoa rollout` again to keep waiting",
-                    options.wait.as_secs()
+                    "still {status} after {} s: run `{rerun}` again to keep waiting",
+                    wait.as_secs()
                 ),
             ));
         }
@@ -447,21 +897,14 @@ async fn refresh_instances(
     }
 }
 
-async fn retire_old(c: &Clients, old: &DeployState) -> Result<(), AwsError> {
-    use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+/// The old release's AMI, then its snapshots.
+async fn retire_old(c: &Clients, old: &DeployState, snapshots: &[String]) -> Result<(), AwsError> {
+    let step = "retire old release";
     if let Some(id) = &old.image_id {
-        match c.ec2.deregister_image().image_id(id).send().await {
-            Ok(_) => {}
-            Err(e) if e.code().is_some_and(|c| c.starts_with("InvalidAMIID")) => {}
-            Err(e) => return Err(api_error("retire old release", "ec2:DeregisterImage", e)),
-        }
+        destroy::deregister_image_if_present(c, step, id).await?;
     }
-    if let Some(id) = &old.snapshot_id {
-        match c.ec2.delete_snapshot().snapshot_id(id).send().await {
-            Ok(_) => {}
-            Err(e) if e.code() == Some("InvalidSnapshot.NotFound") => {}
-            Err(e) => return Err(api_error("retire old release", "ec2:DeleteSnapshot", e)),
-        }
+    for id in snapshots {
+        destroy::delete_snapshot_if_present(c, step, id).await?;
     }
     Ok(())
 }

@@ -5,12 +5,15 @@
 //! by its tags or name and adopted.
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::AwsError;
 
 pub const STATE_DIR: &str = "deploy";
 pub const STATE_FILE: &str = "deploy.json";
+/// `DIR/deploy/sealed/NAME.json`: envelopes `zoa rollout` re-sealed under a new key.
+pub const SEALED_DIR: &str = "sealed";
 const STATE_FORMAT: &str = "zoa-deploy/1";
 
 /// Tag keys zoa puts on everything it creates.
@@ -18,6 +21,10 @@ pub const TAG_DEPLOYMENT: &str = "zoa:deployment";
 pub const TAG_RELEASE: &str = "zoa:release";
 pub const TAG_MANIFEST: &str = "zoa:manifest-sha256";
 pub const TAG_DISK: &str = "zoa:disk-sha256";
+/// On the model-weights snapshot: the SHA-256 of the model file (the image pins it).
+pub const TAG_MODEL: &str = "zoa:model-sha256";
+/// On single instances: the SHA-256 of the user data they booted with.
+pub const TAG_USER_DATA: &str = "zoa:user-data-sha256";
 
 /// What a deploy created (or adopted), by kind.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,6 +40,11 @@ pub struct DeployState {
     pub disk_sha256: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot_id: Option<String>,
+    /// The snapshot of the model weights (`--model`), the AMI's second volume.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_snapshot_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_sha256: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -58,6 +70,14 @@ pub struct DeployState {
     pub launch_template_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auto_scaling_group: Option<String>,
+    /// SHA-256 of the user data the instances run with (`--secret` or `--user-data`),
+    /// recorded once they do (for a fleet: after the instance refresh).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_data_sha256: Option<String>,
+    /// The sealed secrets in that user data: name → SHA-256 of the envelope file. A
+    /// rollout to a new key must re-seal exactly these.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, String>,
 }
 
 /// The release a deploy is of.
@@ -119,13 +139,28 @@ impl DeployState {
         crate::release::write_atomic(&path, &bytes).map_err(|e| AwsError::file(&path, e))
     }
 
-    /// Removes the record (after a complete destroy).
+    /// `DIR/deploy/sealed/NAME.json`.
+    pub fn sealed_path(release_dir: &Path, name: &str) -> PathBuf {
+        release_dir
+            .join(STATE_DIR)
+            .join(SEALED_DIR)
+            .join(format!("{name}.json"))
+    }
+
+    /// Removes the record and the envelopes sealed next to it (after a complete destroy,
+    /// or from the old release after a rollout: their key is gone or going).
     pub fn remove(release_dir: &Path) -> Result<(), AwsError> {
         let path = Self::path(release_dir);
         match std::fs::remove_file(&path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(AwsError::file(&path, e)),
+        }
+        let sealed = release_dir.join(STATE_DIR).join(SEALED_DIR);
+        match std::fs::remove_dir_all(&sealed) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(AwsError::file(&sealed, e)),
         }
         // The directory goes too when nothing else is in it.
         let _ = std::fs::remove_dir(release_dir.join(STATE_DIR));
@@ -169,19 +204,6 @@ impl DeployState {
         }
         Ok(())
     }
-
-    /// True when nothing is recorded as existing.
-    pub fn is_empty(&self) -> bool {
-        self.snapshot_id.is_none()
-            && self.image_id.is_none()
-            && self.role_name.is_none()
-            && self.instance_profile_name.is_none()
-            && self.key_id.is_none()
-            && self.security_group_id.is_none()
-            && self.instance_ids.is_empty()
-            && self.launch_template_id.is_none()
-            && self.auto_scaling_group.is_none()
-    }
 }
 
 #[cfg(test)]
@@ -204,8 +226,9 @@ mod tests {
         s.snapshot_id = Some("snap-1".into());
         s.instance_ids = vec!["i-1".into()];
         s.save(dir.path()).unwrap();
+        s.secrets.insert("api-key".into(), "cd".repeat(32));
+        s.save(dir.path()).unwrap();
         assert_eq!(DeployState::load(dir.path()).unwrap(), Some(s.clone()));
-        assert!(!s.is_empty());
         DeployState::remove(dir.path()).unwrap();
         assert!(!dir.path().join(STATE_DIR).exists());
     }

@@ -129,6 +129,9 @@ pub struct Verification {
     pub pcrs_checked: Vec<String>,
     /// Set when a rebuild was requested and matched.
     pub rebuilt: Option<RebuildReport>,
+    /// The manifest that was verified, as read (so callers need not read it again).
+    #[serde(skip)]
+    pub manifest: Manifest,
 }
 
 /// A successful rebuild comparison.
@@ -226,8 +229,8 @@ pub fn verify(
         Some((recipe, opts)) => Some(rebuild_and_compare(&manifest, dir, recipe, opts)?),
     };
     Ok(Verification {
-        name: manifest.name,
-        version: manifest.version,
+        name: manifest.name.clone(),
+        version: manifest.version.clone(),
         manifest_sha256: digest,
         key_id: verified.key_id,
         trusted_comment: verified.trusted_comment,
@@ -235,6 +238,7 @@ pub fn verify(
         artifacts_checked,
         pcrs_checked,
         rebuilt,
+        manifest,
     })
 }
 
