@@ -188,18 +188,7 @@ fn a_fleet_rolls_forward_with_both_releases_admitted_only_during_the_refresh() {
     ]);
     assert!(o.status.success(), "rollout: {}", stderr(&o));
 
-    let calls = lab.moto.calls();
-    let mut ops: Vec<String> = calls
-        .iter()
-        .map(|c| c.name())
-        .filter(|op| !is_read(op))
-        .collect();
-    ops.dedup();
-    let tail: Vec<&str> = ops
-        .iter()
-        .map(String::as_str)
-        .skip_while(|op| *op != "ec2:RegisterImage")
-        .collect();
+    let tail = mutating_calls_from_register_image(&lab);
     assert_eq!(
         tail,
         [
@@ -215,6 +204,7 @@ fn a_fleet_rolls_forward_with_both_releases_admitted_only_during_the_refresh() {
     );
     assert_eq!(lab.proxy.count("autoscaling:StartInstanceRefresh"), 1);
     // Both releases admitted during the refresh, only the new one after it.
+    let calls = lab.moto.calls();
     let policies: Vec<String> = calls
         .iter()
         .filter(|c| c.is("kms:PutKeyPolicy"))
@@ -291,6 +281,21 @@ fn rollout_refuses_single_instances_and_missing_records() {
         "{err}"
     );
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+}
+
+/// The mutating calls moto recorded from the first RegisterImage on (a rollout's own
+/// part), repeats in a row folded into one.
+fn mutating_calls_from_register_image(lab: &Lab) -> Vec<String> {
+    let mut ops: Vec<String> = lab
+        .moto
+        .calls()
+        .iter()
+        .map(|c| c.name())
+        .filter(|op| !is_read(op))
+        .skip_while(|op| op != "ec2:RegisterImage")
+        .collect();
+    ops.dedup();
+    ops
 }
 
 fn is_read(op: &str) -> bool {
@@ -458,18 +463,7 @@ fn a_locked_key_is_replaced_and_the_secrets_are_resealed() {
     lab.moto.clear_recording();
     let o = rollout(&args);
     assert!(o.status.success(), "rollout: {}", stderr(&o));
-    let calls = lab.moto.calls();
-    let mut ops: Vec<String> = calls
-        .iter()
-        .map(|c| c.name())
-        .filter(|op| !is_read(op))
-        .collect();
-    ops.dedup();
-    let tail: Vec<&str> = ops
-        .iter()
-        .map(String::as_str)
-        .skip_while(|op| *op != "ec2:RegisterImage")
-        .collect();
+    let tail = mutating_calls_from_register_image(&lab);
     assert_eq!(
         tail,
         [
@@ -489,8 +483,8 @@ fn a_locked_key_is_replaced_and_the_secrets_are_resealed() {
         "(StartInstanceRefresh is answered by the proxy, so moto does not record it)"
     );
     assert!(
-        !ops.iter().any(|op| op == "kms:PutKeyPolicy"),
-        "a locked key's policy was put: {ops:?}"
+        !tail.iter().any(|op| op == "kms:PutKeyPolicy"),
+        "a locked key's policy was put: {tail:?}"
     );
     let state = json_file(&v2.join("deploy/deploy.json"));
     let new_key_arn = state["key_arn"].as_str().unwrap().to_owned();
@@ -499,6 +493,7 @@ fn a_locked_key_is_replaced_and_the_secrets_are_resealed() {
     let new_alias = state["key_alias"].as_str().unwrap().to_owned();
     assert!(first_warning.contains(&format!("a new key {new_alias} is created")));
     // The new key admits release 2 only, and is locked.
+    let calls = lab.moto.calls();
     let create_key = calls.iter().find(|c| c.is("kms:CreateKey")).unwrap();
     let policy = create_key.param("Policy").unwrap();
     assert!(policy.contains(&new_pcr4) && !policy.contains(&old_pcr4));
