@@ -193,7 +193,13 @@ pub fn classify(packet: &[u8], xid: u32, mac: [u8; 6]) -> Result<Reply, Ignored>
     if message.xid() != xid {
         return Err(Ignored::OtherXid(message.xid()));
     }
-    if message.htype() != HType::Eth || message.chaddr().get(..6) != Some(&mac[..]) {
+    // hlen first: dhcproto's chaddr() slices chaddr[..hlen] unchecked and panics for
+    // hlen > 16, and one forged broadcast reply must not take PID 1 down (found by the
+    // `dhcp` fuzz target). Ethernet addresses are 6 bytes.
+    if message.htype() != HType::Eth
+        || message.hlen() != 6
+        || message.chaddr().get(..6) != Some(&mac[..])
+    {
         return Err(Ignored::OtherClient);
     }
     let server = server_identifier(&message);
@@ -617,6 +623,17 @@ mod tests {
         other_mac[5] ^= 0xff;
         let other_client = bytes(&slirp_reply(MessageType::Ack, XID, other_mac));
         assert_eq!(classify(&other_client, XID, MAC), Err(Ignored::OtherClient));
+        // A hardware address length beyond chaddr's 16 bytes (byte 2 of the header):
+        // ignored, not a panic.
+        let mut long_hlen = bytes(&slirp_reply(MessageType::Ack, XID, MAC));
+        for hlen in [0u8, 7, 16, 17, 70, 255] {
+            long_hlen[2] = hlen;
+            assert_eq!(
+                classify(&long_hlen, XID, MAC),
+                Err(Ignored::OtherClient),
+                "hlen {hlen}"
+            );
+        }
         // Another client's DISCOVER, seen because it is broadcast too.
         let request = bytes(&discover(XID, MAC, 0));
         assert_eq!(classify(&request, XID, MAC), Err(Ignored::NotAReply));
