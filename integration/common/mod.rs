@@ -168,6 +168,22 @@ pub fn demo_recipe_text() -> String {
     .expect("read the demo recipe")
 }
 
+/// `text` (the demo recipe) without its kernel modules: the module list and the module
+/// files taken from the cloud kernel package, for a probe built with another kernel.
+pub fn without_kernel_modules(text: &str) -> String {
+    let start = text
+        .find("\nmodules = [\n")
+        .expect("the demo recipe lists modules");
+    let end = start + text[start..].find("\n]\n").expect("the module list ends") + 3;
+    let text = format!("{}\n{}", &text[..start], &text[end..]);
+    text.split("\n\n")
+        .filter(|block| {
+            !(block.contains("[[payload.files]]") && block.contains("input = \"linux-image\""))
+        })
+        .collect::<Vec<_>>()
+        .join("\n\n")
+}
+
 /// The demo recipe with absolute input paths and an event-log dump, then `edit`.
 pub fn probe_recipe(edit: impl FnOnce(String) -> String) -> String {
     let inputs = shared_inputs();
