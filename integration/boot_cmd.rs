@@ -34,12 +34,6 @@ fn predict(f: &Fixture, uki: &Path) -> serde_json::Value {
     serde_json::from_slice(&o.stdout).expect("zoa measure prints JSON")
 }
 
-/// A TCP port that was free a moment ago on 127.0.0.1.
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local addr").port()
-}
-
 fn options(uki: &Path) -> BootOptions {
     let mut o = BootOptions::new(uki);
     o.timeout = Some(TIMEOUT);

@@ -36,11 +36,6 @@ fn build_demo(f: &Fixture) -> PathBuf {
     f.path("demo/uki.efi")
 }
 
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local addr").port()
-}
-
 fn options(uki: &Path, disk: &Path) -> BootOptions {
     let mut o = BootOptions::new(uki);
     o.timeout = Some(TIMEOUT);

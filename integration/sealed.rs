@@ -20,11 +20,6 @@ fn sealed_recipe() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("image-recipes/llama-server-sealed.toml")
 }
 
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local addr").port()
-}
-
 #[test]
 fn without_a_nitro_tpm_the_sealed_image_powers_off_with_the_tpm_answer() {
     let f = Fixture::new();

@@ -202,3 +202,9 @@ pub fn probe_recipe(edit: impl FnOnce(String) -> String) -> String {
     );
     edit(text)
 }
+
+/// A TCP port that was free a moment ago on 127.0.0.1 (for QEMU's host forwards).
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().expect("local addr").port()
+}
