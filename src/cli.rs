@@ -431,7 +431,9 @@ pub struct DeployArgs {
     pub secrets: Vec<zoa::aws::userdata::SecretArg>,
     /// The model weights the image pins ([init.model]): uploaded as a second EBS
     /// snapshot, attached by the AMI as /dev/sdb (NVMe on Nitro; zoa-init finds it by the
-    /// GGUF magic). Checked against the pinned size and SHA-256 first.
+    /// GGUF magic). Checked against the pinned size and SHA-256 first. When the image pins
+    /// an age-encrypted model (model.age_identity), FILE is the age file: only its form
+    /// and length can be checked here; zoa-init checks the digest after decrypting it.
     #[arg(long, value_name = "FILE")]
     pub model: Option<PathBuf>,
     /// User data for the instances as it is, at most 16 KiB (not with --secret).

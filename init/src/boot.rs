@@ -65,26 +65,34 @@ pub fn run() -> ! {
     }
 
     // 9. Secrets, released by KMS only to an attested boot of this image.
+    let gid = config.server.as_ref().map_or(0, |s| s.gid);
     let mut secret_env = secrets::SecretEnv::new();
+    let mut model_key = None;
     if let Some(unseal) = &config.unseal {
-        let gid = config.server.as_ref().map_or(0, |s| s.gid);
-        match secrets::unseal_at_boot(unseal, gid) {
-            Ok((names, env)) => {
-                say(&format!("unsealed {}", names.join(", ")));
-                secret_env = env;
+        match secrets::unseal_at_boot(unseal, config.model_identity_secret(), gid) {
+            Ok(unsealed) => {
+                say(&format!("unsealed {}", unsealed.names.join(", ")));
+                secret_env = unsealed.env;
+                if let Some(kept) = unsealed.kept {
+                    match model::ModelKey::parse(kept.expose()) {
+                        Ok(key) => model_key = Some(key),
+                        Err(e) => fatal(&format!("model: {e}")),
+                    }
+                }
             }
             Err(e) => fatal(&format!("unseal: {e}")),
         }
     }
 
-    // 10. The model, verified before the server can see it.
+    // 10. The model, decrypted and verified before the server can see it.
     if let Some(model) = &config.model {
-        let gid = config.server.as_ref().map_or(0, |s| s.gid);
-        match model::install(model, gid, Path::new("/sys/class/block"), Path::new("/dev")) {
+        let sys = Path::new("/sys/class/block");
+        match model::install(model, model_key.as_ref(), gid, sys, Path::new("/dev")) {
             Ok(installed) => say(&installed.to_string()),
             Err(e) => fatal(&format!("model: {e}")),
         }
     }
+    drop(model_key);
 
     // 11. The server, kept up until it gives up or the machine is asked to stop.
     if let Some(srv) = &config.server {

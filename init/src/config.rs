@@ -169,6 +169,15 @@ pub struct Model {
     /// checked. Absolute, not directly under `/`. Default `/run/zoa/model/model.gguf`.
     #[serde(default = "default_model_path")]
     pub path: String,
+
+    /// The device holds the model encrypted with age (<https://age-encryption.org/v1>,
+    /// binary, not armored) to an X25519 recipient, and this names the unsealed secret
+    /// holding the matching identity (`AGE-SECRET-KEY-1…`, as `age-keygen` writes it).
+    /// The secret must be in `unseal.secrets`; zoa-init keeps it to itself (it is not
+    /// written to the secrets directory, the server never sees it). `size` and `sha256`
+    /// are still those of the decrypted model. Default: the device holds the model as is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub age_identity: Option<String>,
 }
 
 /// How to start the inference server.
@@ -346,11 +355,45 @@ impl Config {
         }
         if let Some(model) = &self.model {
             model.validate()?;
+            if let Some(name) = &model.age_identity {
+                self.check_model_identity(name)?;
+            }
         }
         if let Some(server) = &self.server {
             server.validate()?;
         }
         Ok(())
+    }
+}
+
+impl Config {
+    /// The model's age identity must be one of the unsealed secrets, and one that is
+    /// not also handed to the server as a variable (zoa-init keeps it to itself).
+    fn check_model_identity(&self, name: &str) -> Result<(), ConfigError> {
+        let spec = self
+            .unseal
+            .as_ref()
+            .and_then(|u| u.secrets.iter().find(|s| s.name == name))
+            .ok_or_else(|| {
+                invalid(
+                    "model.age_identity",
+                    format!(
+                        "{name:?} is not a secret in unseal.secrets (the key must be unsealed)"
+                    ),
+                )
+            })?;
+        if spec.env.is_some() {
+            return Err(invalid(
+                "model.age_identity",
+                format!("secret {name:?} has an env variable: the model's key is never given to the server"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The secret zoa-init keeps for itself (the model's age identity), if any.
+    pub fn model_identity_secret(&self) -> Option<&str> {
+        self.model.as_ref()?.age_identity.as_deref()
     }
 }
 
@@ -765,6 +808,29 @@ mod tests {
         assert!(err(twice).starts_with("unseal.secrets[1].name:"));
         let env = r#"{"hostname": "h", "network": {}, "unseal": {"secrets": [{"name": "a", "env": "1X"}]}}"#;
         assert!(err(env).starts_with("unseal.secrets[0].env:"));
+    }
+
+    #[test]
+    fn the_model_key_must_be_an_unsealed_secret_kept_from_the_server() {
+        let digest = "ab".repeat(32);
+        let with = |secrets: &str| {
+            format!(
+                r#"{{"hostname": "h", "network": {{}}, "unseal": {{"secrets": [{secrets}]}}, "model": {{"size": 1, "sha256": "{digest}", "age_identity": "model-key"}}}}"#
+            )
+        };
+        let c = Config::from_json(&with(r#"{"name": "model-key"}, {"name": "api-key"}"#)).unwrap();
+        assert_eq!(c.model_identity_secret(), Some("model-key"));
+        assert!(err(&with(r#"{"name": "api-key"}"#))
+            .starts_with("model.age_identity: \"model-key\" is not a secret in unseal.secrets"));
+        assert!(err(&with(r#"{"name": "model-key", "env": "K"}"#))
+            .contains("never given to the server"));
+        assert!(err(&model(r#", "age_identity": "k""#)).starts_with("model.age_identity:"));
+        assert_eq!(
+            Config::from_json(&model(""))
+                .unwrap()
+                .model_identity_secret(),
+            None
+        );
     }
 
     #[test]

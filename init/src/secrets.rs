@@ -24,18 +24,39 @@ const SECRETS_TMPFS_BYTES: u64 = 1 << 20;
 /// What the server gets besides the files: environment variables (name → value).
 pub type SecretEnv = BTreeMap<String, String>;
 
-/// Runs the whole unseal for `unseal` and the server's group `gid`. The error is one line
-/// for `zoa-init: fatal: unseal: <error>`.
-pub fn unseal_at_boot(unseal: &Unseal, gid: u32) -> Result<(Vec<String>, SecretEnv), String> {
+/// What the unseal gave: the names delivered to the server, its environment variables,
+/// and the secret zoa-init keeps for itself (the model's key), never written anywhere.
+#[derive(Debug)]
+pub struct Unsealed {
+    pub names: Vec<String>,
+    pub env: SecretEnv,
+    pub kept: Option<Secret>,
+}
+
+/// Runs the whole unseal for `unseal` and the server's group `gid`; the secret named
+/// `keep` is kept in memory rather than delivered. The error is one line for
+/// `zoa-init: fatal: unseal: <error>`.
+pub fn unseal_at_boot(unseal: &Unseal, keep: Option<&str>, gid: u32) -> Result<Unsealed, String> {
     let key = RecipientKey::generate().map_err(|e| e.to_string())?;
     let public_key = key.public_key_der().map_err(|e| e.to_string())?;
     let document = attestation_document(&public_key)?;
     let names: Vec<String> = unseal.secrets.iter().map(|s| s.name.clone()).collect();
-    let secrets = with_deadline(Duration::from_secs(unseal.timeout_secs.into()), move || {
+    let mut secrets = with_deadline(Duration::from_secs(unseal.timeout_secs.into()), move || {
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
         unseal::unseal_user_data(None, None, &document, &key, &names).map_err(|e| e.to_string())
     })?;
-    deliver(unseal, &secrets, Path::new(SECRETS_DIR), gid)
+    let kept = match keep {
+        Some(name) => {
+            let at = secrets
+                .iter()
+                .position(|s| s.name() == name)
+                .ok_or_else(|| format!("secret {name:?} was not unsealed"))?;
+            Some(secrets.swap_remove(at))
+        }
+        None => None,
+    };
+    let (names, env) = deliver(unseal, &secrets, keep, Path::new(SECRETS_DIR), gid)?;
+    Ok(Unsealed { names, env, kept })
 }
 
 /// The NitroTPM's attestation document over `public_key`. The device is closed right
@@ -66,18 +87,23 @@ fn with_deadline<T: Send + 'static>(
         .map_err(|_| format!("no answer from IMDS and KMS within {}s", limit.as_secs()))?
 }
 
-/// Writes the secrets (in `unseal.secrets` order) into a private tmpfs at `dir` and
-/// returns their names and the environment variables asked for.
+/// Writes the secrets (in `unseal.secrets` order, all but `keep`) into a private tmpfs at
+/// `dir` and returns their names and the environment variables asked for.
 pub fn deliver(
     unseal: &Unseal,
     secrets: &[Secret],
+    keep: Option<&str>,
     dir: &Path,
     gid: u32,
 ) -> Result<(Vec<String>, SecretEnv), String> {
     crate::mounts::mount_private_tmpfs(dir, SECRETS_TMPFS_BYTES, gid)?;
     let mut env = SecretEnv::new();
     let mut names = Vec::new();
-    for spec in &unseal.secrets {
+    for spec in unseal
+        .secrets
+        .iter()
+        .filter(|s| Some(s.name.as_str()) != keep)
+    {
         let secret = secrets
             .iter()
             .find(|s| s.name() == spec.name)
@@ -138,7 +164,7 @@ mod tests {
         }
         let dir = tempfile::tempdir().unwrap();
         let target = dir.path().join("secrets");
-        let e = deliver(&unseal, &[], &target, 1000).unwrap_err();
+        let e = deliver(&unseal, &[], None, &target, 1000).unwrap_err();
         let _unmount = crate::mounts::tests::Unmount(target.clone());
         assert_eq!(e, "secret \"api-key\" was not unsealed");
     }
@@ -169,7 +195,7 @@ mod tests {
         ];
         let dir = tempfile::tempdir().unwrap();
         let target = dir.path().join("secrets");
-        let (names, env) = deliver(&unseal, &secrets, &target, 4242).unwrap();
+        let (names, env) = deliver(&unseal, &secrets, None, &target, 4242).unwrap();
         let _unmount = crate::mounts::tests::Unmount(target.clone());
         assert_eq!(names, ["api-key", "tls.key"]);
         assert_eq!(
@@ -187,6 +213,34 @@ mod tests {
     }
 
     #[test]
+    fn the_kept_secret_is_not_delivered() {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("skipped: mounting a tmpfs needs root");
+            return;
+        }
+        let unseal = Unseal {
+            secrets: vec![
+                SecretSpec {
+                    name: "model-key".into(),
+                    env: None,
+                },
+                SecretSpec {
+                    name: "api-key".into(),
+                    env: None,
+                },
+            ],
+            timeout_secs: 60,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("secrets");
+        let secrets = [Secret::for_test("api-key", b"k")];
+        let (names, _) = deliver(&unseal, &secrets, Some("model-key"), &target, 7).unwrap();
+        let _unmount = crate::mounts::tests::Unmount(target.clone());
+        assert_eq!(names, ["api-key"]);
+        assert!(!target.join("model-key").exists());
+    }
+
+    #[test]
     fn a_binary_secret_cannot_become_a_variable() {
         if !rustix::process::geteuid().is_root() {
             eprintln!("skipped: mounting a tmpfs needs root");
@@ -201,7 +255,7 @@ mod tests {
         };
         let dir = tempfile::tempdir().unwrap();
         let target = dir.path().join("secrets");
-        let e = deliver(&unseal, &[Secret::for_test("k", &[0xff])], &target, 1).unwrap_err();
+        let e = deliver(&unseal, &[Secret::for_test("k", &[0xff])], None, &target, 1).unwrap_err();
         let _unmount = crate::mounts::tests::Unmount(target.clone());
         assert!(e.contains("not UTF-8 text, so it cannot go into $K"), "{e}");
     }

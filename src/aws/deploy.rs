@@ -729,6 +729,24 @@ fn model_spec(
             path,
             "--model: the image pins no model ([init.model] in its recipe), so zoa-init would never read it",
         )),
+        (Some(pin), Some(path)) if pin.age_identity.is_some() => {
+            let (sha256, size) =
+                crate::digest::sha256_file(path).map_err(|e| AwsError::file(path, e))?;
+            check_encrypted_model(path, pin, size)?;
+            // The snapshot is found again by the digest of the bytes it holds.
+            Ok(Some(ModelSpec {
+                size,
+                sha256,
+                file: Some(path.clone()),
+            }))
+        }
+        (Some(pin), None) if pin.age_identity.is_some() => Err(AwsError::step(
+            "configuration",
+            format!(
+                "the image pins an age-encrypted model ({} bytes decrypted, sha256 {}): pass --model FILE (the encrypted file; an unchanged one is not uploaded again)",
+                pin.size, pin.sha256
+            ),
+        )),
         (Some(pin), Some(path)) => {
             let (sha256, size) =
                 crate::digest::sha256_file(path).map_err(|e| AwsError::file(path, e))?;
@@ -770,6 +788,35 @@ fn model_spec(
             }))
         }
     }
+}
+
+/// What can be checked of an age-encrypted model without its key (only the instance has
+/// it): a binary age file whose length is exactly that of the pinned size encrypted. The
+/// pinned digest itself is checked by zoa-init after decryption.
+fn check_encrypted_model(
+    path: &Path,
+    pin: &zoa_init::config::Model,
+    size: u64,
+) -> Result<(), AwsError> {
+    use zoa_init::model::{age_header_len, age_payload_len};
+    let mut file = std::fs::File::open(path).map_err(|e| AwsError::file(path, e))?;
+    let header = age_header_len(&mut file).map_err(|e| {
+        AwsError::file(
+            path,
+            format!("--model: the image pins an age-encrypted model: {e}"),
+        )
+    })?;
+    let expected = header + age_payload_len(pin.size);
+    if size != expected {
+        return Err(AwsError::file(
+            path,
+            format!(
+                "--model: {size} bytes, but an age file of the pinned {}-byte model is {expected} bytes: it is not the pinned model encrypted (zoa-init would refuse it)",
+                pin.size
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// DescribeInstanceTypes for the one type (moto refuses the nitro-tpm-support filter, and
@@ -2973,6 +3020,47 @@ mod tests {
         for bad in ["", "-x", "a b", "x/y", &"a".repeat(41)] {
             assert!(validate_deployment_name(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn an_encrypted_model_is_checked_for_form_and_length_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = dir.path().join("model.gguf");
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&plain, &data).unwrap();
+        let key = dir.path().join("key.txt");
+        let enc = dir.path().join("model.gguf.age");
+        let ok = |c: &mut std::process::Command| {
+            let o = c
+                .output()
+                .expect("`age` not found (apt-get install age; .ci/deps does)");
+            assert!(o.status.success(), "{o:?}");
+        };
+        ok(std::process::Command::new("age-keygen").arg("-o").arg(&key));
+        ok(std::process::Command::new("age")
+            .args(["-e", "-i"])
+            .arg(&key)
+            .arg("-o")
+            .arg(&enc)
+            .arg(&plain));
+        let pin = |size: u64| zoa_init::config::Model {
+            device: None,
+            size,
+            sha256: "ab".repeat(32),
+            path: zoa_init::config::DEFAULT_MODEL_PATH.into(),
+            age_identity: Some("model-key".into()),
+        };
+        let enc_len = std::fs::metadata(&enc).unwrap().len();
+        check_encrypted_model(&enc, &pin(data.len() as u64), enc_len).unwrap();
+        let e = check_encrypted_model(&enc, &pin(data.len() as u64 + 1), enc_len).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("it is not the pinned model encrypted"),
+            "{e}"
+        );
+        let e =
+            check_encrypted_model(&plain, &pin(data.len() as u64), data.len() as u64).unwrap_err();
+        assert!(e.to_string().contains("no age header"), "{e}");
     }
 
     #[test]

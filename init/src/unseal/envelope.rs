@@ -109,6 +109,18 @@ impl Envelope {
     pub fn parse(json: &[u8]) -> Result<Envelope, UnsealError> {
         let e: EnvelopeJson = serde_json::from_slice(json)
             .map_err(|e| invalid(format!("not a zoa sealed envelope: {e}")))?;
+        Self::checked(e)
+    }
+
+    /// [`Envelope::parse`] for an envelope already read as part of a larger JSON document
+    /// (the user data).
+    pub fn from_value(value: &serde_json::Value) -> Result<Envelope, UnsealError> {
+        let e = EnvelopeJson::deserialize(value)
+            .map_err(|e| invalid(format!("not a zoa sealed envelope: {e}")))?;
+        Self::checked(e)
+    }
+
+    fn checked(e: EnvelopeJson) -> Result<Envelope, UnsealError> {
         if e.format != ENVELOPE_FORMAT {
             return Err(invalid(format!(
                 "format is {:?}; this zoa-init opens {ENVELOPE_FORMAT:?}",

@@ -111,8 +111,7 @@ impl UserData {
                         self.secrets.keys().cloned().collect::<Vec<_>>().join(", ")
                     ))
                 })?;
-                let bytes = serde_json::to_vec(value).map_err(|e| invalid(e.to_string()))?;
-                let envelope = Envelope::parse(&bytes)?;
+                let envelope = Envelope::from_value(value)?;
                 if envelope.name() != *name {
                     return Err(invalid(format!(
                         "the envelope under {name:?} was sealed as {:?}",
