@@ -236,7 +236,7 @@ fn garbage_and_truncated_event_logs_are_refused() {
 }
 
 #[test]
-fn enrolled_keys_leave_pcr7_unpredicted_until_proven() {
+fn enrolled_keys_with_secure_boot_off_are_measured_but_not_checked() {
     let f = Fixture::new();
     let uki = build_tiny(&f);
     // One EFI signature list holding one SHA-256 entry (EFI_CERT_SHA256_GUID c1c41626-...).
@@ -253,13 +253,18 @@ fn enrolled_keys_leave_pcr7_unpredicted_until_proven() {
     );
     assert!(o.status.success(), "{}", stderr(&o));
     let m: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert!(m["pcrs"]["7"].is_null());
-    assert!(m["unpredicted"]["7"]
-        .as_str()
+    // Proven by a boot in secureboot_boot.rs: the variables count, no authority event.
+    assert!(m["pcrs"]["7"].is_object(), "{m}");
+    assert!(m["unpredicted"].get("7").is_none(), "{m}");
+    let pcr7: Vec<&serde_json::Value> = m["events"]
+        .as_array()
         .unwrap()
-        .contains("not yet proven"));
-    assert!(m["pcrs"]["4"].is_object());
-    // The nitro format needs PCR7, so it refuses rather than print a guess.
+        .iter()
+        .filter(|e| e["pcr"] == 7)
+        .collect();
+    assert_eq!(pcr7.len(), 6, "SecureBoot, PK, KEK, db, dbx, separator");
+    assert_eq!(pcr7[3]["what"], "db (76 bytes)");
+    // The nitro format has all it needs now.
     let o = measure(
         &f,
         &[
@@ -272,12 +277,15 @@ fn enrolled_keys_leave_pcr7_unpredicted_until_proven() {
         ],
         &uki,
     );
-    assert!(!o.status.success());
-    assert!(
-        stderr(&o).contains("PCR7 is not predicted"),
-        "{}",
-        stderr(&o)
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Secure Boot on with this db: the unsigned image is not in it, so it is refused.
+    let o = measure(
+        &f,
+        &["--db", db.to_str().unwrap(), "--secure-boot", "on"],
+        &uki,
     );
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("unsigned"), "{}", stderr(&o));
     // A file that is not an EFI signature list is refused.
     let bad = f.write("bad.esl", b"not a signature list at all, too short?");
     let o = measure(&f, &["--db", bad.to_str().unwrap()], &uki);

@@ -15,3 +15,4 @@ pub mod measure;
 pub mod progress;
 pub mod recipe;
 pub mod release;
+pub mod secureboot;

@@ -94,21 +94,35 @@ impl Drop for Reaper {
     }
 }
 
-/// Boots `uki` with a fresh software TPM (SHA-256 and SHA-384 banks).
+/// Boots `uki` with a fresh software TPM (SHA-256 and SHA-384 banks); with Secure Boot,
+/// Debian's snakeoil keys are enrolled.
 pub fn boot_with_tpm(uki: &Path, work: &Path, secure_boot: bool) -> Boot {
+    if secure_boot {
+        boot_secure(uki, work, Path::new(OVMF_VARS_SNAKEOIL), None)
+    } else {
+        boot_firmware(uki, work, Path::new(OVMF_VARS), false, None)
+    }
+}
+
+/// Boots `uki` under the Secure Boot firmware with a copy of the variable store `vars`.
+/// With `stop_at`, the boot ends (QEMU is killed) as soon as the serial console shows that
+/// text: for images the firmware refuses, which never reach Linux.
+pub fn boot_secure(uki: &Path, work: &Path, vars: &Path, stop_at: Option<&str>) -> Boot {
+    boot_firmware(uki, work, vars, true, stop_at)
+}
+
+fn boot_firmware(
+    uki: &Path,
+    work: &Path,
+    vars_template: &Path,
+    secure_boot: bool,
+    stop_at: Option<&str>,
+) -> Boot {
     std::fs::create_dir_all(work).unwrap();
     let disk = work.join("disk.raw");
     esp_disk(uki, &disk);
     let vars = work.join("vars.fd");
-    std::fs::copy(
-        if secure_boot {
-            OVMF_VARS_SNAKEOIL
-        } else {
-            OVMF_VARS
-        },
-        &vars,
-    )
-    .unwrap();
+    std::fs::copy(vars_template, &vars).unwrap();
     let state = work.join("tpm");
     std::fs::create_dir_all(&state).unwrap();
     let o = Command::new("swtpm_setup")
@@ -200,6 +214,14 @@ pub fn boot_with_tpm(uki: &Path, work: &Path, secure_boot: bool) -> Boot {
             .and_then(|q| q.try_wait().ok().flatten());
         if done.is_some() {
             break;
+        }
+        if let Some(text) = stop_at {
+            if std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains(text)
+            {
+                break; // the Reaper kills QEMU
+            }
         }
         if start.elapsed() > BOOT_TIMEOUT {
             let serial = std::fs::read_to_string(&log).unwrap_or_default();

@@ -44,6 +44,8 @@ pub enum BuildError {
     Policy(Box<PolicyReport>),
     #[error("{path}: {message}")]
     Output { path: PathBuf, message: String },
+    #[error("signing the UKI (--sign-with): {0}")]
+    Sign(#[from] crate::secureboot::sign::SignError),
 }
 
 /// Options of a build that are not part of the recipe.
@@ -56,7 +58,18 @@ pub struct BuildOptions {
     pub fetcher: FetchSettings,
     /// The PID 1 binary when the recipe does not pin one.
     pub init_binary: Option<PathBuf>,
+    /// Sign the UKI for Secure Boot (Authenticode) before it is written.
+    pub sign_with: Option<SignWith>,
     pub progress: Progress,
+}
+
+/// The db key that signs a UKI for Secure Boot, its certificate, and any intermediate
+/// certificates between it and the one enrolled in db.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignWith {
+    pub key: PathBuf,
+    pub cert: PathBuf,
+    pub chain: Vec<PathBuf>,
 }
 
 /// Where inputs come from.
@@ -184,10 +197,27 @@ pub struct BuildReport {
     pub inputs: Vec<InputRecord>,
     pub init: OutputRecord,
     pub outputs: Vec<OutputRecord>,
+    /// The Secure Boot signature `uki.efi` carries (`--sign-with`); absent when unsigned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secure_boot_signature: Option<SignatureRecord>,
     pub sections: Vec<PlacedSection>,
     pub initramfs: InitramfsRecord,
     pub policy: PolicyReport,
     pub files: Vec<FileEntry>,
+}
+
+/// A signed UKI: what was signed and by whom. The Authenticode digest skips the
+/// signature, so it is the same for the unsigned UKI a rebuild without the key produces.
+#[derive(Debug, Serialize, Clone)]
+pub struct SignatureRecord {
+    /// The UKI before signing.
+    pub unsigned_sha256: String,
+    pub unsigned_size: u64,
+    /// The Authenticode SHA-256 the signature covers (PCR4's UKI event in that bank).
+    pub authenticode_sha256: String,
+    /// The signing certificate's subject and the SHA-256 of its DER.
+    pub signer: String,
+    pub certificate_sha256: String,
 }
 
 /// The recipe a build came from (file name, not path: build.json must not depend on
@@ -274,7 +304,16 @@ pub fn build(recipe: &Recipe, opts: &BuildOptions) -> Result<BuiltImage, BuildEr
         .out_dir
         .clone()
         .unwrap_or_else(|| default_out_dir(recipe));
-    write_outputs(recipe, &inputs, composed, &out_dir, work.path(), progress)
+    let sign_with = opts.sign_with.as_ref();
+    write_outputs(
+        recipe,
+        &inputs,
+        composed,
+        &out_dir,
+        work.path(),
+        sign_with,
+        progress,
+    )
 }
 
 /// A scratch directory under the system temp dir, removed when dropped.
@@ -310,10 +349,11 @@ fn write_outputs(
     composed: Composed,
     out_dir: &Path,
     work: &Path,
+    sign_with: Option<&SignWith>,
     progress: &Progress,
 ) -> Result<BuiltImage, BuildError> {
     let created = prepare_out_dir(out_dir)?;
-    let result = write_outputs_into(recipe, inputs, composed, out_dir, work, progress);
+    let result = write_outputs_into(recipe, inputs, composed, out_dir, work, sign_with, progress);
     if result.is_err() && created {
         // Only remove what this build created, and only if nothing else appeared in it.
         let _ = std::fs::remove_dir(out_dir);
@@ -327,6 +367,7 @@ fn write_outputs_into(
     composed: Composed,
     out_dir: &Path,
     work: &Path,
+    sign_with: Option<&SignWith>,
     progress: &Progress,
 ) -> Result<BuiltImage, BuildError> {
     let out_err = |path: &Path, e: std::io::Error| BuildError::Output {
@@ -412,8 +453,20 @@ fn write_outputs_into(
     bar.finish();
 
     let stage = progress.stage("hashing outputs".into());
-    let (uki_sha, uki_size) =
+    let (mut uki_sha, mut uki_size) =
         digest::sha256_file(uki_tmp.path()).map_err(|e| out_err(uki_tmp.path(), e))?;
+    let mut secure_boot_signature = None;
+    if let Some(with) = sign_with {
+        let (signed_tmp, record) = sign_uki(uki_tmp.path(), out_dir, with)?;
+        secure_boot_signature = Some(SignatureRecord {
+            unsigned_sha256: std::mem::replace(&mut uki_sha, record.sha256),
+            unsigned_size: std::mem::replace(&mut uki_size, record.size),
+            authenticode_sha256: record.authenticode_sha256,
+            signer: record.signer,
+            certificate_sha256: record.certificate_sha256,
+        });
+        uki_tmp = signed_tmp;
+    }
     let (kernel_sha, kernel_size) =
         digest::sha256_file(&composed.kernel).map_err(|e| out_err(&composed.kernel, e))?;
     stage.finish();
@@ -446,6 +499,7 @@ fn write_outputs_into(
             sha256: uki_sha,
             size: uki_size,
         }],
+        secure_boot_signature,
         sections: placed,
         initramfs: InitramfsRecord {
             compression: spec.image.compression,
@@ -483,6 +537,56 @@ fn write_outputs_into(
         build_json: json_path,
         report,
     })
+}
+
+/// What signing produced, for build.json.
+struct SignedUki {
+    sha256: String,
+    size: u64,
+    authenticode_sha256: String,
+    signer: String,
+    certificate_sha256: String,
+}
+
+/// Signs the assembled UKI at `unsigned` into a new temporary file in `out_dir`.
+fn sign_uki(
+    unsigned: &Path,
+    out_dir: &Path,
+    with: &SignWith,
+) -> Result<(tempfile::NamedTempFile, SignedUki), BuildError> {
+    let signed = tempfile::Builder::new()
+        .prefix(".uki.efi.signed.")
+        .tempfile_in(out_dir)
+        .map_err(|e| BuildError::Output {
+            path: out_dir.to_owned(),
+            message: e.to_string(),
+        })?;
+    let s = crate::secureboot::sign::sign_pe_files(
+        unsigned,
+        signed.path(),
+        &with.key,
+        &with.cert,
+        &with.chain,
+    )?;
+    let cert =
+        crate::secureboot::keys::load_certificate(&with.cert).map_err(|e| BuildError::Output {
+            path: with.cert.clone(),
+            message: e.to_string(),
+        })?;
+    let der = cert.to_der().map_err(|e| BuildError::Output {
+        path: with.cert.clone(),
+        message: e.to_string(),
+    })?;
+    Ok((
+        signed,
+        SignedUki {
+            sha256: s.sha256,
+            size: s.size,
+            authenticode_sha256: s.authenticode_sha256,
+            signer: s.signer,
+            certificate_sha256: digest::sha256_bytes(&der),
+        },
+    ))
 }
 
 fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {

@@ -25,6 +25,16 @@ pub struct AuthenticodeError {
     pub message: String,
 }
 
+/// The Authenticode SHA-256 of the PE file at `path` (what a signature covers and what
+/// firmware measures into PCR4): the same for an image signed or not.
+pub fn authenticode_sha256(path: &std::path::Path) -> Result<[u8; 32], String> {
+    let file = path.display().to_string();
+    let layout = PeLayout::read(path).map_err(|e| e.to_string())?;
+    let job = authenticode_job(&file, &layout, 0, layout.file_len).map_err(|e| e.to_string())?;
+    let digests = super::hashing::hash_jobs(path, &[job]).map_err(|e| format!("{file}: {e}"))?;
+    Ok(digests[0].sha256)
+}
+
 /// The hash ranges of the PE image whose headers are `layout`, located at file offset
 /// `base` and `image_len` bytes long (the size the firmware was given).
 pub fn authenticode_job(

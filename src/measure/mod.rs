@@ -2,6 +2,7 @@
 //! boots, in both SHA-256 and SHA-384 banks, with the events that produce them.
 
 pub mod authenticode;
+pub mod authority;
 pub mod compare;
 pub mod eventlog;
 pub mod hashing;

@@ -10,24 +10,23 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use super::authenticode::{authenticode_job, AuthenticodeError};
+use super::authority;
 use super::hashing::{hash_jobs, BankDigests, HashJob};
 use super::types::{Digests, Measurements, PredictedEvent, StubRecord};
 use crate::image::pe::{PeError, PeLayout, Section, MAX_HEADER_BYTES};
 use crate::image::uki::parse_sdmagic;
+use crate::secureboot::esl::{self, Guid, EFI_GLOBAL_VARIABLE, EFI_IMAGE_SECURITY_DATABASE};
+use crate::secureboot::uefidata::UefiVarStore;
 
 pub const EV_SEPARATOR: &str = "EV_SEPARATOR";
 pub const EV_IPL: &str = "EV_IPL";
 pub const EV_EFI_ACTION: &str = "EV_EFI_ACTION";
 pub const EV_EFI_BOOT_SERVICES_APPLICATION: &str = "EV_EFI_BOOT_SERVICES_APPLICATION";
 pub const EV_EFI_VARIABLE_DRIVER_CONFIG: &str = "EV_EFI_VARIABLE_DRIVER_CONFIG";
+pub const EV_EFI_VARIABLE_AUTHORITY: &str = "EV_EFI_VARIABLE_AUTHORITY";
 
 /// The string the firmware measures before starting a boot option (PC Client spec).
 pub const BOOT_OPTION_ACTION: &str = "Calling EFI Application from Boot Option";
-
-/// EFI_GLOBAL_VARIABLE: SecureBoot, PK, KEK.
-pub const EFI_GLOBAL_VARIABLE: &str = "8be4df61-93ca-11d2-aa0d-00e098032b8c";
-/// EFI_IMAGE_SECURITY_DATABASE_GUID: db, dbx.
-pub const EFI_IMAGE_SECURITY_DATABASE: &str = "d719b2cb-3d3a-4596-a3bc-dad00e67656f";
 
 /// How a stub version boots the kernel and what it measures into PCR11.
 #[derive(Debug, Clone, Copy)]
@@ -93,21 +92,86 @@ pub enum MeasureError {
     },
 }
 
-/// Secure Boot inputs: EFI signature list files for the variables.
+/// Secure Boot inputs: EFI signature list files for the variables, or an AMI's
+/// `UefiData` variable store holding them.
 #[derive(Debug, Clone, Default)]
 pub struct MeasureOptions {
     pub pk: Option<PathBuf>,
     pub kek: Option<PathBuf>,
     pub db: Option<PathBuf>,
     pub dbx: Option<PathBuf>,
+    /// The `UefiData` blob (binary, or its base64 as RegisterImage takes it) whose PK, KEK,
+    /// db and dbx the firmware starts with; not together with the ESL files.
+    pub uefi_data: Option<PathBuf>,
     /// Explicit Secure Boot state; default: on exactly when a PK is given.
     pub secure_boot: Option<bool>,
 }
 
+/// The contents of PK, KEK, db and dbx (None: the variable does not exist).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SecureBootVariables {
+    pub pk: Option<Vec<u8>>,
+    pub kek: Option<Vec<u8>>,
+    pub db: Option<Vec<u8>>,
+    pub dbx: Option<Vec<u8>>,
+}
+
 impl MeasureOptions {
-    pub fn secure_boot_on(&self) -> bool {
-        self.secure_boot.unwrap_or(self.pk.is_some())
+    /// The variables from the ESL files or the UefiData blob, each checked to be EFI
+    /// signature lists.
+    pub fn variables(&self) -> Result<SecureBootVariables, MeasureError> {
+        let files = [&self.pk, &self.kek, &self.db, &self.dbx];
+        let Some(blob) = &self.uefi_data else {
+            return Ok(SecureBootVariables {
+                pk: opt_key(files[0])?,
+                kek: opt_key(files[1])?,
+                db: opt_key(files[2])?,
+                dbx: opt_key(files[3])?,
+            });
+        };
+        let file = blob.display().to_string();
+        if files.iter().any(|f| f.is_some()) {
+            return Err(MeasureError::Refused {
+                file,
+                message:
+                    "--uefi-data holds PK, KEK, db and dbx: give it or the ESL files, not both"
+                        .into(),
+            });
+        }
+        let store = read_uefi_data(blob)?;
+        let get = |name: &str, guid: &Guid| -> Result<Option<Vec<u8>>, MeasureError> {
+            let Some(data) = store.data(name, guid) else {
+                return Ok(None);
+            };
+            validate_esl(&format!("{file} ({name})"), data)?;
+            Ok(Some(data.to_vec()))
+        };
+        Ok(SecureBootVariables {
+            pk: get("PK", &EFI_GLOBAL_VARIABLE)?,
+            kek: get("KEK", &EFI_GLOBAL_VARIABLE)?,
+            db: get("db", &EFI_IMAGE_SECURITY_DATABASE)?,
+            dbx: get("dbx", &EFI_IMAGE_SECURITY_DATABASE)?,
+        })
     }
+}
+
+/// Reads a UefiData blob: the binary (starting with `AMZNUEFI`) or its base64 text.
+fn read_uefi_data(path: &Path) -> Result<UefiVarStore, MeasureError> {
+    let file = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|source| MeasureError::Io {
+        file: file.clone(),
+        source,
+    })?;
+    let parsed = if bytes.starts_with(crate::secureboot::uefidata::MAGIC) {
+        UefiVarStore::from_blob(&bytes)
+    } else {
+        let text = String::from_utf8_lossy(&bytes);
+        UefiVarStore::from_base64(text.trim())
+    };
+    parsed.map_err(|e| MeasureError::Refused {
+        file,
+        message: format!("not an AMI UefiData variable store: {e}"),
+    })
 }
 
 fn hexd(d: &BankDigests) -> Digests {
@@ -151,23 +215,11 @@ impl Pcr {
     }
 }
 
-/// Encodes a GUID string ("8be4df61-93ca-...") as its in-memory (mixed-endian) bytes.
-pub fn guid_bytes(guid: &str) -> Option<[u8; 16]> {
-    let hexs: String = guid.chars().filter(|c| *c != '-').collect();
-    let raw = hex::decode(hexs).ok()?;
-    let raw: [u8; 16] = raw.try_into().ok()?;
-    let mut out = raw;
-    out[0..4].copy_from_slice(&[raw[3], raw[2], raw[1], raw[0]]);
-    out[4..6].copy_from_slice(&[raw[5], raw[4]]);
-    out[6..8].copy_from_slice(&[raw[7], raw[6]]);
-    Some(out)
-}
-
 /// The UEFI_VARIABLE_DATA structure the firmware hashes for a variable event.
-pub fn variable_event_data(guid: &str, name: &str, data: &[u8]) -> Vec<u8> {
+pub fn variable_event_data(guid: &Guid, name: &str, data: &[u8]) -> Vec<u8> {
     let name16: Vec<u16> = name.encode_utf16().collect();
     let mut out = Vec::with_capacity(32 + name16.len() * 2 + data.len());
-    out.extend_from_slice(&guid_bytes(guid).unwrap_or([0; 16]));
+    out.extend_from_slice(guid.as_bytes());
     out.extend_from_slice(&(name16.len() as u64).to_le_bytes());
     out.extend_from_slice(&(data.len() as u64).to_le_bytes());
     for c in name16 {
@@ -177,36 +229,15 @@ pub fn variable_event_data(guid: &str, name: &str, data: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Checks that bytes are a sequence of EFI_SIGNATURE_LISTs (the content of PK/KEK/db/dbx).
+/// Checks that bytes are a sequence of EFI_SIGNATURE_LISTs (the content of PK/KEK/db/dbx)
+/// and returns how many lists there are.
 pub fn validate_esl(file: &str, data: &[u8]) -> Result<usize, MeasureError> {
-    let refuse = |message: String| MeasureError::Refused {
-        file: file.to_owned(),
-        message,
-    };
-    let mut off = 0usize;
-    let mut lists = 0;
-    while off < data.len() {
-        let head = data
-            .get(off..off + 28)
-            .ok_or_else(|| refuse(format!("truncated EFI signature list header at byte {off}")))?;
-        let u32_at = |i: usize| {
-            u32::from_le_bytes([head[i], head[i + 1], head[i + 2], head[i + 3]]) as usize
-        };
-        let (list_size, header_size, sig_size) = (u32_at(16), u32_at(20), u32_at(24));
-        if list_size < 28 + header_size || off + list_size > data.len() {
-            return Err(refuse(format!(
-                "EFI signature list at byte {off} has an invalid size {list_size}"
-            )));
-        }
-        if sig_size < 16 || (list_size - 28 - header_size) % sig_size != 0 {
-            return Err(refuse(format!(
-                "EFI signature list at byte {off} has an invalid SignatureSize {sig_size}"
-            )));
-        }
-        off += list_size;
-        lists += 1;
-    }
-    Ok(lists)
+    esl::parse(data)
+        .map(|lists| lists.len())
+        .map_err(|e| MeasureError::Refused {
+            file: file.to_owned(),
+            message: e.to_string(),
+        })
 }
 
 fn read_key_file(path: &Path) -> Result<Vec<u8>, MeasureError> {
@@ -274,12 +305,12 @@ pub fn predict(uki: &Path, opts: &MeasureOptions) -> Result<Measurements, Measur
             supported.join(", ")
         ))
         })?;
-    let secure_boot = opts.secure_boot_on();
-    if secure_boot && layout.is_signed() {
-        // Fine: firmware verifies it; the authority event is a later feature.
-    } else if secure_boot {
+    let keys = opts.variables()?;
+    let secure_boot = opts.secure_boot.unwrap_or(keys.pk.is_some());
+    if secure_boot && keys.db.is_none() && !layout.is_signed() {
+        // Only a db entry holding its hash could admit an unsigned image, and there is no db.
         return Err(refuse(
-            "Secure Boot is on but the UKI is unsigned: the firmware would refuse to boot it"
+            "Secure Boot is on but the UKI is unsigned (and no --db could hold its hash): the firmware would refuse to boot it"
                 .into(),
         ));
     }
@@ -377,16 +408,32 @@ pub fn predict(uki: &Path, opts: &MeasureOptions) -> Result<Measurements, Measur
 
     // PCR7: Secure Boot state and key databases, separator.
     let mut unpredicted = BTreeMap::new();
-    let vars: [(&str, &str, Vec<u8>); 5] = [
+    let vars: [(Guid, &str, Vec<u8>); 5] = [
         (
             EFI_GLOBAL_VARIABLE,
             "SecureBoot",
             vec![u8::from(secure_boot)],
         ),
-        (EFI_GLOBAL_VARIABLE, "PK", opt_key(&opts.pk)?),
-        (EFI_GLOBAL_VARIABLE, "KEK", opt_key(&opts.kek)?),
-        (EFI_IMAGE_SECURITY_DATABASE, "db", opt_key(&opts.db)?),
-        (EFI_IMAGE_SECURITY_DATABASE, "dbx", opt_key(&opts.dbx)?),
+        (
+            EFI_GLOBAL_VARIABLE,
+            "PK",
+            keys.pk.clone().unwrap_or_default(),
+        ),
+        (
+            EFI_GLOBAL_VARIABLE,
+            "KEK",
+            keys.kek.clone().unwrap_or_default(),
+        ),
+        (
+            EFI_IMAGE_SECURITY_DATABASE,
+            "db",
+            keys.db.clone().unwrap_or_default(),
+        ),
+        (
+            EFI_IMAGE_SECURITY_DATABASE,
+            "dbx",
+            keys.dbx.clone().unwrap_or_default(),
+        ),
     ];
     for (guid, name, data) in &vars {
         let d = BankDigests::of(&variable_event_data(guid, name, data));
@@ -398,21 +445,25 @@ pub fn predict(uki: &Path, opts: &MeasureOptions) -> Result<Measurements, Measur
         );
     }
     record(7, EV_SEPARATOR, "separator".into(), &separator);
-    let keys_given = [&opts.pk, &opts.kek, &opts.db, &opts.dbx]
-        .iter()
-        .any(|k| k.is_some());
-    if secure_boot {
-        unpredicted.insert(
-            "7".to_owned(),
-            "Secure Boot is on: the EV_EFI_VARIABLE_AUTHORITY event for the db entry that verifies the image is not predicted yet".to_owned(),
+    if secure_boot && keys.db.is_some() {
+        // The db entry that admits the UKI, measured when the firmware verifies it.
+        let (db, dbx) = (&vars[3].2, &vars[4].2);
+        let found = authority::authority(uki, db, dbx, &digests[0].sha256).map_err(refuse)?;
+        record(
+            7,
+            EV_EFI_VARIABLE_AUTHORITY,
+            found.what,
+            &BankDigests::of(&variable_event_data(
+                &EFI_IMAGE_SECURITY_DATABASE,
+                "db",
+                &found.signature_data,
+            )),
         );
-    } else if keys_given {
-        // The variable events follow the spec, but no boot here has proven them with
-        // enrolled keys yet; an unproven PCR7 could lock a release out of its keys.
+    } else if secure_boot {
+        // Without db nothing says which entry admits the image (or whether one does).
         unpredicted.insert(
             "7".to_owned(),
-            "enrolled Secure Boot keys are not yet proven against a boot; PCR7 is not predicted"
-                .to_owned(),
+            "Secure Boot is on but no db was given: the EV_EFI_VARIABLE_AUTHORITY event (which db entry verifies the image) cannot be predicted".to_owned(),
         );
     }
 
@@ -455,10 +506,10 @@ pub fn predict(uki: &Path, opts: &MeasureOptions) -> Result<Measurements, Measur
     })
 }
 
-fn opt_key(path: &Option<PathBuf>) -> Result<Vec<u8>, MeasureError> {
+fn opt_key(path: &Option<PathBuf>) -> Result<Option<Vec<u8>>, MeasureError> {
     match path {
-        Some(p) => read_key_file(p),
-        None => Ok(Vec::new()),
+        Some(p) => read_key_file(p).map(Some),
+        None => Ok(None),
     }
 }
 
@@ -487,24 +538,17 @@ mod tests {
         // Secure Boot off, empty variables: the SHA-384 PCR7 seen on EC2 and under OVMF.
         let mut pcr = Pcr::zero();
         for (guid, name, data) in [
-            (EFI_GLOBAL_VARIABLE, "SecureBoot", vec![0u8]),
-            (EFI_GLOBAL_VARIABLE, "PK", vec![]),
-            (EFI_GLOBAL_VARIABLE, "KEK", vec![]),
-            (EFI_IMAGE_SECURITY_DATABASE, "db", vec![]),
-            (EFI_IMAGE_SECURITY_DATABASE, "dbx", vec![]),
+            (&EFI_GLOBAL_VARIABLE, "SecureBoot", vec![0u8]),
+            (&EFI_GLOBAL_VARIABLE, "PK", vec![]),
+            (&EFI_GLOBAL_VARIABLE, "KEK", vec![]),
+            (&EFI_IMAGE_SECURITY_DATABASE, "db", vec![]),
+            (&EFI_IMAGE_SECURITY_DATABASE, "dbx", vec![]),
         ] {
             pcr.extend(&BankDigests::of(&variable_event_data(guid, name, &data)));
         }
         pcr.extend(&BankDigests::of(&[0, 0, 0, 0]));
         let v = pcr.digests().sha384;
         assert!(v.starts_with("98441c7f") && v.ends_with("8b77af35"), "{v}");
-    }
-
-    #[test]
-    fn guid_is_mixed_endian() {
-        let g = guid_bytes(EFI_GLOBAL_VARIABLE).unwrap();
-        assert_eq!(hex::encode(g), "61dfe48bca93d211aa0d00e098032b8c");
-        assert!(guid_bytes("nope").is_none());
     }
 
     #[test]
