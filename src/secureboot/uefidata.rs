@@ -544,41 +544,15 @@ fn parse_store(bytes: &[u8]) -> Result<UefiVarStore, UefiDataError> {
     Ok(store)
 }
 
-/// CRC-32C (Castagnoli, reflected polynomial 0x82f63b78), as google-crc32c computes it.
+/// CRC-32C (Castagnoli; `crc`'s CRC_32_ISCSI), as python-uefivars' google-crc32c computes it.
 pub fn crc32c(data: &[u8]) -> u32 {
-    const TABLE: [u32; 256] = {
-        let mut t = [0u32; 256];
-        let mut i = 0;
-        while i < 256 {
-            let mut c = i as u32;
-            let mut k = 0;
-            while k < 8 {
-                c = if c & 1 != 0 {
-                    (c >> 1) ^ 0x82f6_3b78
-                } else {
-                    c >> 1
-                };
-                k += 1;
-            }
-            t[i] = c;
-            i += 1;
-        }
-        t
-    };
-    // A table a byte: the blob is tens of KiB, so speed does not matter.
-    !data.iter().fold(!0u32, |c, &b| {
-        TABLE[((c ^ u32::from(b)) & 0xff) as usize] ^ (c >> 8)
-    })
+    const CRC32C: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
+    CRC32C.checksum(data)
 }
 
 /// Adler-32, the DICTID a zlib stream names its preset dictionary by.
 fn adler32(data: &[u8]) -> u32 {
-    let (mut a, mut b) = (1u32, 0u32);
-    for &x in data {
-        a = (a + u32::from(x)) % 65521;
-        b = (b + a) % 65521;
-    }
-    b << 16 | a
+    adler2::adler32_slice(data)
 }
 
 #[cfg(test)]
