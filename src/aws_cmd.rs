@@ -32,6 +32,7 @@ pub fn deploy(args: &DeployArgs, quiet: bool, progress: Progress) -> Result<Exit
     options.user_data = args.user_data.clone();
     options.secrets = args.secrets.clone();
     options.model = args.model.clone();
+    options.secure_boot = args.secure_boot;
     let rt = zoa::aws::runtime()?;
     rt.block_on(async {
         let clients = Clients::connect(&aws_options(&args.aws)).await?;

@@ -51,7 +51,16 @@ pub enum Command {
     /// The secret key is password-protected unless --no-password (for CI keys). The
     /// password comes from ZOA_KEY_PASSWORD, --password-file, or a prompt; it is never
     /// printed or logged.
+    ///
+    /// With --secure-boot: UEFI Secure Boot keys instead (PK, KEK and db: RSA-2048 keys
+    /// with self-signed X.509 certificates), for enrolling and for `zoa sign-uki`.
     Keygen(KeygenArgs),
+    /// Sign a UKI (or any EFI image) for UEFI Secure Boot (Authenticode, PKCS#7).
+    ///
+    /// Reproducible: the same key and image always give the same signed bytes (no signing
+    /// time). Refuses an already-signed image and a key that does not match the
+    /// certificate. The certificate (or a CA above it, with --chain) must be in db.
+    SignUki(SignUkiArgs),
     /// Sign a build directory: measure it, write release.json and release.json.minisig.
     Sign(SignArgs),
     /// Verify a signed release: signature and trusted comment, every artifact digest, the
@@ -160,11 +169,30 @@ pub struct BuildArgs {
     /// [default: $ZOA_INIT, or zoa-init next to zoa].
     #[arg(long, value_name = "FILE")]
     pub init: Option<PathBuf>,
+    /// Sign uki.efi for UEFI Secure Boot with this db key and its certificate (e.g.
+    /// PREFIX-db.key,PREFIX-db.crt from `zoa keygen --secure-boot`). Signing is
+    /// reproducible; build.json records the unsigned UKI's digest and the signer, so a
+    /// rebuild without the key can still be compared.
+    #[arg(long, value_name = "KEY,CERT", value_parser = parse_sign_with)]
+    pub sign_with: Option<(PathBuf, PathBuf)>,
+    /// An intermediate certificate to embed with --sign-with (repeatable).
+    #[arg(long, value_name = "FILE", requires = "sign_with")]
+    pub sign_chain: Vec<PathBuf>,
     #[command(flatten)]
     pub inputs: InputArgs,
     /// Print a JSON summary on stdout.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `KEY,CERT` for --sign-with.
+fn parse_sign_with(s: &str) -> Result<(PathBuf, PathBuf), String> {
+    match s.split_once(',') {
+        Some((key, cert)) if !key.is_empty() && !cert.is_empty() => {
+            Ok((PathBuf::from(key), PathBuf::from(cert)))
+        }
+        _ => Err("expected KEY,CERT (two files separated by a comma)".into()),
+    }
 }
 
 #[derive(Debug, Args)]
@@ -227,7 +255,12 @@ pub struct MeasureArgs {
     /// Forbidden signature database (EFI signature list).
     #[arg(long, value_name = "FILE")]
     pub dbx: Option<PathBuf>,
-    /// Secure Boot state [default: on when --pk is given].
+    /// An AMI's UefiData variable store (the binary, or its base64 as RegisterImage takes
+    /// it; AWS's `uefivars -o aws` writes one): PK, KEK, db and dbx are read from it.
+    /// Secure Boot is on when it holds a PK. Not with --pk/--kek/--db/--dbx.
+    #[arg(long, value_name = "BLOB", conflicts_with_all = ["pk", "kek", "db", "dbx"])]
+    pub uefi_data: Option<PathBuf>,
+    /// Secure Boot state [default: on when a PK is given].
     #[arg(long, value_enum, value_name = "on|off")]
     pub secure_boot: Option<OnOff>,
     /// A TCG2 binary event log (/sys/kernel/security/tpm0/binary_bios_measurements) to
@@ -299,9 +332,17 @@ pub struct PasswordArgs {
 
 #[derive(Debug, Args)]
 pub struct KeygenArgs {
-    /// Write PREFIX.key (secret, mode 0600) and PREFIX.pub.
+    /// Write PREFIX.key (secret, mode 0600) and PREFIX.pub; with --secure-boot,
+    /// PREFIX-{PK,KEK,db}.key (mode 0600), .crt (PEM) and .cer (DER).
     #[arg(long, value_name = "PREFIX")]
     pub out: PathBuf,
+    /// Make UEFI Secure Boot keys (PK, KEK, db) instead of a minisign release key. They
+    /// are not password-protected: keep them in a secret store.
+    #[arg(long, conflicts_with = "password_file")]
+    pub secure_boot: bool,
+    /// Secure Boot certificate subjects: CN=<NAME> PK, CN=<NAME> KEK, CN=<NAME> db.
+    #[arg(long, value_name = "NAME", requires = "secure_boot", default_value = zoa::secureboot::keys::DEFAULT_NAME)]
+    pub name: String,
     /// No password on the secret key (for CI, where the key lives in a secret store).
     #[arg(long)]
     pub no_password: bool,
@@ -315,6 +356,35 @@ pub struct KeygenArgs {
     pub json: bool,
 }
 
+/// `zoa sign-uki`: where the signed image goes is explicit (--out or --in-place).
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("destination").required(true).args(["out", "in_place"])))]
+pub struct SignUkiArgs {
+    /// The unsigned UKI (or other PE/EFI image).
+    pub uki: PathBuf,
+    /// The signing key (unencrypted PEM or DER), e.g. PREFIX-db.key from
+    /// `zoa keygen --secure-boot`.
+    #[arg(long, value_name = "FILE")]
+    pub key: PathBuf,
+    /// The key's certificate (PEM or DER), e.g. PREFIX-db.crt.
+    #[arg(long, value_name = "FILE")]
+    pub cert: PathBuf,
+    /// Intermediate certificates to embed, between --cert and the certificate enrolled in
+    /// db (PEM, several per file allowed; repeatable).
+    #[arg(long = "chain", value_name = "FILE")]
+    pub chain: Vec<PathBuf>,
+    /// Write the signed image to FILE (replaced atomically if it exists).
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Replace UKI with the signed image (atomically). Note that a build directory's
+    /// build.json records the unsigned UKI's digest.
+    #[arg(long)]
+    pub in_place: bool,
+    /// Print the result (output, sha256, Authenticode digest, signer) as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
 #[derive(Debug, Args)]
 pub struct SignArgs {
     /// The build directory (holding uki.efi and build.json).
@@ -322,6 +392,15 @@ pub struct SignArgs {
     /// The minisign secret key.
     #[arg(long, value_name = "KEY")]
     pub key: PathBuf,
+    /// Make a Secure Boot release: the AMI UefiData variable store its instances boot with
+    /// (binary, or the base64 `uefivars -o aws` prints). It is copied to DIR/uefi-data.bin
+    /// (binary), the UKI is measured with its PK, KEK, db and dbx (Secure Boot on when it
+    /// holds a PK; the UKI must then be signed by a db key, e.g. with `zoa sign-uki`), and
+    /// the signature covers it. `zoa deploy` then registers the AMI with it and binds the
+    /// KMS key to PCR7 and PCR12. Without this flag an existing DIR/uefi-data.bin is used
+    /// the same way; delete it to sign without one.
+    #[arg(long, value_name = "BLOB")]
+    pub uefi_data: Option<PathBuf>,
     #[command(flatten)]
     pub password: PasswordArgs,
     /// Print the result as JSON.
@@ -387,6 +466,14 @@ pub struct DeployArgs {
     /// Print every API call with its parameters and policy documents; change nothing.
     #[arg(long)]
     pub plan: bool,
+    /// Require a Secure Boot release (signed with `zoa sign --uefi-data`), and fail
+    /// otherwise. The mode comes from the release, flag or not: a release with a
+    /// uefi-data.bin that enrolls a PK registers its AMI with that UefiData (Secure Boot
+    /// on) and its KMS key binds PCR7 and PCR12, so any UKI signed by the same db key
+    /// (same PCR7) can roll forward without a policy change; any other release binds PCR4
+    /// and PCR12.
+    #[arg(long)]
+    pub secure_boot: bool,
     /// Deployment name, used in resource names and tags (default: the release name).
     #[arg(long)]
     pub name: Option<String>,

@@ -150,6 +150,7 @@ fn run(cli: &Cli) -> Result<ExitCode> {
         Command::Manpage(args) => manpage(args),
         Command::Boot(args) => boot(args, cli.quiet),
         Command::Keygen(args) => keygen(args, cli.quiet),
+        Command::SignUki(args) => sign_uki(args, cli.quiet),
         Command::Sign(args) => sign(args, cli.quiet),
         Command::Verify(args) => verify(args, cli.quiet, progress),
         Command::Diff(args) => diff(args),
@@ -188,6 +189,11 @@ fn build(args: &BuildArgs, quiet: bool, progress: Progress) -> Result<ExitCode> 
         locked: args.locked,
         fetcher: fetch_settings(&args.inputs),
         init_binary: args.init.clone(),
+        sign_with: args.sign_with.clone().map(|(key, cert)| image::SignWith {
+            key,
+            cert,
+            chain: args.sign_chain.clone(),
+        }),
         progress,
     };
     let built = image::build(&recipe, &opts)?;
@@ -303,6 +309,7 @@ fn measure(args: &MeasureArgs, quiet: bool) -> Result<ExitCode> {
         kek: args.kek.clone(),
         db: args.db.clone(),
         dbx: args.dbx.clone(),
+        uefi_data: args.uefi_data.clone(),
         secure_boot: args.secure_boot.map(|s| s == OnOff::On),
     };
     let uki = uki_path(&args.uki);
@@ -474,6 +481,9 @@ fn boot(args: &BootArgs, quiet: bool) -> Result<ExitCode> {
 }
 
 fn keygen(args: &KeygenArgs, quiet: bool) -> Result<ExitCode> {
+    if args.secure_boot {
+        return secure_boot_keygen(args, quiet);
+    }
     let password = Password::choose(args.no_password, args.password.password_file.clone());
     let files = zoa::release::keys::keygen(&args.out, &password, args.force)?;
     if args.json {
@@ -494,10 +504,51 @@ fn keygen(args: &KeygenArgs, quiet: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn secure_boot_keygen(args: &KeygenArgs, quiet: bool) -> Result<ExitCode> {
+    let keys = zoa::secureboot::keys::keygen_secure_boot(&args.out, &args.name, args.force)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&keys)?);
+    } else if !quiet {
+        for k in &keys.keys {
+            println!(
+                "wrote {}, {} and {} ({})",
+                k.key.display(),
+                k.cert.display(),
+                k.cer.display(),
+                k.subject
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn sign_uki(args: &cli::SignUkiArgs, quiet: bool) -> Result<ExitCode> {
+    // clap requires one of --out and --in-place.
+    let output = args.out.as_deref().unwrap_or(&args.uki);
+    let signed = zoa::secureboot::sign::sign_pe_files(
+        &args.uki,
+        output,
+        &args.key,
+        &args.cert,
+        &args.chain,
+    )?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&signed)?);
+    } else if !quiet {
+        println!(
+            "signed {} ({}; Authenticode sha256 {})",
+            signed.output.display(),
+            signed.signer,
+            signed.authenticode_sha256
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn sign(args: &SignArgs, quiet: bool) -> Result<ExitCode> {
     // An unencrypted (CI) key is used as is; an encrypted one asks for its password.
     let password = Password::choose(false, args.password.password_file.clone());
-    let signed = zoa::release::sign(&args.dir, &args.key, &password)?;
+    let signed = zoa::release::sign(&args.dir, &args.key, &password, args.uefi_data.as_deref())?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&signed)?);
     } else if !quiet {
@@ -507,6 +558,17 @@ fn sign(args: &SignArgs, quiet: bool) -> Result<ExitCode> {
             signed.trusted_comment,
             signed.signature.display()
         );
+        if let Some(blob) = &signed.uefi_data {
+            println!(
+                "       {} (AMI UefiData; measured with Secure Boot {})",
+                blob.display(),
+                if signed.secure_boot {
+                    "on"
+                } else {
+                    "off: it enrolls no PK"
+                }
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -520,6 +582,7 @@ fn verify(args: &VerifyArgs, quiet: bool, progress: Progress) -> Result<ExitCode
                 locked: false,
                 fetcher: fetch_settings(&args.inputs),
                 init_binary: args.init.clone(),
+                sign_with: None,
                 progress,
             },
         )),

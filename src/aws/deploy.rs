@@ -19,7 +19,7 @@ use aws_sdk_ec2::types as ec2t;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
 use super::plan::{Action, Call, Plan, Step};
-use super::policy::{self, KeyPolicyInput, PcrBinding};
+use super::policy::{self, BootMode, KeyPolicyInput, PcrBinding};
 use super::state::{
     DeployState, ReleaseRef, TAG_DEPLOYMENT, TAG_DISK, TAG_MANIFEST, TAG_MODEL, TAG_RELEASE,
     TAG_USER_DATA,
@@ -37,6 +37,9 @@ const ROOT_DEVICE: &str = "/dev/xvda";
 /// The model volume's device name in the AMI. On Nitro every EBS volume is NVMe, so the
 /// guest sees /dev/nvme1n1 whatever the name; zoa-init finds it by the GGUF magic.
 pub const MODEL_DEVICE: &str = "/dev/sdb";
+/// EC2's limit on RegisterImage's `UefiData` (base64 characters; the EC2 API Reference:
+/// "Length Constraints: Maximum length of 64000").
+pub const MAX_UEFI_DATA_BASE64: usize = 64_000;
 /// The share of a fleet kept in service while new user data is rolled in.
 const REFRESH_MIN_HEALTHY_PERCENTAGE: i32 = 90;
 pub(crate) const ROLE_POLICY_NAME: &str = "zoa-kms-unseal";
@@ -76,6 +79,9 @@ pub struct DeployOptions {
     pub refresh_wait: Duration,
     /// Set by `zoa rollout`: the deployed release this one replaces.
     pub rollout_from: Option<RolloutFrom>,
+    /// `--secure-boot`: refuse unless the release is a Secure Boot release (its
+    /// `uefi-data.bin` enrolls a PK). The mode itself always comes from the release.
+    pub secure_boot: bool,
 }
 
 /// The release a rollout replaces: its directory (with the deploy record) and PCRs.
@@ -120,6 +126,7 @@ impl DeployOptions {
             model: None,
             refresh_wait: Duration::from_secs(3600),
             rollout_from: None,
+            secure_boot: false,
         }
     }
 
@@ -192,6 +199,8 @@ pub struct Deployment {
     pub network: Network,
     pub port: Option<u16>,
     pub binding: PcrBinding,
+    /// RegisterImage's `UefiData`: base64 of the release's signed `uefi-data.bin`.
+    pub uefi_data: Option<String>,
     pub state: DeployState,
     /// The user data the instances must have (`None`: keep what they have).
     pub user_data: Option<UserDataSpec>,
@@ -420,8 +429,15 @@ fn recipe_port(dir: &Path) -> Result<Option<u16>, AwsError> {
     Ok(p.serving_port)
 }
 
-/// The SHA-384 PCR values a KMS policy binds, from the signed manifest.
+/// The SHA-384 PCR values a KMS policy binds, from the signed manifest: PCR7 and PCR12
+/// when the release was measured with Secure Boot on (its UefiData enrolls a PK), PCR4
+/// and PCR12 otherwise.
 pub(crate) fn binding_of(manifest: &Manifest) -> Result<PcrBinding, AwsError> {
+    let mode = if manifest.measurements.secure_boot {
+        BootMode::SecureBoot
+    } else {
+        BootMode::Standard
+    };
     let pcr = |n: u32| {
         manifest
             .measurements
@@ -442,9 +458,51 @@ pub(crate) fn binding_of(manifest: &Manifest) -> Result<PcrBinding, AwsError> {
     };
     Ok(PcrBinding {
         release: format!("{} {}", manifest.name, manifest.version),
-        pcr4: pcr(4)?,
+        mode,
+        boot_pcr: pcr(u32::from(mode.boot_pcr()))?,
         pcr12: pcr(12)?,
     })
+}
+
+/// The release's `uefi-data.bin` as RegisterImage's `UefiData` (base64), when the
+/// manifest covers one. Read again and checked against the signed digest (the file could
+/// have changed since `verify`), and refused when over EC2's limit, before any AWS call.
+pub(crate) fn uefi_data_of(dir: &Path, manifest: &Manifest) -> Result<Option<String>, AwsError> {
+    use crate::release::manifest::UEFI_DATA_FILE;
+    let Some(artifact) = manifest.artifacts.iter().find(|a| a.path == UEFI_DATA_FILE) else {
+        if manifest.measurements.secure_boot {
+            return Err(AwsError::file(
+                &dir.join("release.json"),
+                format!("predicts a Secure Boot boot but covers no {UEFI_DATA_FILE}: an AMI could not enroll the keys it was measured with; sign it again with `zoa sign --uefi-data BLOB`"),
+            ));
+        }
+        return Ok(None);
+    };
+    let path = dir.join(UEFI_DATA_FILE);
+    let bytes = std::fs::read(&path).map_err(|e| AwsError::file(&path, e))?;
+    let sha = crate::digest::sha256_bytes(&bytes);
+    if sha != artifact.sha256 {
+        return Err(AwsError::file(
+            &path,
+            format!(
+                "sha256 {sha} differs from the signed manifest's {}",
+                artifact.sha256
+            ),
+        ));
+    }
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&bytes);
+    if b64.len() > MAX_UEFI_DATA_BASE64 {
+        return Err(AwsError::file(
+            &path,
+            format!(
+                "is {} characters of base64 ({} bytes); EC2 RegisterImage accepts a UefiData of at most {MAX_UEFI_DATA_BASE64}: enroll fewer or smaller certificates (dbx updates are large)",
+                b64.len(),
+                bytes.len()
+            ),
+        ));
+    }
+    Ok(Some(b64))
 }
 
 /// Verifies the release (before any AWS call): its manifest and the manifest's digest.
@@ -588,6 +646,34 @@ pub async fn prepare(clients: &Clients, options: DeployOptions) -> Result<Deploy
         .map(|u| u.secrets.iter().map(|s| s.name.clone()).collect())
         .unwrap_or_default();
     let binding = binding_of(&manifest)?;
+    let uefi_data = uefi_data_of(&options.dir, &manifest)?;
+    if options.secure_boot && binding.mode != BootMode::SecureBoot {
+        return Err(AwsError::step(
+            "configuration",
+            match uefi_data {
+                None => format!(
+                    "--secure-boot: {} is not a Secure Boot release (it has no uefi-data.bin): sign it with `zoa sign {} --uefi-data BLOB`",
+                    options.dir.display(),
+                    options.dir.display()
+                ),
+                Some(_) => format!(
+                    "--secure-boot: the uefi-data.bin of {} enrolls no PK, so the release was measured with Secure Boot off",
+                    options.dir.display()
+                ),
+            },
+        ));
+    }
+    if let Some(from) = &options.rollout_from {
+        if from.binding.mode != binding.mode {
+            return Err(AwsError::step(
+                "rollout",
+                format!(
+                    "{} boots with {}, {} with {}: the deployment's key binds the PCRs of one boot mode; deploy the new release under another --name instead",
+                    from.binding.release, from.binding.mode, binding.release, binding.mode
+                ),
+            ));
+        }
+    }
 
     let account = clients.account().await?;
     let region = clients.region.clone();
@@ -596,7 +682,7 @@ pub async fn prepare(clients: &Clients, options: DeployOptions) -> Result<Deploy
         version: manifest.version.clone(),
         manifest_sha256: manifest_sha256.clone(),
     };
-    let state = match recorded {
+    let mut state = match recorded {
         Some(s) => {
             s.check_matches(
                 &options.dir,
@@ -605,6 +691,15 @@ pub async fn prepare(clients: &Clients, options: DeployOptions) -> Result<Deploy
                 &account.account_id,
                 &region,
             )?;
+            if s.boot_mode != binding.mode {
+                return Err(AwsError::file(
+                    &DeployState::path(&options.dir),
+                    format!(
+                        "records a deploy with {}, but the release boots with {}: run `zoa destroy` first, or move the record away",
+                        s.boot_mode, binding.mode
+                    ),
+                ));
+            }
             s
         }
         // A rollout takes over the record of the release it replaces.
@@ -613,6 +708,7 @@ pub async fn prepare(clients: &Clients, options: DeployOptions) -> Result<Deploy
             None => DeployState::new(&deployment, release, &account.account_id, &region),
         },
     };
+    state.boot_mode = binding.mode;
     check_instance_type(clients, &options.instance_type).await?;
     let network = find_network(clients, &options.subnet_ids).await?;
     let mut names = Names::new(&deployment, &manifest_sha256);
@@ -634,6 +730,7 @@ pub async fn prepare(clients: &Clients, options: DeployOptions) -> Result<Deploy
         network,
         port,
         binding,
+        uefi_data,
         state,
         user_data,
         model,
@@ -1023,6 +1120,12 @@ impl Deployment {
             .map(|r| r.binding.clone());
         let bindings = match (admits, old) {
             (KeyAdmits::Old, Some(old)) => vec![old],
+            // Secure Boot releases signed by the same db key with the same UefiData have
+            // the same PCR7 and PCR12: the new release is admitted already, and a policy
+            // listing the same values twice is refused.
+            (KeyAdmits::Both, Some(old)) if old.same_pcrs(&self.binding) => {
+                vec![self.binding.clone()]
+            }
             (KeyAdmits::Both, Some(old)) => vec![old, self.binding.clone()],
             _ => vec![self.binding.clone()],
         };
@@ -1701,7 +1804,17 @@ impl Deployment {
         }
         steps.push(step(
             "image",
-            format!("AMI {} (UEFI, NitroTPM 2.0, IMDSv2 only)", self.names.image),
+            format!(
+                "AMI {} (UEFI{}, NitroTPM 2.0, IMDSv2 only)",
+                self.names.image,
+                match (&self.uefi_data, self.binding.mode) {
+                    (Some(_), BootMode::SecureBoot) =>
+                        " Secure Boot with the release's signed UefiData",
+                    (Some(_), BootMode::Standard) =>
+                        " with the release's signed UefiData, no PK: Secure Boot off",
+                    (None, _) => "",
+                }
+            ),
             f.image.clone(),
             vec![Call::new("ec2:RegisterImage", self.register_image_params())],
         ));
@@ -1732,8 +1845,14 @@ impl Deployment {
         steps.push(step(
             "kms-key",
             format!(
-                "KMS key {} releasing data keys only to PCR4/PCR12 of {}",
-                self.names.key_alias, self.binding.release
+                "KMS key {} releasing data keys only to {} of {}",
+                self.names.key_alias,
+                self.binding
+                    .mode
+                    .bound_pcrs()
+                    .map(|n| format!("PCR{n}"))
+                    .join("/"),
+                self.binding.release
             ),
             f.key.as_ref().map(|(id, _)| id.clone()),
             vec![Call::new("kms:CreateKey", self.create_key_params()?)],
@@ -1834,6 +1953,7 @@ impl Deployment {
         Ok(Plan {
             deployment: self.deployment.clone(),
             release: self.binding.release.clone(),
+            boot_mode: self.binding.mode,
             account_id: self.account.account_id.clone(),
             region: self.region.clone(),
             steps,
@@ -2018,7 +2138,7 @@ impl Deployment {
                 .unwrap_or_else(|| "<model-snapshot-id>".to_owned());
             mappings.push(json!({"DeviceName": MODEL_DEVICE, "Ebs": {"SnapshotId": snapshot, "VolumeType": "gp3", "DeleteOnTermination": true}}));
         }
-        json!({
+        let mut params = json!({
             "Name": self.names.image,
             "Description": self.image_description(),
             "Architecture": "x86_64",
@@ -2030,7 +2150,11 @@ impl Deployment {
             "RootDeviceName": ROOT_DEVICE,
             "BlockDeviceMappings": mappings,
             "TagSpecifications": [{"ResourceType": "image", "Tags": self.tags_json()}],
-        })
+        });
+        if let (Some(b64), Some(params)) = (&self.uefi_data, params.as_object_mut()) {
+            params.insert("UefiData".to_owned(), json!(b64));
+        }
+        params
     }
 
     fn create_key_params(&self) -> Result<serde_json::Value, AwsError> {
@@ -2497,6 +2621,7 @@ impl Deployment {
             .virtualization_type("hvm")
             .root_device_name(ROOT_DEVICE)
             .set_block_device_mappings(Some(mappings))
+            .set_uefi_data(self.uefi_data.clone())
             .tag_specifications(self.ec2_tag_spec(ec2t::ResourceType::Image))
             .send()
             .await

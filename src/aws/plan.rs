@@ -52,6 +52,8 @@ pub struct Step {
 pub struct Plan {
     pub deployment: String,
     pub release: String,
+    /// How the AMI boots, and so which PCRs the KMS key binds.
+    pub boot_mode: crate::aws::policy::BootMode,
     pub account_id: String,
     pub region: String,
     pub steps: Vec<Step>,
@@ -67,6 +69,12 @@ impl Plan {
             "deploy {} of {} to account {} in {}\n",
             self.deployment, self.release, self.account_id, self.region
         );
+        if !self.boot_mode.is_standard() {
+            out.push_str(&format!(
+                "boot: {} (the AMI enrolls the release's UefiData; the key binds these PCRs)\n",
+                self.boot_mode
+            ));
+        }
         for step in &self.steps {
             match &step.action {
                 Action::Keep(id) => out.push_str(&format!(
@@ -115,6 +123,7 @@ mod tests {
             release: "demo 1".into(),
             account_id: "123456789012".into(),
             region: "us-east-1".into(),
+            boot_mode: crate::aws::policy::BootMode::Standard,
             steps: vec![
                 Step {
                     step: "snapshot",

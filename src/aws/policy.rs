@@ -14,7 +14,7 @@
 //! # Example
 //!
 //! ```
-//! use zoa::aws::policy::{key_policy, KeyPolicyInput, PcrBinding};
+//! use zoa::aws::policy::{key_policy, BootMode, KeyPolicyInput, PcrBinding};
 //!
 //! let input = KeyPolicyInput {
 //!     partition: "aws".into(),
@@ -24,7 +24,8 @@
 //!     sealer_principals: vec![],
 //!     bindings: vec![PcrBinding {
 //!         release: "demo 1.0.0".into(),
-//!         pcr4: "ab".repeat(48),
+//!         mode: BootMode::Standard,
+//!         boot_pcr: "ab".repeat(48),
 //!         pcr12: "00".repeat(48),
 //!     }],
 //!     lock: false,
@@ -44,14 +45,52 @@ pub const POLICY_VERSION: &str = "2012-10-17";
 /// KMS rejects key policies longer than this many bytes.
 pub const MAX_KEY_POLICY_BYTES: usize = 32 * 1024;
 
-/// The PCRs every admitted release binds, in the order they appear in the policy.
+/// Which PCRs a key binds, by how the image boots.
 ///
-/// AWS guidance for standard (non-Secure-Boot) boot is PCR4 (the boot chain) and PCR12
-/// (must be bound, all-zero, or a kernel command line can be injected through UefiData).
-/// Secure Boot mode will add PCR7: a value in [`PcrBinding`], its number here, and its
-/// lines in `templates/kms-key-policy.json`; rendering fails while those disagree, and
-/// [`check_key_policy`] already works from this list.
-const BOUND_PCRS: [u8; 2] = [4, 12];
+/// AWS guidance: PCR4 (the digests of the boot chain) and PCR12 for standard boot; PCR7
+/// (the Secure Boot state and keys, and the db entry that verified the image) for Secure
+/// Boot. PCR12 is bound in both modes: all-zero, or a kernel command line could be
+/// injected through UefiData. In Secure Boot mode PCR4 is deliberately not bound: any
+/// image signed by the same db key boots to the same PCR7, so a fleet can roll forward
+/// without a policy change.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BootMode {
+    /// UEFI boot without Secure Boot: PCR4 and PCR12.
+    #[default]
+    Standard,
+    /// UEFI Secure Boot with the release's UefiData (PK, KEK, db, dbx): PCR7 and PCR12.
+    SecureBoot,
+}
+
+impl BootMode {
+    /// The PCR that identifies what boots: 4 (standard) or 7 (Secure Boot).
+    pub fn boot_pcr(self) -> u8 {
+        match self {
+            BootMode::Standard => 4,
+            BootMode::SecureBoot => 7,
+        }
+    }
+
+    /// The PCRs every admitted release binds, in the order they appear in the policy.
+    pub fn bound_pcrs(self) -> [u8; 2] {
+        [self.boot_pcr(), 12]
+    }
+
+    pub fn is_standard(&self) -> bool {
+        *self == BootMode::Standard
+    }
+}
+
+impl std::fmt::Display for BootMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let [a, b] = self.bound_pcrs();
+        match self {
+            BootMode::Standard => write!(f, "standard boot (PCR{a} and PCR{b})"),
+            BootMode::SecureBoot => write!(f, "Secure Boot (PCR{a} and PCR{b})"),
+        }
+    }
+}
 
 /// The operations that can hand plaintext key material to the caller. Decrypt and
 /// GenerateDataKey are what zoa-init uses; GenerateDataKeyPair returns a private key and
@@ -98,16 +137,26 @@ const RELEASE_SCOPE: &str = "RELEASE_";
 pub struct PcrBinding {
     /// "name version", for error messages.
     pub release: String,
-    /// SHA-384 PCR4, 96 hex digits (either case; policies carry lower case).
-    pub pcr4: String,
+    /// Which PCRs are bound: the mode's [`BootMode::bound_pcrs`].
+    pub mode: BootMode,
+    /// SHA-384 of the mode's [`BootMode::boot_pcr`] (PCR4, or PCR7 with Secure Boot), 96
+    /// hex digits (either case; policies carry lower case).
+    pub boot_pcr: String,
     /// SHA-384 PCR12, 96 hex digits (either case; policies carry lower case).
     pub pcr12: String,
 }
 
 impl PcrBinding {
-    /// The bound PCR values by PCR number, in [`BOUND_PCRS`] order.
-    fn pcrs(&self) -> [(u8, &str); 2] {
-        [(4, &self.pcr4), (12, &self.pcr12)]
+    /// The bound PCR values by PCR number, in [`BootMode::bound_pcrs`] order.
+    pub fn pcrs(&self) -> [(u8, &str); 2] {
+        [(self.mode.boot_pcr(), &self.boot_pcr), (12, &self.pcr12)]
+    }
+
+    /// Whether two bindings admit the same boots (the release names aside).
+    pub fn same_pcrs(&self, other: &PcrBinding) -> bool {
+        self.mode == other.mode
+            && self.boot_pcr.eq_ignore_ascii_case(&other.boot_pcr)
+            && self.pcr12.eq_ignore_ascii_case(&other.pcr12)
     }
 }
 
@@ -124,7 +173,8 @@ pub struct KeyPolicyInput {
     pub instance_role_arn: String,
     /// ARNs that may call kms:Encrypt (`zoa seal`) and kms:DescribeKey, nothing else.
     pub sealer_principals: Vec<String>,
-    /// The admitted releases: at least one, two during a rollout (old and new).
+    /// The admitted releases: at least one, two during a rollout (old and new), all of
+    /// one [`BootMode`].
     pub bindings: Vec<PcrBinding>,
     /// `--lock-policy`: deny kms:PutKeyPolicy to everyone, forever.
     pub lock: bool,
@@ -141,6 +191,13 @@ pub enum PolicyError {
     },
     #[error("no release is admitted: give at least one signed release whose PCRs may use the key")]
     NoBindings,
+    #[error("release {first:?} boots with {first_mode}, release {second:?} with {second_mode}: one key policy binds the PCRs of one boot mode")]
+    MixedModes {
+        first: String,
+        first_mode: BootMode,
+        second: String,
+        second_mode: BootMode,
+    },
     #[error(
         "releases {first:?} and {second:?} are both admitted with {what}: admit each release once"
     )]
@@ -289,6 +346,7 @@ pub fn same_policy(a: &Value, b: &Value) -> bool {
 
 /// A validated input: PCR values lower-cased, by PCR number.
 struct Checked {
+    mode: BootMode,
     admins: Vec<String>,
     sealers: Vec<String>,
     instance_role: String,
@@ -372,8 +430,17 @@ fn validate(input: &KeyPolicyInput) -> Result<Checked, PolicyError> {
     )?;
     check_principals("sealer", &input.sealer_principals, partition, role)?;
 
-    if input.bindings.is_empty() {
+    let Some(first) = input.bindings.first() else {
         return Err(PolicyError::NoBindings);
+    };
+    let mode = first.mode;
+    if let Some(other) = input.bindings.iter().find(|b| b.mode != mode) {
+        return Err(PolicyError::MixedModes {
+            first: first.release.clone(),
+            first_mode: mode,
+            second: other.release.clone(),
+            second_mode: other.mode,
+        });
     }
     let mut releases: Vec<Release> = Vec::new();
     for (i, binding) in input.bindings.iter().enumerate() {
@@ -412,6 +479,7 @@ fn validate(input: &KeyPolicyInput) -> Result<Checked, PolicyError> {
     }
 
     Ok(Checked {
+        mode,
         admins: input.admin_principals.clone(),
         sealers: input.sealer_principals.clone(),
         instance_role: role.clone(),
@@ -592,19 +660,26 @@ fn render_key_policy(checked: &Checked) -> Result<Value, PolicyError> {
         ),
         ("PUT_KEY_POLICY_IF_LOCKED".to_owned(), Var::List(if_locked)),
     ]);
-    for pcr in BOUND_PCRS {
-        vars.insert(format!("PCR{pcr}_VALUES"), Var::List(checked.admitted(pcr)));
-    }
+    // The boot PCR's number is a placeholder too (in the condition keys and the Deny's
+    // Sid), so both modes render from one template and cannot drift apart.
+    let boot = checked.mode.boot_pcr();
+    vars.insert("BOOT_PCR".to_owned(), Var::Str(boot.to_string()));
+    vars.insert(
+        "BOOT_PCR_VALUES".to_owned(),
+        Var::List(checked.admitted(boot)),
+    );
+    vars.insert("PCR12_VALUES".to_owned(), Var::List(checked.admitted(12)));
     let per_release: Vec<Vars> = checked
         .releases
         .iter()
         .enumerate()
         .map(|(i, release)| {
-            let mut vars = Vars::from([(format!("{RELEASE_SCOPE}INDEX"), Var::Str(i.to_string()))]);
-            for (pcr, value) in &release.pcrs {
-                vars.insert(format!("{RELEASE_SCOPE}PCR{pcr}"), Var::Str(value.clone()));
-            }
-            vars
+            let value = |pcr: u8| Var::Str(release.pcrs.get(&pcr).cloned().unwrap_or_default());
+            Vars::from([
+                (format!("{RELEASE_SCOPE}INDEX"), Var::Str(i.to_string())),
+                (format!("{RELEASE_SCOPE}BOOT_PCR"), value(boot)),
+                (format!("{RELEASE_SCOPE}PCR12"), value(12)),
+            ])
         })
         .collect();
     render_document(&KEY_POLICY_TEMPLATE, &vars, Some(&per_release))
@@ -1047,7 +1122,7 @@ fn check_safety(doc: &Value, checked: &Checked) -> Result<(), PolicyError> {
         }
     }
 
-    for pcr in BOUND_PCRS {
+    for pcr in checked.mode.bound_pcrs() {
         check_pcr_deny(&statements, pcr, &checked.admitted(pcr))?;
     }
 
@@ -1089,7 +1164,7 @@ fn check_attested_allow(s: &Statement, action: &str, checked: &Checked) -> Resul
         .and_then(|c| c.get("StringEqualsIgnoreCase"))
         .and_then(Value::as_object);
     let mut pcrs = BTreeMap::new();
-    for pcr in BOUND_PCRS {
+    for pcr in checked.mode.bound_pcrs() {
         let key = pcr_condition_key(pcr);
         let value = block.and_then(|b| {
             b.iter()
@@ -1326,8 +1401,16 @@ mod tests {
     fn binding(release: &str, pcr4: char, pcr12: char) -> PcrBinding {
         PcrBinding {
             release: release.into(),
-            pcr4: pcr(pcr4),
+            mode: BootMode::Standard,
+            boot_pcr: pcr(pcr4),
             pcr12: pcr(pcr12),
+        }
+    }
+
+    fn sb_binding(release: &str, pcr7: char, pcr12: char) -> PcrBinding {
+        PcrBinding {
+            mode: BootMode::SecureBoot,
+            ..binding(release, pcr7, pcr12)
         }
     }
 
@@ -1361,6 +1444,26 @@ mod tests {
         }
     }
 
+    /// Secure Boot: PCR7 and PCR12.
+    fn secure_boot() -> KeyPolicyInput {
+        KeyPolicyInput {
+            bindings: vec![sb_binding("demo 1.0.0", '7', '0')],
+            ..input()
+        }
+    }
+
+    /// A Secure Boot rollout to a release with other keys in db (another PCR7).
+    fn secure_boot_rollout() -> KeyPolicyInput {
+        KeyPolicyInput {
+            bindings: vec![
+                sb_binding("demo 1.0.0", '7', '0'),
+                sb_binding("demo 1.1.0", 'c', '0'),
+            ],
+            lock: true,
+            ..input()
+        }
+    }
+
     fn variants() -> Vec<KeyPolicyInput> {
         vec![
             input(),
@@ -1370,6 +1473,8 @@ mod tests {
                 sealer_principals: vec![],
                 ..input()
             },
+            secure_boot(),
+            secure_boot_rollout(),
         ]
     }
 
@@ -1515,11 +1620,12 @@ mod tests {
                     .as_object()
                     .expect("StringEqualsIgnoreCase");
                 assert_eq!(s["Condition"].as_object().map(Map::len), Some(1));
-                assert_eq!(block.len(), BOUND_PCRS.len());
+                let mode = input.bindings[0].mode;
+                assert_eq!(block.len(), mode.bound_pcrs().len());
                 let pair = (
-                    block[&pcr_condition_key(4)]
+                    block[&pcr_condition_key(mode.boot_pcr())]
                         .as_str()
-                        .expect("one PCR4 value"),
+                        .expect("one boot PCR value"),
                     block[&pcr_condition_key(12)]
                         .as_str()
                         .expect("one PCR12 value"),
@@ -1529,10 +1635,140 @@ mod tests {
             let admitted: Vec<(String, String)> = input
                 .bindings
                 .iter()
-                .map(|b| (b.pcr4.clone(), b.pcr12.clone()))
+                .map(|b| (b.boot_pcr.clone(), b.pcr12.clone()))
                 .collect();
             assert_eq!(seen, admitted);
         }
+    }
+
+    #[test]
+    fn secure_boot_binds_pcr7_and_pcr12_and_never_pcr4() {
+        for input in [secure_boot(), secure_boot_rollout()] {
+            let doc = render(&input);
+            let text = doc.to_string();
+            assert!(!text.contains(&pcr_condition_key(4)), "{text}");
+            assert!(by_sid(&doc, "ZoaDenyUnattestedPcr4").is_none());
+            let values: Vec<String> = input.bindings.iter().map(|b| b.boot_pcr.clone()).collect();
+            let deny7 = by_sid(&doc, "ZoaDenyUnattestedPcr7").expect("PCR7 deny");
+            assert_eq!(
+                deny7["Condition"],
+                json!({ "StringNotEqualsIgnoreCase": { pcr_condition_key(7): values } })
+            );
+            let deny12 = by_sid(&doc, "ZoaDenyUnattestedPcr12").expect("PCR12 deny");
+            assert_eq!(
+                deny12["Condition"],
+                json!({ "StringNotEqualsIgnoreCase": { pcr_condition_key(12): [pcr('0')] } })
+            );
+            for (i, b) in input.bindings.iter().enumerate() {
+                let allow = by_sid(&doc, &format!("ZoaInstanceUse{i}")).expect("allow");
+                assert_eq!(
+                    allow["Condition"],
+                    json!({ "StringEqualsIgnoreCase": {
+                        pcr_condition_key(7): b.boot_pcr,
+                        pcr_condition_key(12): b.pcr12,
+                    } })
+                );
+            }
+            check_key_policy(&doc, &input).expect("zoa's own Secure Boot policy");
+        }
+        // Apart from the boot PCR, the two modes' policies are the same document.
+        let standard = render(&KeyPolicyInput {
+            bindings: vec![binding("demo 1.0.0", '7', '0')],
+            ..input()
+        })
+        .to_string();
+        let sb = render(&secure_boot()).to_string();
+        assert_eq!(
+            sb.replace("NitroTPMPCR7", "NitroTPMPCR4")
+                .replace("UnattestedPcr7", "UnattestedPcr4"),
+            standard
+        );
+    }
+
+    #[test]
+    fn a_policy_of_one_mode_is_refused_for_the_other() {
+        let standard = render(&KeyPolicyInput {
+            bindings: vec![binding("demo 1.0.0", '7', '0')],
+            ..input()
+        });
+        let err = check_key_policy(&standard, &secure_boot())
+            .expect_err("a PCR4 policy for a Secure Boot release")
+            .to_string();
+        assert!(err.contains("NitroTPMPCR7"), "{err}");
+        let sb = render(&secure_boot());
+        let err = check_key_policy(
+            &sb,
+            &KeyPolicyInput {
+                bindings: vec![binding("demo 1.0.0", '7', '0')],
+                ..input()
+            },
+        )
+        .expect_err("a PCR7 policy for a standard release")
+        .to_string();
+        assert!(err.contains("NitroTPMPCR4"), "{err}");
+        // One release's Allow with PCR4 and PCR12 mixed into a Secure Boot policy.
+        let mut mixed = sb.clone();
+        let allow = mixed["Statement"]
+            .as_array_mut()
+            .and_then(|s| s.iter_mut().find(|s| s["Sid"] == "ZoaInstanceUse0"))
+            .expect("allow");
+        let block = allow["Condition"]["StringEqualsIgnoreCase"]
+            .as_object_mut()
+            .expect("block");
+        let value = block.remove(&pcr_condition_key(7)).expect("PCR7");
+        block.insert(pcr_condition_key(4), value);
+        let err = check_key_policy(&mixed, &secure_boot())
+            .expect_err("mixed")
+            .to_string();
+        assert!(err.contains("unsafe key policy"), "{err}");
+    }
+
+    #[test]
+    fn secure_boot_without_pcr12_is_unsafe() {
+        let input = secure_boot();
+        // Drop PCR12 from the Allow: PCR7 alone would admit a cmdline injected through
+        // UefiData (GHSA-xrv8-2pf5-f3q7).
+        let mut doc = render(&input);
+        let allow = doc["Statement"]
+            .as_array_mut()
+            .and_then(|s| s.iter_mut().find(|s| s["Sid"] == "ZoaInstanceUse0"))
+            .expect("allow");
+        allow["Condition"]["StringEqualsIgnoreCase"]
+            .as_object_mut()
+            .expect("block")
+            .remove(&pcr_condition_key(12));
+        let err = check_key_policy(&doc, &input)
+            .expect_err("no PCR12")
+            .to_string();
+        assert!(err.contains("NitroTPMPCR12"), "{err}");
+        // Drop the PCR12 Deny.
+        let mut doc = render(&input);
+        doc["Statement"]
+            .as_array_mut()
+            .expect("statements")
+            .retain(|s| s["Sid"] != "ZoaDenyUnattestedPcr12");
+        let err = check_key_policy(&doc, &input)
+            .expect_err("no PCR12 deny")
+            .to_string();
+        assert!(err.contains("NitroTPMPCR12"), "{err}");
+    }
+
+    #[test]
+    fn same_pcrs_ignores_the_name_and_case_but_not_the_mode() {
+        let a = sb_binding("demo 1.0.0", 'a', '0');
+        let mut b = sb_binding("demo 1.1.0", 'a', '0');
+        b.boot_pcr = b.boot_pcr.to_ascii_uppercase();
+        assert!(a.same_pcrs(&b));
+        assert!(!a.same_pcrs(&binding("demo 1.0.0", 'a', '0')));
+        assert!(!a.same_pcrs(&sb_binding("demo 1.0.0", 'b', '0')));
+    }
+
+    #[test]
+    fn boot_modes_serialize_as_words() {
+        assert_eq!(json!(BootMode::Standard), json!("standard"));
+        assert_eq!(json!(BootMode::SecureBoot), json!("secure-boot"));
+        assert_eq!(BootMode::SecureBoot.bound_pcrs(), [7, 12]);
+        assert_eq!(BootMode::Standard.bound_pcrs(), [4, 12]);
     }
 
     /// Every KMS operation that uses key material, whatever the key spec.
@@ -1676,7 +1912,8 @@ mod tests {
         let upper = KeyPolicyInput {
             bindings: vec![PcrBinding {
                 release: "demo 1.0.0".into(),
-                pcr4: "AB".repeat(48),
+                mode: BootMode::Standard,
+                boot_pcr: "AB".repeat(48),
                 pcr12: pcr('0'),
             }],
             ..input()
@@ -1692,7 +1929,7 @@ mod tests {
         let cases: &[(&str, Mutation, &str)] = &[
             (
                 "short pcr",
-                |i| i.bindings[0].pcr4.truncate(95),
+                |i| i.bindings[0].boot_pcr.truncate(95),
                 "96 hex digits",
             ),
             (
@@ -1702,7 +1939,7 @@ mod tests {
             ),
             (
                 "sha256 pcr",
-                |i| i.bindings[0].pcr4 = "a".repeat(64),
+                |i| i.bindings[0].boot_pcr = "a".repeat(64),
                 "found 64",
             ),
             (
@@ -1715,10 +1952,15 @@ mod tests {
                 |i| {
                     let mut again = i.bindings[0].clone();
                     again.release = "demo 2".into();
-                    again.pcr4 = again.pcr4.to_ascii_uppercase();
+                    again.boot_pcr = again.boot_pcr.to_ascii_uppercase();
                     i.bindings.push(again);
                 },
                 "the same PCR values",
+            ),
+            (
+                "modes mixed",
+                |i| i.bindings.push(sb_binding("demo 2", 'c', '0')),
+                "one key policy binds the PCRs of one boot mode",
             ),
             (
                 "same name twice",
@@ -1810,7 +2052,8 @@ mod tests {
             bindings: (0..80)
                 .map(|i| PcrBinding {
                     release: format!("demo {i}"),
-                    pcr4: format!("{i:096x}"),
+                    mode: BootMode::Standard,
+                    boot_pcr: format!("{i:096x}"),
                     pcr12: pcr('0'),
                 })
                 .collect(),
@@ -1838,10 +2081,11 @@ mod tests {
             "INSTANCE_ROLE_ARN",
             "PUT_KEY_POLICY_UNLESS_LOCKED",
             "PUT_KEY_POLICY_IF_LOCKED",
-            "PCR4_VALUES",
+            "BOOT_PCR",
+            "BOOT_PCR_VALUES",
             "PCR12_VALUES",
             "RELEASE_INDEX",
-            "RELEASE_PCR4",
+            "RELEASE_BOOT_PCR",
             "RELEASE_PCR12",
         ]
         .map(str::to_owned)
@@ -2264,7 +2508,9 @@ mod tests {
     #[test]
     fn instance_role_policy_is_that_key_only_with_an_attestation() {
         let doc = instance_role_policy(KEY_ARN).expect("policy");
-        let present: Map<String, Value> = BOUND_PCRS
+        // Whatever the boot mode: a NitroTPM attestation carries PCR4 and PCR12 either way,
+        // and one role may use keys of both modes.
+        let present: Map<String, Value> = [4, 12]
             .iter()
             .map(|&n| (pcr_condition_key(n), json!("false")))
             .collect();
@@ -2325,6 +2571,11 @@ mod tests {
             ("key-policy.json", render(&input())),
             ("key-policy-rollout.json", render(&rollout())),
             ("key-policy-locked.json", render(&locked())),
+            ("key-policy-secureboot.json", render(&secure_boot())),
+            (
+                "key-policy-secureboot-rollout.json",
+                render(&secure_boot_rollout()),
+            ),
             (
                 "instance-role-policy.json",
                 instance_role_policy(KEY_ARN).expect("role policy"),

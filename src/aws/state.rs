@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use super::policy::BootMode;
 use super::AwsError;
 
 pub const STATE_DIR: &str = "deploy";
@@ -36,6 +37,10 @@ pub struct DeployState {
     pub release: ReleaseRef,
     pub account_id: String,
     pub region: String,
+    /// How the AMI boots, and so which PCRs the key binds; absent for standard boot
+    /// (records from before Secure Boot mode read as standard).
+    #[serde(default, skip_serializing_if = "BootMode::is_standard")]
+    pub boot_mode: BootMode,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disk_sha256: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -1,7 +1,7 @@
 //! `release.json`: the manifest a release signature covers.
 //!
-//! It names the artifacts it covers (`uki.efi`, `build.json`, `measurements.json`) with
-//! their digests, and carries what an auditor or a KMS policy needs without opening them:
+//! It names the artifacts it covers (`uki.efi`, `build.json`, `measurements.json`, and for a
+//! Secure Boot release `uefi-data.bin`) with their digests, and carries what an auditor or a KMS policy needs without opening them:
 //! identity, recipe and input pins, the measurements (both banks, every event) and the
 //! policy exceptions. Serialisation is canonical — fixed field order, maps sorted, two-space
 //! indentation, one trailing newline — so regenerating it gives the same bytes.
@@ -13,8 +13,11 @@ use crate::measure::Measurements;
 
 /// Manifest format identifier; a verifier refuses formats it does not know.
 pub const MANIFEST_FORMAT: &str = "zoa-release/1";
-/// The artifacts a release covers, in manifest order.
+/// The artifacts every release covers, in manifest order.
 pub const ARTIFACTS: [&str; 3] = ["uki.efi", "build.json", "measurements.json"];
+/// The AMI `UefiData` variable store (binary) of a Secure Boot release: listed after
+/// [`ARTIFACTS`] when present, so the signature covers the keys the image boots with.
+pub const UEFI_DATA_FILE: &str = "uefi-data.bin";
 /// File names inside a release directory.
 pub const MANIFEST_FILE: &str = "release.json";
 pub const SIGNATURE_FILE: &str = "release.json.minisig";
@@ -97,10 +100,12 @@ struct BuildPolicy {
 }
 
 impl Manifest {
-    /// Assembles the manifest of a build directory whose artifacts already exist.
+    /// Assembles the manifest of a build directory whose artifacts already exist; with
+    /// `uefi_data`, `DIR/uefi-data.bin` is covered too.
     pub fn from_build_dir(
         dir: &Path,
         measurements: Measurements,
+        uefi_data: bool,
     ) -> Result<Manifest, ManifestError> {
         let build_json = dir.join("build.json");
         let file = build_json.display().to_string();
@@ -114,7 +119,8 @@ impl Manifest {
                 message: format!("not a zoa build.json: {e}"),
             })?;
         let mut artifacts = Vec::new();
-        for name in ARTIFACTS {
+        let optional = uefi_data.then_some(UEFI_DATA_FILE);
+        for name in ARTIFACTS.into_iter().chain(optional) {
             let path = dir.join(name);
             let (sha256, size) =
                 crate::digest::sha256_file(&path).map_err(|source| ManifestError::Io {
@@ -167,7 +173,7 @@ impl Manifest {
             });
         }
         for a in &m.artifacts {
-            if !ARTIFACTS.contains(&a.path.as_str()) {
+            if !ARTIFACTS.contains(&a.path.as_str()) && a.path != UEFI_DATA_FILE {
                 return Err(ManifestError::Invalid {
                     file: file.to_owned(),
                     message: format!("artifact {:?} is not one zoa signs", a.path),
@@ -175,6 +181,12 @@ impl Manifest {
             }
         }
         Ok(m)
+    }
+
+    /// Whether the release carries an AMI `UefiData` variable store (`uefi-data.bin`): its
+    /// measurements were predicted with those variables, and an AMI must enroll them.
+    pub fn has_uefi_data(&self) -> bool {
+        self.artifacts.iter().any(|a| a.path == UEFI_DATA_FILE)
     }
 
     /// zoa's trusted comment for this manifest.

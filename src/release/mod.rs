@@ -11,9 +11,10 @@ use serde::Serialize;
 use std::path::{Path, PathBuf};
 
 use crate::measure::{self, MeasureOptions};
+use crate::secureboot::uefidata::{self, UefiVarStore};
 use manifest::{
     parse_trusted_comment, Manifest, ManifestError, MANIFEST_FILE, MEASUREMENTS_FILE,
-    SIGNATURE_FILE,
+    SIGNATURE_FILE, UEFI_DATA_FILE,
 };
 
 /// Errors of signing and verifying, one variant per verdict (the CLI maps each to its
@@ -38,6 +39,8 @@ pub enum ReleaseError {
     Build(#[from] crate::image::BuildError),
     #[error("{file}: {message}")]
     Io { file: String, message: String },
+    #[error("{file}: not an AMI UefiData variable store (binary starting with AMZNUEFI, or its base64): {message}")]
+    UefiData { file: String, message: String },
 }
 
 fn io_err(path: &Path, e: impl std::fmt::Display) -> ReleaseError {
@@ -66,17 +69,80 @@ pub struct Signed {
     pub signature: PathBuf,
     pub manifest_sha256: String,
     pub trusted_comment: String,
+    /// `DIR/uefi-data.bin`, when the release carries an AMI variable store (absent
+    /// otherwise, so a release without one prints what it always did).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uefi_data: Option<PathBuf>,
+    /// Whether the measurements assume Secure Boot on (only with `uefi_data`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub secure_boot: bool,
+}
+
+/// Reads a `UefiData` blob in either form RegisterImage's users meet it (the binary, or
+/// its base64 as `uefivars -o aws` prints it) and returns the checked binary, unchanged.
+pub fn read_uefi_data_blob(path: &Path) -> Result<Vec<u8>, ReleaseError> {
+    let bytes = std::fs::read(path).map_err(|e| io_err(path, e))?;
+    let blob = if bytes.starts_with(uefidata::MAGIC) {
+        bytes
+    } else {
+        use base64::Engine as _;
+        let text = String::from_utf8_lossy(&bytes);
+        base64::engine::general_purpose::STANDARD
+            .decode(text.trim())
+            .map_err(|e| ReleaseError::UefiData {
+                file: path.display().to_string(),
+                message: format!("not base64 either: {e}"),
+            })?
+    };
+    // The whole store is parsed (checksum, dictionary, variables), so a damaged blob is
+    // refused here rather than by EC2 at RegisterImage.
+    UefiVarStore::from_blob(&blob).map_err(|e| ReleaseError::UefiData {
+        file: path.display().to_string(),
+        message: e.to_string(),
+    })?;
+    Ok(blob)
 }
 
 /// `zoa sign DIR`: measures the UKI (writing `measurements.json`), writes the canonical
 /// `release.json` and its minisign signature. A failure leaves no new signature behind.
+///
+/// With `uefi_data` (an AMI `UefiData` blob, binary or base64), the blob is stored as
+/// `DIR/uefi-data.bin` (binary), the UKI is measured booting with its PK, KEK, db and dbx
+/// (Secure Boot on when it holds a PK) and the manifest covers it. Without, an existing
+/// `DIR/uefi-data.bin` is used the same way (a re-sign keeps a Secure Boot release one);
+/// remove the file to sign a release without it.
 pub fn sign(
     dir: &Path,
     secret_key: &Path,
     password: &keys::Password,
+    uefi_data: Option<&Path>,
 ) -> Result<Signed, ReleaseError> {
     let uki = dir.join("uki.efi");
-    let measurements = measure::predict(&uki, &MeasureOptions::default())?;
+    let uefi_path = dir.join(UEFI_DATA_FILE);
+    let source = match uefi_data {
+        Some(p) => Some(p.to_owned()),
+        None => uefi_path.is_file().then(|| uefi_path.clone()),
+    };
+    let blob = source.as_deref().map(read_uefi_data_blob).transpose()?;
+    // The blob is measured from a staged copy, so a blob the prediction refuses (an
+    // unsigned UKI with Secure Boot on, say) never replaces DIR/uefi-data.bin.
+    let staged = match &blob {
+        Some(bytes) => {
+            let mut tmp = tempfile::Builder::new()
+                .prefix(".uefi-data.bin.")
+                .tempfile_in(dir)
+                .map_err(|e| io_err(&uefi_path, e))?;
+            std::io::Write::write_all(&mut tmp, bytes).map_err(|e| io_err(&uefi_path, e))?;
+            Some(tmp)
+        }
+        None => None,
+    };
+    let options = MeasureOptions {
+        uefi_data: staged.as_ref().map(|t| t.path().to_owned()),
+        ..MeasureOptions::default()
+    };
+    let measurements = measure::predict(&uki, &options)?;
+    let secure_boot = measurements.secure_boot;
     let mut m_bytes = serde_json::to_vec_pretty(&measurements)
         .map_err(|e| io_err(&dir.join(MEASUREMENTS_FILE), e))?;
     m_bytes.push(b'\n');
@@ -85,9 +151,14 @@ pub fn sign(
     // Sign in memory first: a wrong password must not leave a half-written release.
     let measurements_path = dir.join(MEASUREMENTS_FILE);
     let previous = std::fs::read(&measurements_path).ok();
+    let previous_uefi = std::fs::read(&uefi_path).ok();
     write_atomic(&measurements_path, &m_bytes)?;
     let result = (|| {
-        let manifest = Manifest::from_build_dir(dir, measurements)?;
+        if let Some(tmp) = staged {
+            tmp.persist(&uefi_path)
+                .map_err(|e| io_err(&uefi_path, e.error))?;
+        }
+        let manifest = Manifest::from_build_dir(dir, measurements, blob.is_some())?;
         let bytes = manifest.to_canonical_json()?;
         let digest = crate::digest::sha256_bytes(&bytes);
         let comment = manifest.trusted_comment(&digest);
@@ -99,16 +170,21 @@ pub fn sign(
             signature: signature_path.clone(),
             manifest_sha256: digest,
             trusted_comment: comment,
+            uefi_data: blob.is_some().then(|| uefi_path.clone()),
+            secure_boot,
         })
     })();
     if result.is_err() {
-        // Put measurements.json back as it was: signing failed, nothing changed.
-        match previous {
-            Some(p) => {
-                let _ = write_atomic(&measurements_path, &p);
-            }
-            None => {
-                let _ = std::fs::remove_file(&measurements_path);
+        // Put measurements.json (and uefi-data.bin) back as they were: signing failed,
+        // nothing changed.
+        for (path, before) in [(&measurements_path, previous), (&uefi_path, previous_uefi)] {
+            match before {
+                Some(p) => {
+                    let _ = write_atomic(path, &p);
+                }
+                None => {
+                    let _ = std::fs::remove_file(path);
+                }
             }
         }
     }
@@ -196,7 +272,13 @@ pub fn verify(
         }
         artifacts_checked.push(a.path.clone());
     }
-    let remeasured = measure::predict(&dir.join("uki.efi"), &MeasureOptions::default())?;
+    // A Secure Boot release was measured booting with its variable store (its digest is
+    // checked above): re-measure the same way.
+    let options = MeasureOptions {
+        uefi_data: manifest.has_uefi_data().then(|| dir.join(UEFI_DATA_FILE)),
+        ..MeasureOptions::default()
+    };
+    let remeasured = measure::predict(&dir.join("uki.efi"), &options)?;
     if remeasured.pcrs != manifest.measurements.pcrs
         || remeasured.events != manifest.measurements.events
     {
@@ -254,6 +336,9 @@ fn rebuild_and_compare(
     let mut opts = opts.clone();
     opts.out_dir = Some(work.path().join("out"));
     let built = crate::image::build(recipe, &opts)?;
+    if let Some(signature) = signed_uki_record(dir)? {
+        return compare_signed_rebuild(manifest, dir, recipe, &built.out_dir, &signature);
+    }
     let mut identical = Vec::new();
     for name in ["uki.efi", "build.json"] {
         let want = manifest.artifacts.iter().find(|a| a.path == name);
@@ -273,6 +358,81 @@ fn rebuild_and_compare(
     Ok(RebuildReport {
         recipe: recipe.path.clone(),
         identical,
+    })
+}
+
+/// The release's `secure_boot_signature` record from build.json (verified by the manifest
+/// before this runs), when its UKI was signed by `zoa build --sign-with`.
+fn signed_uki_record(dir: &Path) -> Result<Option<serde_json::Value>, ReleaseError> {
+    let path = dir.join("build.json");
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).map_err(|e| io_err(&path, e))?)
+            .map_err(|e| io_err(&path, e))?;
+    Ok(json
+        .get("secure_boot_signature")
+        .filter(|v| !v.is_null())
+        .cloned())
+}
+
+/// A release whose UKI carries a Secure Boot signature, against a rebuild without the key:
+/// the rebuilt UKI must be the one that was signed (its recorded digest), the release's UKI
+/// must differ from it only by the signature (equal Authenticode digests: they cover every
+/// byte but the checksum and the certificate table), and build.json must be the rebuild's
+/// plus the signature record.
+fn compare_signed_rebuild(
+    manifest: &Manifest,
+    dir: &Path,
+    recipe: &crate::recipe::Recipe,
+    rebuilt: &Path,
+    signature: &serde_json::Value,
+) -> Result<RebuildReport, ReleaseError> {
+    let differs = |what: String| {
+        ReleaseError::NotReproducible(format!(
+            "rebuilding {} gives {what}: {}",
+            recipe.path.display(),
+            explain_difference(manifest, dir, rebuilt)
+        ))
+    };
+    let new_uki = rebuilt.join("uki.efi");
+    let (new_sha, new_size) =
+        crate::digest::sha256_file(&new_uki).map_err(|e| io_err(&new_uki, e))?;
+    if signature["unsigned_sha256"] != new_sha.as_str() {
+        return Err(differs(format!(
+            "an unsigned uki.efi with sha256 {new_sha}, not the {} that was signed",
+            signature["unsigned_sha256"]
+        )));
+    }
+    let signed_digest = crate::measure::authenticode::authenticode_sha256(&dir.join("uki.efi"))
+        .map_err(|e| io_err(&dir.join("uki.efi"), e))?;
+    let rebuilt_digest = crate::measure::authenticode::authenticode_sha256(&new_uki)
+        .map_err(|e| io_err(&new_uki, e))?;
+    if signed_digest != rebuilt_digest {
+        return Err(differs(format!(
+            "a UKI whose Authenticode digest {} is not the signed uki.efi's {}",
+            hex::encode(rebuilt_digest),
+            hex::encode(signed_digest)
+        )));
+    }
+    // build.json: the release's, with the signature taken back out, is the rebuild's.
+    let read = |p: &Path| -> Result<serde_json::Value, ReleaseError> {
+        serde_json::from_slice(&std::fs::read(p).map_err(|e| io_err(p, e))?)
+            .map_err(|e| io_err(p, e))
+    };
+    let mut expected = read(&dir.join("build.json"))?;
+    if let Some(obj) = expected.as_object_mut() {
+        obj.remove("secure_boot_signature");
+    }
+    expected["outputs"][0]["sha256"] = serde_json::Value::from(new_sha);
+    expected["outputs"][0]["size"] = serde_json::Value::from(new_size);
+    if expected != read(&rebuilt.join("build.json"))? {
+        return Err(differs("a different build.json".into()));
+    }
+    Ok(RebuildReport {
+        recipe: recipe.path.clone(),
+        identical: vec![
+            "uki.efi (but for its Secure Boot signature)".to_owned(),
+            "build.json (but for the signature record)".to_owned(),
+        ],
     })
 }
 
