@@ -161,7 +161,7 @@ fn demo_build_is_reproducible() {
 /// chain and signatures hold, ending with exactly this release.json.
 fn check_reference_release(f: &Fixture, out: &Path) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("measurements");
-    let golden = root.join("llama-server-0.7.0-3");
+    let golden = root.join("llama-server-0.7.0-4");
     let regenerate =
         "if the change is intended, regenerate and re-sign it (measurements/README.md)";
     for (format, file) in [
@@ -178,7 +178,7 @@ fn check_reference_release(f: &Fixture, out: &Path) {
         let want = std::fs::read_to_string(golden.join(file)).unwrap();
         assert!(
             String::from_utf8_lossy(&o.stdout) == want,
-            "measurements/llama-server-0.7.0-3/{file} no longer matches the demo build; {regenerate}"
+            "measurements/llama-server-0.7.0-4/{file} no longer matches the demo build; {regenerate}"
         );
     }
     // A release directory made of the fresh artifacts and the committed signed files.
@@ -234,7 +234,7 @@ fn check_reference_release(f: &Fixture, out: &Path) {
     assert_eq!(
         last["manifest"].as_str(),
         Some(manifest.as_str()),
-        "the last entry of measurements/releases.log is not measurements/llama-server-0.7.0-3/release.json"
+        "the last entry of measurements/releases.log is not measurements/llama-server-0.7.0-4/release.json"
     );
 }
 
