@@ -10,6 +10,7 @@ pub mod deb;
 pub mod digest;
 pub mod fetch;
 pub mod image;
+mod keyfile;
 pub mod lock;
 pub mod measure;
 pub mod progress;

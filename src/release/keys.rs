@@ -9,9 +9,7 @@
 //! Passwords come from [`Password`]; they are never printed or logged.
 
 use std::ffi::OsString;
-use std::fs::Permissions;
-use std::io::{Cursor, IsTerminal, Read, Write};
-use std::os::unix::fs::PermissionsExt;
+use std::io::{Cursor, IsTerminal, Read};
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
@@ -340,38 +338,16 @@ fn write_temp(
     bytes: &[u8],
     mode: u32,
 ) -> Result<tempfile::NamedTempFile, KeyError> {
-    let io = |action: &'static str| {
-        move |source| KeyError::Io {
-            path: target.to_owned(),
-            action,
-            source,
-        }
-    };
-    // The mode is set at creation, so the secret key is never readable by others,
-    // not even for a moment.
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".zoa-key-")
-        .permissions(Permissions::from_mode(mode))
-        .tempfile_in(dir)
-        .map_err(io("create a temporary file for"))?;
-    // The umask may have narrowed the mode at creation; the public key should be readable.
-    tmp.as_file()
-        .set_permissions(Permissions::from_mode(mode))
-        .map_err(io("set the permissions of"))?;
-    tmp.write_all(bytes).map_err(io("write"))?;
-    tmp.as_file().sync_all().map_err(io("sync"))?;
-    Ok(tmp)
+    crate::keyfile::write_temp(dir, bytes, mode).map_err(|(action, source)| KeyError::Io {
+        path: target.to_owned(),
+        action,
+        source,
+    })
 }
 
 fn persist(tmp: tempfile::NamedTempFile, target: &Path, force: bool) -> Result<(), KeyError> {
-    let result = if force {
-        tmp.persist(target).map(|_| ())
-    } else {
-        // No-clobber: another keygen racing us for the same prefix must not be overwritten.
-        tmp.persist_noclobber(target).map(|_| ())
-    };
-    result.map_err(|e| {
-        if e.error.kind() == std::io::ErrorKind::AlreadyExists {
+    crate::keyfile::persist(tmp, target, force).map_err(|source| {
+        if source.kind() == std::io::ErrorKind::AlreadyExists {
             KeyError::Exists {
                 path: target.to_owned(),
             }
@@ -379,7 +355,7 @@ fn persist(tmp: tempfile::NamedTempFile, target: &Path, force: bool) -> Result<(
             KeyError::Io {
                 path: target.to_owned(),
                 action: "move into place",
-                source: e.error,
+                source,
             }
         }
     })

@@ -24,9 +24,7 @@
 //!   for a secret store or an HSM import; `sbsign` and `zoa sign-uki` read them as they are.
 //!   Protect them with file permissions (0600) and the store's access control.
 
-use std::fs::Permissions;
-use std::io::{Read, Write};
-use std::os::unix::fs::PermissionsExt;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use openssl::asn1::Asn1Time;
@@ -321,27 +319,13 @@ fn write_temp(
     bytes: &[u8],
     mode: u32,
 ) -> Result<tempfile::NamedTempFile, SecureBootKeyError> {
-    let io = |action: &'static str| {
-        move |source| SecureBootKeyError::Io {
+    crate::keyfile::write_temp(dir, bytes, mode).map_err(|(action, source)| {
+        SecureBootKeyError::Io {
             path: target.to_owned(),
             action,
             source,
         }
-    };
-    // The mode is set at creation, so a private key is never readable by others, not
-    // even for a moment.
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".zoa-sbkey-")
-        .permissions(Permissions::from_mode(mode))
-        .tempfile_in(dir)
-        .map_err(io("create a temporary file for"))?;
-    // The umask may have narrowed the mode; certificates are public and should be readable.
-    tmp.as_file()
-        .set_permissions(Permissions::from_mode(mode))
-        .map_err(io("set the permissions of"))?;
-    tmp.write_all(bytes).map_err(io("write"))?;
-    tmp.as_file().sync_all().map_err(io("sync"))?;
-    Ok(tmp)
+    })
 }
 
 fn persist(
@@ -349,14 +333,8 @@ fn persist(
     target: &Path,
     force: bool,
 ) -> Result<(), SecureBootKeyError> {
-    let result = if force {
-        tmp.persist(target).map(|_| ())
-    } else {
-        // No-clobber: a concurrent keygen for the same prefix must not be overwritten.
-        tmp.persist_noclobber(target).map(|_| ())
-    };
-    result.map_err(|e| {
-        if e.error.kind() == std::io::ErrorKind::AlreadyExists {
+    crate::keyfile::persist(tmp, target, force).map_err(|source| {
+        if source.kind() == std::io::ErrorKind::AlreadyExists {
             SecureBootKeyError::Exists {
                 path: target.to_owned(),
             }
@@ -364,7 +342,7 @@ fn persist(
             SecureBootKeyError::Io {
                 path: target.to_owned(),
                 action: "move into place",
-                source: e.error,
+                source,
             }
         }
     })
@@ -450,6 +428,7 @@ mod tests {
     use openssl::x509::X509StoreContext;
 
     fn mode(path: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
         std::fs::metadata(path).unwrap().permissions().mode() & 0o777
     }
 
