@@ -39,7 +39,7 @@ const CHUNK: usize = 1 << 20;
 #[derive(Debug)]
 pub enum ModelError {
     /// No block device could be the model.
-    NotFound { size: u64 },
+    NotFound { size: u64, encrypted: bool },
     /// Reading the device failed (or it ended early).
     Read { device: PathBuf, detail: String },
     /// The bytes are not the pinned model.
@@ -57,11 +57,15 @@ pub enum ModelError {
 impl fmt::Display for ModelError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ModelError::NotFound { size } => write!(
+            ModelError::NotFound { size, encrypted } => write!(
                 f,
-                "no block device holds a model of {size} bytes with the expected magic \
-                 (GGUF, or age's when model.age_identity is set; name one with \
-                 model.device, or attach the model disk)"
+                "no block device holds {} of {size} bytes \
+                 (name one with model.device, or attach the model disk)",
+                if *encrypted {
+                    "an age-encrypted model"
+                } else {
+                    "a GGUF model"
+                }
             ),
             ModelError::Read { device, detail } => {
                 write!(f, "reading {}: {detail}", device.display())
@@ -166,7 +170,10 @@ pub fn install(
         None => model_disks(sys_class_block, dev, model.size, GGUF_MAGIC),
     };
     if candidates.is_empty() {
-        return Err(ModelError::NotFound { size: model.size });
+        return Err(ModelError::NotFound {
+            size: model.size,
+            encrypted: key.is_some(),
+        });
     }
     let mut last_error = None;
     for device in candidates {
@@ -183,7 +190,10 @@ pub fn install(
             Err(e) => last_error = Some(e),
         }
     }
-    Err(last_error.unwrap_or(ModelError::NotFound { size: model.size }))
+    Err(last_error.unwrap_or(ModelError::NotFound {
+        size: model.size,
+        encrypted: key.is_some(),
+    }))
 }
 
 /// Whole disks (no partitions) in `sys_class_block` at least `size` bytes long whose
