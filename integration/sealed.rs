@@ -64,8 +64,8 @@ fn a_changed_init_config_moves_the_bound_pcrs() {
         );
     let a = f.write("a.toml", &recipe);
     let changed = recipe.replace(
-        "secrets = [{ name = \"api-key\" }]",
-        "secrets = [{ name = \"api-key\", env = \"LLAMA_API_KEY\" }]",
+        "secrets = [{ name = \"api-key\" }, { name = \"model-key\" }]",
+        "secrets = [{ name = \"api-key\", env = \"LLAMA_API_KEY\" }, { name = \"model-key\" }]",
     );
     assert_ne!(changed, recipe, "the sealed recipe changed shape");
     let b = f.write("b.toml", &changed);
