@@ -162,16 +162,12 @@ fn read_uefi_data(path: &Path) -> Result<UefiVarStore, MeasureError> {
         file: file.clone(),
         source,
     })?;
-    let parsed = if bytes.starts_with(crate::secureboot::uefidata::MAGIC) {
-        UefiVarStore::from_blob(&bytes)
-    } else {
-        let text = String::from_utf8_lossy(&bytes);
-        UefiVarStore::from_base64(text.trim())
-    };
-    parsed.map_err(|e| MeasureError::Refused {
-        file,
-        message: format!("not an AMI UefiData variable store: {e}"),
-    })
+    UefiVarStore::from_file_bytes(bytes)
+        .map(|(store, _)| store)
+        .map_err(|e| MeasureError::Refused {
+            file,
+            message: format!("not an AMI UefiData variable store: {e}"),
+        })
 }
 
 fn hexd(d: &BankDigests) -> Digests {

@@ -11,7 +11,7 @@ use serde::Serialize;
 use std::path::{Path, PathBuf};
 
 use crate::measure::{self, MeasureOptions};
-use crate::secureboot::uefidata::{self, UefiVarStore};
+use crate::secureboot::uefidata::UefiVarStore;
 use manifest::{
     parse_trusted_comment, Manifest, ManifestError, MANIFEST_FILE, MEASUREMENTS_FILE,
     SIGNATURE_FILE, UEFI_DATA_FILE,
@@ -82,21 +82,9 @@ pub struct Signed {
 /// its base64 as `uefivars -o aws` prints it) and returns the checked binary, unchanged.
 pub fn read_uefi_data_blob(path: &Path) -> Result<Vec<u8>, ReleaseError> {
     let bytes = std::fs::read(path).map_err(|e| io_err(path, e))?;
-    let blob = if bytes.starts_with(uefidata::MAGIC) {
-        bytes
-    } else {
-        use base64::Engine as _;
-        let text = String::from_utf8_lossy(&bytes);
-        base64::engine::general_purpose::STANDARD
-            .decode(text.trim())
-            .map_err(|e| ReleaseError::UefiData {
-                file: path.display().to_string(),
-                message: format!("not base64 either: {e}"),
-            })?
-    };
     // The whole store is parsed (checksum, dictionary, variables), so a damaged blob is
     // refused here rather than by EC2 at RegisterImage.
-    UefiVarStore::from_blob(&blob).map_err(|e| ReleaseError::UefiData {
+    let (_, blob) = UefiVarStore::from_file_bytes(bytes).map_err(|e| ReleaseError::UefiData {
         file: path.display().to_string(),
         message: e.to_string(),
     })?;

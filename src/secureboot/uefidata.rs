@@ -360,6 +360,19 @@ impl UefiVarStore {
         UefiVarStore::from_blob(&blob)
     }
 
+    /// Reads a file's bytes as either form users have: the binary blob (starting with
+    /// [`MAGIC`]) or its base64 text (what RegisterImage and `uefivars -o aws` use).
+    /// Returns the store and the binary blob.
+    pub fn from_file_bytes(bytes: Vec<u8>) -> Result<(UefiVarStore, Vec<u8>), UefiDataError> {
+        let blob = if bytes.starts_with(MAGIC) {
+            bytes
+        } else {
+            let text = String::from_utf8_lossy(&bytes);
+            base64::engine::general_purpose::STANDARD.decode(text.trim())?
+        };
+        Ok((UefiVarStore::from_blob(&blob)?, blob))
+    }
+
     /// Reads a binary blob, strictly: magic, crc32c, version, a zlib stream that uses the
     /// version-0 dictionary and ends exactly at the end of the blob, at most
     /// [`MAX_STORE_BYTES`] decompressed, and a store that ends after its last variable.
