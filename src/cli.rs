@@ -32,6 +32,15 @@ pub enum Command {
     /// list and the policy report). The same recipe and lock give a byte-identical
     /// uki.efi whatever the time, directory, user, umask, TZ or locale.
     Build(BuildArgs),
+    /// Build zoa-init (the image's PID 1) reproducibly from a zoa source checkout.
+    ///
+    /// The bytes depend on the commit alone: the Rust toolchain rust-toolchain.toml pins
+    /// (linking with its own rust-lld), the C compiler init/c-toolchain.toml pins (zig, by
+    /// digest), host paths remapped, and cargo run in a cleared environment (RUSTFLAGS,
+    /// CC, CFLAGS, CARGO_*, SOURCE_DATE_EPOCH, locale and TZ are ignored and named on
+    /// stderr). Writes DIR/zoa-init and DIR/zoa-init.provenance.json (toolchains, flags,
+    /// Cargo.lock and source digests, crates), which `zoa build` copies into build.json.
+    BuildInit(BuildInitArgs),
     /// Resolve every pinned input and write RECIPE.lock.
     Lock(LockArgs),
     /// Run the shell-free policy alone on a recipe or a built UKI (exit 3 on a violation).
@@ -181,6 +190,23 @@ pub struct BuildArgs {
     #[command(flatten)]
     pub inputs: InputArgs,
     /// Print a JSON summary on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BuildInitArgs {
+    /// The zoa source checkout [default: the current directory].
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    pub source: PathBuf,
+    /// Where zoa-init and zoa-init.provenance.json go [default: SOURCE/target/zoa-init].
+    #[arg(long, short = 'o', value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// The zig executable of the pinned version [default: $ZOA_ZIG, else
+    /// ~/.cache/zoa/toolchains/zig-VERSION/ziglang/zig, where .ci/deps unpacks it].
+    #[arg(long, value_name = "FILE")]
+    pub zig: Option<PathBuf>,
+    /// Print the provenance (JSON) on stdout.
     #[arg(long)]
     pub json: bool,
 }

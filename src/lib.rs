@@ -1,7 +1,8 @@
 //! zoa — zero-operator-access boot images for AI inference on AWS.
 //!
 //! The library follows the release pipeline, one module per stage:
-//! [`recipe`] (what to build, pinned) → [`image`] (the UKI and its `build.json`) →
+//! [`recipe`] (what to build, pinned) and [`init_build`] (the image's PID 1, built
+//! reproducibly) → [`image`] (the UKI and its `build.json`) →
 //! measure → release → deploy. `main.rs` only wires the command line to these calls.
 
 pub mod aws;
@@ -10,6 +11,7 @@ pub mod deb;
 pub mod digest;
 pub mod fetch;
 pub mod image;
+pub mod init_build;
 mod keyfile;
 pub mod lock;
 pub mod measure;

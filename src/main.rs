@@ -9,8 +9,9 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use cli::{
-    BootArgs, BuildArgs, CheckArgs, Cli, Command, DiffArgs, EventlogArgs, InputArgs, KeygenArgs,
-    LockArgs, LogCommand, ManpageArgs, MeasureArgs, MeasureFormat, OnOff, SignArgs, VerifyArgs,
+    BootArgs, BuildArgs, BuildInitArgs, CheckArgs, Cli, Command, DiffArgs, EventlogArgs, InputArgs,
+    KeygenArgs, LockArgs, LogCommand, ManpageArgs, MeasureArgs, MeasureFormat, OnOff, SignArgs,
+    VerifyArgs,
 };
 use zoa::image::{self, BuildError, BuildOptions, FetchSettings};
 use zoa::progress::Progress;
@@ -134,6 +135,7 @@ fn run(cli: &Cli) -> Result<ExitCode> {
     let progress = Progress::new(!cli.quiet);
     match &cli.command {
         Command::Build(args) => build(args, cli.quiet, progress),
+        Command::BuildInit(args) => build_init(args, cli.quiet),
         Command::Lock(args) => lock(args, cli.quiet, progress),
         Command::Check(args) => check(args, cli.quiet, progress),
         Command::Measure(args) => measure(args, cli.quiet),
@@ -180,6 +182,41 @@ fn fetch_settings(args: &InputArgs) -> FetchSettings {
 
 fn load_recipe(path: &Path) -> Result<Recipe> {
     Ok(Recipe::load(path)?)
+}
+
+fn build_init(args: &BuildInitArgs, quiet: bool) -> Result<ExitCode> {
+    use zoa::init_build::{self, InitBuildOptions};
+    let out_dir = args
+        .out
+        .clone()
+        .unwrap_or_else(|| args.source.join(init_build::TARGET_DIR));
+    let opts = InitBuildOptions {
+        source: args.source.clone(),
+        out_dir,
+        zig: args.zig.clone(),
+        verbose: !quiet,
+    };
+    let ignored = init_build::ignored_environment();
+    if !ignored.is_empty() && !quiet {
+        eprintln!(
+            "zoa build-init: ignoring {} from the environment (zoa-init is built in a cleared environment)",
+            ignored.join(", ")
+        );
+    }
+    let built = init_build::build_init(&opts)?;
+    if args.json {
+        std::io::Write::write_all(&mut std::io::stdout(), &built.provenance.to_json())?;
+    } else if !quiet {
+        eprintln!(
+            "built {} (sha256 {}, rustc {}, zig {}); provenance: {}",
+            built.binary.display(),
+            built.provenance.binary.sha256,
+            built.provenance.rustc.release,
+            built.provenance.c_toolchain.version,
+            built.provenance_path.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn build(args: &BuildArgs, quiet: bool, progress: Progress) -> Result<ExitCode> {
