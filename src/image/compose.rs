@@ -8,7 +8,8 @@ use super::policy::{self, PolicyReport};
 use super::sysroot::{Sysroot, SysrootError};
 use super::tree::{ImageTree, Node, NodeKind, TreeError};
 use super::uki::{self, StubInfo, UkiError};
-use super::{materialise, BuildError, FetchedInputs, OutputRecord};
+use super::{materialise, BuildError, FetchedInputs, InitRecord, OutputRecord};
+use crate::init_build::provenance::Provenance;
 use crate::progress::Progress;
 use crate::recipe::{self, Recipe};
 
@@ -42,7 +43,7 @@ pub struct Composed {
     pub kernel_release: Option<String>,
     pub stub: PathBuf,
     pub stub_info: StubInfo,
-    pub init_record: OutputRecord,
+    pub init_record: InitRecord,
 }
 
 /// The configuration zoa-init reads, from a recipe's `[init]` (defaults are zoa-init's
@@ -184,7 +185,7 @@ pub fn compose(
     })
 }
 
-fn add_init(tree: &mut ImageTree, init_path: &Path) -> Result<OutputRecord, ComposeError> {
+fn add_init(tree: &mut ImageTree, init_path: &Path) -> Result<InitRecord, ComposeError> {
     let what = init_path.display().to_string();
     let bytes = std::fs::read(init_path).map_err(|e| ComposeError::Init(format!("{what}: {e}")))?;
     let info = elf::parse_elf(&what, &bytes).map_err(|e| ComposeError::Init(e.to_string()))?;
@@ -198,8 +199,19 @@ fn add_init(tree: &mut ImageTree, init_path: &Path) -> Result<OutputRecord, Comp
         sha256: crate::digest::sha256_bytes(&bytes),
         size: bytes.len() as u64,
     };
+    let provenance = Provenance::read_for(init_path, &record.sha256)
+        .map_err(|e| ComposeError::Init(e.to_string()))?;
+    if provenance.is_none() {
+        log::warn!(
+            "{what} has no provenance ({}): it was not built by `zoa build-init`, so nobody else can rebuild this image",
+            Provenance::path_for(init_path).display()
+        );
+    }
     tree.insert("/init", Node::bytes(bytes, 0o755, "zoa-init"))?;
-    Ok(record)
+    Ok(InitRecord {
+        file: record,
+        provenance,
+    })
 }
 
 fn origin_of(sysroot: &Sysroot, path: &str) -> String {

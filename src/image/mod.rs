@@ -8,6 +8,7 @@ pub mod elf;
 pub mod initramfs;
 pub mod pe;
 pub mod policy;
+pub mod sbom;
 pub mod sysroot;
 pub mod tree;
 pub mod uki;
@@ -195,7 +196,7 @@ pub struct BuildReport {
     pub stub: StubInfo,
     pub kernel: KernelRecord,
     pub inputs: Vec<InputRecord>,
-    pub init: OutputRecord,
+    pub init: InitRecord,
     pub outputs: Vec<OutputRecord>,
     /// The Secure Boot signature `uki.efi` carries (`--sign-with`); absent when unsigned.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -247,6 +248,15 @@ pub struct InputRecord {
     pub package_version: Option<String>,
 }
 
+/// The image's PID 1 (`/init`) and how it was made (`null` when it was not built by
+/// `zoa build-init`: then nobody else can rebuild the image).
+#[derive(Debug, Serialize, Clone)]
+pub struct InitRecord {
+    #[serde(flatten)]
+    pub file: OutputRecord,
+    pub provenance: Option<crate::init_build::provenance::Provenance>,
+}
+
 /// A produced file.
 #[derive(Debug, Serialize, Clone)]
 pub struct OutputRecord {
@@ -269,6 +279,8 @@ pub struct BuiltImage {
     pub out_dir: PathBuf,
     pub uki: PathBuf,
     pub build_json: PathBuf,
+    /// The SPDX 2.3 SBOM (`sbom.spdx.json`).
+    pub sbom: PathBuf,
     pub report: BuildReport,
 }
 
@@ -520,21 +532,42 @@ fn write_outputs_into(
         .map_err(|e| out_err(out_dir, e))?;
     std::io::Write::write_all(&mut json_tmp, &json).map_err(|e| out_err(json_tmp.path(), e))?;
     std::io::Write::write_all(&mut json_tmp, b"\n").map_err(|e| out_err(json_tmp.path(), e))?;
+    let input_sources = |name: &str| {
+        spec.inputs
+            .get(name)
+            .map(|i| i.sources.clone())
+            .unwrap_or_default()
+    };
+    let sbom = sbom::render(&report, &input_sources).map_err(|e| BuildError::Output {
+        path: out_dir.join(sbom::SBOM_FILE),
+        message: e.to_string(),
+    })?;
+    let mut sbom_tmp = tempfile::Builder::new()
+        .prefix(".sbom.spdx.json.")
+        .tempfile_in(out_dir)
+        .map_err(|e| out_err(out_dir, e))?;
+    std::io::Write::write_all(&mut sbom_tmp, &sbom).map_err(|e| out_err(sbom_tmp.path(), e))?;
 
     let uki_path = out_dir.join("uki.efi");
     let json_path = out_dir.join("build.json");
-    set_mode(uki_tmp.path(), 0o644).map_err(|e| out_err(uki_tmp.path(), e))?;
-    set_mode(json_tmp.path(), 0o644).map_err(|e| out_err(json_tmp.path(), e))?;
+    let sbom_path = out_dir.join(sbom::SBOM_FILE);
+    for tmp in [&uki_tmp, &json_tmp, &sbom_tmp] {
+        set_mode(tmp.path(), 0o644).map_err(|e| out_err(tmp.path(), e))?;
+    }
     uki_tmp
         .persist(&uki_path)
         .map_err(|e| out_err(&uki_path, e.error))?;
     json_tmp
         .persist(&json_path)
         .map_err(|e| out_err(&json_path, e.error))?;
+    sbom_tmp
+        .persist(&sbom_path)
+        .map_err(|e| out_err(&sbom_path, e.error))?;
     Ok(BuiltImage {
         out_dir: out_dir.to_owned(),
         uki: uki_path,
         build_json: json_path,
+        sbom: sbom_path,
         report,
     })
 }

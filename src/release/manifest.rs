@@ -1,7 +1,7 @@
 //! `release.json`: the manifest a release signature covers.
 //!
-//! It names the artifacts it covers (`uki.efi`, `build.json`, `measurements.json`, and for a
-//! Secure Boot release `uefi-data.bin`) with their digests, and carries what an auditor or a KMS policy needs without opening them:
+//! It names the artifacts it covers (`uki.efi`, `build.json`, `measurements.json`, the SBOM
+//! `sbom.spdx.json` when the build wrote one, and for a Secure Boot release `uefi-data.bin`) with their digests, and carries what an auditor or a KMS policy needs without opening them:
 //! identity, recipe and input pins, the measurements (both banks, every event) and the
 //! policy exceptions. Serialisation is canonical — fixed field order, maps sorted, two-space
 //! indentation, one trailing newline — so regenerating it gives the same bytes.
@@ -18,6 +18,9 @@ pub const ARTIFACTS: [&str; 3] = ["uki.efi", "build.json", "measurements.json"];
 /// The AMI `UefiData` variable store (binary) of a Secure Boot release: listed after
 /// [`ARTIFACTS`] when present, so the signature covers the keys the image boots with.
 pub const UEFI_DATA_FILE: &str = "uefi-data.bin";
+/// The image's SBOM (`zoa build` writes it): covered when the build directory has one, so
+/// releases made before zoa wrote SBOMs still verify.
+pub const SBOM_FILE: &str = crate::image::sbom::SBOM_FILE;
 /// File names inside a release directory.
 pub const MANIFEST_FILE: &str = "release.json";
 pub const SIGNATURE_FILE: &str = "release.json.minisig";
@@ -119,8 +122,9 @@ impl Manifest {
                 message: format!("not a zoa build.json: {e}"),
             })?;
         let mut artifacts = Vec::new();
+        let sbom = dir.join(SBOM_FILE).is_file().then_some(SBOM_FILE);
         let optional = uefi_data.then_some(UEFI_DATA_FILE);
-        for name in ARTIFACTS.into_iter().chain(optional) {
+        for name in ARTIFACTS.into_iter().chain(sbom).chain(optional) {
             let path = dir.join(name);
             let (sha256, size) =
                 crate::digest::sha256_file(&path).map_err(|source| ManifestError::Io {
@@ -173,7 +177,10 @@ impl Manifest {
             });
         }
         for a in &m.artifacts {
-            if !ARTIFACTS.contains(&a.path.as_str()) && a.path != UEFI_DATA_FILE {
+            if !ARTIFACTS.contains(&a.path.as_str())
+                && a.path != UEFI_DATA_FILE
+                && a.path != SBOM_FILE
+            {
                 return Err(ManifestError::Invalid {
                     file: file.to_owned(),
                     message: format!("artifact {:?} is not one zoa signs", a.path),
