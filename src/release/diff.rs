@@ -31,6 +31,7 @@ use crate::image::initramfs::{self, InitramfsError};
 use crate::image::pe::{PeError, PeLayout};
 use crate::image::tree::NodeKind;
 use crate::image::uki::bzimage_release;
+use crate::init_build::provenance::{self, Provenance};
 use crate::measure::hashing::{hash_jobs, HashJob};
 use crate::measure::predict::{StubRules, EV_EFI_VARIABLE_DRIVER_CONFIG, STUB_RULES};
 use crate::measure::{self, Digests, MeasureError, MeasureOptions, Measurements, PredictedEvent};
@@ -201,7 +202,8 @@ pub struct Cause {
     /// Stable machine kind: `cmdline`, `kernel`, `stub`, `pe.headers`, `section.modified`,
     /// `section.added`, `section.removed`, `initrd.file_added`, `initrd.file_removed`,
     /// `initrd.file_modified`, `initrd.archive`, `input.modified`, `input.added`,
-    /// `input.removed`, `build.source_date_epoch`, `pcr4.uki_authenticode`,
+    /// `input.removed`, `build.source_date_epoch`, `init.provenance` (how zoa-init was
+    /// made: path `build:init.rustc`, `build:init.source:init/src/…`, …), `pcr4.uki_authenticode`,
     /// `pcr4.kernel_authenticode`, `pcr7.variable`, `pcr11.section`, `pcr.event`,
     /// `pcr.order`, `pcr.unpredicted`.
     pub kind: String,
@@ -395,6 +397,15 @@ struct BuildJson {
     #[serde(default)]
     inputs: Vec<BuildInput>,
     files: Option<Vec<BuildFile>>,
+    init: Option<BuildInit>,
+}
+
+/// build.json's `init`: PID 1 and, from `zoa build-init`, how it was made.
+#[derive(Debug, Clone, serde::Deserialize)]
+struct BuildInit {
+    sha256: Option<String>,
+    #[serde(default)]
+    provenance: Option<Provenance>,
 }
 
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -633,6 +644,8 @@ pub fn diff(a: &Side, b: &Side) -> Result<DiffReport, DiffError> {
         }
     };
 
+    let mut image = image;
+    link_init_provenance(&build, &mut image);
     let pcr = pcr_causes(
         &old.measurements,
         &new.measurements,
@@ -723,8 +736,40 @@ fn split_origin(origin: &str) -> Option<(String, String)> {
     }
 }
 
+/// How zoa-init was made, when the two sides' PID 1 differ: toolchain, flags, sources and
+/// crates (from `init.provenance`), as `init.provenance` causes at `build:init.<key>`.
+fn init_provenance_causes(old: &BuildJson, new: &BuildJson) -> Vec<Cause> {
+    let (Some(o), Some(n)) = (&old.init, &new.init) else {
+        return Vec::new();
+    };
+    let cause = |key: &str, message: String| {
+        Cause::new(
+            "init.provenance",
+            Level::Build,
+            format!("build:init.{key}"),
+            Vec::new(),
+            message,
+        )
+    };
+    match (&o.provenance, &n.provenance) {
+        (Some(op), Some(np)) => provenance::changes(op, np)
+            .into_iter()
+            .map(|c| cause(&c.key, c.message))
+            .collect(),
+        (None, None) => Vec::new(),
+        (op, _) if o.sha256 != n.sha256 => vec![cause(
+            "provenance",
+            format!(
+                "zoa-init: only {} records how its zoa-init was made (the other was not built by `zoa build-init`)",
+                if op.is_some() { "A" } else { "B" }
+            ),
+        )],
+        _ => Vec::new(),
+    }
+}
+
 fn build_causes(old: &BuildJson, new: &BuildJson) -> Vec<Cause> {
-    let mut out = Vec::new();
+    let mut out = init_provenance_causes(old, new);
     if let (Some(o), Some(n)) = (old.source_date_epoch, new.source_date_epoch) {
         if o != n {
             out.push(
@@ -947,6 +992,26 @@ fn changed_inputs_matching(
         }
     }
     out
+}
+
+/// A changed `/init` is explained by how zoa-init was made, when build.json says.
+fn link_init_provenance(build: &[Cause], image: &mut [Cause]) {
+    let reasons: Vec<String> = build
+        .iter()
+        .filter(|c| c.kind == "init.provenance")
+        .map(|c| c.path.clone())
+        .collect();
+    if reasons.is_empty() {
+        return;
+    }
+    for c in image.iter_mut().filter(|c| c.path == ".initrd:/init") {
+        for r in &reasons {
+            if !c.because.contains(r) {
+                c.because.push(r.clone());
+            }
+        }
+        c.message.push_str(&because_suffix(&reasons));
+    }
 }
 
 /// Links the kernel and the stub to the changed inputs they come from, by Debian's
@@ -2025,9 +2090,11 @@ impl DiffReport {
                 out.push_str(&format!("  - {}\n", c.message));
             }
         };
+        // Root causes first: what went into the build (inputs, how zoa-init was made),
+        // then what that changed in the image, then the events that moved.
+        group(&mut out, "What went into the build", Level::Build);
         group(&mut out, "What changed in the image", Level::Image);
         group(&mut out, "Why the PCRs changed", Level::Pcr);
-        group(&mut out, "Build inputs", Level::Build);
         if !self.notes.is_empty() {
             out.push_str("\nNotes:\n");
             for n in &self.notes {

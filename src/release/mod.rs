@@ -424,8 +424,30 @@ fn compare_signed_rebuild(
     })
 }
 
-/// Which inputs or image files differ between the release's build.json and a rebuild's.
+/// Why a rebuild differs, attributed as `zoa diff` attributes it: the root causes (how
+/// zoa-init was made, inputs, then what changed in the image), else what build.json says.
 fn explain_difference(manifest: &Manifest, dir: &Path, rebuilt: &Path) -> String {
+    let attributed = diff::Side::detect(dir)
+        .and_then(|a| Ok((a, diff::Side::detect(rebuilt)?)))
+        .and_then(|(a, b)| diff::diff(&a, &b));
+    if let Ok(report) = attributed {
+        let mut roots: Vec<&diff::Cause> = report
+            .causes
+            .iter()
+            .filter(|c| c.because.is_empty())
+            .collect();
+        // Build facts (toolchain, sources, inputs) first: they explain the rest.
+        roots.sort_by_key(|c| std::cmp::Reverse(c.level));
+        if !roots.is_empty() {
+            let messages: Vec<&str> = roots.iter().map(|c| c.message.as_str()).collect();
+            return messages.join("; ");
+        }
+    }
+    explain_from_build_json(manifest, dir, rebuilt)
+}
+
+/// Which inputs or image files differ between the release's build.json and a rebuild's.
+fn explain_from_build_json(manifest: &Manifest, dir: &Path, rebuilt: &Path) -> String {
     let read = |p: PathBuf| -> Option<serde_json::Value> {
         serde_json::from_slice(&std::fs::read(p).ok()?).ok()
     };
