@@ -137,6 +137,16 @@ fn demo_build_is_reproducible() {
             assert!(text.contains(n), "objdump does not list {n}:\n{text}");
         }
     }
+    // How zoa-init was made is recorded, exactly as `zoa build-init` wrote it.
+    let prov_path = zoa::init_build::provenance::Provenance::path_for(&init_binary());
+    let prov: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&prov_path).unwrap()).unwrap();
+    assert_eq!(report["init"]["provenance"], prov);
+    assert_eq!(report["init"]["sha256"], prov["binary"]["sha256"]);
+    assert_eq!(report["init"]["provenance"]["rustc"]["release"], "1.95.0");
+    assert_eq!(report["init"]["provenance"]["c_toolchain"]["name"], "zig");
+    check_sbom(&out_a, &out_b, &report);
+
     // The committed reference release still describes this build (see measurements/).
     check_reference_release(&f, &out_a);
     // The config zoa wrote is one zoa-init accepts.
@@ -155,13 +165,72 @@ fn demo_build_is_reproducible() {
     );
 }
 
+/// The SBOM is reproducible, valid for the SPDX project's own validator (pyspdxtools), and
+/// lists every input with its version and digest, zoa-init with every crate and checksum
+/// from its provenance, and the toolchains.
+fn check_sbom(out_a: &Path, out_b: &Path, report: &serde_json::Value) {
+    let a = std::fs::read(out_a.join("sbom.spdx.json")).unwrap();
+    let b = std::fs::read(out_b.join("sbom.spdx.json")).unwrap();
+    assert!(a == b, "sbom.spdx.json differs between the two builds");
+    let validator = std::env::var_os("PYSPDXTOOLS")
+        .expect("PYSPDXTOOLS is not set: .ci/deps installs spdx-tools and .ci/env exports it");
+    let o = Command::new(&validator)
+        .arg("--infile")
+        .arg(out_a.join("sbom.spdx.json"))
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success() && !String::from_utf8_lossy(&o.stderr).contains("invalid"),
+        "pyspdxtools rejects the SBOM: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        stderr(&o)
+    );
+    let sbom: serde_json::Value = serde_json::from_slice(&a).unwrap();
+    assert_eq!(sbom["spdxVersion"], "SPDX-2.3");
+    let packages = sbom["packages"].as_array().unwrap();
+    let find = |name: &str, version: &str| {
+        packages
+            .iter()
+            .find(|p| p["name"] == name && p["versionInfo"] == version)
+            .unwrap_or_else(|| panic!("{name} {version} is not in the SBOM"))
+    };
+    let sha = |p: &serde_json::Value| p["checksums"][0]["checksumValue"].clone();
+    for input in report["inputs"].as_array().unwrap() {
+        let p = find(
+            input["package"].as_str().unwrap(),
+            input["package_version"].as_str().unwrap(),
+        );
+        assert_eq!(sha(p), input["sha256"]);
+        assert!(p["externalRefs"][0]["referenceLocator"]
+            .as_str()
+            .unwrap()
+            .starts_with("pkg:deb/debian/"));
+    }
+    let prov = &report["init"]["provenance"];
+    assert_eq!(sha(find("zoa-init", "0.1.0")), report["init"]["sha256"]);
+    assert_eq!(
+        sha(find("llama-server", report["version"].as_str().unwrap())),
+        report["outputs"][0]["sha256"]
+    );
+    let crates = prov["crates"].as_array().unwrap();
+    assert!(crates.len() > 50, "only {} crates", crates.len());
+    for c in crates {
+        let p = find(c["name"].as_str().unwrap(), c["version"].as_str().unwrap());
+        if let Some(sum) = c["checksum"].as_str() {
+            assert_eq!(sha(p), sum);
+        }
+    }
+    find("rustc", "1.95.0");
+    assert_eq!(sha(find("zig", "0.17.0")), prov["c_toolchain"]["sha256"]);
+}
+
 /// The project's reference release in measurements/: its measurement files equal a fresh
 /// `zoa measure` of this build, its signature and artifact digests verify against the
 /// fresh uki.efi and build.json with the committed public key, and the release log's
 /// chain and signatures hold, ending with exactly this release.json.
 fn check_reference_release(f: &Fixture, out: &Path) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("measurements");
-    let golden = root.join("llama-server-0.7.0-4");
+    let golden = root.join("llama-server-0.7.0-5");
     let regenerate =
         "if the change is intended, regenerate and re-sign it (measurements/README.md)";
     for (format, file) in [
@@ -178,13 +247,21 @@ fn check_reference_release(f: &Fixture, out: &Path) {
         let want = std::fs::read_to_string(golden.join(file)).unwrap();
         assert!(
             String::from_utf8_lossy(&o.stdout) == want,
-            "measurements/llama-server-0.7.0-4/{file} no longer matches the demo build; {regenerate}"
+            "measurements/llama-server-0.7.0-5/{file} no longer matches the demo build; {regenerate}"
+        );
+    }
+    // The committed copies of the build record and the SBOM are this build's.
+    for file in ["build.json", "sbom.spdx.json"] {
+        let want = std::fs::read(golden.join(file)).unwrap();
+        assert!(
+            std::fs::read(out.join(file)).unwrap() == want,
+            "measurements/llama-server-0.7.0-5/{file} no longer matches the demo build; {regenerate}"
         );
     }
     // A release directory made of the fresh artifacts and the committed signed files.
     let rel = f.path("reference-release");
     std::fs::create_dir_all(&rel).unwrap();
-    for name in ["uki.efi", "build.json"] {
+    for name in ["uki.efi", "build.json", "sbom.spdx.json"] {
         std::fs::copy(out.join(name), rel.join(name)).unwrap();
     }
     for name in ["measurements.json", "release.json", "release.json.minisig"] {
@@ -234,7 +311,7 @@ fn check_reference_release(f: &Fixture, out: &Path) {
     assert_eq!(
         last["manifest"].as_str(),
         Some(manifest.as_str()),
-        "the last entry of measurements/releases.log is not measurements/llama-server-0.7.0-4/release.json"
+        "the last entry of measurements/releases.log is not measurements/llama-server-0.7.0-5/release.json"
     );
 }
 

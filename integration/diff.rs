@@ -454,3 +454,91 @@ fn cli_text_output_and_bad_input() {
     assert!(stderr(&o).contains("junk.txt"), "{}", stderr(&o));
     assert!(o.stdout.is_empty());
 }
+
+/// A copy of the real zoa-init with bytes appended (still a static ELF) and a provenance
+/// saying a newer rustc made it, as `zoa build-init` would record one.
+fn init_from_another_rustc(f: &Fixture) -> PathBuf {
+    use zoa::init_build::provenance::Provenance;
+    let real = init_binary();
+    let real_prov = Provenance::path_for(&real);
+    let mut prov = Provenance::parse(
+        &real_prov.display().to_string(),
+        &std::fs::read(&real_prov).unwrap_or_else(|e| {
+            panic!(
+                "{}: {e}: build zoa-init with `zoa build-init` (.ci/test does)",
+                real_prov.display()
+            )
+        }),
+    )
+    .unwrap();
+    let mut bytes = std::fs::read(&real).unwrap();
+    bytes.extend_from_slice(b"\0built by another rustc\0");
+    let dest = f.write("other-rustc/zoa-init", &bytes);
+    prov.binary.sha256 = sha256_hex(&bytes);
+    prov.binary.size = bytes.len() as u64;
+    assert_eq!(prov.rustc.release, "1.95.0", "the pinned toolchain changed");
+    prov.rustc.release = "1.96.0".into();
+    prov.rustc.commit_hash = "1".repeat(40);
+    std::fs::write(Provenance::path_for(&dest), prov.to_json()).unwrap();
+    dest
+}
+
+/// A toolchain change is named as the cause, before `.initrd`, by `zoa diff` and by a
+/// `zoa verify --rebuild` that does not reproduce.
+#[test]
+fn a_toolchain_change_is_named_before_the_initramfs() {
+    let f = Fixture::new();
+    let recipe = f.write("tiny.toml", tiny_recipe(""));
+    let a = build(&f, "a", &tiny_recipe(""));
+    let other_init = init_from_another_rustc(&f);
+    let o = run(zoa(&f.cache())
+        .arg("build")
+        .arg(&recipe)
+        .arg("--out")
+        .arg(f.path("b"))
+        .arg("--init")
+        .arg(&other_init));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let b = f.path("b");
+
+    let r = diff_paths(&a, &b);
+    let c = cause(&r, "build:init.rustc");
+    assert_eq!(c.kind, "init.provenance");
+    assert_eq!(c.level, Level::Build);
+    assert_eq!(c.message, "zoa-init: rustc 1.95.0 → 1.96.0");
+    let init = cause(&r, ".initrd:/init");
+    assert_eq!(init.because, ["build:init.rustc"]);
+    assert_eq!(roots(&r), ["build:init.rustc"]);
+    let text = r.render_text();
+    let toolchain = text.find("zoa-init: rustc 1.95.0 → 1.96.0").expect(&text);
+    let initrd = text.find(".initrd").expect(&text);
+    assert!(
+        toolchain < initrd,
+        "the toolchain is not named first:\n{text}"
+    );
+
+    // The same attribution from a rebuild that does not reproduce.
+    let key = f.path("k");
+    let o = run(zoa(&f.cache())
+        .args(["keygen", "--no-password", "--out"])
+        .arg(&key));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(zoa(&f.cache())
+        .arg("sign")
+        .arg(&a)
+        .arg("--key")
+        .arg(key.with_extension("key")));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(zoa(&f.cache())
+        .env("ZOA_INIT", &other_init)
+        .arg("verify")
+        .arg(&a)
+        .arg("--pubkey")
+        .arg(key.with_extension("pub"))
+        .arg("--rebuild")
+        .arg(&recipe));
+    assert_eq!(o.status.code(), Some(13), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("zoa-init: rustc 1.95.0 → 1.96.0"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}

@@ -180,8 +180,8 @@ pub fn build_init(opts: &InitBuildOptions) -> Result<BuiltInit, InitBuildError> 
     // into CARGO_HOME/registry/src: the directories to remap exist before the build.
     let crates = crate_closure(&toolchain, &source, &cargo_home, &target_dir)?;
     let remaps = host_remaps(&source, &target_dir, &cargo_home, &toolchain.sysroot)?;
-    let wrappers = write_zig_wrappers(&target_dir, &zig)?;
     let flags = Flags::new(&remaps);
+    let wrappers = write_zig_wrappers(&target_dir, &zig, &flags.cflags_host)?;
     let mut cmd = cleared_cargo(&toolchain, &source, &cargo_home, &target_dir);
     cmd.args([
         "build",
@@ -197,7 +197,6 @@ pub fn build_init(opts: &InitBuildOptions) -> Result<BuiltInit, InitBuildError> 
     .env("CARGO_ENCODED_RUSTFLAGS", flags.rustflags_host.join("\x1f"))
     .env(cc_var("CC"), &wrappers.cc)
     .env(cc_var("AR"), &wrappers.ar)
-    .env(cc_var("CFLAGS"), flags.cflags_host.join(" "))
     .env("ZIG_GLOBAL_CACHE_DIR", target_dir.join("zig-cache"))
     .env("ZIG_LOCAL_CACHE_DIR", target_dir.join("zig-cache"));
     for (key, value) in PROFILE_SETTINGS {
@@ -702,17 +701,25 @@ impl Flags {
 /// The `zig cc`/`zig ar` wrappers cc-rs calls. cc-rs adds `--target=<rust triple>`, which
 /// zig does not parse, so the wrapper drops it and names zig's own target. Baseline CPU:
 /// never the build host's. No sanitizers: zig cc turns UBSan on for unoptimised C (aws-lc
-/// builds its jitter entropy source at -O0), which needs a runtime the image lacks. Named
-/// by a digest of their content, so changing them rebuilds what they compiled.
+/// builds its jitter entropy source at -O0), which needs a runtime the image lacks. The
+/// path remaps are in the wrapper, quoted, because cc-rs splits CFLAGS at spaces and a
+/// checkout path may have one. Named by a digest of their content, so changing them
+/// rebuilds what they compiled.
 struct ZigWrappers {
     cc: PathBuf,
     ar: PathBuf,
 }
 
-fn write_zig_wrappers(target_dir: &Path, zig: &Path) -> Result<ZigWrappers, InitBuildError> {
+fn write_zig_wrappers(
+    target_dir: &Path,
+    zig: &Path,
+    cflags: &[String],
+) -> Result<ZigWrappers, InitBuildError> {
     let zig = shell_quote(&zig.display().to_string());
+    let cflags: Vec<String> = cflags.iter().map(|f| shell_quote(f)).collect();
     let cc = format!(
-        "#!/bin/sh\n# zig cc for zoa-init's C code (written by zoa build-init)\nfor a; do shift; case \"$a\" in --target=*) ;; *) set -- \"$@\" \"$a\";; esac; done\nexec {zig} cc -target {ZIG_TARGET} -mcpu=baseline -fno-sanitize=all \"$@\"\n"
+        "#!/bin/sh\n# zig cc for zoa-init's C code (written by zoa build-init)\nfor a; do shift; case \"$a\" in --target=*) ;; *) set -- \"$@\" \"$a\";; esac; done\nexec {zig} cc -target {ZIG_TARGET} -mcpu=baseline -fno-sanitize=all {} \"$@\"\n",
+        cflags.join(" ")
     );
     let ar = format!("#!/bin/sh\n# zig ar (written by zoa build-init)\nexec {zig} ar \"$@\"\n");
     let dir = target_dir.join("toolchain");
