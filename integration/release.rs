@@ -99,7 +99,15 @@ fn a_signed_release_verifies_and_lists_its_artifacts() {
         .iter()
         .map(|a| a["path"].as_str().unwrap())
         .collect();
-    assert_eq!(paths, vec!["uki.efi", "build.json", "measurements.json"]);
+    assert_eq!(
+        paths,
+        vec![
+            "uki.efi",
+            "build.json",
+            "measurements.json",
+            "sbom.spdx.json"
+        ]
+    );
     assert_eq!(
         manifest["measurements"]["pcrs"]["4"]["sha384"]
             .as_str()
@@ -110,7 +118,7 @@ fn a_signed_release_verifies_and_lists_its_artifacts() {
     let o = r.verify(&["--json"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(report["artifacts_checked"].as_array().unwrap().len(), 3);
+    assert_eq!(report["artifacts_checked"].as_array().unwrap().len(), 4);
     assert!(report["warning"].is_null());
     // Files verify does not cover are ignored (derived disk images, deploy state).
     std::fs::write(r.dir.join("disk.raw"), b"derived").unwrap();
@@ -166,6 +174,18 @@ fn tampering_is_caught_with_the_right_verdict() {
             Box::new(|d: &Path| flip_byte(&d.join("measurements.json"), 10)),
             EXIT_ARTIFACT_MISMATCH,
             "measurements.json",
+        ),
+        (
+            "sbom",
+            Box::new(|d: &Path| flip_byte(&d.join("sbom.spdx.json"), 100)),
+            EXIT_ARTIFACT_MISMATCH,
+            "sbom.spdx.json",
+        ),
+        (
+            "sbom-removed",
+            Box::new(|d: &Path| std::fs::remove_file(d.join("sbom.spdx.json")).unwrap()),
+            EXIT_ARTIFACT_MISMATCH,
+            "sbom.spdx.json",
         ),
         (
             "signature",

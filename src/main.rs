@@ -242,16 +242,22 @@ fn build(args: &BuildArgs, quiet: bool, progress: Progress) -> Result<ExitCode> 
             "out_dir": built.out_dir,
             "uki": {"path": built.uki, "sha256": uki.sha256, "size": uki.size},
             "build_json": built.build_json,
+            "sbom": built.sbom,
+            "init": {
+                "sha256": built.report.init.file.sha256,
+                "provenance": built.report.init.provenance.is_some(),
+            },
             "policy_exceptions": built.report.policy.exceptions.len(),
         });
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else if !quiet {
         println!(
-            "built {} ({} bytes, sha256 {})\n      {}",
+            "built {} ({} bytes, sha256 {})\n      {}\n      {}",
             built.uki.display(),
             uki.size,
             uki.sha256,
-            built.build_json.display()
+            built.build_json.display(),
+            built.sbom.display()
         );
         for e in &built.report.policy.exceptions {
             eprintln!(

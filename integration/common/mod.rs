@@ -23,13 +23,10 @@ pub fn shared_inputs() -> PathBuf {
 pub fn init_binary() -> PathBuf {
     let p = std::env::var_os("ZOA_INIT")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("target/x86_64-unknown-linux-musl/release/zoa-init")
-        });
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/zoa-init/zoa-init"));
     assert!(
         p.is_file(),
-        "zoa-init not found at {}: run `cargo build -p zoa-init --release --target x86_64-unknown-linux-musl`",
+        "zoa-init not found at {}: run `zoa build-init` (.ci/test does)",
         p.display()
     );
     p

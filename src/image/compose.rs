@@ -83,7 +83,8 @@ pub fn init_config_bytes(recipe: &Recipe) -> Vec<u8> {
 }
 
 /// Finds the zoa-init binary: the explicit path, `$ZOA_INIT`, or next to the running
-/// `zoa` (installed side by side, or in cargo's target directory).
+/// `zoa` (installed side by side, or where `zoa build-init` puts it in cargo's target
+/// directory).
 pub fn find_init_binary(explicit: Option<&Path>) -> Result<PathBuf, ComposeError> {
     if let Some(p) = explicit {
         return Ok(p.to_owned());
@@ -95,11 +96,12 @@ pub fn find_init_binary(explicit: Option<&Path>) -> Result<PathBuf, ComposeError
     let mut candidates = Vec::new();
     for dir in exe.ancestors().skip(1).take(4) {
         candidates.push(dir.join("zoa-init"));
-        candidates.push(dir.join("x86_64-unknown-linux-musl/release/zoa-init"));
+        // Where `zoa build-init` puts it, beside zoa in cargo's target directory.
+        candidates.push(dir.join("zoa-init/zoa-init"));
     }
     candidates.into_iter().find(|p| p.is_file()).ok_or_else(|| {
         ComposeError::Init(
-            "zoa-init not found next to zoa; build it with `cargo build -p zoa-init --release --target x86_64-unknown-linux-musl`, or pass --init FILE / set ZOA_INIT".into(),
+            "zoa-init not found next to zoa; build it with `zoa build-init` (in the zoa checkout), or pass --init FILE / set ZOA_INIT".into(),
         )
     })
 }
