@@ -15,8 +15,8 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
-use zoa::secureboot::esl::{Guid, SignatureList};
-use zoa::secureboot::uefidata::UefiVarStore;
+use zoa::uefi::esl::{Guid, SignatureList};
+use zoa::uefi::uefidata::UefiVarStore;
 
 /// The block size the proxy gives coldsnap (AWS's): moto's own answer is 512.
 const EBS_BLOCK_SIZE: u64 = 524288;

@@ -437,7 +437,7 @@ fn sign_uki_needs_an_explicit_destination() {
     // The stub is untouched.
     let stub = std::fs::read(s.stub()).expect("read");
     assert_eq!(
-        zoa::image::pe::PeLayout::parse("stub", &stub, stub.len() as u64)
+        zoa::uefi::pe::PeLayout::parse("stub", &stub, stub.len() as u64)
             .expect("PE")
             .cert_table
             .1,

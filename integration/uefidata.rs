@@ -16,11 +16,11 @@ use std::process::{Command, Output};
 
 use openssl::pkey::PKey;
 use openssl::x509::X509;
-use zoa::secureboot::esl::{
+use zoa::uefi::esl::{
     self, EfiTime, Guid, SignatureList, VariableUpdate, EFI_GLOBAL_VARIABLE,
     EFI_IMAGE_SECURITY_DATABASE,
 };
-use zoa::secureboot::uefidata::{UefiVar, UefiVarStore};
+use zoa::uefi::uefidata::{UefiVar, UefiVarStore};
 
 /// An owner GUID whose text and stored forms differ in every field (catches byte-order slips).
 const OWNER: &str = "12345678-9abc-def0-1122-334455667788";

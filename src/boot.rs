@@ -1,6 +1,6 @@
 //! `zoa boot`: a local rehearsal of the cloud boot under QEMU + OVMF + swtpm.
 //!
-//! The UKI is put on a deterministic GPT disk ([`crate::image::disk`]), booted by OVMF
+//! The UKI is put on a deterministic GPT disk ([`crate::uefi::disk`]), booted by OVMF
 //! with a fresh software TPM (SHA-256 and SHA-384 banks, as on NitroTPM), and the guest's
 //! serial console is read back: zoa-init prints the PCRs it reads from sysfs, optionally
 //! the TCG event log, and powers the machine off when the server ends. [`parse_console`]
@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
 
-use crate::image::disk::{self, DiskError};
+use crate::uefi::disk::{self, DiskError};
 
 /// Guest memory when the caller does not choose (MiB).
 pub const DEFAULT_MEMORY_MIB: u32 = 1024;

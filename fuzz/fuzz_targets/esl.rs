@@ -3,7 +3,7 @@
 //! and whatever they accept must write back to exactly the same bytes.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use zoa::secureboot::esl;
+use zoa::uefi::esl;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(lists) = esl::parse(data) {

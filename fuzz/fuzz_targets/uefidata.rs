@@ -3,7 +3,7 @@
 //! whatever it accepts must write and read back to the same variables.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use zoa::secureboot::uefidata::UefiVarStore;
+use zoa::uefi::uefidata::UefiVarStore;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(store) = UefiVarStore::from_blob(data) {
@@ -12,7 +12,7 @@ fuzz_target!(|data: &[u8]| {
         }
         let blob = store.to_blob().expect("a read store writes");
         // An input near the size cap made by a stronger deflate encoder may not fit again.
-        if blob.len() > zoa::secureboot::uefidata::MAX_BLOB_BYTES {
+        if blob.len() > zoa::uefi::uefidata::MAX_BLOB_BYTES {
             return;
         }
         let back = UefiVarStore::from_blob(&blob).expect("a written store reads");

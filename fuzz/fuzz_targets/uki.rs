@@ -4,13 +4,13 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = zoa::image::pe::PeLayout::parse("fuzz.efi", data, data.len() as u64);
+    let _ = zoa::uefi::pe::PeLayout::parse("fuzz.efi", data, data.len() as u64);
     let Ok(dir) = tempfile::tempdir() else { return };
     let path = dir.path().join("uki.efi");
     if std::fs::write(&path, data).is_ok() {
         let _ = zoa::image::check::check_uki(&path);
-        let _ = zoa::image::uki::inspect_stub(&path);
-        let _ = zoa::image::uki::inspect_kernel(&path);
+        let _ = zoa::uefi::uki::inspect_stub(&path);
+        let _ = zoa::uefi::uki::inspect_kernel(&path);
         // Prediction parses sections, .sdmagic and the embedded kernel's headers, and
         // computes Authenticode ranges for both.
         let _ = zoa::measure::predict(&path, &zoa::measure::MeasureOptions::default());

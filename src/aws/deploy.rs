@@ -2447,7 +2447,7 @@ impl Deployment {
         let mut seed = [0u8; 32];
         hex::decode_to_slice(&self.manifest_sha256, &mut seed)
             .map_err(|e| AwsError::step("disk", format!("manifest digest: {e}")))?;
-        crate::image::disk::write_esp_disk(&uki, &disk, &seed)
+        crate::uefi::disk::write_esp_disk(&uki, &disk, &seed)
             .map_err(|e| AwsError::step("disk", e.to_string()))?;
         let (sha, _) = crate::digest::sha256_file(&disk).map_err(|e| AwsError::file(&disk, e))?;
         Ok((disk, sha))

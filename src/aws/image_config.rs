@@ -13,7 +13,7 @@ use zoa_init::config::Config;
 use super::AwsError;
 use crate::image::compose::INIT_CONFIG_PATH;
 use crate::image::initramfs::decompressing_reader;
-use crate::image::pe::PeLayout;
+use crate::uefi::pe::PeLayout;
 
 /// init.json is a few KiB; anything much larger is not one.
 const MAX_INIT_CONFIG_BYTES: u64 = 1024 * 1024;

@@ -3,11 +3,11 @@
 
 use std::path::Path;
 
-use super::pe::PeLayout;
 use super::policy::{self, PolicyReport};
 use super::{compose, fetch_all, scratch_dir, BuildError, FetchSettings};
 use crate::progress::Progress;
 use crate::recipe::Recipe;
+use crate::uefi::pe::PeLayout;
 
 /// Largest `.cmdline` accepted (the kernel's own limit on x86 is 2 KiB; stay generous).
 const MAX_CMDLINE_BYTES: u64 = 64 * 1024;
@@ -39,10 +39,10 @@ pub fn check_recipe(
 /// Checks a built UKI: every file of its initramfs and its command line. There are no
 /// exceptions here: a UKI carries no recipe, so every finding is reported.
 pub fn check_uki(path: &Path) -> Result<PolicyReport, BuildError> {
-    let layout = PeLayout::read(path).map_err(super::uki::UkiError::from)?;
+    let layout = PeLayout::read(path).map_err(crate::uefi::uki::UkiError::from)?;
     let cmdline = layout
         .read_section(path, ".cmdline", MAX_CMDLINE_BYTES)
-        .map_err(super::uki::UkiError::from)?
+        .map_err(crate::uefi::uki::UkiError::from)?
         .map(|b| {
             String::from_utf8_lossy(&b)
                 .trim_end_matches(['\0', '\n'])
@@ -51,7 +51,7 @@ pub fn check_uki(path: &Path) -> Result<PolicyReport, BuildError> {
         .unwrap_or_default();
     let initrd = layout
         .section_reader(path, ".initrd")
-        .map_err(super::uki::UkiError::from)?
+        .map_err(crate::uefi::uki::UkiError::from)?
         .ok_or_else(|| BuildError::Output {
             path: path.to_owned(),
             message: "has no .initrd section: not a UKI built for zoa".into(),

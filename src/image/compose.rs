@@ -7,11 +7,11 @@ use super::elf::{self, ElfError};
 use super::policy::{self, PolicyReport};
 use super::sysroot::{Sysroot, SysrootError};
 use super::tree::{ImageTree, Node, NodeKind, TreeError};
-use super::uki::{self, StubInfo, UkiError};
 use super::{materialise, BuildError, FetchedInputs, InitRecord, OutputRecord};
 use crate::init_build::provenance::Provenance;
 use crate::progress::Progress;
 use crate::recipe::{self, Recipe};
+use crate::uefi::uki::{self, StubInfo, UkiError};
 
 /// Where the image's config for PID 1 lives (inside the initramfs, so it is measured).
 pub const INIT_CONFIG_PATH: &str = "/etc/zoa/init.json";
@@ -46,40 +46,10 @@ pub struct Composed {
     pub init_record: InitRecord,
 }
 
-/// The configuration zoa-init reads, from a recipe's `[init]` (defaults are zoa-init's
-/// own; its `validate` is the recipe's check too).
-pub fn init_config(recipe: &Recipe) -> zoa_init::config::Config {
-    use zoa_init::config::{
-        Config, Server, DEFAULT_MAX_RESTARTS, DEFAULT_SERVER_ID, DEFAULT_STOP_TIMEOUT_SECS,
-    };
-    let init = &recipe.spec.init;
-    Config {
-        hostname: init
-            .hostname
-            .clone()
-            .unwrap_or_else(|| recipe.spec.image.name.clone()),
-        print_pcrs: init.print_pcrs.unwrap_or(true),
-        dump_eventlog: init.dump_eventlog.unwrap_or(false),
-        modules: init.modules.clone(),
-        network: init.network.clone(),
-        unseal: init.unseal.clone(),
-        model: init.model.clone(),
-        server: init.server.as_ref().map(|s| Server {
-            argv: s.argv.clone(),
-            env: s.env.clone(),
-            cwd: s.cwd.clone().unwrap_or_else(|| "/".to_owned()),
-            uid: s.uid.unwrap_or(DEFAULT_SERVER_ID),
-            gid: s.gid.unwrap_or(DEFAULT_SERVER_ID),
-            max_restarts: s.max_restarts.unwrap_or(DEFAULT_MAX_RESTARTS),
-            stop_timeout_secs: s.stop_timeout_secs.unwrap_or(DEFAULT_STOP_TIMEOUT_SECS),
-        }),
-    }
-}
-
 /// The bytes of `/etc/zoa/init.json`: zoa-init's normalised form (stable: fixed field
 /// order, sorted maps, every default written out).
 pub fn init_config_bytes(recipe: &Recipe) -> Vec<u8> {
-    init_config(recipe).to_json_pretty().into_bytes()
+    recipe.init_config().to_json_pretty().into_bytes()
 }
 
 /// Finds the zoa-init binary: the explicit path, `$ZOA_INIT`, or next to the running

@@ -3,28 +3,25 @@
 
 pub mod check;
 pub mod compose;
-pub mod disk;
 pub mod elf;
 pub mod initramfs;
-pub mod pe;
 pub mod policy;
 pub mod sbom;
 pub mod sysroot;
 pub mod tree;
-pub mod uki;
 
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
 use crate::digest;
 use crate::fetch::{Fetched, Fetcher, Pin};
-use crate::lock::{Lock, LockError, LockedInput, LOCK_VERSION};
 use crate::progress::Progress;
+use crate::recipe::lock::{Lock, LockError, LockedInput, LOCK_VERSION};
 use crate::recipe::{Compression, FileRef, Recipe};
+use crate::uefi::uki::{self, NewSection, PlacedSection, SectionData, StubInfo};
 use compose::{ComposeError, Composed};
 use policy::PolicyReport;
 use tree::FileEntry;
-use uki::{NewSection, PlacedSection, SectionData, StubInfo};
 
 /// Errors of `zoa build` (and of the steps `zoa check` and `zoa lock` share with it).
 #[derive(Debug, thiserror::Error)]

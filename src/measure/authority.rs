@@ -21,10 +21,10 @@
 
 use std::path::Path;
 
-use crate::secureboot::esl::{
+use crate::secureboot::sign::{self, VerifyError};
+use crate::uefi::esl::{
     self, SignatureData, SignatureList, EFI_CERT_SHA256_GUID, EFI_CERT_X509_GUID,
 };
-use crate::secureboot::sign::{self, VerifyError};
 
 /// The db entry that admits the image, and a line saying which it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -174,9 +174,9 @@ fn signature_data_bytes(d: &SignatureData) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::secureboot::esl::{serialize, Guid, SignatureList};
     use crate::secureboot::keys::{generate, Role};
     use crate::secureboot::sign::{sign_pe, tests::tiny_pe};
+    use crate::uefi::esl::{serialize, Guid, SignatureList};
 
     const OWNER: Guid = Guid::from_bytes([7; 16]);
 

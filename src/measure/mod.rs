@@ -1,11 +1,9 @@
 //! Measuring a UKI: predicting the PCR values firmware and stub will record when it
 //! boots, in both SHA-256 and SHA-384 banks, with the events that produce them.
 
-pub mod authenticode;
 pub mod authority;
 pub mod compare;
 pub mod eventlog;
-pub mod hashing;
 pub mod predict;
 pub mod types;
 

@@ -9,14 +9,14 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-use super::authenticode::{authenticode_job, AuthenticodeError};
 use super::authority;
-use super::hashing::{hash_jobs, BankDigests, HashJob};
 use super::types::{Digests, Measurements, PredictedEvent, StubRecord};
-use crate::image::pe::{PeError, PeLayout, Section, MAX_HEADER_BYTES};
-use crate::image::uki::parse_sdmagic;
-use crate::secureboot::esl::{self, Guid, EFI_GLOBAL_VARIABLE, EFI_IMAGE_SECURITY_DATABASE};
-use crate::secureboot::uefidata::UefiVarStore;
+use crate::uefi::authenticode::{authenticode_job, AuthenticodeError};
+use crate::uefi::esl::{self, Guid, EFI_GLOBAL_VARIABLE, EFI_IMAGE_SECURITY_DATABASE};
+use crate::uefi::hashing::{hash_jobs, BankDigests, HashJob};
+use crate::uefi::pe::{PeError, PeLayout, Section, MAX_HEADER_BYTES};
+use crate::uefi::uefidata::UefiVarStore;
+use crate::uefi::uki::parse_sdmagic;
 
 pub const EV_SEPARATOR: &str = "EV_SEPARATOR";
 pub const EV_IPL: &str = "EV_IPL";
@@ -566,7 +566,7 @@ mod tests {
 
     #[test]
     fn every_buildable_stub_has_rules() {
-        for major in crate::image::uki::SUPPORTED_STUB_VERSIONS {
+        for major in crate::uefi::uki::SUPPORTED_STUB_VERSIONS {
             assert!(
                 STUB_RULES.iter().any(|r| r.major == *major),
                 "stub {major} builds but has no measurement rules"

@@ -28,13 +28,13 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use crate::image::initramfs::{self, InitramfsError};
-use crate::image::pe::{PeError, PeLayout};
 use crate::image::tree::NodeKind;
-use crate::image::uki::bzimage_release;
 use crate::init_build::provenance::{self, Provenance};
-use crate::measure::hashing::{hash_jobs, HashJob};
 use crate::measure::predict::{StubRules, EV_EFI_VARIABLE_DRIVER_CONFIG, STUB_RULES};
 use crate::measure::{self, Digests, MeasureError, MeasureOptions, Measurements, PredictedEvent};
+use crate::uefi::hashing::{hash_jobs, HashJob};
+use crate::uefi::pe::{PeError, PeLayout};
+use crate::uefi::uki::bzimage_release;
 
 /// UKI payload sections (systemd's UKI specification); every other section is the stub's.
 use crate::measure::predict::UKI_PAYLOAD_SECTIONS as PAYLOAD_SECTIONS;

@@ -11,7 +11,7 @@ use serde::Serialize;
 use std::path::{Path, PathBuf};
 
 use crate::measure::{self, MeasureOptions};
-use crate::secureboot::uefidata::UefiVarStore;
+use crate::uefi::uefidata::UefiVarStore;
 use manifest::{
     parse_trusted_comment, Manifest, ManifestError, MANIFEST_FILE, MEASUREMENTS_FILE,
     SIGNATURE_FILE, UEFI_DATA_FILE,
@@ -390,9 +390,9 @@ fn compare_signed_rebuild(
             signature["unsigned_sha256"]
         )));
     }
-    let signed_digest = crate::measure::authenticode::authenticode_sha256(&dir.join("uki.efi"))
+    let signed_digest = crate::uefi::authenticode::authenticode_sha256(&dir.join("uki.efi"))
         .map_err(|e| io_err(&dir.join("uki.efi"), e))?;
-    let rebuilt_digest = crate::measure::authenticode::authenticode_sha256(&new_uki)
+    let rebuilt_digest = crate::uefi::authenticode::authenticode_sha256(&new_uki)
         .map_err(|e| io_err(&new_uki, e))?;
     if signed_digest != rebuilt_digest {
         return Err(differs(format!(

@@ -1,7 +1,6 @@
-//! Secure Boot: the project's own PK/KEK/db keys, Authenticode signatures on UKIs, EFI
-//! signature lists and authenticated variables, and the AMI `UefiData` variable store.
+//! Secure Boot: the project's own PK/KEK/db keys and Authenticode signatures on UKIs
+//! (signing, and verifying as firmware does). The formats they use (PE, ESLs, the AMI
+//! `UefiData` variable store) are in [`crate::uefi`].
 
-pub mod esl;
 pub mod keys;
 pub mod sign;
-pub mod uefidata;

@@ -4,7 +4,7 @@
 //! # The signature
 //! An Authenticode signature is a PKCS#7 (RFC 2315) `SignedData` whose content is a
 //! Microsoft `SpcIndirectDataContent` (1.3.6.1.4.1.311.2.1.4): the image's Authenticode
-//! digest (see [`crate::measure::authenticode`]) in a `DigestInfo`, next to an
+//! digest (see [`crate::uefi::authenticode`]) in a `DigestInfo`, next to an
 //! `SpcPeImageData` (1.3.6.1.4.1.311.2.1.15). The signer's authenticated attributes carry
 //! contentType and messageDigest, where messageDigest is the digest of the
 //! SpcIndirectDataContent's *value* octets — without its SEQUENCE tag and length, a quirk
@@ -50,10 +50,10 @@ use openssl::x509::{X509PurposeId, X509Ref, X509};
 use sha2::{Digest, Sha256};
 
 use super::keys::{self, describe_name, SecureBootKeyError};
-use crate::image::pe::{PeError, PeLayout};
-use crate::image::uki::ChecksumWriter;
-use crate::measure::authenticode::{authenticode_job, AuthenticodeError};
-use crate::measure::hashing::hash_jobs;
+use crate::uefi::authenticode::{authenticode_job, AuthenticodeError};
+use crate::uefi::hashing::hash_jobs;
+use crate::uefi::pe::{PeError, PeLayout};
+use crate::uefi::uki::ChecksumWriter;
 
 /// `WIN_CERTIFICATE.wRevision`: WIN_CERT_REVISION_2_0.
 pub const WIN_CERT_REVISION_2_0: u16 = 0x0200;
@@ -1048,8 +1048,8 @@ pub fn verify_pe<T: AsRef<[u8]>>(path: &Path, trust: &[T]) -> Result<Verified, V
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::image::uki::pe_checksum;
     use crate::secureboot::keys::{generate, Role};
+    use crate::uefi::uki::pe_checksum;
     use openssl::pkey::PKey;
 
     /// A minimal PE32+ EFI application: headers (0x200) and one 0x200-byte `.text`

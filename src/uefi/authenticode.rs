@@ -15,7 +15,7 @@
 //! hasher; nothing is read here except the headers.
 
 use super::hashing::HashJob;
-use crate::image::pe::PeLayout;
+use crate::uefi::pe::PeLayout;
 
 /// Errors computing Authenticode ranges.
 #[derive(Debug, thiserror::Error)]
@@ -115,7 +115,7 @@ pub fn authenticode_job(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::image::pe::Section;
+    use crate::uefi::pe::Section;
 
     fn layout(cert_dir: Option<u64>, cert: (u32, u32), sections: Vec<Section>) -> PeLayout {
         PeLayout {

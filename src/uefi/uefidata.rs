@@ -571,7 +571,7 @@ fn adler32(data: &[u8]) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::secureboot::esl::{SignatureList, EFI_CERT_SHA256_GUID};
+    use crate::uefi::esl::{SignatureList, EFI_CERT_SHA256_GUID};
 
     fn sample() -> UefiVarStore {
         let owner: Guid = "11223344-5566-7788-99aa-bbccddeeff00".parse().unwrap();

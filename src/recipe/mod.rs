@@ -12,6 +12,9 @@ use std::path::{Component, Path, PathBuf};
 
 use crate::digest;
 
+pub mod lock;
+pub mod rules;
+
 /// Largest recipe we accept; a recipe is a few kilobytes, this only stops absurd input.
 const MAX_RECIPE_BYTES: u64 = 4 << 20;
 
@@ -244,6 +247,36 @@ pub struct PolicyException {
 }
 
 impl Recipe {
+    /// The configuration zoa-init reads, from a recipe's `[init]` (defaults are zoa-init's
+    /// own; its `validate` is the recipe's check too).
+    pub fn init_config(&self) -> zoa_init::config::Config {
+        use zoa_init::config::{
+            Config, Server, DEFAULT_MAX_RESTARTS, DEFAULT_SERVER_ID, DEFAULT_STOP_TIMEOUT_SECS,
+        };
+        let init = &self.spec.init;
+        Config {
+            hostname: init
+                .hostname
+                .clone()
+                .unwrap_or_else(|| self.spec.image.name.clone()),
+            print_pcrs: init.print_pcrs.unwrap_or(true),
+            dump_eventlog: init.dump_eventlog.unwrap_or(false),
+            modules: init.modules.clone(),
+            network: init.network.clone(),
+            unseal: init.unseal.clone(),
+            model: init.model.clone(),
+            server: init.server.as_ref().map(|s| Server {
+                argv: s.argv.clone(),
+                env: s.env.clone(),
+                cwd: s.cwd.clone().unwrap_or_else(|| "/".to_owned()),
+                uid: s.uid.unwrap_or(DEFAULT_SERVER_ID),
+                gid: s.gid.unwrap_or(DEFAULT_SERVER_ID),
+                max_restarts: s.max_restarts.unwrap_or(DEFAULT_MAX_RESTARTS),
+                stop_timeout_secs: s.stop_timeout_secs.unwrap_or(DEFAULT_STOP_TIMEOUT_SECS),
+            }),
+        }
+    }
+
     /// Reads, parses and validates a recipe file.
     pub fn load(path: &Path) -> Result<Recipe, RecipeError> {
         let bytes = read_limited(path)?;
@@ -393,24 +426,22 @@ impl Recipe {
         }
         // Everything else zoa-init checks itself, so a recipe it would refuse at boot is
         // refused at build time with the same words.
-        crate::image::compose::init_config(self)
-            .validate()
-            .map_err(|e| match e {
-                zoa_init::config::ConfigError::Invalid { field, problem } => {
-                    self.invalid(format!("init.{field}"), problem)
-                }
-                other => self.invalid("init", other.to_string()),
-            })?;
+        self.init_config().validate().map_err(|e| match e {
+            zoa_init::config::ConfigError::Invalid { field, problem } => {
+                self.invalid(format!("init.{field}"), problem)
+            }
+            other => self.invalid("init", other.to_string()),
+        })?;
         self.validate_payload()?;
         for (i, e) in s.policy.exceptions.iter().enumerate() {
             let field = format!("policy.exceptions[{i}]");
-            if crate::image::policy::Rule::from_id(&e.rule).is_none() {
+            if rules::Rule::from_id(&e.rule).is_none() {
                 return Err(self.invalid(
                     format!("{field}.rule"),
                     format!(
                         "unknown rule {:?}; rules are {}",
                         e.rule,
-                        crate::image::policy::Rule::all_ids().join(", ")
+                        rules::Rule::all_ids().join(", ")
                     ),
                 ));
             }
