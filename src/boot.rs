@@ -31,6 +31,7 @@ use base64::Engine as _;
 use sha2::{Digest, Sha256};
 
 use crate::uefi::disk::{self, DiskError};
+use crate::uefi::file::ImageFile;
 
 /// Guest memory when the caller does not choose (MiB).
 pub const DEFAULT_MEMORY_MIB: u32 = 1024;
@@ -311,11 +312,13 @@ pub fn boot(opts: &BootOptions) -> Result<BootOutcome, BootError> {
     // Watch for Ctrl-C before the first child starts, so no path leaves one behind.
     let signals = interrupt::watch().map_err(BootError::Signals)?;
 
-    let seed = sha256_file(&opts.uki).map_err(|source| BootError::Uki {
+    let uki_err = |source| BootError::Uki {
         path: opts.uki.clone(),
         source,
-    })?;
-    let disk_info = disk::write_esp_disk(&opts.uki, &paths.disk, &seed)?;
+    };
+    let uki = ImageFile::open(&opts.uki).map_err(uki_err)?;
+    let seed = sha256_of(&uki).map_err(uki_err)?;
+    let disk_info = disk::write_esp_disk(&uki, &paths.disk, &seed)?;
     log::info!(
         "boot disk {} ({} bytes, disk GUID {})",
         disk_info.path.display(),
@@ -761,9 +764,9 @@ impl WorkPaths {
 }
 
 /// SHA-256 of a file, streamed: the disk seed.
-fn sha256_file(path: &Path) -> io::Result<[u8; 32]> {
+fn sha256_of(image: &ImageFile) -> io::Result<[u8; 32]> {
     let mut h = Sha256::new();
-    io::copy(&mut File::open(path)?, &mut h)?;
+    io::copy(&mut image.reader(), &mut h)?;
     Ok(h.finalize().into())
 }
 

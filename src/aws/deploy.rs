@@ -28,11 +28,13 @@ use super::userdata::{SealedSecret, SecretArg, UserDataSpec};
 use super::{api_error, error_chain, Account, AwsError, Clients};
 use crate::progress::Progress;
 use crate::release::manifest::Manifest;
+use crate::release::VerifiedRelease;
 
 /// The instance type when none is given: a current general-purpose type with NitroTPM.
 pub const DEFAULT_INSTANCE_TYPE: &str = "m6i.large";
-/// The disk image written next to the release (derived from uki.efi, not signed).
-pub const DISK_FILE: &str = "disk.raw";
+/// What messages call the disk image a deploy uploads. It is never written into the
+/// release directory: it lives in an unnamed temporary file (see [`PrivateDisk`]).
+const DISK_NAME: &str = "disk image of the verified uki.efi";
 const ROOT_DEVICE: &str = "/dev/xvda";
 /// The model volume's device name in the AMI. On Nitro every EBS volume is NVMe, so the
 /// guest sees /dev/nvme1n1 whatever the name; zoa-init finds it by the GGUF magic.
@@ -191,7 +193,8 @@ pub struct Network {
 pub struct Deployment {
     pub options: DeployOptions,
     pub deployment: String,
-    pub manifest: Manifest,
+    /// The verified release: every byte this deploy ships comes from here.
+    pub release: VerifiedRelease,
     pub manifest_sha256: String,
     pub account: Account,
     pub region: String,
@@ -257,6 +260,22 @@ struct FoundKey {
     /// Whether the deployment's alias points at it (false: a deploy stopped between
     /// CreateKey and CreateAlias).
     aliased: bool,
+}
+
+/// The disk image a deploy uploads, in an unnamed temporary file: no other process can
+/// open it by name, so the snapshot holds the bytes written from the verified UKI.
+struct PrivateDisk {
+    file: std::fs::File,
+    sha256: String,
+}
+
+impl PrivateDisk {
+    /// A path to the open file for the uploader, which opens files by path: Linux's
+    /// `/proc/self/fd/N` reopens this very file (it has no other name).
+    fn path(&self) -> PathBuf {
+        use std::os::fd::AsRawFd;
+        PathBuf::from(format!("/proc/self/fd/{}", self.file.as_raw_fd()))
+    }
 }
 
 /// What a deploy did.
@@ -417,14 +436,17 @@ fn validate_cidr(cidr: &str) -> Result<(), AwsError> {
 }
 
 /// The serving port from the release's build.json (the recipe's `serving_port`).
-fn recipe_port(dir: &Path) -> Result<Option<u16>, AwsError> {
+fn recipe_port(release: &VerifiedRelease) -> Result<Option<u16>, AwsError> {
+    use crate::release::manifest::BUILD_FILE;
     #[derive(serde::Deserialize)]
     struct Partial {
         serving_port: Option<u16>,
     }
-    let path = dir.join("build.json");
-    let bytes = std::fs::read(&path).map_err(|e| AwsError::file(&path, e))?;
-    let p: Partial = serde_json::from_slice(&bytes)
+    let path = release.dir().join(BUILD_FILE);
+    let bytes = release
+        .file(BUILD_FILE)
+        .ok_or_else(|| AwsError::file(&path, "not covered by the signed manifest"))?;
+    let p: Partial = serde_json::from_slice(bytes)
         .map_err(|e| AwsError::file(&path, format!("not a zoa build.json: {e}")))?;
     Ok(p.serving_port)
 }
@@ -465,33 +487,23 @@ pub(crate) fn binding_of(manifest: &Manifest) -> Result<PcrBinding, AwsError> {
 }
 
 /// The release's `uefi-data.bin` as RegisterImage's `UefiData` (base64), when the
-/// manifest covers one. Read again and checked against the signed digest (the file could
-/// have changed since `verify`), and refused when over EC2's limit, before any AWS call.
-pub(crate) fn uefi_data_of(dir: &Path, manifest: &Manifest) -> Result<Option<String>, AwsError> {
-    use crate::release::manifest::UEFI_DATA_FILE;
-    let Some(artifact) = manifest.artifacts.iter().find(|a| a.path == UEFI_DATA_FILE) else {
-        if manifest.measurements.secure_boot {
+/// manifest covers one: the verified bytes, refused when over EC2's limit, before any AWS
+/// call.
+pub(crate) fn uefi_data_of(release: &VerifiedRelease) -> Result<Option<String>, AwsError> {
+    use crate::release::manifest::{MANIFEST_FILE, UEFI_DATA_FILE};
+    let dir = release.dir();
+    let Some(bytes) = release.uefi_data() else {
+        if release.manifest().measurements.secure_boot {
             return Err(AwsError::file(
-                &dir.join("release.json"),
+                &dir.join(MANIFEST_FILE),
                 format!("predicts a Secure Boot boot but covers no {UEFI_DATA_FILE}: an AMI could not enroll the keys it was measured with; sign it again with `zoa sign --uefi-data BLOB`"),
             ));
         }
         return Ok(None);
     };
     let path = dir.join(UEFI_DATA_FILE);
-    let bytes = std::fs::read(&path).map_err(|e| AwsError::file(&path, e))?;
-    let sha = crate::digest::sha256_bytes(&bytes);
-    if sha != artifact.sha256 {
-        return Err(AwsError::file(
-            &path,
-            format!(
-                "sha256 {sha} differs from the signed manifest's {}",
-                artifact.sha256
-            ),
-        ));
-    }
     use base64::Engine as _;
-    let b64 = base64::engine::general_purpose::STANDARD.encode(&bytes);
+    let b64 = base64::engine::general_purpose::STANDARD.encode(bytes);
     if b64.len() > MAX_UEFI_DATA_BASE64 {
         return Err(AwsError::file(
             &path,
@@ -506,9 +518,8 @@ pub(crate) fn uefi_data_of(dir: &Path, manifest: &Manifest) -> Result<Option<Str
 }
 
 /// Verifies the release (before any AWS call): its manifest and the manifest's digest.
-pub(crate) fn verify_release(options: &DeployOptions) -> Result<(Manifest, String), AwsError> {
-    let verification = crate::release::verify(&options.dir, &options.pubkey, None)?;
-    Ok((verification.manifest, verification.manifest_sha256))
+pub(crate) fn verify_release(options: &DeployOptions) -> Result<VerifiedRelease, AwsError> {
+    Ok(crate::release::verify(&options.dir, &options.pubkey, None)?)
 }
 
 /// The key policy's parameters; administrators default to the account root and sealers
@@ -563,17 +574,18 @@ pub struct PolicyRequest {
 /// deploy record has it, else a placeholder ARN).
 pub fn render_policies(req: &PolicyRequest) -> Result<serde_json::Value, AwsError> {
     let options = DeployOptions::new(&req.dir, &req.pubkey);
-    let (manifest, digest) = verify_release(&options)?;
+    let release = verify_release(&options)?;
+    let (manifest, digest) = (release.manifest(), release.manifest_sha256());
     let deployment = req.name.clone().unwrap_or_else(|| manifest.name.clone());
     validate_deployment_name(&deployment)?;
-    let names = Names::new(&deployment, &digest);
+    let names = Names::new(&deployment, digest);
     let input = key_policy_input(
         &req.partition,
         &req.account_id,
         &names.role,
         &req.admin_principals,
         &req.sealer_principals,
-        vec![binding_of(&manifest)?],
+        vec![binding_of(manifest)?],
         req.lock,
     );
     let recorded = DeployState::load(&req.dir)?;
@@ -605,7 +617,9 @@ pub fn render_policies(req: &PolicyRequest) -> Result<serde_json::Value, AwsErro
 /// Checks everything local, then reads (never changes) the account: identity, network,
 /// instance type, and what exists of this deployment already.
 pub async fn prepare(clients: &Clients, options: DeployOptions) -> Result<Deployment, AwsError> {
-    let (manifest, manifest_sha256) = verify_release(&options)?;
+    let verified = verify_release(&options)?;
+    let manifest = verified.manifest();
+    let manifest_sha256 = verified.manifest_sha256().to_owned();
     let deployment = options
         .name
         .clone()
@@ -616,7 +630,7 @@ pub async fn prepare(clients: &Clients, options: DeployOptions) -> Result<Deploy
     }
     let port = match options.port {
         Some(p) => Some(p),
-        None => recipe_port(&options.dir)?,
+        None => recipe_port(&verified)?,
     };
     if port == Some(22) {
         return Err(AwsError::step(
@@ -638,15 +652,15 @@ pub async fn prepare(clients: &Clients, options: DeployOptions) -> Result<Deploy
     }
     let recorded = DeployState::load(&options.dir)?;
     let user_data = wanted_user_data(&options, &deployment, recorded.as_ref())?;
-    let image = super::image_config::init_config(&options.dir)?;
+    let image = super::image_config::init_config(verified.uki())?;
     let model = model_spec(&options, image.as_ref(), recorded.as_ref())?;
     let image_secrets = image
         .as_ref()
         .and_then(|c| c.unseal.as_ref())
         .map(|u| u.secrets.iter().map(|s| s.name.clone()).collect())
         .unwrap_or_default();
-    let binding = binding_of(&manifest)?;
-    let uefi_data = uefi_data_of(&options.dir, &manifest)?;
+    let binding = binding_of(manifest)?;
+    let uefi_data = uefi_data_of(&verified)?;
     if options.secure_boot && binding.mode != BootMode::SecureBoot {
         return Err(AwsError::step(
             "configuration",
@@ -722,7 +736,7 @@ pub async fn prepare(clients: &Clients, options: DeployOptions) -> Result<Deploy
     let mut d = Deployment {
         options,
         deployment,
-        manifest,
+        release: verified,
         manifest_sha256,
         account,
         region,
@@ -1084,7 +1098,11 @@ impl Deployment {
             (TAG_DEPLOYMENT.to_owned(), self.deployment.clone()),
             (
                 TAG_RELEASE.to_owned(),
-                format!("{} {}", self.manifest.name, self.manifest.version),
+                format!(
+                    "{} {}",
+                    self.release.manifest().name,
+                    self.release.manifest().version
+                ),
             ),
             (TAG_MANIFEST.to_owned(), self.manifest_sha256.clone()),
         ]
@@ -1766,17 +1784,21 @@ impl Deployment {
                 .with_calls(calls)
             };
 
-        let disk = self.options.dir.join(DISK_FILE);
         steps.push(step(
             "snapshot",
             format!(
-                "EBS snapshot of {} (written from uki.efi first)",
-                disk.display()
+                "EBS snapshot of a GPT disk whose EFI System Partition holds the verified {} (sha256 {})",
+                crate::release::manifest::UKI_FILE,
+                self.release
+                    .manifest()
+                    .artifact(crate::release::manifest::UKI_FILE)
+                    .map(|a| a.sha256.as_str())
+                    .unwrap_or_default()
             ),
             f.snapshot.clone(),
             upload_calls(
                 &f.stale_snapshots,
-                "disk.raw",
+                "the disk image",
                 self.snapshot_description(),
                 self.tags_json(),
             ),
@@ -2065,7 +2087,9 @@ impl Deployment {
     fn model_snapshot_description(&self, model: &ModelSpec) -> String {
         format!(
             "zoa {} {} model sha256 {}",
-            self.manifest.name, self.manifest.version, model.sha256
+            self.release.manifest().name,
+            self.release.manifest().version,
+            model.sha256
         )
     }
 
@@ -2105,7 +2129,11 @@ impl Deployment {
     }
 
     fn snapshot_description(&self) -> String {
-        format!("zoa {} {} disk", self.manifest.name, self.manifest.version)
+        format!(
+            "zoa {} {} disk",
+            self.release.manifest().name,
+            self.release.manifest().version
+        )
     }
 
     fn role_description(&self) -> String {
@@ -2440,37 +2468,56 @@ impl Deployment {
         self.state.save(&self.options.dir)
     }
 
-    /// Writes disk.raw (deterministic: seeded with the manifest digest) unless it is there.
-    fn write_disk(&self) -> Result<(PathBuf, String), AwsError> {
-        let uki = self.options.dir.join("uki.efi");
-        let disk = self.options.dir.join(DISK_FILE);
+    /// Writes the disk image of the verified UKI (deterministic: seeded with the manifest
+    /// digest) into an unnamed temporary file, and hashes it.
+    fn write_disk(&self) -> Result<PrivateDisk, AwsError> {
+        let step = "disk";
         let mut seed = [0u8; 32];
         hex::decode_to_slice(&self.manifest_sha256, &mut seed)
-            .map_err(|e| AwsError::step("disk", format!("manifest digest: {e}")))?;
-        crate::uefi::disk::write_esp_disk(&uki, &disk, &seed)
-            .map_err(|e| AwsError::step("disk", e.to_string()))?;
-        let (sha, _) = crate::digest::sha256_file(&disk).map_err(|e| AwsError::file(&disk, e))?;
-        Ok((disk, sha))
+            .map_err(|e| AwsError::step(step, format!("manifest digest: {e}")))?;
+        let file = tempfile::tempfile()
+            .map_err(|e| AwsError::step(step, format!("creating a temporary file: {e}")))?;
+        crate::uefi::disk::write_esp_disk_into(
+            self.release.uki(),
+            &file,
+            Path::new(DISK_NAME),
+            &seed,
+        )
+        .map_err(|e| AwsError::step(step, e.to_string()))?;
+        let (sha256, _) = crate::digest::sha256_reader(
+            crate::uefi::file::ImageFile::from_file(
+                file.try_clone()
+                    .map_err(|e| AwsError::step(step, e.to_string()))?,
+                DISK_NAME,
+            )
+            .map_err(|e| AwsError::step(step, e.to_string()))?
+            .reader(),
+        )
+        .map_err(|e| AwsError::step(step, format!("hashing the {DISK_NAME}: {e}")))?;
+        Ok(PrivateDisk { file, sha256 })
     }
 
     async fn create_snapshot(&mut self, c: &Clients, progress: Progress) -> Result<(), AwsError> {
         let stale = std::mem::take(&mut self.found.stale_snapshots);
-        let (disk, disk_sha) = self.write_disk()?;
-        self.state.disk_sha256 = Some(disk_sha.clone());
+        let disk = self.write_disk()?;
+        self.state.disk_sha256 = Some(disk.sha256.clone());
         let mut tags = self.tags();
-        tags.push((TAG_DISK.to_owned(), disk_sha));
+        tags.push((TAG_DISK.to_owned(), disk.sha256.clone()));
         let description = self.snapshot_description();
         self.upload_snapshot(
             c,
             progress,
             "snapshot",
             stale,
-            &disk,
+            &disk.path(),
             description,
             tags,
             |s, id| s.snapshot_id = Some(id),
         )
-        .await
+        .await?;
+        // Held open until here: the upload read it through its descriptor.
+        drop(disk);
+        Ok(())
     }
 
     /// The model file as a snapshot of its own, tagged with its digest. coldsnap reads it

@@ -13,21 +13,19 @@ use zoa_init::config::Config;
 use super::AwsError;
 use crate::image::compose::INIT_CONFIG_PATH;
 use crate::image::initramfs::decompressing_reader;
+use crate::uefi::file::ImageFile;
 use crate::uefi::pe::PeLayout;
 
 /// init.json is a few KiB; anything much larger is not one.
 const MAX_INIT_CONFIG_BYTES: u64 = 1024 * 1024;
 
-/// zoa-init's configuration in `DIR/uki.efi`, `None` when the image has none.
-pub fn init_config(dir: &Path) -> Result<Option<Config>, AwsError> {
-    let uki = dir.join("uki.efi");
-    let malformed =
-        |what: &str, e: &dyn std::fmt::Display| AwsError::file(&uki, format!("{what}: {e}"));
-    let layout = PeLayout::read(&uki).map_err(|e| malformed("reading the PE", &e))?;
-    let Some(initrd) = layout
-        .section_reader(&uki, ".initrd")
-        .map_err(|e| malformed(".initrd", &e))?
-    else {
+/// zoa-init's configuration in the (verified) UKI, `None` when the image has none.
+pub fn init_config(uki: &ImageFile) -> Result<Option<Config>, AwsError> {
+    let malformed = |what: &str, e: &dyn std::fmt::Display| {
+        AwsError::file(Path::new(uki.name()), format!("{what}: {e}"))
+    };
+    let layout = PeLayout::read(uki).map_err(|e| malformed("reading the PE", &e))?;
+    let Some(initrd) = layout.section_reader(uki, ".initrd") else {
         return Ok(None);
     };
     let mut archive = decompressing_reader(initrd).map_err(|e| malformed(".initrd", &e))?;

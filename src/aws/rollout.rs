@@ -156,8 +156,8 @@ pub async fn prepare(c: &Clients, options: RolloutOptions) -> Result<Rollout, Aw
         ));
     }
     let plaintexts = read_plaintexts(&options, &old_state)?;
-    let (old_manifest, old_digest) =
-        deploy::verify_release(&DeployOptions::new(&options.old_dir, &options.pubkey))?;
+    let old = deploy::verify_release(&DeployOptions::new(&options.old_dir, &options.pubkey))?;
+    let old_digest = old.manifest_sha256().to_owned();
     if old_digest != old_state.release.manifest_sha256 {
         return Err(AwsError::file(
             &DeployState::path(&options.old_dir),
@@ -171,7 +171,7 @@ pub async fn prepare(c: &Clients, options: RolloutOptions) -> Result<Rollout, Aw
     deploy_options.model = options.model.clone();
     deploy_options.rollout_from = Some(RolloutFrom {
         dir: options.old_dir.clone(),
-        binding: deploy::binding_of(&old_manifest)?,
+        binding: deploy::binding_of(old.manifest())?,
         state: old_state.clone(),
         new_key: old_state.key_locked,
     });
@@ -500,7 +500,8 @@ impl Rollout {
                 "admit-both",
                 format!(
                     "key policy admits {} and {}",
-                    self.old_state.release.version, d.manifest.version
+                    self.old_state.release.version,
+                    d.release.manifest().version
                 ),
                 matches!(d.key_admits(), Some(KeyAdmits::Both | KeyAdmits::New)),
                 vec![put_policy(KeyAdmits::Both)?],
@@ -567,7 +568,7 @@ impl Rollout {
         } else {
             plan.steps.push(step(
                 "admit-new-only",
-                format!("key policy admits only {}", d.manifest.version),
+                format!("key policy admits only {}", d.release.manifest().version),
                 finished,
                 vec![put_policy(KeyAdmits::New)?],
             ));
@@ -584,8 +585,8 @@ impl Rollout {
             "instances of {} {} keep unsealing until the refresh has replaced them; afterwards only {} {} can",
             self.old_state.release.name,
             self.old_state.release.version,
-            d.manifest.name,
-            d.manifest.version
+            d.release.manifest().name,
+            d.release.manifest().version
         ));
         Ok(plan)
     }

@@ -7,6 +7,7 @@ use super::policy::{self, PolicyReport};
 use super::{compose, fetch_all, scratch_dir, BuildError, FetchSettings};
 use crate::progress::Progress;
 use crate::recipe::Recipe;
+use crate::uefi::file::ImageFile;
 use crate::uefi::pe::PeLayout;
 
 /// Largest `.cmdline` accepted (the kernel's own limit on x86 is 2 KiB; stay generous).
@@ -39,9 +40,13 @@ pub fn check_recipe(
 /// Checks a built UKI: every file of its initramfs and its command line. There are no
 /// exceptions here: a UKI carries no recipe, so every finding is reported.
 pub fn check_uki(path: &Path) -> Result<PolicyReport, BuildError> {
-    let layout = PeLayout::read(path).map_err(crate::uefi::uki::UkiError::from)?;
+    let uki = ImageFile::open(path).map_err(|e| BuildError::Output {
+        path: path.to_owned(),
+        message: format!("cannot read: {e}"),
+    })?;
+    let layout = PeLayout::read(&uki).map_err(crate::uefi::uki::UkiError::from)?;
     let cmdline = layout
-        .read_section(path, ".cmdline", MAX_CMDLINE_BYTES)
+        .read_section(&uki, ".cmdline", MAX_CMDLINE_BYTES)
         .map_err(crate::uefi::uki::UkiError::from)?
         .map(|b| {
             String::from_utf8_lossy(&b)
@@ -50,8 +55,7 @@ pub fn check_uki(path: &Path) -> Result<PolicyReport, BuildError> {
         })
         .unwrap_or_default();
     let initrd = layout
-        .section_reader(path, ".initrd")
-        .map_err(crate::uefi::uki::UkiError::from)?
+        .section_reader(&uki, ".initrd")
         .ok_or_else(|| BuildError::Output {
             path: path.to_owned(),
             message: "has no .initrd section: not a UKI built for zoa".into(),

@@ -11,6 +11,7 @@ use super::{materialise, BuildError, FetchedInputs, InitRecord, OutputRecord};
 use crate::init_build::provenance::Provenance;
 use crate::progress::Progress;
 use crate::recipe::{self, Recipe};
+use crate::uefi::file::ImageFile;
 use crate::uefi::uki::{self, StubInfo, UkiError};
 
 /// Where the image's config for PID 1 lives (inside the initramfs, so it is measured).
@@ -39,9 +40,10 @@ pub enum ComposeError {
 pub struct Composed {
     pub tree: ImageTree,
     pub policy: PolicyReport,
-    pub kernel: PathBuf,
+    /// The kernel and the stub, each opened once: inspected, copied and hashed from here.
+    pub kernel: ImageFile,
     pub kernel_release: Option<String>,
-    pub stub: PathBuf,
+    pub stub: ImageFile,
     pub stub_info: StubInfo,
     pub init_record: InitRecord,
 }
@@ -76,6 +78,10 @@ pub fn find_init_binary(explicit: Option<&Path>) -> Result<PathBuf, ComposeError
     })
 }
 
+fn open_input(path: &Path, what: &str) -> Result<ImageFile, ComposeError> {
+    ImageFile::open(path).map_err(|e| input_err(what, format!("{}: {e}", path.display())))
+}
+
 fn input_err(what: &str, message: impl ToString) -> ComposeError {
     ComposeError::Input {
         what: what.to_owned(),
@@ -92,9 +98,12 @@ pub fn compose(
     progress: &Progress,
 ) -> Result<Composed, BuildError> {
     let spec = &recipe.spec;
-    let stub = materialise(&spec.stub, inputs, work, "stub.efi")?;
+    let stub = open_input(&materialise(&spec.stub, inputs, work, "stub.efi")?, "stub")?;
     let (_, stub_info) = uki::inspect_stub(&stub)?;
-    let kernel = materialise(&spec.kernel, inputs, work, "vmlinuz")?;
+    let kernel = open_input(
+        &materialise(&spec.kernel, inputs, work, "vmlinuz")?,
+        "kernel",
+    )?;
     let kernel_release = uki::inspect_kernel(&kernel)?;
 
     let stage = progress.stage(format!(

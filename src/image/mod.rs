@@ -451,7 +451,7 @@ fn write_outputs_into(
     });
     sections.push(NewSection {
         name: ".linux",
-        data: SectionData::File(composed.kernel.clone()),
+        data: SectionData::Image(&composed.kernel),
     });
 
     let mut uki_tmp = tempfile::Builder::new()
@@ -476,8 +476,8 @@ fn write_outputs_into(
         });
         uki_tmp = signed_tmp;
     }
-    let (kernel_sha, kernel_size) =
-        digest::sha256_file(&composed.kernel).map_err(|e| out_err(&composed.kernel, e))?;
+    let (kernel_sha, kernel_size) = digest::sha256_reader(composed.kernel.reader())
+        .map_err(|e| out_err(Path::new(composed.kernel.name()), e))?;
     stage.finish();
 
     let report = BuildReport {

@@ -19,7 +19,7 @@
 //! dbx entry types zoa does not evaluate (certificate hashes with revocation times, other
 //! hash algorithms) make it refuse to predict rather than guess.
 
-use std::path::Path;
+use crate::uefi::file::ImageFile;
 
 use crate::secureboot::sign::{self, VerifyError};
 use crate::uefi::esl::{
@@ -39,7 +39,7 @@ pub struct Authority {
 /// (EFI signature lists). `image_sha256` is the image's Authenticode SHA-256. The error is
 /// the reason the firmware would refuse to boot it, for the user.
 pub fn authority(
-    uki: &Path,
+    uki: &ImageFile,
     db: &[u8],
     dbx: &[u8],
     image_sha256: &[u8; 32],
@@ -174,6 +174,10 @@ fn signature_data_bytes(d: &SignatureData) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn open(p: &std::path::Path) -> crate::uefi::file::ImageFile {
+        crate::uefi::file::ImageFile::open(p).unwrap()
+    }
     use crate::secureboot::keys::{generate, Role};
     use crate::secureboot::sign::{sign_pe, tests::tiny_pe};
     use crate::uefi::esl::{serialize, Guid, SignatureList};
@@ -228,7 +232,7 @@ mod tests {
             SignatureList::sha256(OWNER, &[[1; 32]]),
             SignatureList::x509(OWNER, &c.cert),
         ]);
-        let a = authority(&c.signed, &db, &[], &c.sha256).unwrap();
+        let a = authority(&open(&c.signed), &db, &[], &c.sha256).unwrap();
         assert!(
             a.what.starts_with("db list 3 entry 1: X.509 "),
             "{}",
@@ -245,7 +249,7 @@ mod tests {
     fn an_unsigned_image_is_admitted_only_by_its_hash() {
         let c = case();
         let db = esl(&[SignatureList::sha256(OWNER, &[[1; 32], c.sha256])]);
-        let a = authority(&c.unsigned, &db, &[], &c.sha256).unwrap();
+        let a = authority(&open(&c.unsigned), &db, &[], &c.sha256).unwrap();
         assert!(
             a.what.starts_with("db list 1 entry 2: SHA-256 "),
             "{}",
@@ -256,7 +260,7 @@ mod tests {
             [OWNER.as_bytes().as_slice(), &c.sha256].concat()
         );
         let cert_only = esl(&[SignatureList::x509(OWNER, &c.cert)]);
-        let e = authority(&c.unsigned, &cert_only, &[], &c.sha256).unwrap_err();
+        let e = authority(&open(&c.unsigned), &cert_only, &[], &c.sha256).unwrap_err();
         assert!(e.contains("the UKI is unsigned"), "{e}");
     }
 
@@ -266,29 +270,29 @@ mod tests {
         let db = esl(&[SignatureList::x509(OWNER, &c.cert)]);
         // Signed by a key db does not hold.
         let stranger = esl(&[SignatureList::x509(OWNER, &other_cert())]);
-        let e = authority(&c.signed, &stranger, &[], &c.sha256).unwrap_err();
+        let e = authority(&open(&c.signed), &stranger, &[], &c.sha256).unwrap_err();
         assert!(e.contains("no db entry verifies"), "{e}");
         // Its hash revoked, its signer revoked.
         let dbx = esl(&[SignatureList::sha256(OWNER, &[c.sha256])]);
-        let e = authority(&c.signed, &db, &dbx, &c.sha256).unwrap_err();
+        let e = authority(&open(&c.signed), &db, &dbx, &c.sha256).unwrap_err();
         assert!(e.contains("is in dbx (list 1)"), "{e}");
         let dbx = esl(&[SignatureList::x509(OWNER, &c.cert)]);
-        let e = authority(&c.signed, &db, &dbx, &c.sha256).unwrap_err();
+        let e = authority(&open(&c.signed), &db, &dbx, &c.sha256).unwrap_err();
         assert!(e.contains("verifies against dbx certificate 1"), "{e}");
         // A dbx entry type this prediction does not evaluate.
         let mut odd = SignatureList::sha256(OWNER, &[[2; 32]]);
         odd.signature_type = Guid::from_bytes([9; 16]);
-        let e = authority(&c.signed, &db, &esl(&[odd]), &c.sha256).unwrap_err();
+        let e = authority(&open(&c.signed), &db, &esl(&[odd]), &c.sha256).unwrap_err();
         assert!(e.contains("does not evaluate"), "{e}");
         // Admitted both by certificate and by hash: firmware versions disagree.
         let both = esl(&[
             SignatureList::x509(OWNER, &c.cert),
             SignatureList::sha256(OWNER, &[c.sha256]),
         ]);
-        let e = authority(&c.signed, &both, &[], &c.sha256).unwrap_err();
+        let e = authority(&open(&c.signed), &both, &[], &c.sha256).unwrap_err();
         assert!(e.contains("firmware versions differ"), "{e}");
         // Malformed lists.
-        let e = authority(&c.signed, b"short", &[], &c.sha256).unwrap_err();
+        let e = authority(&open(&c.signed), b"short", &[], &c.sha256).unwrap_err();
         assert!(e.starts_with("db: "), "{e}");
     }
 }

@@ -7,7 +7,7 @@ pub mod eventlog;
 pub mod predict;
 pub mod types;
 
-pub use predict::{predict, MeasureError, MeasureOptions};
+pub use predict::{predict, Input, MeasureError, MeasureOptions};
 pub use types::{Digests, Measurements, PredictedEvent};
 
 /// The output of AWS `nitro-tpm-pcr-compute`, byte for byte: SHA-384 PCR4, PCR7, PCR12,

@@ -5,14 +5,13 @@
 
 use sha2::{Digest, Sha256, Sha384};
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use super::authority;
 use super::types::{Digests, Measurements, PredictedEvent, StubRecord};
 use crate::uefi::authenticode::{authenticode_job, AuthenticodeError};
 use crate::uefi::esl::{self, Guid, EFI_GLOBAL_VARIABLE, EFI_IMAGE_SECURITY_DATABASE};
+use crate::uefi::file::ImageFile;
 use crate::uefi::hashing::{hash_jobs, BankDigests, HashJob};
 use crate::uefi::pe::{PeError, PeLayout, Section, MAX_HEADER_BYTES};
 use crate::uefi::uefidata::UefiVarStore;
@@ -102,9 +101,36 @@ pub struct MeasureOptions {
     pub dbx: Option<PathBuf>,
     /// The `UefiData` blob (binary, or its base64 as RegisterImage takes it) whose PK, KEK,
     /// db and dbx the firmware starts with; not together with the ESL files.
-    pub uefi_data: Option<PathBuf>,
+    pub uefi_data: Option<Input>,
     /// Explicit Secure Boot state; default: on exactly when a PK is given.
     pub secure_boot: Option<bool>,
+}
+
+/// An input to a prediction: a file to read, or bytes the caller read (and checked: a
+/// verified release's `uefi-data.bin`) and names for messages.
+#[derive(Debug, Clone)]
+pub enum Input {
+    File(PathBuf),
+    Bytes { name: String, bytes: Vec<u8> },
+}
+
+impl Input {
+    fn name(&self) -> String {
+        match self {
+            Input::File(p) => p.display().to_string(),
+            Input::Bytes { name, .. } => name.clone(),
+        }
+    }
+
+    fn read(&self) -> Result<Vec<u8>, MeasureError> {
+        match self {
+            Input::File(p) => std::fs::read(p).map_err(|source| MeasureError::Io {
+                file: p.display().to_string(),
+                source,
+            }),
+            Input::Bytes { bytes, .. } => Ok(bytes.clone()),
+        }
+    }
 }
 
 /// The contents of PK, KEK, db and dbx (None: the variable does not exist).
@@ -129,7 +155,7 @@ impl MeasureOptions {
                 dbx: opt_key(files[3])?,
             });
         };
-        let file = blob.display().to_string();
+        let file = blob.name();
         if files.iter().any(|f| f.is_some()) {
             return Err(MeasureError::Refused {
                 file,
@@ -156,12 +182,9 @@ impl MeasureOptions {
 }
 
 /// Reads a UefiData blob: the binary (starting with `AMZNUEFI`) or its base64 text.
-fn read_uefi_data(path: &Path) -> Result<UefiVarStore, MeasureError> {
-    let file = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|source| MeasureError::Io {
-        file: file.clone(),
-        source,
-    })?;
+fn read_uefi_data(input: &Input) -> Result<UefiVarStore, MeasureError> {
+    let file = input.name();
+    let bytes = input.read()?;
     UefiVarStore::from_file_bytes(bytes)
         .map(|(store, _)| store)
         .map_err(|e| MeasureError::Refused {
@@ -248,16 +271,16 @@ fn read_key_file(path: &Path) -> Result<Vec<u8>, MeasureError> {
 
 /// Reads the bytes of a small section (names, version strings).
 fn small_section(
-    path: &Path,
+    uki: &ImageFile,
     layout: &PeLayout,
     name: &str,
 ) -> Result<Option<Vec<u8>>, MeasureError> {
-    Ok(layout.read_section(path, name, 64 * 1024)?)
+    Ok(layout.read_section(uki, name, 64 * 1024)?)
 }
 
 /// Predicts the PCRs of booting `uki` as the only boot option.
-pub fn predict(uki: &Path, opts: &MeasureOptions) -> Result<Measurements, MeasureError> {
-    let file = uki.display().to_string();
+pub fn predict(uki: &ImageFile, opts: &MeasureOptions) -> Result<Measurements, MeasureError> {
+    let file = uki.name().to_owned();
     let refuse = |message: String| MeasureError::Refused {
         file: file.clone(),
         message,
@@ -510,18 +533,18 @@ fn opt_key(path: &Option<PathBuf>) -> Result<Option<Vec<u8>>, MeasureError> {
 }
 
 /// Parses the headers of the kernel stored in the UKI's `.linux` section.
-fn kernel_layout(uki: &Path, linux: &Section) -> Result<PeLayout, MeasureError> {
-    let file = format!("{} (.linux)", uki.display());
-    let io = |source| MeasureError::Io {
-        file: file.clone(),
-        source,
-    };
+fn kernel_layout(uki: &ImageFile, linux: &Section) -> Result<PeLayout, MeasureError> {
+    let file = format!("{} (.linux)", uki.name());
     let len = u64::from(linux.virtual_size);
-    let mut head = vec![0u8; len.min(MAX_HEADER_BYTES) as usize];
-    let mut f = File::open(uki).map_err(io)?;
-    f.seek(SeekFrom::Start(u64::from(linux.raw_offset)))
-        .map_err(io)?;
-    f.read_exact(&mut head).map_err(io)?;
+    let head = uki
+        .read_vec_at(
+            u64::from(linux.raw_offset),
+            len.min(MAX_HEADER_BYTES) as usize,
+        )
+        .map_err(|source| MeasureError::Io {
+            file: file.clone(),
+            source,
+        })?;
     Ok(PeLayout::parse(&file, &head, len)?)
 }
 

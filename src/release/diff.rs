@@ -32,6 +32,7 @@ use crate::image::tree::NodeKind;
 use crate::init_build::provenance::{self, Provenance};
 use crate::measure::predict::{StubRules, EV_EFI_VARIABLE_DRIVER_CONFIG, STUB_RULES};
 use crate::measure::{self, Digests, MeasureError, MeasureOptions, Measurements, PredictedEvent};
+use crate::uefi::file::ImageFile;
 use crate::uefi::hashing::{hash_jobs, HashJob};
 use crate::uefi::pe::{PeError, PeLayout};
 use crate::uefi::uki::bzimage_release;
@@ -449,6 +450,7 @@ struct SectionView {
 #[derive(Debug)]
 struct UkiView {
     path: PathBuf,
+    file: ImageFile,
     layout: PeLayout,
     sections: Vec<SectionView>,
 }
@@ -515,8 +517,10 @@ fn read_build_json(path: &Path) -> Result<BuildJson, DiffError> {
 }
 
 /// Reads a UKI's section table and hashes every section in one pass over the file.
-fn read_uki(path: &Path) -> Result<UkiView, DiffError> {
-    let layout = PeLayout::read(path)?;
+fn read_uki(file: ImageFile) -> Result<UkiView, DiffError> {
+    let path = PathBuf::from(file.name());
+    let path = path.as_path();
+    let layout = PeLayout::read(&file)?;
     let jobs: Vec<HashJob> = layout
         .sections
         .iter()
@@ -533,7 +537,7 @@ fn read_uki(path: &Path) -> Result<UkiView, DiffError> {
             }
         })
         .collect();
-    let digests = hash_jobs(path, &jobs).map_err(io_err(path))?;
+    let digests = hash_jobs(&file, &jobs).map_err(io_err(path))?;
     let mut sections = Vec::with_capacity(layout.sections.len());
     for (s, d) in layout.sections.iter().zip(digests) {
         let small = u64::from(s.file_data_len()) <= MAX_TEXT_SECTION;
@@ -542,7 +546,7 @@ fn read_uki(path: &Path) -> Result<UkiView, DiffError> {
             && !BULK_SECTIONS.contains(&s.name.as_str())
         {
             layout
-                .read_section(path, &s.name, MAX_TEXT_SECTION)?
+                .read_section(&file, &s.name, MAX_TEXT_SECTION)?
                 .and_then(|b| String::from_utf8(b).ok())
                 .map(|t| t.trim_end_matches('\0').to_owned())
         } else {
@@ -557,20 +561,25 @@ fn read_uki(path: &Path) -> Result<UkiView, DiffError> {
     }
     Ok(UkiView {
         path: path.to_owned(),
+        file,
         layout,
         sections,
     })
 }
 
+fn open_uki(path: &Path) -> Result<ImageFile, DiffError> {
+    ImageFile::open(path).map_err(io_err(path))
+}
+
 fn load(side: &Side) -> Result<Loaded, DiffError> {
     let (measurements, uki, build) = match side {
         Side::Dir(dir) => {
-            let uki_path = dir.join("uki.efi");
+            let uki = open_uki(&dir.join("uki.efi"))?;
             let m_path = dir.join(super::manifest::MEASUREMENTS_FILE);
             let measurements = if m_path.is_file() {
                 read_measurements(&m_path)?
             } else {
-                measure::predict(&uki_path, &MeasureOptions::default())?
+                measure::predict(&uki, &MeasureOptions::default())?
             };
             let b_path = dir.join("build.json");
             let build = if b_path.is_file() {
@@ -578,11 +587,12 @@ fn load(side: &Side) -> Result<Loaded, DiffError> {
             } else {
                 None
             };
-            (measurements, Some(read_uki(&uki_path)?), build)
+            (measurements, Some(read_uki(uki)?), build)
         }
         Side::Uki(path) => {
-            let measurements = measure::predict(path, &MeasureOptions::default())?;
-            (measurements, Some(read_uki(path)?), None)
+            let uki = open_uki(path)?;
+            let measurements = measure::predict(&uki, &MeasureOptions::default())?;
+            (measurements, Some(read_uki(uki)?), None)
         }
         Side::Measurements(path) => (read_measurements(path)?, None, None),
     };
@@ -1133,7 +1143,7 @@ fn stub_cause(om: &Measurements, nm: &Measurements, differing: &[String]) -> Cau
 }
 
 fn kernel_release(uki: &UkiView, build: Option<&BuildJson>) -> Result<Option<String>, DiffError> {
-    if let Some(mut r) = uki.layout.section_reader(&uki.path, ".linux")? {
+    if let Some(mut r) = uki.layout.section_reader(&uki.file, ".linux") {
         let mut head = Vec::new();
         (&mut r)
             .take(KERNEL_HEAD_BYTES)
@@ -1328,7 +1338,7 @@ fn files_from_build_json(b: &BuildJson) -> Option<FileMap> {
 /// hashes every file; origins come from build.json where it lists the same content.
 fn files_from_archive(uki: &UkiView, build: Option<&BuildJson>) -> Result<FileMap, DiffError> {
     let file = uki.path.display().to_string();
-    let Some(reader) = uki.layout.section_reader(&uki.path, ".initrd")? else {
+    let Some(reader) = uki.layout.section_reader(&uki.file, ".initrd") else {
         return Ok(FileMap::new());
     };
     let spill = tempfile::Builder::new()

@@ -13,8 +13,12 @@ use crate::measure::Measurements;
 
 /// Manifest format identifier; a verifier refuses formats it does not know.
 pub const MANIFEST_FORMAT: &str = "zoa-release/1";
+/// The boot image.
+pub const UKI_FILE: &str = "uki.efi";
+/// What the build used and made (`zoa build`'s report).
+pub const BUILD_FILE: &str = "build.json";
 /// The artifacts every release covers, in manifest order.
-pub const ARTIFACTS: [&str; 3] = ["uki.efi", "build.json", "measurements.json"];
+pub const ARTIFACTS: [&str; 3] = [UKI_FILE, BUILD_FILE, MEASUREMENTS_FILE];
 /// The AMI `UefiData` variable store (binary) of a Secure Boot release: listed after
 /// [`ARTIFACTS`] when present, so the signature covers the keys the image boots with.
 pub const UEFI_DATA_FILE: &str = "uefi-data.bin";
@@ -192,6 +196,11 @@ impl Manifest {
 
     /// Whether the release carries an AMI `UefiData` variable store (`uefi-data.bin`): its
     /// measurements were predicted with those variables, and an AMI must enroll them.
+    /// The covered file named `name`.
+    pub fn artifact(&self, name: &str) -> Option<&Artifact> {
+        self.artifacts.iter().find(|a| a.path == name)
+    }
+
     pub fn has_uefi_data(&self) -> bool {
         self.artifacts.iter().any(|a| a.path == UEFI_DATA_FILE)
     }

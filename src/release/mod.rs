@@ -8,14 +8,25 @@ pub mod log;
 pub mod manifest;
 
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+
+use crate::uefi::file::ImageFile;
 
 use crate::measure::{self, MeasureOptions};
 use crate::uefi::uefidata::UefiVarStore;
 use manifest::{
-    parse_trusted_comment, Manifest, ManifestError, MANIFEST_FILE, MEASUREMENTS_FILE,
-    SIGNATURE_FILE, UEFI_DATA_FILE,
+    parse_trusted_comment, Manifest, ManifestError, BUILD_FILE, MANIFEST_FILE, MEASUREMENTS_FILE,
+    SIGNATURE_FILE, UEFI_DATA_FILE, UKI_FILE,
 };
+
+/// A release.json is a few hundred KiB at most (every event of four PCRs).
+const MAX_MANIFEST_BYTES: u64 = 16 << 20;
+/// A minisign signature file is a few hundred bytes.
+const MAX_SIGNATURE_BYTES: u64 = 64 << 10;
+/// Covered files other than the UKI (build.json, measurements, SBOM, UefiData) are read
+/// into memory; none comes near this.
+const MAX_SMALL_ARTIFACT_BYTES: u64 = 256 << 20;
 
 /// Errors of signing and verifying, one variant per verdict (the CLI maps each to its
 /// own exit status, so CI can tell a bad signature from a changed artifact).
@@ -105,7 +116,9 @@ pub fn sign(
     password: &keys::Password,
     uefi_data: Option<&Path>,
 ) -> Result<Signed, ReleaseError> {
-    let uki = dir.join("uki.efi");
+    let uki_path = dir.join(UKI_FILE);
+    let uki = ImageFile::private_copy(&uki_path, &uki_path.display().to_string())
+        .map_err(|e| io_err(&uki_path, e))?;
     let uefi_path = dir.join(UEFI_DATA_FILE);
     let source = match uefi_data {
         Some(p) => Some(p.to_owned()),
@@ -126,10 +139,12 @@ pub fn sign(
         None => None,
     };
     let options = MeasureOptions {
-        uefi_data: staged.as_ref().map(|t| t.path().to_owned()),
+        uefi_data: staged
+            .as_ref()
+            .map(|t| measure::Input::File(t.path().to_owned())),
         ..MeasureOptions::default()
     };
-    let measurements = measure::predict(&uki, &options)?;
+    let measurements = measure::predict(&uki.image, &options)?;
     let secure_boot = measurements.secure_boot;
     let mut m_bytes = serde_json::to_vec_pretty(&measurements)
         .map_err(|e| io_err(&dir.join(MEASUREMENTS_FILE), e))?;
@@ -147,6 +162,13 @@ pub fn sign(
                 .map_err(|e| io_err(&uefi_path, e.error))?;
         }
         let manifest = Manifest::from_build_dir(dir, measurements, blob.is_some())?;
+        // The manifest hashed uki.efi again: it must be the file that was measured.
+        if manifest.artifact(UKI_FILE).map(|a| a.sha256.as_str()) != Some(uki.sha256.as_str()) {
+            return Err(io_err(
+                &uki_path,
+                "changed while it was being signed: sign again",
+            ));
+        }
         let bytes = manifest.to_canonical_json()?;
         let digest = crate::digest::sha256_bytes(&bytes);
         let comment = manifest.trusted_comment(&digest);
@@ -179,7 +201,7 @@ pub fn sign(
     result
 }
 
-/// The outcome of `zoa verify`.
+/// The outcome of `zoa verify`, as printed.
 #[derive(Debug, Serialize)]
 pub struct Verification {
     pub name: String,
@@ -193,9 +215,63 @@ pub struct Verification {
     pub pcrs_checked: Vec<String>,
     /// Set when a rebuild was requested and matched.
     pub rebuilt: Option<RebuildReport>,
-    /// The manifest that was verified, as read (so callers need not read it again).
-    #[serde(skip)]
-    pub manifest: Manifest,
+}
+
+/// A release whose signature, artifacts and measurements were checked, holding the very
+/// bytes that were checked: the UKI as a private copy (an unnamed temporary file nothing
+/// else can open), the other covered files in memory. Only [`verify`] makes one, and
+/// everything downstream (the disk image, zoa-init's configuration, the snapshot, the AMI's
+/// UefiData, the KMS policy) reads from it, so "verified, then re-read from the directory"
+/// cannot be written.
+#[derive(Debug)]
+pub struct VerifiedRelease {
+    dir: PathBuf,
+    manifest: Manifest,
+    uki: ImageFile,
+    /// The covered files other than the UKI, by name, as checked.
+    files: BTreeMap<String, Vec<u8>>,
+    report: Verification,
+}
+
+impl VerifiedRelease {
+    /// The directory it was verified from (for messages and the deploy record only).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// SHA-256 of the signed `release.json`.
+    pub fn manifest_sha256(&self) -> &str {
+        &self.report.manifest_sha256
+    }
+
+    /// The verified UKI.
+    pub fn uki(&self) -> &ImageFile {
+        &self.uki
+    }
+
+    /// A covered file other than the UKI, as verified (`None` when the manifest does not
+    /// cover it).
+    pub fn file(&self, name: &str) -> Option<&[u8]> {
+        self.files.get(name).map(Vec::as_slice)
+    }
+
+    /// The verified `uefi-data.bin` of a Secure Boot release.
+    pub fn uefi_data(&self) -> Option<&[u8]> {
+        self.file(UEFI_DATA_FILE)
+    }
+
+    /// What `zoa verify` prints.
+    pub fn report(&self) -> &Verification {
+        &self.report
+    }
+
+    pub fn into_report(self) -> Verification {
+        self.report
+    }
 }
 
 /// A successful rebuild comparison.
@@ -206,67 +282,43 @@ pub struct RebuildReport {
 }
 
 /// `zoa verify DIR --pubkey PUB`: signature and trusted comment, every artifact digest,
-/// the UKI re-measured; with `rebuild`, a fresh build compared byte for byte.
+/// the UKI re-measured; with `rebuild`, a fresh build compared byte for byte. Each covered
+/// file is read once: the checks and everything after them use those bytes.
 pub fn verify(
     dir: &Path,
     public_key: &Path,
     rebuild: Option<(&crate::recipe::Recipe, &crate::image::BuildOptions)>,
-) -> Result<Verification, ReleaseError> {
+) -> Result<VerifiedRelease, ReleaseError> {
     let manifest_path = dir.join(MANIFEST_FILE);
     let signature_path = dir.join(SIGNATURE_FILE);
-    let bytes = std::fs::read(&manifest_path).map_err(|e| io_err(&manifest_path, e))?;
-    let signature =
-        std::fs::read_to_string(&signature_path).map_err(|e| io_err(&signature_path, e))?;
+    let bytes = read_bounded(&manifest_path, MAX_MANIFEST_BYTES)?;
+    let signature = String::from_utf8(read_bounded(&signature_path, MAX_SIGNATURE_BYTES)?)
+        .map_err(|_| {
+            ReleaseError::BadSignature(format!("{}: not text", signature_path.display()))
+        })?;
     let verified = keys::verify(public_key, &bytes, &signature)
         .map_err(|e| ReleaseError::BadSignature(format!("{}: {e}", signature_path.display())))?;
     let digest = crate::digest::sha256_bytes(&bytes);
     let manifest = Manifest::parse(&manifest_path.display().to_string(), &bytes)?;
-    let warning = match parse_trusted_comment(&verified.trusted_comment) {
-        None => Some(format!(
-            "the signature is valid but its trusted comment is not zoa's ({:?}): name, version and manifest digest are not bound by it",
-            verified.trusted_comment
-        )),
-        Some(Err(why)) => {
-            return Err(ReleaseError::BadSignature(format!("{}: {why}", signature_path.display())))
-        }
-        Some(Ok(c)) => {
-            if c.name != manifest.name || c.version != manifest.version || c.manifest_sha256 != digest {
-                return Err(ReleaseError::BadSignature(format!(
-                    "{}: the trusted comment says {} {} (manifest {}), the manifest is {} {} (sha256 {digest})",
-                    signature_path.display(),
-                    c.name,
-                    c.version,
-                    c.manifest_sha256,
-                    manifest.name,
-                    manifest.version
-                )));
-            }
-            None
-        }
-    };
-    let mut artifacts_checked = Vec::new();
-    for a in &manifest.artifacts {
-        let path = dir.join(&a.path);
-        let (sha, size) = crate::digest::sha256_file(&path).map_err(|e| {
-            ReleaseError::ArtifactMismatch(format!("{}: cannot read: {e}", path.display()))
-        })?;
-        if sha != a.sha256 || size != a.size {
-            return Err(ReleaseError::ArtifactMismatch(format!(
-                "{}: sha256 {sha} ({size} bytes) differs from the signed manifest's {} ({} bytes)",
-                path.display(),
-                a.sha256,
-                a.size
-            )));
-        }
-        artifacts_checked.push(a.path.clone());
-    }
-    // A Secure Boot release was measured booting with its variable store (its digest is
-    // checked above): re-measure the same way.
+    let warning = check_trusted_comment(
+        &verified.trusted_comment,
+        &manifest,
+        &digest,
+        &signature_path,
+    )?;
+    let (uki, files) = read_covered_files(dir, &manifest)?;
+    // A Secure Boot release was measured booting with its variable store: re-measure the
+    // same way, from the bytes just checked.
     let options = MeasureOptions {
-        uefi_data: manifest.has_uefi_data().then(|| dir.join(UEFI_DATA_FILE)),
+        uefi_data: files
+            .get(UEFI_DATA_FILE)
+            .map(|bytes| measure::Input::Bytes {
+                name: dir.join(UEFI_DATA_FILE).display().to_string(),
+                bytes: bytes.clone(),
+            }),
         ..MeasureOptions::default()
     };
-    let remeasured = measure::predict(&dir.join("uki.efi"), &options)?;
+    let remeasured = measure::predict(&uki, &options)?;
     if remeasured.pcrs != manifest.measurements.pcrs
         || remeasured.events != manifest.measurements.events
     {
@@ -294,22 +346,134 @@ pub fn verify(
         .collect();
     pcrs.sort_unstable();
     let pcrs_checked = pcrs.iter().map(|k| format!("PCR{k}")).collect();
+    let build_json = files.get(BUILD_FILE).map(Vec::as_slice).unwrap_or_default();
     let rebuilt = match rebuild {
         None => None,
-        Some((recipe, opts)) => Some(rebuild_and_compare(&manifest, dir, recipe, opts)?),
+        Some((recipe, opts)) => Some(rebuild_and_compare(
+            &manifest, dir, &uki, build_json, recipe, opts,
+        )?),
     };
-    Ok(Verification {
+    let report = Verification {
         name: manifest.name.clone(),
         version: manifest.version.clone(),
         manifest_sha256: digest,
         key_id: verified.key_id,
         trusted_comment: verified.trusted_comment,
         warning,
-        artifacts_checked,
+        artifacts_checked: manifest.artifacts.iter().map(|a| a.path.clone()).collect(),
         pcrs_checked,
         rebuilt,
+    };
+    Ok(VerifiedRelease {
+        dir: dir.to_owned(),
         manifest,
+        uki,
+        files,
+        report,
     })
+}
+
+/// `None` when the trusted comment is zoa's and matches the manifest, a warning when it is
+/// foreign, an error when it is zoa's and contradicts the manifest.
+fn check_trusted_comment(
+    comment: &str,
+    manifest: &Manifest,
+    digest: &str,
+    signature_path: &Path,
+) -> Result<Option<String>, ReleaseError> {
+    match parse_trusted_comment(comment) {
+        None => Ok(Some(format!(
+            "the signature is valid but its trusted comment is not zoa's ({comment:?}): name, version and manifest digest are not bound by it"
+        ))),
+        Some(Err(why)) => Err(ReleaseError::BadSignature(format!(
+            "{}: {why}",
+            signature_path.display()
+        ))),
+        Some(Ok(c)) => {
+            if c.name != manifest.name
+                || c.version != manifest.version
+                || c.manifest_sha256 != digest
+            {
+                return Err(ReleaseError::BadSignature(format!(
+                    "{}: the trusted comment says {} {} (manifest {}), the manifest is {} {} (sha256 {digest})",
+                    signature_path.display(),
+                    c.name,
+                    c.version,
+                    c.manifest_sha256,
+                    manifest.name,
+                    manifest.version
+                )));
+            }
+            Ok(None)
+        }
+    }
+}
+
+/// Reads every file the manifest covers once and checks it against its signed digest:
+/// the UKI into a private copy, the others (small) into memory.
+fn read_covered_files(
+    dir: &Path,
+    manifest: &Manifest,
+) -> Result<(ImageFile, BTreeMap<String, Vec<u8>>), ReleaseError> {
+    let mut uki = None;
+    let mut files = BTreeMap::new();
+    for a in &manifest.artifacts {
+        let path = dir.join(&a.path);
+        let unreadable = |e: &dyn std::fmt::Display| {
+            ReleaseError::ArtifactMismatch(format!("{}: cannot read: {e}", path.display()))
+        };
+        let (sha, size) = if a.path == UKI_FILE {
+            let copy = ImageFile::private_copy(&path, &path.display().to_string())
+                .map_err(|e| unreadable(&e))?;
+            let found = (copy.sha256, copy.image.len());
+            uki = Some(copy.image);
+            found
+        } else {
+            // One byte more than signed: enough to tell a longer file from the signed one.
+            let bytes = read_at_most(
+                &path,
+                a.size.saturating_add(1).min(MAX_SMALL_ARTIFACT_BYTES),
+            )
+            .map_err(|e| unreadable(&e))?;
+            let found = (crate::digest::sha256_bytes(&bytes), bytes.len() as u64);
+            files.insert(a.path.clone(), bytes);
+            found
+        };
+        if sha != a.sha256 || size != a.size {
+            return Err(ReleaseError::ArtifactMismatch(format!(
+                "{}: sha256 {sha} ({size} bytes) differs from the signed manifest's {} ({} bytes)",
+                path.display(),
+                a.sha256,
+                a.size
+            )));
+        }
+    }
+    let uki = uki.ok_or_else(|| {
+        ReleaseError::Manifest(ManifestError::Invalid {
+            file: dir.join(MANIFEST_FILE).display().to_string(),
+            message: format!("covers no {UKI_FILE}"),
+        })
+    })?;
+    Ok((uki, files))
+}
+
+/// Reads at most `limit` bytes of `path`.
+fn read_at_most(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(limit)
+        .read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// Reads `path`, refusing more than `limit` bytes.
+fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>, ReleaseError> {
+    let bytes = read_at_most(path, limit + 1).map_err(|e| io_err(path, e))?;
+    if bytes.len() as u64 > limit {
+        return Err(io_err(path, format!("larger than {limit} bytes")));
+    }
+    Ok(bytes)
 }
 
 /// Rebuilds in a temporary directory and compares outputs; on a difference, names the
@@ -317,6 +481,8 @@ pub fn verify(
 fn rebuild_and_compare(
     manifest: &Manifest,
     dir: &Path,
+    uki: &ImageFile,
+    build_json: &[u8],
     recipe: &crate::recipe::Recipe,
     opts: &crate::image::BuildOptions,
 ) -> Result<RebuildReport, ReleaseError> {
@@ -324,8 +490,16 @@ fn rebuild_and_compare(
     let mut opts = opts.clone();
     opts.out_dir = Some(work.path().join("out"));
     let built = crate::image::build(recipe, &opts)?;
-    if let Some(signature) = signed_uki_record(dir)? {
-        return compare_signed_rebuild(manifest, dir, recipe, &built.out_dir, &signature);
+    let build: serde_json::Value =
+        serde_json::from_slice(build_json).map_err(|e| io_err(&dir.join(BUILD_FILE), e))?;
+    if let Some(signature) = signed_uki_record(&build) {
+        let signed = SignedRelease {
+            manifest,
+            dir,
+            uki,
+            build,
+        };
+        return compare_signed_rebuild(&signed, recipe, &built.out_dir, &signature);
     }
     let mut identical = Vec::new();
     for name in ["uki.efi", "build.json"] {
@@ -349,17 +523,21 @@ fn rebuild_and_compare(
     })
 }
 
-/// The release's `secure_boot_signature` record from build.json (verified by the manifest
-/// before this runs), when its UKI was signed by `zoa build --sign-with`.
-fn signed_uki_record(dir: &Path) -> Result<Option<serde_json::Value>, ReleaseError> {
-    let path = dir.join("build.json");
-    let json: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&path).map_err(|e| io_err(&path, e))?)
-            .map_err(|e| io_err(&path, e))?;
-    Ok(json
+/// The release's `secure_boot_signature` record from its (verified) build.json, when its
+/// UKI was signed by `zoa build --sign-with`.
+fn signed_uki_record(build: &serde_json::Value) -> Option<serde_json::Value> {
+    build
         .get("secure_boot_signature")
         .filter(|v| !v.is_null())
-        .cloned())
+        .cloned()
+}
+
+/// The verified release a signed rebuild is compared with.
+struct SignedRelease<'a> {
+    manifest: &'a Manifest,
+    dir: &'a Path,
+    uki: &'a ImageFile,
+    build: serde_json::Value,
 }
 
 /// A release whose UKI carries a Secure Boot signature, against a rebuild without the key:
@@ -368,8 +546,7 @@ fn signed_uki_record(dir: &Path) -> Result<Option<serde_json::Value>, ReleaseErr
 /// byte but the checksum and the certificate table), and build.json must be the rebuild's
 /// plus the signature record.
 fn compare_signed_rebuild(
-    manifest: &Manifest,
-    dir: &Path,
+    release: &SignedRelease<'_>,
     recipe: &crate::recipe::Recipe,
     rebuilt: &Path,
     signature: &serde_json::Value,
@@ -378,7 +555,7 @@ fn compare_signed_rebuild(
         ReleaseError::NotReproducible(format!(
             "rebuilding {} gives {what}: {}",
             recipe.path.display(),
-            explain_difference(manifest, dir, rebuilt)
+            explain_difference(release.manifest, release.dir, rebuilt)
         ))
     };
     let new_uki = rebuilt.join("uki.efi");
@@ -390,9 +567,11 @@ fn compare_signed_rebuild(
             signature["unsigned_sha256"]
         )));
     }
-    let signed_digest = crate::uefi::authenticode::authenticode_sha256(&dir.join("uki.efi"))
-        .map_err(|e| io_err(&dir.join("uki.efi"), e))?;
-    let rebuilt_digest = crate::uefi::authenticode::authenticode_sha256(&new_uki)
+    let signed_digest = crate::uefi::authenticode::authenticode_sha256(release.uki)
+        .map_err(|e| io_err(Path::new(release.uki.name()), e))?;
+    let rebuilt_digest = ImageFile::open(&new_uki)
+        .map_err(|e| e.to_string())
+        .and_then(|f| crate::uefi::authenticode::authenticode_sha256(&f))
         .map_err(|e| io_err(&new_uki, e))?;
     if signed_digest != rebuilt_digest {
         return Err(differs(format!(
@@ -406,7 +585,7 @@ fn compare_signed_rebuild(
         serde_json::from_slice(&std::fs::read(p).map_err(|e| io_err(p, e))?)
             .map_err(|e| io_err(p, e))
     };
-    let mut expected = read(&dir.join("build.json"))?;
+    let mut expected = release.build.clone();
     if let Some(obj) = expected.as_object_mut() {
         obj.remove("secure_boot_signature");
     }

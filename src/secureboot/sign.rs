@@ -31,8 +31,7 @@
 //! [`verify_pe`] follows those steps with OpenSSL's own `PKCS7_verify`, with the same flags.
 //! Not modelled here: dbx (revoked certificates and hashes), and image hashes in db.
 
-use std::fs::File;
-use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufWriter, Seek, SeekFrom, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -51,6 +50,7 @@ use sha2::{Digest, Sha256};
 
 use super::keys::{self, describe_name, SecureBootKeyError};
 use crate::uefi::authenticode::{authenticode_job, AuthenticodeError};
+use crate::uefi::file::ImageFile;
 use crate::uefi::hashing::hash_jobs;
 use crate::uefi::pe::{PeError, PeLayout};
 use crate::uefi::uki::ChecksumWriter;
@@ -530,11 +530,11 @@ fn edk2_hash_algorithm(der: &[u8]) -> Result<Option<DigestAlgorithm>, &'static s
 /// SHA-256 Authenticode digest of `layout`'s file as it will be once signed: the file
 /// padded with zeros to a multiple of 8 bytes (the certificate table must start 8-byte
 /// aligned, and the padding sits before it, so it is hashed).
-fn signing_digest(path: &Path, layout: &PeLayout) -> Result<([u8; 32], u64), SignError> {
-    let file = path.display().to_string();
+fn signing_digest(image: &ImageFile, layout: &PeLayout) -> Result<([u8; 32], u64), SignError> {
+    let file = image.name();
     let len = layout.file_len;
     let padded = len.next_multiple_of(8);
-    let mut job = authenticode_job(&file, layout, 0, padded)?;
+    let mut job = authenticode_job(file, layout, 0, padded)?;
     // Only the trailing-data range can reach past the real file: the padding, which
     // is hashed as zeros.
     if let Some(last) = job.ranges.last_mut() {
@@ -542,8 +542,8 @@ fn signing_digest(path: &Path, layout: &PeLayout) -> Result<([u8; 32], u64), Sig
     }
     job.ranges.retain(|(s, e)| e > s);
     job.zeros = padded - len;
-    let digests = hash_jobs(path, &[job]).map_err(|source| SignError::Io {
-        path: path.to_owned(),
+    let digests = hash_jobs(image, &[job]).map_err(|source| SignError::Io {
+        path: PathBuf::from(file),
         action: "read (hashing)",
         source,
     })?;
@@ -627,7 +627,13 @@ fn sign_checked(
     cert: &X509Ref,
     chain: &[X509],
 ) -> Result<Signed, SignError> {
-    let layout = PeLayout::read(input)?;
+    let in_io = |source| SignError::Io {
+        path: input.to_owned(),
+        action: "read",
+        source,
+    };
+    let src = ImageFile::open(input).map_err(in_io)?;
+    let layout = PeLayout::read(&src)?;
     let Some(cert_dir) = layout.cert_dir_offset else {
         return Err(SignError::NoCertDirectory {
             path: input.to_owned(),
@@ -640,7 +646,7 @@ fn sign_checked(
             size: layout.cert_table.1,
         });
     }
-    let (digest, padded) = signing_digest(input, &layout)?;
+    let (digest, padded) = signing_digest(&src, &layout)?;
     let pkcs7 = authenticode_signature(&digest, key, cert, chain)?;
 
     // WIN_CERTIFICATE: dwLength is the header and the PKCS#7, unpadded; the table (and
@@ -677,11 +683,6 @@ fn sign_checked(
             source,
         }
     };
-    let in_io = |source| SignError::Io {
-        path: input.to_owned(),
-        action: "read",
-        source,
-    };
     let dir = match output.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
         _ => PathBuf::from("."),
@@ -690,12 +691,16 @@ fn sign_checked(
         .prefix(".zoa-sign-")
         .tempfile_in(&dir)
         .map_err(out_io("create a temporary file beside"))?;
-    let mut src = File::open(input).map_err(in_io)?;
-    let mode = src.metadata().map_err(in_io)?.permissions().mode() & 0o7777;
+    let mode = std::fs::metadata(input)
+        .map_err(in_io)?
+        .permissions()
+        .mode()
+        & 0o7777;
 
     // Headers with the certificate table entry set and CheckSum zero (filled in last).
-    let mut head = vec![0u8; layout.size_of_headers as usize];
-    src.read_exact(&mut head).map_err(in_io)?;
+    let mut head = src
+        .read_vec_at(0, layout.size_of_headers as usize)
+        .map_err(in_io)?;
     let put = |h: &mut [u8], off: u64, v: u32| {
         let o = off as usize;
         h[o..o + 4].copy_from_slice(&v.to_le_bytes());
@@ -707,7 +712,8 @@ fn sign_checked(
         let mut w = ChecksumWriter::new(BufWriter::with_capacity(1 << 20, tmp.as_file_mut()));
         w.write_all(&head).map_err(out_io("write"))?;
         let rest = layout.file_len - u64::from(layout.size_of_headers);
-        let copied = io::copy(&mut (&mut src).take(rest), &mut w).map_err(in_io)?;
+        let header_len = u64::from(layout.size_of_headers);
+        let copied = io::copy(&mut src.range_reader(header_len, rest), &mut w).map_err(in_io)?;
         if copied != rest {
             return Err(in_io(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
@@ -770,8 +776,9 @@ pub struct EmbeddedSignature {
 /// The PKCS#7 signatures of a PE image's certificate table, in table order, walked as
 /// EDK2 walks it: PKCS_SIGNED_DATA entries, and EFI_GUID entries of type PKCS7; other
 /// entries are skipped.
-pub fn read_signatures(path: &Path) -> Result<Vec<EmbeddedSignature>, VerifyError> {
-    let layout = PeLayout::read(path)?;
+pub fn read_signatures(image: &ImageFile) -> Result<Vec<EmbeddedSignature>, VerifyError> {
+    let path = Path::new(image.name());
+    let layout = PeLayout::read(image)?;
     if layout.cert_dir_offset.is_none() || !layout.is_signed() {
         return Err(VerifyError::NotSigned {
             path: path.to_owned(),
@@ -794,10 +801,9 @@ pub fn read_signatures(path: &Path) -> Result<Vec<EmbeddedSignature>, VerifyErro
         action: "read the certificate table",
         source,
     };
-    let mut f = File::open(path).map_err(io_err)?;
-    f.seek(SeekFrom::Start(u64::from(start))).map_err(io_err)?;
-    let mut table = vec![0u8; size as usize];
-    f.read_exact(&mut table).map_err(io_err)?;
+    let table = image
+        .read_vec_at(u64::from(start), size as usize)
+        .map_err(io_err)?;
 
     let mut out = Vec::new();
     let mut pos = 0usize;
@@ -917,7 +923,8 @@ fn edk2_store(cert: &X509) -> Result<openssl::x509::store::X509Store, ErrorStack
 ///
 /// Errors say which case it is: not signed, changed after signing (the digest differs),
 /// or signed but no trusted certificate verifies it.
-pub fn verify_pe<T: AsRef<[u8]>>(path: &Path, trust: &[T]) -> Result<Verified, VerifyError> {
+pub fn verify_pe<T: AsRef<[u8]>>(image: &ImageFile, trust: &[T]) -> Result<Verified, VerifyError> {
+    let path = Path::new(image.name());
     let mut anchors = Vec::with_capacity(trust.len());
     for (index, der) in trust.iter().enumerate() {
         anchors.push(
@@ -925,11 +932,10 @@ pub fn verify_pe<T: AsRef<[u8]>>(path: &Path, trust: &[T]) -> Result<Verified, V
                 .map_err(|source| VerifyError::BadTrustedCertificate { index, source })?,
         );
     }
-    let signatures = read_signatures(path)?;
-    let layout = PeLayout::read(path)?;
-    let file = path.display().to_string();
-    let job = authenticode_job(&file, &layout, 0, layout.file_len)?;
-    let digests = hash_jobs(path, &[job]).map_err(|source| VerifyError::Io {
+    let signatures = read_signatures(image)?;
+    let layout = PeLayout::read(image)?;
+    let job = authenticode_job(image.name(), &layout, 0, layout.file_len)?;
+    let digests = hash_jobs(image, &[job]).map_err(|source| VerifyError::Io {
         path: path.to_owned(),
         action: "read (hashing)",
         source,
@@ -1048,6 +1054,10 @@ pub fn verify_pe<T: AsRef<[u8]>>(path: &Path, trust: &[T]) -> Result<Verified, V
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    fn open(p: &std::path::Path) -> crate::uefi::file::ImageFile {
+        crate::uefi::file::ImageFile::open(p).unwrap()
+    }
     use crate::secureboot::keys::{generate, Role};
     use crate::uefi::uki::pe_checksum;
     use openssl::pkey::PKey;
@@ -1163,14 +1173,14 @@ pub(crate) mod tests {
         assert_eq!(signed.sha256, hex::encode(Sha256::digest(&bytes)));
         assert_eq!(signed.signer, "CN=test db");
 
-        let layout = PeLayout::read(&a).unwrap();
+        let layout = PeLayout::read(&open(&a)).unwrap();
         let (off, size) = layout.cert_table;
         assert_eq!(off, 0x400);
         assert_eq!(u64::from(off) + u64::from(size), layout.file_len);
         assert_eq!(size % 8, 0);
         let cs = layout.checksum_offset as usize;
         let stored = u32::from_le_bytes(bytes[cs..cs + 4].try_into().unwrap());
-        assert_eq!(stored, pe_checksum(&a).unwrap(), "PE checksum");
+        assert_eq!(stored, pe_checksum(&open(&a)).unwrap(), "PE checksum");
         // WIN_CERTIFICATE header.
         let h = &bytes[off as usize..];
         assert_eq!(u16::from_le_bytes([h[4], h[5]]), 0x0200);
@@ -1180,16 +1190,16 @@ pub(crate) mod tests {
             8 + signed.signature_bytes
         );
 
-        let v = verify_pe(&a, &fx.trust()).unwrap();
+        let v = verify_pe(&open(&a), &fx.trust()).unwrap();
         assert_eq!(v.trust_index, 0);
         assert_eq!(v.signer, "CN=test db");
         assert_eq!(v.digest_algorithm, DigestAlgorithm::Sha256);
         assert_eq!(v.digest, signed.authenticode_sha256);
         // Signing does not change the Authenticode digest.
-        let unsigned = PeLayout::read(&input).unwrap();
+        let unsigned = PeLayout::read(&open(&input)).unwrap();
         let job = authenticode_job("in", &unsigned, 0, unsigned.file_len).unwrap();
         assert_eq!(
-            hex::encode(hash_jobs(&input, &[job]).unwrap()[0].sha256),
+            hex::encode(hash_jobs(&open(&input), &[job]).unwrap()[0].sha256),
             v.digest
         );
     }
@@ -1202,16 +1212,16 @@ pub(crate) mod tests {
         let (out, _) = fx.sign(&input, "out.efi").unwrap();
         let own = fx.cert.to_der().unwrap();
         let other = other.to_der().unwrap();
-        let v = verify_pe(&out, &[other.clone(), own.clone(), own.clone()]).unwrap();
+        let v = verify_pe(&open(&out), &[other.clone(), own.clone(), own.clone()]).unwrap();
         assert_eq!(v.trust_index, 1);
         assert_eq!(v.trust_der, own);
-        let e = verify_pe(&out, &[other]).unwrap_err();
+        let e = verify_pe(&open(&out), &[other]).unwrap_err();
         assert!(
             matches!(e, VerifyError::Untrusted { trusted: 1, .. }),
             "{e}"
         );
         assert!(e.to_string().contains("CN=test db"), "{e}");
-        let e = verify_pe(&out, &[b"junk".to_vec()]).unwrap_err();
+        let e = verify_pe(&open(&out), &[b"junk".to_vec()]).unwrap_err();
         assert!(
             matches!(e, VerifyError::BadTrustedCertificate { index: 0, .. }),
             "{e}"
@@ -1225,8 +1235,8 @@ pub(crate) mod tests {
         let (out, _) = fx.sign(&input, "out.efi").unwrap();
         let bytes = std::fs::read(&out).unwrap();
         assert_eq!(&bytes[0x400..0x408], b"xyz\0\0\0\0\0");
-        assert_eq!(PeLayout::read(&out).unwrap().cert_table.0, 0x408);
-        verify_pe(&out, &fx.trust()).unwrap();
+        assert_eq!(PeLayout::read(&open(&out)).unwrap().cert_table.0, 0x408);
+        verify_pe(&open(&out), &fx.trust()).unwrap();
     }
 
     #[test]
@@ -1240,7 +1250,7 @@ pub(crate) mod tests {
         let mut bytes = good.clone();
         bytes[0x300] ^= 1;
         std::fs::write(&out, &bytes).unwrap();
-        let e = verify_pe(&out, &fx.trust()).unwrap_err();
+        let e = verify_pe(&open(&out), &fx.trust()).unwrap_err();
         assert!(matches!(e, VerifyError::DigestMismatch { .. }), "{e}");
         assert!(e.to_string().contains(&signed.authenticode_sha256), "{e}");
 
@@ -1249,22 +1259,22 @@ pub(crate) mod tests {
         let end = 0x400 + 8 + signed.signature_bytes;
         bytes[end - 5] ^= 1;
         std::fs::write(&out, &bytes).unwrap();
-        let e = verify_pe(&out, &fx.trust()).unwrap_err();
+        let e = verify_pe(&open(&out), &fx.trust()).unwrap_err();
         assert!(matches!(e, VerifyError::Untrusted { .. }), "{e}");
 
         // The CheckSum is outside the digest: changing it does not break the signature.
         let mut bytes = good;
-        let cs = PeLayout::read(&input).unwrap().checksum_offset as usize;
+        let cs = PeLayout::read(&open(&input)).unwrap().checksum_offset as usize;
         bytes[cs] ^= 1;
         std::fs::write(&out, &bytes).unwrap();
-        verify_pe(&out, &fx.trust()).unwrap();
+        verify_pe(&open(&out), &fx.trust()).unwrap();
     }
 
     #[test]
     fn refusals() {
         let fx = fixture();
         let unsigned = fx.write("in.efi", &tiny_pe(16, &[]));
-        let e = verify_pe(&unsigned, &fx.trust()).unwrap_err();
+        let e = verify_pe(&open(&unsigned), &fx.trust()).unwrap_err();
         assert!(matches!(e, VerifyError::NotSigned { .. }), "{e}");
 
         let (signed, _) = fx.sign(&unsigned, "signed.efi").unwrap();
@@ -1305,7 +1315,7 @@ pub(crate) mod tests {
         let cert = fx.write("db.crt", &fx.cert.to_pem().unwrap());
         let signed = sign_pe_files(&uki, &uki, &key, &cert, &[]).unwrap();
         assert_eq!(signed.output, uki);
-        verify_pe(&uki, &fx.trust()).unwrap();
+        verify_pe(&open(&uki), &fx.trust()).unwrap();
         let mode = std::fs::metadata(&uki).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o640);
 
@@ -1363,12 +1373,12 @@ pub(crate) mod tests {
             (vec![der(&mid), der(&root)], 0),
             (vec![der(&leaf)], 0),
         ] {
-            assert_eq!(verify_pe(&out, &trust).unwrap().trust_index, expect);
+            assert_eq!(verify_pe(&open(&out), &trust).unwrap().trust_index, expect);
         }
         // Without the intermediate in the PKCS#7, the root cannot be reached.
         sign_pe(&input, &out, &fx.key, &leaf, &[]).unwrap();
-        assert!(verify_pe(&out, &[der(&root)]).is_err());
-        let v = verify_pe(&out, &[der(&root), der(&mid)]).unwrap();
+        assert!(verify_pe(&open(&out), &[der(&root)]).is_err());
+        let v = verify_pe(&open(&out), &[der(&root), der(&mid)]).unwrap();
         assert_eq!(v.trust_index, 1);
     }
 }

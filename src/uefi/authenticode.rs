@@ -14,8 +14,9 @@
 //! ranges are computed relative to `base` and a length, and handed to the streaming
 //! hasher; nothing is read here except the headers.
 
+use super::file::ImageFile;
 use super::hashing::HashJob;
-use crate::uefi::pe::PeLayout;
+use super::pe::PeLayout;
 
 /// Errors computing Authenticode ranges.
 #[derive(Debug, thiserror::Error)]
@@ -25,13 +26,13 @@ pub struct AuthenticodeError {
     pub message: String,
 }
 
-/// The Authenticode SHA-256 of the PE file at `path` (what a signature covers and what
+/// The Authenticode SHA-256 of an opened PE image (what a signature covers and what
 /// firmware measures into PCR4): the same for an image signed or not.
-pub fn authenticode_sha256(path: &std::path::Path) -> Result<[u8; 32], String> {
-    let file = path.display().to_string();
-    let layout = PeLayout::read(path).map_err(|e| e.to_string())?;
-    let job = authenticode_job(&file, &layout, 0, layout.file_len).map_err(|e| e.to_string())?;
-    let digests = super::hashing::hash_jobs(path, &[job]).map_err(|e| format!("{file}: {e}"))?;
+pub fn authenticode_sha256(image: &ImageFile) -> Result<[u8; 32], String> {
+    let file = image.name();
+    let layout = PeLayout::read(image).map_err(|e| e.to_string())?;
+    let job = authenticode_job(file, &layout, 0, layout.file_len).map_err(|e| e.to_string())?;
+    let digests = super::hashing::hash_jobs(image, &[job]).map_err(|e| format!("{file}: {e}"))?;
     Ok(digests[0].sha256)
 }
 

@@ -22,6 +22,8 @@ use gpt::partition::Partition;
 use gpt::partition_types;
 use sha2::{Digest, Sha256};
 
+use super::file::ImageFile;
+
 /// The GPT partition type of an EFI System Partition.
 pub const ESP_TYPE_GUID: &str = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B";
 /// Where the UKI lives inside the ESP: the default boot path of x86-64 UEFI firmware.
@@ -97,27 +99,7 @@ pub enum DiskError {
 /// it). The UKI is streamed, so memory does not grow with its size. The image is written
 /// to a temporary file next to `out` and renamed over it, so `out` is either the old file
 /// or the complete new one. The image is sparse where it is zero.
-pub fn write_esp_disk(uki: &Path, out: &Path, seed: &[u8; 32]) -> Result<DiskInfo, DiskError> {
-    let uki_err = |source| DiskError::Uki {
-        path: uki.to_owned(),
-        source,
-    };
-    let mut uki_file = File::open(uki).map_err(uki_err)?;
-    let uki_size = uki_file.metadata().map_err(uki_err)?.len();
-    if uki_size == 0 {
-        return Err(DiskError::EmptyUki {
-            path: uki.to_owned(),
-        });
-    }
-    if uki_size > FAT32_MAX_FILE {
-        return Err(DiskError::UkiTooLarge {
-            path: uki.to_owned(),
-            size: uki_size,
-        });
-    }
-    let geometry = Geometry::for_uki(uki_size);
-    let ids = Ids::derive(seed);
-
+pub fn write_esp_disk(uki: &ImageFile, out: &Path, seed: &[u8; 32]) -> Result<DiskInfo, DiskError> {
     let write_err = |step: &'static str| {
         let path = out.to_owned();
         move |source| DiskError::Write { path, step, source }
@@ -133,10 +115,59 @@ pub fn write_esp_disk(uki: &Path, out: &Path, seed: &[u8; 32]) -> Result<DiskInf
         .map_err(write_err(
             "creating a temporary file in the output directory",
         ))?;
-    // Work on cloned handles: `tmp` must stay owned here so the temporary file is
-    // removed on every error path, and the GPT writer takes ownership of its device.
-    let mut file = tmp
-        .as_file()
+    // `tmp` stays owned here so the temporary file is removed on every error path.
+    let info = write_esp_disk_into(uki, tmp.as_file(), out, seed)?;
+    // The image is derived from the UKI (anyone can re-create it), so it is not secret:
+    // world-readable like the UKI itself, whatever the temp file's 0600 was.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644))
+            .map_err(write_err("setting permissions"))?;
+    }
+    // No fsync: the image is a derived artefact that is cheap to write again, and
+    // `zoa boot` writes one per run into a temporary directory.
+    tmp.persist(out)
+        .map_err(|e| e.error)
+        .map_err(write_err("renaming the temporary file into place"))?;
+    Ok(info)
+}
+
+/// Writes the disk image into `file` (which must be empty; `name` is what messages and
+/// [`DiskInfo::path`] call it): for a caller that keeps the image private (an unnamed
+/// temporary file, as `zoa deploy` does, so the bytes it uploads are the ones it wrote).
+pub fn write_esp_disk_into(
+    uki: &ImageFile,
+    file: &File,
+    name: &Path,
+    seed: &[u8; 32],
+) -> Result<DiskInfo, DiskError> {
+    let out = name;
+    let uki_path = PathBuf::from(uki.name());
+    let uki_err = |source| DiskError::Uki {
+        path: uki_path.clone(),
+        source,
+    };
+    let uki_size = uki.len();
+    if uki_size == 0 {
+        return Err(DiskError::EmptyUki { path: uki_path });
+    }
+    if uki_size > FAT32_MAX_FILE {
+        return Err(DiskError::UkiTooLarge {
+            path: uki_path,
+            size: uki_size,
+        });
+    }
+    let geometry = Geometry::for_uki(uki_size);
+    let ids = Ids::derive(seed);
+
+    let write_err = |step: &'static str| {
+        let path = out.to_owned();
+        move |source| DiskError::Write { path, step, source }
+    };
+    // Work on cloned handles: the GPT writer takes ownership of its device.
+    let mut file = file
         .try_clone()
         .map_err(write_err("opening the temporary file"))?;
     file.set_len(geometry.disk_size)
@@ -154,7 +185,7 @@ pub fn write_esp_disk(uki: &Path, out: &Path, seed: &[u8; 32]) -> Result<DiskInf
     format_esp(&mut esp, &ids).map_err(write_err("formatting the FAT32 ESP"))?;
     esp.seek(SeekFrom::Start(0))
         .map_err(write_err("formatting the FAT32 ESP"))?;
-    copy_uki(&mut esp, &mut uki_file, uki_size).map_err(|e| match e {
+    copy_uki(&mut esp, &mut uki.reader(), uki_size).map_err(|e| match e {
         CopyError::Read(source) => uki_err(source),
         CopyError::Write(source) => DiskError::Write {
             path: out.to_owned(),
@@ -164,22 +195,6 @@ pub fn write_esp_disk(uki: &Path, out: &Path, seed: &[u8; 32]) -> Result<DiskInf
     })?;
     fix_root_subdir_parents(&mut esp).map_err(write_err("fixing the '..' entry of EFI"))?;
     file.flush().map_err(write_err("flushing the image"))?;
-    drop(file);
-
-    // The image is derived from the UKI (anyone can re-create it), so it is not secret:
-    // world-readable like the UKI itself, whatever the temp file's 0600 was.
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        tmp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(0o644))
-            .map_err(write_err("setting permissions"))?;
-    }
-    // No fsync: the image is a derived artefact that is cheap to write again, and
-    // `zoa boot` writes one per run into a temporary directory.
-    tmp.persist(out)
-        .map_err(|e| e.error)
-        .map_err(write_err("renaming the temporary file into place"))?;
 
     Ok(DiskInfo {
         path: out.to_owned(),
@@ -360,7 +375,7 @@ enum CopyError {
 }
 
 /// Creates `EFI/BOOT/BOOTX64.EFI` and streams the UKI into it.
-fn copy_uki(esp: &mut Slice<'_>, uki: &mut File, uki_size: u64) -> Result<(), CopyError> {
+fn copy_uki(esp: &mut Slice<'_>, uki: &mut impl Read, uki_size: u64) -> Result<(), CopyError> {
     let fs = fatfs::FileSystem::new(esp, fs_options()).map_err(CopyError::Write)?;
     {
         let root = fs.root_dir();
@@ -545,6 +560,10 @@ impl Seek for Slice<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn open(p: &std::path::Path) -> crate::uefi::file::ImageFile {
+        crate::uefi::file::ImageFile::open(p).unwrap()
+    }
     use std::process::Command;
 
     /// A fake UKI of `len` bytes with varied content (not all zeros, so holes in the
@@ -597,8 +616,8 @@ mod tests {
         let seed = [7u8; 32];
         let a = dir.path().join("a.raw");
         let b = dir.path().join("b.raw");
-        let ia = write_esp_disk(&uki, &a, &seed).unwrap();
-        let ib = write_esp_disk(&uki, &b, &seed).unwrap();
+        let ia = write_esp_disk(&open(&uki), &a, &seed).unwrap();
+        let ib = write_esp_disk(&open(&uki), &b, &seed).unwrap();
         assert_eq!(ia.disk_guid, ib.disk_guid);
         let (da, db) = (std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
         assert!(da == db, "same UKI and seed gave different images");
@@ -617,8 +636,8 @@ mod tests {
     fn seed_changes_only_identifiers() {
         let dir = tempfile::tempdir().unwrap();
         let uki = fake_uki(dir.path(), 100_000);
-        let a = write_esp_disk(&uki, &dir.path().join("a.raw"), &[1; 32]).unwrap();
-        let b = write_esp_disk(&uki, &dir.path().join("b.raw"), &[2; 32]).unwrap();
+        let a = write_esp_disk(&open(&uki), &dir.path().join("a.raw"), &[1; 32]).unwrap();
+        let b = write_esp_disk(&open(&uki), &dir.path().join("b.raw"), &[2; 32]).unwrap();
         assert_ne!(a.disk_guid, b.disk_guid);
         assert_ne!(a.partition_guid, b.partition_guid);
         assert_ne!(a.disk_guid, a.partition_guid);
@@ -636,7 +655,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let uki = fake_uki(dir.path(), 200_000);
         let disk = dir.path().join("disk.raw");
-        let info = write_esp_disk(&uki, &disk, &[3; 32]).unwrap();
+        let info = write_esp_disk(&open(&uki), &disk, &[3; 32]).unwrap();
 
         let gpt = gpt::GptConfig::new()
             .logical_block_size(LogicalBlockSize::Lb512)
@@ -688,7 +707,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let uki = fake_uki(dir.path(), 1_500_000);
         let disk = dir.path().join("disk.raw");
-        let info = write_esp_disk(&uki, &disk, &[4; 32]).unwrap();
+        let info = write_esp_disk(&open(&uki), &disk, &[4; 32]).unwrap();
         // fsck.vfat has no --offset: copy the partition out.
         let part = dir.path().join("esp.img");
         let mut src = File::open(&disk).unwrap();
@@ -728,10 +747,8 @@ mod tests {
         let empty = dir.path().join("empty.efi");
         std::fs::write(&empty, b"").unwrap();
         let out = dir.path().join("disk.raw");
-        let e = write_esp_disk(&empty, &out, &[0; 32]).unwrap_err();
+        let e = write_esp_disk(&open(&empty), &out, &[0; 32]).unwrap_err();
         assert!(matches!(e, DiskError::EmptyUki { .. }), "{e}");
-        let e = write_esp_disk(&dir.path().join("nope.efi"), &out, &[0; 32]).unwrap_err();
-        assert!(e.to_string().contains("nope.efi"), "{e}");
         assert!(!out.exists());
     }
 

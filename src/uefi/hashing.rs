@@ -16,9 +16,9 @@ use sha2::{Digest, Sha256, Sha384};
 /// and large-image SHA-384 is what bounds `zoa measure`. SHA-256 stays with sha2, which
 /// already uses the CPU's SHA extensions.
 type BulkSha384 = openssl::sha::Sha384;
-use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom};
-use std::path::Path;
+use std::io;
+
+use super::file::ImageFile;
 use std::sync::mpsc;
 use std::sync::Arc;
 
@@ -129,10 +129,9 @@ impl Task {
     }
 }
 
-/// Hashes every job over `path` in both banks with one sequential read.
-pub fn hash_jobs(path: &Path, jobs: &[HashJob]) -> io::Result<Vec<BankDigests>> {
-    let mut file = File::open(path)?;
-    let file_len = file.metadata()?.len();
+/// Hashes every job over the image in both banks with one sequential read.
+pub fn hash_jobs(image: &ImageFile, jobs: &[HashJob]) -> io::Result<Vec<BankDigests>> {
+    let file_len = image.len();
     for j in jobs {
         j.validate(file_len)?;
     }
@@ -194,7 +193,6 @@ pub fn hash_jobs(path: &Path, jobs: &[HashJob]) -> io::Result<Vec<BankDigests>> 
         let a = scope.spawn(worker(rx_a, share_a));
         let b = scope.spawn(worker(rx_b, share_b));
         let read_result = (|| -> io::Result<()> {
-            file.seek(SeekFrom::Start(start))?;
             let mut at = start;
             // Buffers come back once both workers dropped them: reusing them avoids
             // faulting in fresh pages for every chunk of a multi-gigabyte file.
@@ -210,7 +208,7 @@ pub fn hash_jobs(path: &Path, jobs: &[HashJob]) -> io::Result<Vec<BankDigests>> 
                     None => Vec::new(),
                 };
                 buf.resize(want, 0);
-                file.read_exact(&mut buf)?;
+                image.read_exact_at(&mut buf, at)?;
                 let chunk = Arc::new(buf);
                 // A send fails only if a worker died; its join below reports that.
                 if tx_a.send((at, Arc::clone(&chunk))).is_err()
@@ -289,7 +287,7 @@ mod tests {
             },
             HashJob::range(100, 100),
         ];
-        let got = hash_jobs(&p, &jobs).unwrap();
+        let got = hash_jobs(&ImageFile::open(&p).unwrap(), &jobs).unwrap();
         assert_eq!(got[0], BankDigests::of(&data));
         let mut expect = data[0..10].to_vec();
         expect.extend_from_slice(&data[20..CHUNK + 7]);
@@ -304,6 +302,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("f");
         std::fs::write(&p, b"0123456789").unwrap();
+        let p = ImageFile::open(&p).unwrap();
         assert!(hash_jobs(&p, &[HashJob::range(5, 11)]).is_err());
         let unordered = HashJob {
             ranges: vec![(5, 6), (1, 2)],

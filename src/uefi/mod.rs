@@ -2,6 +2,7 @@
 //! knows about recipes, releases or AWS; `image`, `measure`, `secureboot`, `release` and
 //! `aws` build on it.
 //!
+//! - [`file`]: an image opened once, read by offset; private copies of checked bytes.
 //! - [`pe`]: reading a PE/COFF image's layout (headers, sections, data directories).
 //! - [`uki`]: the Unified Kernel Image: the stub's `.sdmagic`, assembling sections.
 //! - [`hashing`]: streaming, parallel hashing of byte ranges in both PCR banks.
@@ -13,6 +14,7 @@
 pub mod authenticode;
 pub mod disk;
 pub mod esl;
+pub mod file;
 pub mod hashing;
 pub mod pe;
 pub mod uefidata;

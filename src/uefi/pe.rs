@@ -6,9 +6,8 @@
 
 use goblin::pe::header::Header;
 use goblin::pe::section_table::SectionTable;
-use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
-use std::path::Path;
+
+use super::file::{ImageFile, RangeReader};
 
 /// Largest header region we read: SizeOfHeaders of real EFI images is a few KiB
 /// (0x5000 for systemd 262); this bounds memory on hostile input.
@@ -91,20 +90,16 @@ pub struct PeLayout {
 }
 
 impl PeLayout {
-    /// Reads and validates the headers of the PE file at `path`.
-    pub fn read(path: &Path) -> Result<PeLayout, PeError> {
-        let file_name = path.display().to_string();
-        let io_err = |source| PeError::Io {
-            file: file_name.clone(),
-            source,
-        };
-        let mut f = File::open(path).map_err(io_err)?;
-        let file_len = f.metadata().map_err(io_err)?.len();
-        let want = file_len.min(MAX_HEADER_BYTES);
-        let mut head = vec![0u8; want as usize];
-        f.seek(SeekFrom::Start(0)).map_err(io_err)?;
-        f.read_exact(&mut head).map_err(io_err)?;
-        PeLayout::parse(&file_name, &head, file_len)
+    /// Reads and validates the headers of an opened PE file.
+    pub fn read(image: &ImageFile) -> Result<PeLayout, PeError> {
+        let want = image.len().min(MAX_HEADER_BYTES);
+        let head = image
+            .read_vec_at(0, want as usize)
+            .map_err(|source| PeError::Io {
+                file: image.name().to_owned(),
+                source,
+            })?;
+        PeLayout::parse(image.name(), &head, image.len())
     }
 
     /// Parses headers from `head` (the first bytes of a file of `file_len` bytes).
@@ -257,7 +252,7 @@ impl PeLayout {
     /// Reads a section's file data (at most `limit` bytes; errors beyond that).
     pub fn read_section(
         &self,
-        path: &Path,
+        image: &ImageFile,
         name: &str,
         limit: u64,
     ) -> Result<Option<Vec<u8>>, PeError> {
@@ -267,36 +262,24 @@ impl PeLayout {
         let len = u64::from(s.file_data_len());
         if len > limit {
             return Err(PeError::Malformed {
-                file: path.display().to_string(),
+                file: image.name().to_owned(),
                 offset: s.header_offset,
                 message: format!("section {name} is {len} bytes, more than the {limit} expected"),
             });
         }
-        let io_err = |source| PeError::Io {
-            file: path.display().to_string(),
-            source,
-        };
-        let mut f = File::open(path).map_err(io_err)?;
-        f.seek(SeekFrom::Start(u64::from(s.raw_offset)))
-            .map_err(io_err)?;
-        let mut buf = vec![0u8; len as usize];
-        f.read_exact(&mut buf).map_err(io_err)?;
-        Ok(Some(buf))
+        image
+            .read_vec_at(u64::from(s.raw_offset), len as usize)
+            .map(Some)
+            .map_err(|source| PeError::Io {
+                file: image.name().to_owned(),
+                source,
+            })
     }
 
     /// A reader over a section's file data.
-    pub fn section_reader(&self, path: &Path, name: &str) -> Result<Option<impl Read>, PeError> {
-        let Some(s) = self.section(name) else {
-            return Ok(None);
-        };
-        let io_err = |source| PeError::Io {
-            file: path.display().to_string(),
-            source,
-        };
-        let mut f = File::open(path).map_err(io_err)?;
-        f.seek(SeekFrom::Start(u64::from(s.raw_offset)))
-            .map_err(io_err)?;
-        Ok(Some(f.take(u64::from(s.file_data_len()))))
+    pub fn section_reader<'a>(&self, image: &'a ImageFile, name: &str) -> Option<RangeReader<'a>> {
+        let s = self.section(name)?;
+        Some(image.range_reader(u64::from(s.raw_offset), u64::from(s.file_data_len())))
     }
 }
 

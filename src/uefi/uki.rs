@@ -18,8 +18,9 @@
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
+use super::file::ImageFile;
 use super::pe::{PeError, PeLayout, IMAGE_FILE_MACHINE_AMD64, IMAGE_SUBSYSTEM_EFI_APPLICATION};
 
 /// Sections zoa adds, in ukify's order.
@@ -67,13 +68,13 @@ pub fn parse_sdmagic(data: &[u8]) -> Option<StubInfo> {
 
 /// Reads and checks a systemd stub: a PE32+ EFI application for x86_64, unsigned, with a
 /// known `.sdmagic` version, not already a UKI.
-pub fn inspect_stub(path: &Path) -> Result<(PeLayout, StubInfo), UkiError> {
-    let file = path.display().to_string();
+pub fn inspect_stub(stub: &ImageFile) -> Result<(PeLayout, StubInfo), UkiError> {
+    let file = stub.name().to_owned();
     let err = |message: String| UkiError::Stub {
         file: file.clone(),
         message,
     };
-    let layout = PeLayout::read(path)?;
+    let layout = PeLayout::read(stub)?;
     if layout.machine != IMAGE_FILE_MACHINE_AMD64
         || layout.subsystem != IMAGE_SUBSYSTEM_EFI_APPLICATION
     {
@@ -93,7 +94,7 @@ pub fn inspect_stub(path: &Path) -> Result<(PeLayout, StubInfo), UkiError> {
         )));
     }
     let magic = layout
-        .read_section(path, ".sdmagic", 4096)?
+        .read_section(stub, ".sdmagic", 4096)?
         .ok_or_else(|| err("has no .sdmagic section: not a systemd stub".into()))?;
     let info = parse_sdmagic(&magic).ok_or_else(|| {
         err(format!(
@@ -113,9 +114,9 @@ pub fn inspect_stub(path: &Path) -> Result<(PeLayout, StubInfo), UkiError> {
 
 /// Checks that a kernel is a PE image with an EFI stub for x86_64 and returns its
 /// release string (`uname -r`) from the bzImage setup header when present.
-pub fn inspect_kernel(path: &Path) -> Result<Option<String>, UkiError> {
-    let file = path.display().to_string();
-    let layout = PeLayout::read(path).map_err(|e| match e {
+pub fn inspect_kernel(kernel: &ImageFile) -> Result<Option<String>, UkiError> {
+    let file = kernel.name().to_owned();
+    let layout = PeLayout::read(kernel).map_err(|e| match e {
         PeError::NotPe { message, .. } => UkiError::Kernel {
             file: file.clone(),
             message: format!("is not a PE image with an EFI stub ({message})"),
@@ -136,8 +137,8 @@ pub fn inspect_kernel(path: &Path) -> Result<Option<String>, UkiError> {
     // The setup header and its version string lie in the real-mode setup sectors
     // (at most 64 sectors of 512 bytes, plus the boot sector).
     let mut head = vec![0u8; (65 * 512).min(layout.file_len as usize)];
-    File::open(path)
-        .and_then(|mut f| f.read_exact(&mut head))
+    kernel
+        .read_exact_at(&mut head, 0)
         .map_err(|source| UkiError::Io {
             file: file.clone(),
             source,
@@ -182,6 +183,8 @@ pub enum SectionData<'a> {
     Bytes(Vec<u8>),
     /// A file copied as a stream.
     File(PathBuf),
+    /// An opened image copied whole.
+    Image(&'a ImageFile),
     /// Produced by a writer that must write exactly `len` bytes.
     Stream {
         len: u64,
@@ -196,6 +199,7 @@ impl SectionData<'_> {
             SectionData::File(p) => std::fs::metadata(p)
                 .map(|m| m.len())
                 .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", p.display()))),
+            SectionData::Image(f) => Ok(f.len()),
             SectionData::Stream { len, .. } => Ok(*len),
         }
     }
@@ -227,12 +231,12 @@ fn align_up(v: u64, a: u64) -> u64 {
 
 /// Assembles a UKI: `stub` plus `sections` (in order), written to `out` from offset 0.
 pub fn assemble(
-    stub: &Path,
+    stub: &ImageFile,
     sections: Vec<NewSection<'_>>,
     time_date_stamp: u32,
     out: &mut File,
 ) -> Result<Vec<PlacedSection>, UkiError> {
-    let stub_file = stub.display().to_string();
+    let stub_file = stub.name().to_owned();
     let (layout, _info) = inspect_stub(stub)?;
     let stub_err = |message: String| UkiError::Stub {
         file: stub_file.clone(),
@@ -308,12 +312,7 @@ pub fn assemble(
 
     // Patched headers (CheckSum zero until the whole file has been summed).
     let mut header = vec![0u8; layout.size_of_headers as usize];
-    let mut stub_in = File::open(stub).map_err(|source| UkiError::Io {
-        file: stub_file.clone(),
-        source,
-    })?;
-    stub_in
-        .read_exact(&mut header)
+    stub.read_exact_at(&mut header, 0)
         .map_err(|source| UkiError::Io {
             file: stub_file.clone(),
             source,
@@ -330,7 +329,8 @@ pub fn assemble(
     out.seek(SeekFrom::Start(0)).map_err(io_out)?;
     let mut w = ChecksumWriter::new(io::BufWriter::with_capacity(1 << 20, &mut *out));
     w.write_all(&header).map_err(io_out)?;
-    let mut rest = (&mut stub_in).take(stub_end - u64::from(layout.size_of_headers));
+    let header_len = u64::from(layout.size_of_headers);
+    let mut rest = stub.range_reader(header_len, stub_end - header_len);
     io::copy(&mut rest, &mut w).map_err(io_out)?;
     pad_to(&mut w, align_up(stub_end, falign)).map_err(io_out)?;
     for (s, p) in sections.into_iter().zip(&placed) {
@@ -344,6 +344,12 @@ pub fn assemble(
                     source,
                 })?;
                 io::copy(&mut f, &mut w).map_err(io_out)?;
+            }
+            SectionData::Image(f) => {
+                io::copy(&mut f.reader(), &mut w).map_err(|source| UkiError::Io {
+                    file: f.name().to_owned(),
+                    source,
+                })?;
             }
             SectionData::Stream { write, .. } => write(&mut w).map_err(|source| UkiError::Io {
                 file: name.into(),
@@ -518,13 +524,13 @@ impl<W: Write> Write for ChecksumWriter<W> {
 }
 
 /// The PE checksum of a whole file (CheckSum field treated as zero), for verification.
-pub fn pe_checksum(path: &Path) -> Result<u32, UkiError> {
-    let layout = PeLayout::read(path)?;
+pub fn pe_checksum(image: &ImageFile) -> Result<u32, UkiError> {
+    let layout = PeLayout::read(image)?;
     let io_err = |source| UkiError::Io {
-        file: path.display().to_string(),
+        file: image.name().to_owned(),
         source,
     };
-    let mut f = File::open(path).map_err(io_err)?;
+    let mut f = image.reader();
     let mut w = ChecksumWriter::new(io::sink());
     let mut buf = vec![0u8; 1 << 20];
     let mut pos = 0u64;
