@@ -1,5 +1,5 @@
-//! The command-line interface definition (clap derive). Kept apart from `main.rs` so the
-//! man page and completions are generated from the same definition.
+//! The command-line interface definition (clap derive). Kept in one place so the parser,
+//! the man page and the completions come from the same definition.
 
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;

@@ -1,9 +1,13 @@
-//! The `deploy`, `destroy` and `policy` commands: argument wiring over `zoa::aws`.
+//! `zoa deploy`, `zoa rollout`, `zoa destroy`, `zoa policy` and `zoa seal`: argument
+//! wiring over `zoa::aws`.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
+use std::io::Read;
+use std::path::Path;
 use std::process::ExitCode;
 
-use crate::cli::{AwsArgs, DeployArgs, DestroyArgs, PolicyArgs, RolloutArgs, SealArgs};
+use super::args::{AwsArgs, DeployArgs, DestroyArgs, PolicyArgs, RolloutArgs, SealArgs};
+use super::output::print_json;
 use zoa::aws::deploy::{self, DeployOptions, PolicyRequest};
 use zoa::aws::destroy::{self, DestroyOptions};
 use zoa::aws::{AwsOptions, Clients};
@@ -40,7 +44,7 @@ pub fn deploy(args: &DeployArgs, quiet: bool, progress: Progress) -> Result<Exit
         if args.plan {
             let plan = deployment.plan()?;
             if args.json {
-                println!("{}", serde_json::to_string_pretty(&plan)?);
+                print_json(&plan)?;
             } else {
                 print!("{}", plan.render_text());
             }
@@ -48,46 +52,51 @@ pub fn deploy(args: &DeployArgs, quiet: bool, progress: Progress) -> Result<Exit
         }
         let outcome = deployment.apply(&clients, progress).await?;
         if args.json {
-            println!("{}", serde_json::to_string_pretty(&outcome)?);
+            print_json(&outcome)?;
         } else if !quiet {
-            let s = &outcome.state;
-            let created = outcome
-                .plan
-                .steps
-                .iter()
-                .filter(|st| st.action == zoa::aws::plan::Action::Create)
-                .count();
-            println!(
-                "deployed {} {} as {} in {} ({created} created, {} kept)",
-                s.release.name,
-                s.release.version,
-                s.deployment,
-                s.region,
-                outcome.plan.steps.len() - created
-            );
-            let show = |k: &str, v: &Option<String>| {
-                if let Some(v) = v {
-                    println!("  {k:<20} {v}");
-                }
-            };
-            show("image", &s.image_id);
-            show("kms key", &s.key_arn);
-            show("security group", &s.security_group_id);
-            show("auto scaling group", &s.auto_scaling_group);
-            if !s.instance_ids.is_empty() {
-                println!("  {:<20} {}", "instances", s.instance_ids.join(", "));
-            }
-            if !s.secrets.is_empty() {
-                let names: Vec<&str> = s.secrets.keys().map(String::as_str).collect();
-                println!("  {:<20} {}", "secrets", names.join(", "));
-            }
-            println!(
-                "  record: {}",
-                zoa::aws::state::DeployState::path(&args.dir).display()
-            );
+            print_deployed(&outcome, &args.dir);
         }
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// What `zoa deploy` made or kept, and where its record is.
+fn print_deployed(outcome: &deploy::DeployOutcome, dir: &Path) {
+    let s = &outcome.state;
+    let created = outcome
+        .plan
+        .steps
+        .iter()
+        .filter(|st| st.action == zoa::aws::plan::Action::Create)
+        .count();
+    println!(
+        "deployed {} {} as {} in {} ({created} created, {} kept)",
+        s.release.name,
+        s.release.version,
+        s.deployment,
+        s.region,
+        outcome.plan.steps.len() - created
+    );
+    let show = |k: &str, v: &Option<String>| {
+        if let Some(v) = v {
+            println!("  {k:<20} {v}");
+        }
+    };
+    show("image", &s.image_id);
+    show("kms key", &s.key_arn);
+    show("security group", &s.security_group_id);
+    show("auto scaling group", &s.auto_scaling_group);
+    if !s.instance_ids.is_empty() {
+        println!("  {:<20} {}", "instances", s.instance_ids.join(", "));
+    }
+    if !s.secrets.is_empty() {
+        let names: Vec<&str> = s.secrets.keys().map(String::as_str).collect();
+        println!("  {:<20} {}", "secrets", names.join(", "));
+    }
+    println!(
+        "  record: {}",
+        zoa::aws::state::DeployState::path(dir).display()
+    );
 }
 
 pub fn rollout(args: &RolloutArgs, quiet: bool, progress: Progress) -> Result<ExitCode> {
@@ -111,7 +120,7 @@ pub fn rollout(args: &RolloutArgs, quiet: bool, progress: Progress) -> Result<Ex
         if args.plan {
             let plan = rollout.plan()?;
             if args.json {
-                println!("{}", serde_json::to_string_pretty(&plan)?);
+                print_json(&plan)?;
             } else {
                 print!("{}", plan.render_text());
             }
@@ -119,7 +128,7 @@ pub fn rollout(args: &RolloutArgs, quiet: bool, progress: Progress) -> Result<Ex
         }
         let outcome = rollout.apply(&clients, progress).await?;
         if args.json {
-            println!("{}", serde_json::to_string_pretty(&outcome)?);
+            print_json(&outcome)?;
         } else if !quiet {
             println!(
                 "rolled {} out to {} {}; record: {}",
@@ -146,7 +155,7 @@ pub fn destroy(args: &DestroyArgs, quiet: bool, progress: Progress) -> Result<Ex
         let clients = Clients::connect(&aws_options(&args.aws)).await?;
         let report = destroy::destroy(&clients, &args.dir, &options, progress).await?;
         if args.json {
-            println!("{}", serde_json::to_string_pretty(&report)?);
+            print_json(&report)?;
         } else if !quiet {
             println!("destroyed {}", report.deployment);
             for r in &report.removed {
@@ -185,7 +194,7 @@ pub fn policy(args: &PolicyArgs) -> Result<ExitCode> {
         sealer_principals: args.sealers.clone(),
         lock: args.lock_policy,
     })?;
-    println!("{}", serde_json::to_string_pretty(&docs)?);
+    print_json(&docs)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -219,27 +228,30 @@ fn seal_target(args: &SealArgs) -> Result<(String, String)> {
     Ok((args.key.clone(), deployment))
 }
 
-pub fn seal(args: &SealArgs, quiet: bool) -> Result<ExitCode> {
-    use anyhow::Context;
-    use std::io::Read;
-    let (key, deployment) = seal_target(args)?;
+/// The secret to seal, from `--in FILE` or stdin; one byte more than the library takes,
+/// so that it can refuse an oversized secret with its own message.
+fn read_secret(input: Option<&Path>) -> Result<Vec<u8>> {
+    let limit = zoa::aws::seal::MAX_SECRET_BYTES as u64 + 1;
     let mut secret = Vec::new();
-    match &args.input {
+    match input {
         Some(p) => {
             std::fs::File::open(p)
-                .and_then(|f| {
-                    f.take(zoa::aws::seal::MAX_SECRET_BYTES as u64 + 1)
-                        .read_to_end(&mut secret)
-                })
+                .and_then(|f| f.take(limit).read_to_end(&mut secret))
                 .with_context(|| format!("{}: cannot read the secret", p.display()))?;
         }
         None => {
             std::io::stdin()
-                .take(zoa::aws::seal::MAX_SECRET_BYTES as u64 + 1)
+                .take(limit)
                 .read_to_end(&mut secret)
                 .context("stdin: cannot read the secret")?;
         }
     }
+    Ok(secret)
+}
+
+pub fn seal(args: &SealArgs, quiet: bool) -> Result<ExitCode> {
+    let (key, deployment) = seal_target(args)?;
+    let mut secret = read_secret(args.input.as_deref())?;
     let rt = zoa::aws::runtime()?;
     let envelope = rt.block_on(async {
         let clients = Clients::connect(&aws_options(&args.aws)).await?;
