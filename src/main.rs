@@ -9,18 +9,19 @@ use clap::Parser;
 use std::process::ExitCode;
 
 use cli::args::{Cli, Command};
+use cli::exit::ExitStatus;
 use zoa::progress::Progress;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     cli::init_logging(cli.quiet, cli.verbose);
     match run(&cli) {
-        Ok(code) => code,
+        Ok(status) => status.into(),
         Err(err) => cli::exit::report(&err),
     }
 }
 
-fn run(cli: &Cli) -> Result<ExitCode> {
+fn run(cli: &Cli) -> Result<ExitStatus> {
     let quiet = cli.quiet;
     let progress = Progress::new(!quiet);
     match &cli.command {

@@ -1,10 +1,10 @@
 //! `zoa deploy`, `zoa rollout`, `zoa destroy`, `zoa policy` and `zoa seal`: argument
 //! wiring over `zoa::aws`.
 
+use super::exit::ExitStatus;
 use anyhow::{Context, Result};
 use std::io::Read;
 use std::path::Path;
-use std::process::ExitCode;
 
 use super::args::{AwsArgs, DeployArgs, DestroyArgs, PolicyArgs, RolloutArgs, SealArgs};
 use super::output::print_json;
@@ -21,7 +21,7 @@ fn aws_options(args: &AwsArgs) -> AwsOptions {
     }
 }
 
-pub fn deploy(args: &DeployArgs, quiet: bool, progress: Progress) -> Result<ExitCode> {
+pub fn deploy(args: &DeployArgs, quiet: bool, progress: Progress) -> Result<ExitStatus> {
     let mut options = DeployOptions::new(&args.dir, &args.pubkey);
     options.name = args.name.clone();
     options.instance_type = args.instance_type.clone();
@@ -48,7 +48,7 @@ pub fn deploy(args: &DeployArgs, quiet: bool, progress: Progress) -> Result<Exit
             } else {
                 print!("{}", plan.render_text());
             }
-            return Ok(ExitCode::SUCCESS);
+            return Ok(ExitStatus::OK);
         }
         let outcome = deployment.apply(&clients, progress).await?;
         if args.json {
@@ -56,7 +56,7 @@ pub fn deploy(args: &DeployArgs, quiet: bool, progress: Progress) -> Result<Exit
         } else if !quiet {
             print_deployed(&outcome, &args.dir);
         }
-        Ok(ExitCode::SUCCESS)
+        Ok(ExitStatus::OK)
     })
 }
 
@@ -99,7 +99,7 @@ fn print_deployed(outcome: &deploy::DeployOutcome, dir: &Path) {
     );
 }
 
-pub fn rollout(args: &RolloutArgs, quiet: bool, progress: Progress) -> Result<ExitCode> {
+pub fn rollout(args: &RolloutArgs, quiet: bool, progress: Progress) -> Result<ExitStatus> {
     let options = zoa::aws::rollout::RolloutOptions {
         keep_old: args.keep_old,
         min_healthy_percentage: args.min_healthy_percentage,
@@ -124,7 +124,7 @@ pub fn rollout(args: &RolloutArgs, quiet: bool, progress: Progress) -> Result<Ex
             } else {
                 print!("{}", plan.render_text());
             }
-            return Ok(ExitCode::SUCCESS);
+            return Ok(ExitStatus::OK);
         }
         let outcome = rollout.apply(&clients, progress).await?;
         if args.json {
@@ -141,11 +141,11 @@ pub fn rollout(args: &RolloutArgs, quiet: bool, progress: Progress) -> Result<Ex
                 println!("  re-sealed under the new key: {}", path.display());
             }
         }
-        Ok(ExitCode::SUCCESS)
+        Ok(ExitStatus::OK)
     })
 }
 
-pub fn destroy(args: &DestroyArgs, quiet: bool, progress: Progress) -> Result<ExitCode> {
+pub fn destroy(args: &DestroyArgs, quiet: bool, progress: Progress) -> Result<ExitStatus> {
     let options = DestroyOptions {
         key_deletion_days: args.key_deletion_days,
         ..DestroyOptions::default()
@@ -168,11 +168,11 @@ pub fn destroy(args: &DestroyArgs, quiet: bool, progress: Progress) -> Result<Ex
                 );
             }
         }
-        Ok(ExitCode::SUCCESS)
+        Ok(ExitStatus::OK)
     })
 }
 
-pub fn policy(args: &PolicyArgs) -> Result<ExitCode> {
+pub fn policy(args: &PolicyArgs) -> Result<ExitStatus> {
     let account_id = match &args.account_id {
         Some(a) => a.clone(),
         None => {
@@ -195,7 +195,7 @@ pub fn policy(args: &PolicyArgs) -> Result<ExitCode> {
         lock: args.lock_policy,
     })?;
     print_json(&docs)?;
-    Ok(ExitCode::SUCCESS)
+    Ok(ExitStatus::OK)
 }
 
 /// The key and deployment name a `--key` names: a deployed release directory, or a
@@ -249,7 +249,7 @@ fn read_secret(input: Option<&Path>) -> Result<Vec<u8>> {
     Ok(secret)
 }
 
-pub fn seal(args: &SealArgs, quiet: bool) -> Result<ExitCode> {
+pub fn seal(args: &SealArgs, quiet: bool) -> Result<ExitStatus> {
     let (key, deployment) = seal_target(args)?;
     let mut secret = read_secret(args.input.as_deref())?;
     let rt = zoa::aws::runtime()?;
@@ -272,5 +272,5 @@ pub fn seal(args: &SealArgs, quiet: bool) -> Result<ExitCode> {
             args.out.display()
         );
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(ExitStatus::OK)
 }

@@ -1,11 +1,11 @@
 //! `zoa boot`: boot a UKI under QEMU + OVMF + swtpm and show the guest's PCRs against
 //! `zoa measure`'s prediction (the comparison itself is [`zoa::boot::BootOutcome::compare_with`]).
 
+use super::exit::ExitStatus;
 use anyhow::Result;
-use std::process::ExitCode;
 
 use super::args::BootArgs;
-use super::exit;
+
 use super::inputs::uki_path;
 use super::output::print_json;
 use zoa::boot::{BootOptions, BootOutcome, PcrComparison, BANKS};
@@ -14,7 +14,7 @@ use zoa::measure::{MeasureError, Measurements};
 /// The PCRs `zoa boot --json` reports (all the guest prints, predicted or not).
 const JSON_PCRS: std::ops::RangeInclusive<u32> = 0..=12;
 
-pub fn boot(args: &BootArgs, quiet: bool) -> Result<ExitCode> {
+pub fn boot(args: &BootArgs, quiet: bool) -> Result<ExitStatus> {
     let opts = BootOptions {
         uki: uki_path(&args.target),
         forwards: args.forwards.clone(),
@@ -51,12 +51,12 @@ pub fn boot(args: &BootArgs, quiet: bool) -> Result<ExitCode> {
             "zoa: error: booted PCRs differ from the prediction: {}",
             mismatches.join(", ")
         );
-        return Ok(ExitCode::from(exit::EXIT_EVENTLOG_MISMATCH));
+        return Ok(ExitStatus::PREDICTION_MISMATCH);
     }
     Ok(if out.powered_off && out.fatal.is_none() {
-        ExitCode::SUCCESS
+        ExitStatus::OK
     } else {
-        ExitCode::FAILURE
+        ExitStatus::ERROR
     })
 }
 

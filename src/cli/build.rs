@@ -1,17 +1,17 @@
 //! `zoa build`, `zoa build-init`, `zoa lock` and `zoa check`: from a recipe to an image,
 //! and the shell-free policy on its own.
 
+use super::exit::ExitStatus;
 use anyhow::Result;
-use std::process::ExitCode;
 
 use super::args::{BuildArgs, BuildInitArgs, CheckArgs, LockArgs};
-use super::exit;
+
 use super::inputs::{fetch_settings, load_recipe};
 use super::output::print_json;
 use zoa::image::{self, BuildOptions};
 use zoa::progress::Progress;
 
-pub fn build(args: &BuildArgs, quiet: bool, progress: Progress) -> Result<ExitCode> {
+pub fn build(args: &BuildArgs, quiet: bool, progress: Progress) -> Result<ExitStatus> {
     let recipe = load_recipe(&args.recipe)?;
     let opts = BuildOptions {
         out_dir: args.out.clone(),
@@ -31,7 +31,7 @@ pub fn build(args: &BuildArgs, quiet: bool, progress: Progress) -> Result<ExitCo
     } else if !quiet {
         print_built(&built);
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(ExitStatus::OK)
 }
 
 /// `zoa build --json`: where the outputs are, their digests, and the policy outcome.
@@ -72,7 +72,7 @@ fn print_built(built: &image::BuiltImage) {
     }
 }
 
-pub fn build_init(args: &BuildInitArgs, quiet: bool) -> Result<ExitCode> {
+pub fn build_init(args: &BuildInitArgs, quiet: bool) -> Result<ExitStatus> {
     use zoa::init_build::{self, InitBuildOptions};
     let out_dir = args
         .out
@@ -104,10 +104,10 @@ pub fn build_init(args: &BuildInitArgs, quiet: bool) -> Result<ExitCode> {
             built.provenance_path.display()
         );
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(ExitStatus::OK)
 }
 
-pub fn lock(args: &LockArgs, quiet: bool, progress: Progress) -> Result<ExitCode> {
+pub fn lock(args: &LockArgs, quiet: bool, progress: Progress) -> Result<ExitStatus> {
     let recipe = load_recipe(&args.recipe)?;
     let lock = image::lock(&recipe, &fetch_settings(&args.inputs), &progress)?;
     let path = recipe.lock_path();
@@ -117,10 +117,10 @@ pub fn lock(args: &LockArgs, quiet: bool, progress: Progress) -> Result<ExitCode
     } else if !quiet {
         println!("wrote {} ({} inputs)", path.display(), lock.inputs.len());
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(ExitStatus::OK)
 }
 
-pub fn check(args: &CheckArgs, quiet: bool, progress: Progress) -> Result<ExitCode> {
+pub fn check(args: &CheckArgs, quiet: bool, progress: Progress) -> Result<ExitStatus> {
     let report = if image::check::looks_like_pe(&args.target) {
         image::check::check_uki(&args.target)?
     } else {
@@ -138,14 +138,14 @@ pub fn check(args: &CheckArgs, quiet: bool, progress: Progress) -> Result<ExitCo
         print_policy_report(args, &report);
     }
     if report.passed() {
-        Ok(ExitCode::SUCCESS)
+        Ok(ExitStatus::OK)
     } else {
         eprintln!(
             "zoa: error: policy: {} violation(s): {}",
             report.violations.len(),
             report.violation_summary()
         );
-        Ok(ExitCode::from(exit::EXIT_POLICY))
+        Ok(ExitStatus::POLICY_VIOLATION)
     }
 }
 

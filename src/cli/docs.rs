@@ -1,23 +1,23 @@
 //! `zoa completions` and `zoa manpage`: generated from the same clap definition as the
 //! parser, so they cannot drift from it.
 
+use super::exit::ExitStatus;
 use anyhow::{Context, Result};
 use clap::CommandFactory;
-use std::process::ExitCode;
 
 use super::args::{Cli, CompletionsArgs, ManpageArgs};
 
-pub fn completions(args: &CompletionsArgs) -> Result<ExitCode> {
+pub fn completions(args: &CompletionsArgs) -> Result<ExitStatus> {
     clap_complete::generate(
         args.shell,
         &mut Cli::command(),
         "zoa",
         &mut std::io::stdout(),
     );
-    Ok(ExitCode::SUCCESS)
+    Ok(ExitStatus::OK)
 }
 
-pub fn manpage(args: &ManpageArgs) -> Result<ExitCode> {
+pub fn manpage(args: &ManpageArgs) -> Result<ExitStatus> {
     let cmd = Cli::command();
     match &args.out {
         None => {
@@ -30,5 +30,5 @@ pub fn manpage(args: &ManpageArgs) -> Result<ExitCode> {
                 .with_context(|| format!("{}: cannot write man pages", dir.display()))?;
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(ExitStatus::OK)
 }

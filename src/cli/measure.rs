@@ -1,9 +1,9 @@
 //! `zoa measure` (the PCR prediction, optionally against a real event log) and
 //! `zoa eventlog` (print and replay a TCG2 event log).
 
+use super::exit::ExitStatus;
 use anyhow::{Context, Result};
 use std::path::Path;
-use std::process::ExitCode;
 
 use super::args::{EventlogArgs, MeasureArgs, MeasureFormat, OnOff};
 use super::inputs::uki_path;
@@ -14,7 +14,7 @@ use zoa::measure::eventlog::EventLog;
 /// Largest event log read (real ones are tens of KiB).
 const MAX_EVENTLOG_BYTES: u64 = 64 << 20;
 
-pub fn measure(args: &MeasureArgs, quiet: bool) -> Result<ExitCode> {
+pub fn measure(args: &MeasureArgs, quiet: bool) -> Result<ExitStatus> {
     let opts = zoa::measure::MeasureOptions {
         pk: args.pk.clone(),
         kek: args.kek.clone(),
@@ -36,7 +36,7 @@ pub fn measure(args: &MeasureArgs, quiet: bool) -> Result<ExitCode> {
         MeasureFormat::Nitro => print!("{}", zoa::measure::render_nitro(&m)?),
         MeasureFormat::Zoa => print_json(&m)?,
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(ExitStatus::OK)
 }
 
 fn print_agreement(path: &Path, agreed: &[PcrAgreement]) {
@@ -51,14 +51,14 @@ fn print_agreement(path: &Path, agreed: &[PcrAgreement]) {
     );
 }
 
-pub fn eventlog(args: &EventlogArgs) -> Result<ExitCode> {
+pub fn eventlog(args: &EventlogArgs) -> Result<ExitStatus> {
     let log = read_eventlog(&args.file)?;
     if args.json {
         print_json(&log.to_json())?;
     } else {
         print!("{}", log.render_text());
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(ExitStatus::OK)
 }
 
 fn read_eventlog(path: &Path) -> Result<EventLog> {

@@ -1,19 +1,19 @@
 //! `zoa keygen`, `zoa sign`, `zoa verify`, `zoa diff` and `zoa log`: signed releases,
 //! checked, compared and logged.
 
+use super::exit::ExitStatus;
 use anyhow::Result;
 use std::path::Path;
-use std::process::ExitCode;
 
 use super::args::{DiffArgs, KeygenArgs, LogCommand, SignArgs, VerifyArgs};
-use super::exit;
+
 use super::inputs::{fetch_settings, load_recipe};
 use super::output::print_json;
 use zoa::image::BuildOptions;
 use zoa::progress::Progress;
 use zoa::release::keys::Password;
 
-pub fn keygen(args: &KeygenArgs, quiet: bool) -> Result<ExitCode> {
+pub fn keygen(args: &KeygenArgs, quiet: bool) -> Result<ExitStatus> {
     if args.secure_boot {
         return super::secureboot::keygen(args, quiet);
     }
@@ -31,10 +31,10 @@ pub fn keygen(args: &KeygenArgs, quiet: bool) -> Result<ExitCode> {
             files.key_id
         );
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(ExitStatus::OK)
 }
 
-pub fn sign(args: &SignArgs, quiet: bool) -> Result<ExitCode> {
+pub fn sign(args: &SignArgs, quiet: bool) -> Result<ExitStatus> {
     // An unencrypted (CI) key is used as is; an encrypted one asks for its password.
     let password = Password::choose(false, args.password.password_file.clone());
     let signed = zoa::release::sign(&args.dir, &args.key, &password, args.uefi_data.as_deref())?;
@@ -43,7 +43,7 @@ pub fn sign(args: &SignArgs, quiet: bool) -> Result<ExitCode> {
     } else if !quiet {
         print_signed(&signed);
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(ExitStatus::OK)
 }
 
 fn print_signed(signed: &zoa::release::Signed) {
@@ -66,7 +66,7 @@ fn print_signed(signed: &zoa::release::Signed) {
     }
 }
 
-pub fn verify(args: &VerifyArgs, quiet: bool, progress: Progress) -> Result<ExitCode> {
+pub fn verify(args: &VerifyArgs, quiet: bool, progress: Progress) -> Result<ExitStatus> {
     let rebuild = match &args.rebuild {
         Some(path) => Some((
             load_recipe(path)?,
@@ -94,7 +94,7 @@ pub fn verify(args: &VerifyArgs, quiet: bool, progress: Progress) -> Result<Exit
     } else if !quiet {
         print_verified(&report);
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(ExitStatus::OK)
 }
 
 fn print_verified(report: &zoa::release::Verification) {
@@ -113,7 +113,7 @@ fn print_verified(report: &zoa::release::Verification) {
     );
 }
 
-pub fn diff(args: &DiffArgs) -> Result<ExitCode> {
+pub fn diff(args: &DiffArgs) -> Result<ExitStatus> {
     use zoa::release::diff::{self, Side};
     let report = diff::diff(&Side::detect(&args.a)?, &Side::detect(&args.b)?)?;
     if args.json {
@@ -122,17 +122,17 @@ pub fn diff(args: &DiffArgs) -> Result<ExitCode> {
         print!("{}", report.render_text());
     }
     if args.exit_code && !report.identical {
-        return Ok(ExitCode::from(exit::EXIT_DIFFERENT));
+        return Ok(ExitStatus::DIFFERENT);
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(ExitStatus::OK)
 }
 
-pub fn log(cmd: &LogCommand, quiet: bool) -> Result<ExitCode> {
+pub fn log(cmd: &LogCommand, quiet: bool) -> Result<ExitStatus> {
     match cmd {
         LogCommand::Append { log, dir, pubkey } => append_to_log(log, dir, pubkey, quiet)?,
         LogCommand::Verify { log, pubkey, json } => verify_log(log, pubkey, *json, quiet)?,
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(ExitStatus::OK)
 }
 
 fn append_to_log(

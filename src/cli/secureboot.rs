@@ -1,14 +1,14 @@
 //! `zoa keygen --secure-boot` and `zoa sign-uki`: UEFI Secure Boot keys and Authenticode
 //! signatures.
 
+use super::exit::ExitStatus;
 use anyhow::Result;
-use std::process::ExitCode;
 
 use super::args::{KeygenArgs, SignUkiArgs};
 use super::output::print_json;
 
 /// `zoa keygen --secure-boot`: PK, KEK and db keys with their certificates.
-pub fn keygen(args: &KeygenArgs, quiet: bool) -> Result<ExitCode> {
+pub fn keygen(args: &KeygenArgs, quiet: bool) -> Result<ExitStatus> {
     let keys = zoa::secureboot::keys::keygen_secure_boot(&args.out, &args.name, args.force)?;
     if args.json {
         print_json(&keys)?;
@@ -23,10 +23,10 @@ pub fn keygen(args: &KeygenArgs, quiet: bool) -> Result<ExitCode> {
             );
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(ExitStatus::OK)
 }
 
-pub fn sign_uki(args: &SignUkiArgs, quiet: bool) -> Result<ExitCode> {
+pub fn sign_uki(args: &SignUkiArgs, quiet: bool) -> Result<ExitStatus> {
     // clap requires one of --out and --in-place.
     let output = args.out.as_deref().unwrap_or(&args.uki);
     let signed = zoa::secureboot::sign::sign_pe_files(
@@ -46,5 +46,5 @@ pub fn sign_uki(args: &SignUkiArgs, quiet: bool) -> Result<ExitCode> {
             signed.authenticode_sha256
         );
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(ExitStatus::OK)
 }
