@@ -9,6 +9,7 @@ use common::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+const EXIT_POLICY_VIOLATION: i32 = 3;
 const EXIT_BAD_SIGNATURE: i32 = 10;
 const EXIT_ARTIFACT_MISMATCH: i32 = 11;
 const EXIT_MEASUREMENT_MISMATCH: i32 = 12;
@@ -354,6 +355,27 @@ fn rebuild_passes_on_the_same_recipe_and_names_a_changed_input() {
         stderr(&o)
     );
     assert!(stderr(&o).contains("input stub changed"), "{}", stderr(&o));
+}
+
+#[test]
+fn rebuild_of_a_policy_violating_recipe_exits_with_the_policy_status() {
+    let r = signed_release();
+    // The release verifies; the rebuild stops at the shell-free policy (a shell by name),
+    // before anything is compared: exit 3 as for `zoa build` and `zoa check`, not 1.
+    r.f.write("files/sh", b"x");
+    let shell = r.f.write(
+        "shell.toml",
+        tiny_recipe("[[payload.files]]\npath = \"/bin/sh\"\nsource = \"files/sh\"\n"),
+    );
+    let o = r.verify(&["--rebuild", shell.to_str().unwrap()]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(EXIT_POLICY_VIOLATION), "{err}");
+    assert!(err.contains("ZOA-P001") && err.contains("/bin/sh"), "{err}");
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "one line on stderr: {err}"
+    );
 }
 
 #[test]

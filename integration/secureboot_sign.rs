@@ -70,6 +70,10 @@ impl Scratch {
     }
 }
 
+fn open_image(path: &Path) -> zoa::uefi::file::ImageFile {
+    zoa::uefi::file::ImageFile::open(path).expect("opens")
+}
+
 fn ok(o: &Output) -> String {
     assert!(
         o.status.success(),
@@ -229,10 +233,11 @@ fn zoa_signature_is_accepted_by_sbverify_and_osslsigncode_and_reproducible() {
 
     // zoa's verifier: the first trusted certificate that verifies is reported.
     let trust = [s.der("sb-KEK.crt"), s.der("sb-db.crt")];
-    let v = verify_pe(&s.path("a.efi"), &trust).expect("verifies");
+    let v = verify_pe(&open_image(&s.path("a.efi")), &trust).expect("verifies");
     assert_eq!(v.trust_index, 1);
     assert_eq!(v.digest, signed["authenticode_sha256"]);
-    let e = verify_pe(&s.path("a.efi"), &trust[..1]).expect_err("KEK does not sign images");
+    let e = verify_pe(&open_image(&s.path("a.efi")), &trust[..1])
+        .expect_err("KEK does not sign images");
     assert!(matches!(e, VerifyError::Untrusted { .. }), "{e}");
 }
 
@@ -254,10 +259,14 @@ fn sbsign_signature_is_verified_by_zoa() {
         ],
     ));
     let signed = s.path("sbsigned.efi");
-    let v = verify_pe(&signed, &[s.der("sb-PK.crt"), s.der("sb-db.crt")]).expect("verifies");
+    let v = verify_pe(
+        &open_image(&signed),
+        &[s.der("sb-PK.crt"), s.der("sb-db.crt")],
+    )
+    .expect("verifies");
     assert_eq!(v.trust_index, 1);
     assert_eq!(v.signer, "CN=zoa db");
-    let e = verify_pe(&signed, &[s.der("sb-KEK.crt")]).expect_err("untrusted");
+    let e = verify_pe(&open_image(&signed), &[s.der("sb-KEK.crt")]).expect_err("untrusted");
     assert!(matches!(e, VerifyError::Untrusted { .. }), "{e}");
 
     // The same image digest as zoa signs (sbsign pads the stub to 8 bytes, as zoa does).
@@ -279,7 +288,7 @@ fn sbsign_signature_is_verified_by_zoa() {
     let mut bytes = std::fs::read(&signed).expect("read");
     bytes[0x1000] ^= 0x01;
     std::fs::write(&signed, &bytes).expect("write");
-    let e = verify_pe(&signed, &[s.der("sb-db.crt")]).expect_err("tampered");
+    let e = verify_pe(&open_image(&signed), &[s.der("sb-db.crt")]).expect_err("tampered");
     assert!(matches!(e, VerifyError::DigestMismatch { .. }), "{e}");
     let o = must(&s, "sbverify", &["--cert", "sb-db.crt", "sbsigned.efi"]);
     assert!(!o.status.success(), "sbverify accepted a tampered image");
@@ -386,14 +395,14 @@ fn ca_in_db_verifies_a_leaf_signed_image() {
         &["--cert", "root.crt", "chained.efi"],
     ));
     let v = verify_pe(
-        &s.path("chained.efi"),
+        &open_image(&s.path("chained.efi")),
         &[s.der("sb-db.crt"), s.der("root.crt"), s.der("mid.crt")],
     )
     .expect("verifies");
     assert_eq!(v.trust_index, 1);
     assert_eq!(v.signer, "CN=test leaf");
     assert_eq!(v.trust_subject, "CN=test root CA");
-    let v = verify_pe(&s.path("chained.efi"), &[s.der("mid.crt")]).expect("verifies");
+    let v = verify_pe(&open_image(&s.path("chained.efi")), &[s.der("mid.crt")]).expect("verifies");
     assert_eq!(v.trust_index, 0);
 
     // Only the leaf in the PKCS#7: its issuer (the intermediate) in db verifies it, the
@@ -401,8 +410,11 @@ fn ca_in_db_verifies_a_leaf_signed_image() {
     ok(&s.zoa(&[
         "sign-uki", "stub.efi", "--key", "leaf.key", "--cert", "leaf.crt", "-o", "leaf.efi",
     ]));
-    let v =
-        verify_pe(&s.path("leaf.efi"), &[s.der("root.crt"), s.der("mid.crt")]).expect("verifies");
+    let v = verify_pe(
+        &open_image(&s.path("leaf.efi")),
+        &[s.der("root.crt"), s.der("mid.crt")],
+    )
+    .expect("verifies");
     assert_eq!(v.trust_index, 1);
     ok(&must(&s, "sbverify", &["--cert", "mid.crt", "leaf.efi"]));
 

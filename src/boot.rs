@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
 
+use crate::measure::Measurements;
 use crate::uefi::disk::{self, DiskError};
 use crate::uefi::file::ImageFile;
 
@@ -159,6 +160,54 @@ impl BootOutcome {
         self.guest_pcrs
             .get(&(bank.to_owned(), pcr))
             .map(String::as_str)
+    }
+
+    /// The guest's [`PREDICTED_PCRS`] in both [`BANKS`] next to `prediction`'s values, in
+    /// that order (PCR, then bank). Without a prediction every `predicted` is `None`.
+    pub fn compare_with(&self, prediction: Option<&Measurements>) -> Vec<PcrComparison> {
+        let mut rows = Vec::new();
+        for pcr in PREDICTED_PCRS {
+            for bank in BANKS {
+                let predicted = prediction.and_then(|m| m.pcr(pcr)).map(|d| {
+                    if bank == "sha256" {
+                        &d.sha256
+                    } else {
+                        &d.sha384
+                    }
+                });
+                rows.push(PcrComparison {
+                    pcr,
+                    bank,
+                    booted: self.pcr(bank, pcr).map(str::to_owned),
+                    predicted: predicted.cloned(),
+                });
+            }
+        }
+        rows
+    }
+}
+
+/// The PCRs `zoa measure` predicts, which a boot is compared on.
+pub const PREDICTED_PCRS: [u32; 4] = [4, 7, 11, 12];
+/// The PCR banks the guest's TPM has (as NitroTPM has), as zoa-init names them.
+pub const BANKS: [&str; 2] = ["sha256", "sha384"];
+
+/// One PCR of one bank: what the guest read at boot and what was predicted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PcrComparison {
+    pub pcr: u32,
+    /// `sha256` or `sha384`.
+    pub bank: &'static str,
+    /// Lowercase hex as the guest printed it; `None` when it did not print this PCR.
+    pub booted: Option<String>,
+    /// Lowercase hex; `None` when this PCR was not predicted.
+    pub predicted: Option<String>,
+}
+
+impl PcrComparison {
+    /// Both values are known and they differ (a missing value is not a difference).
+    pub fn differs(&self) -> bool {
+        matches!((&self.booted, &self.predicted), (Some(b), Some(p)) if b != p)
     }
 }
 
@@ -304,6 +353,15 @@ pub fn parse_forward(s: &str) -> Result<(u16, u16), String> {
 /// off cleanly (check [`BootOutcome::powered_off`] and [`BootOutcome::fatal`]); a QEMU
 /// failure, a timeout, an interruption or a damaged event log are errors.
 pub fn boot(opts: &BootOptions) -> Result<BootOutcome, BootError> {
+    let uki = ImageFile::open(&opts.uki).map_err(|source| BootError::Uki {
+        path: opts.uki.clone(),
+        source,
+    })?;
+    boot_image(opts, &uki)
+}
+
+/// [`boot`] with the UKI already open (the caller predicted its PCRs from the same file).
+pub fn boot_image(opts: &BootOptions, uki: &ImageFile) -> Result<BootOutcome, BootError> {
     check_options(opts)?;
     let accel = accel()?;
     let tools = Tools::find()?;
@@ -312,13 +370,11 @@ pub fn boot(opts: &BootOptions) -> Result<BootOutcome, BootError> {
     // Watch for Ctrl-C before the first child starts, so no path leaves one behind.
     let signals = interrupt::watch().map_err(BootError::Signals)?;
 
-    let uki_err = |source| BootError::Uki {
+    let seed = sha256_of(uki).map_err(|source| BootError::Uki {
         path: opts.uki.clone(),
         source,
-    };
-    let uki = ImageFile::open(&opts.uki).map_err(uki_err)?;
-    let seed = sha256_of(&uki).map_err(uki_err)?;
-    let disk_info = disk::write_esp_disk(&uki, &paths.disk, &seed)?;
+    })?;
+    let disk_info = disk::write_esp_disk(uki, &paths.disk, &seed)?;
     log::info!(
         "boot disk {} ({} bytes, disk GUID {})",
         disk_info.path.display(),
@@ -1480,6 +1536,90 @@ mod tests {
             f.filter(std::slice::from_ref(b), &mut out);
         }
         assert_eq!(out, b"BdsDxe: loading\r\n\x1b[34m0.00\x1b[0m ok\x1b(B.");
+    }
+
+    fn outcome_with_pcrs(pcrs: &[(&str, u32, &str)]) -> BootOutcome {
+        use std::os::unix::process::ExitStatusExt;
+        BootOutcome {
+            exit_status: ExitStatus::from_raw(0),
+            powered_off: true,
+            console: String::new(),
+            guest_pcrs: pcrs
+                .iter()
+                .map(|(bank, pcr, hex)| ((bank.to_string(), *pcr), hex.to_string()))
+                .collect(),
+            eventlog: None,
+            fatal: None,
+            elapsed: Duration::ZERO,
+        }
+    }
+
+    fn prediction(pcrs: &[(u32, &str, &str)]) -> Measurements {
+        Measurements {
+            stub: crate::measure::types::StubRecord {
+                version: "252.39".into(),
+                major: 252,
+            },
+            secure_boot: false,
+            pcrs: pcrs
+                .iter()
+                .map(|(pcr, sha256, sha384)| {
+                    let digests = crate::measure::Digests {
+                        sha256: sha256.to_string(),
+                        sha384: sha384.to_string(),
+                    };
+                    (pcr.to_string(), digests)
+                })
+                .collect(),
+            unpredicted: BTreeMap::new(),
+            unmeasured_sections: Vec::new(),
+            events: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn booted_pcrs_are_compared_with_the_prediction() {
+        let out = outcome_with_pcrs(&[
+            ("sha256", 4, "aa"),
+            ("sha384", 4, "bb"),
+            ("sha256", 7, "cc"),
+            ("sha384", 7, "ff"),
+            ("sha256", 11, "11"),
+        ]);
+        let m = prediction(&[(4, "aa", "bb"), (7, "cc", "dd"), (12, "00", "00")]);
+        let rows = out.compare_with(Some(&m));
+        // Every predicted PCR in both banks, in order, whatever the guest printed.
+        let order: Vec<(u32, &str)> = rows.iter().map(|r| (r.pcr, r.bank)).collect();
+        assert_eq!(
+            order,
+            [
+                (4, "sha256"),
+                (4, "sha384"),
+                (7, "sha256"),
+                (7, "sha384"),
+                (11, "sha256"),
+                (11, "sha384"),
+                (12, "sha256"),
+                (12, "sha384"),
+            ]
+        );
+        let differing: Vec<(u32, &str)> = rows
+            .iter()
+            .filter(|r| r.differs())
+            .map(|r| (r.pcr, r.bank))
+            .collect();
+        assert_eq!(differing, [(7, "sha384")]);
+        // Not predicted (PCR11) or not printed (PCR12) is shown, but is no difference.
+        assert_eq!(rows[4].booted.as_deref(), Some("11"));
+        assert_eq!(rows[4].predicted, None);
+        assert_eq!(rows[6].booted, None);
+        assert_eq!(rows[6].predicted.as_deref(), Some("00"));
+        // Without a prediction nothing differs.
+        let unpredicted = out.compare_with(None);
+        assert_eq!(unpredicted.len(), 8);
+        assert!(unpredicted
+            .iter()
+            .all(|r| r.predicted.is_none() && !r.differs()));
     }
 
     #[test]

@@ -9,10 +9,13 @@ fuzz_target!(|data: &[u8]| {
     let path = dir.path().join("uki.efi");
     if std::fs::write(&path, data).is_ok() {
         let _ = zoa::image::check::check_uki(&path);
-        let _ = zoa::uefi::uki::inspect_stub(&path);
-        let _ = zoa::uefi::uki::inspect_kernel(&path);
+        let Ok(image) = zoa::uefi::file::ImageFile::open(&path) else {
+            return;
+        };
+        let _ = zoa::uefi::uki::inspect_stub(&image);
+        let _ = zoa::uefi::uki::inspect_kernel(&image);
         // Prediction parses sections, .sdmagic and the embedded kernel's headers, and
         // computes Authenticode ranges for both.
-        let _ = zoa::measure::predict(&path, &zoa::measure::MeasureOptions::default());
+        let _ = zoa::measure::predict(&image, &zoa::measure::MeasureOptions::default());
     }
 });

@@ -1,9 +1,13 @@
-//! The `deploy`, `destroy` and `policy` commands: argument wiring over `zoa::aws`.
+//! `zoa deploy`, `zoa rollout`, `zoa destroy`, `zoa policy` and `zoa seal`: argument
+//! wiring over `zoa::aws`.
 
-use anyhow::Result;
-use std::process::ExitCode;
+use super::exit::ExitStatus;
+use anyhow::{Context, Result};
+use std::io::Read;
+use std::path::Path;
 
-use crate::cli::{AwsArgs, DeployArgs, DestroyArgs, PolicyArgs, RolloutArgs, SealArgs};
+use super::args::{AwsArgs, DeployArgs, DestroyArgs, PolicyArgs, RolloutArgs, SealArgs};
+use super::output::print_json;
 use zoa::aws::deploy::{self, DeployOptions, PolicyRequest};
 use zoa::aws::destroy::{self, DestroyOptions};
 use zoa::aws::{AwsOptions, Clients};
@@ -17,7 +21,7 @@ fn aws_options(args: &AwsArgs) -> AwsOptions {
     }
 }
 
-pub fn deploy(args: &DeployArgs, quiet: bool, progress: Progress) -> Result<ExitCode> {
+pub fn deploy(args: &DeployArgs, quiet: bool, progress: Progress) -> Result<ExitStatus> {
     let mut options = DeployOptions::new(&args.dir, &args.pubkey);
     options.name = args.name.clone();
     options.instance_type = args.instance_type.clone();
@@ -40,57 +44,62 @@ pub fn deploy(args: &DeployArgs, quiet: bool, progress: Progress) -> Result<Exit
         if args.plan {
             let plan = deployment.plan()?;
             if args.json {
-                println!("{}", serde_json::to_string_pretty(&plan)?);
+                print_json(&plan)?;
             } else {
                 print!("{}", plan.render_text());
             }
-            return Ok(ExitCode::SUCCESS);
+            return Ok(ExitStatus::OK);
         }
         let outcome = deployment.apply(&clients, progress).await?;
         if args.json {
-            println!("{}", serde_json::to_string_pretty(&outcome)?);
+            print_json(&outcome)?;
         } else if !quiet {
-            let s = &outcome.state;
-            let created = outcome
-                .plan
-                .steps
-                .iter()
-                .filter(|st| st.action == zoa::aws::plan::Action::Create)
-                .count();
-            println!(
-                "deployed {} {} as {} in {} ({created} created, {} kept)",
-                s.release.name,
-                s.release.version,
-                s.deployment,
-                s.region,
-                outcome.plan.steps.len() - created
-            );
-            let show = |k: &str, v: &Option<String>| {
-                if let Some(v) = v {
-                    println!("  {k:<20} {v}");
-                }
-            };
-            show("image", &s.image_id);
-            show("kms key", &s.key_arn);
-            show("security group", &s.security_group_id);
-            show("auto scaling group", &s.auto_scaling_group);
-            if !s.instance_ids.is_empty() {
-                println!("  {:<20} {}", "instances", s.instance_ids.join(", "));
-            }
-            if !s.secrets.is_empty() {
-                let names: Vec<&str> = s.secrets.keys().map(String::as_str).collect();
-                println!("  {:<20} {}", "secrets", names.join(", "));
-            }
-            println!(
-                "  record: {}",
-                zoa::aws::state::DeployState::path(&args.dir).display()
-            );
+            print_deployed(&outcome, &args.dir);
         }
-        Ok(ExitCode::SUCCESS)
+        Ok(ExitStatus::OK)
     })
 }
 
-pub fn rollout(args: &RolloutArgs, quiet: bool, progress: Progress) -> Result<ExitCode> {
+/// What `zoa deploy` made or kept, and where its record is.
+fn print_deployed(outcome: &deploy::DeployOutcome, dir: &Path) {
+    let s = &outcome.state;
+    let created = outcome
+        .plan
+        .steps
+        .iter()
+        .filter(|st| st.action == zoa::aws::plan::Action::Create)
+        .count();
+    println!(
+        "deployed {} {} as {} in {} ({created} created, {} kept)",
+        s.release.name,
+        s.release.version,
+        s.deployment,
+        s.region,
+        outcome.plan.steps.len() - created
+    );
+    let show = |k: &str, v: &Option<String>| {
+        if let Some(v) = v {
+            println!("  {k:<20} {v}");
+        }
+    };
+    show("image", &s.image_id);
+    show("kms key", &s.key_arn);
+    show("security group", &s.security_group_id);
+    show("auto scaling group", &s.auto_scaling_group);
+    if !s.instance_ids.is_empty() {
+        println!("  {:<20} {}", "instances", s.instance_ids.join(", "));
+    }
+    if !s.secrets.is_empty() {
+        let names: Vec<&str> = s.secrets.keys().map(String::as_str).collect();
+        println!("  {:<20} {}", "secrets", names.join(", "));
+    }
+    println!(
+        "  record: {}",
+        zoa::aws::state::DeployState::path(dir).display()
+    );
+}
+
+pub fn rollout(args: &RolloutArgs, quiet: bool, progress: Progress) -> Result<ExitStatus> {
     let options = zoa::aws::rollout::RolloutOptions {
         keep_old: args.keep_old,
         min_healthy_percentage: args.min_healthy_percentage,
@@ -111,15 +120,15 @@ pub fn rollout(args: &RolloutArgs, quiet: bool, progress: Progress) -> Result<Ex
         if args.plan {
             let plan = rollout.plan()?;
             if args.json {
-                println!("{}", serde_json::to_string_pretty(&plan)?);
+                print_json(&plan)?;
             } else {
                 print!("{}", plan.render_text());
             }
-            return Ok(ExitCode::SUCCESS);
+            return Ok(ExitStatus::OK);
         }
         let outcome = rollout.apply(&clients, progress).await?;
         if args.json {
-            println!("{}", serde_json::to_string_pretty(&outcome)?);
+            print_json(&outcome)?;
         } else if !quiet {
             println!(
                 "rolled {} out to {} {}; record: {}",
@@ -132,11 +141,11 @@ pub fn rollout(args: &RolloutArgs, quiet: bool, progress: Progress) -> Result<Ex
                 println!("  re-sealed under the new key: {}", path.display());
             }
         }
-        Ok(ExitCode::SUCCESS)
+        Ok(ExitStatus::OK)
     })
 }
 
-pub fn destroy(args: &DestroyArgs, quiet: bool, progress: Progress) -> Result<ExitCode> {
+pub fn destroy(args: &DestroyArgs, quiet: bool, progress: Progress) -> Result<ExitStatus> {
     let options = DestroyOptions {
         key_deletion_days: args.key_deletion_days,
         ..DestroyOptions::default()
@@ -146,7 +155,7 @@ pub fn destroy(args: &DestroyArgs, quiet: bool, progress: Progress) -> Result<Ex
         let clients = Clients::connect(&aws_options(&args.aws)).await?;
         let report = destroy::destroy(&clients, &args.dir, &options, progress).await?;
         if args.json {
-            println!("{}", serde_json::to_string_pretty(&report)?);
+            print_json(&report)?;
         } else if !quiet {
             println!("destroyed {}", report.deployment);
             for r in &report.removed {
@@ -159,11 +168,11 @@ pub fn destroy(args: &DestroyArgs, quiet: bool, progress: Progress) -> Result<Ex
                 );
             }
         }
-        Ok(ExitCode::SUCCESS)
+        Ok(ExitStatus::OK)
     })
 }
 
-pub fn policy(args: &PolicyArgs) -> Result<ExitCode> {
+pub fn policy(args: &PolicyArgs) -> Result<ExitStatus> {
     let account_id = match &args.account_id {
         Some(a) => a.clone(),
         None => {
@@ -185,8 +194,8 @@ pub fn policy(args: &PolicyArgs) -> Result<ExitCode> {
         sealer_principals: args.sealers.clone(),
         lock: args.lock_policy,
     })?;
-    println!("{}", serde_json::to_string_pretty(&docs)?);
-    Ok(ExitCode::SUCCESS)
+    print_json(&docs)?;
+    Ok(ExitStatus::OK)
 }
 
 /// The key and deployment name a `--key` names: a deployed release directory, or a
@@ -219,27 +228,30 @@ fn seal_target(args: &SealArgs) -> Result<(String, String)> {
     Ok((args.key.clone(), deployment))
 }
 
-pub fn seal(args: &SealArgs, quiet: bool) -> Result<ExitCode> {
-    use anyhow::Context;
-    use std::io::Read;
-    let (key, deployment) = seal_target(args)?;
+/// The secret to seal, from `--in FILE` or stdin; one byte more than the library takes,
+/// so that it can refuse an oversized secret with its own message.
+fn read_secret(input: Option<&Path>) -> Result<Vec<u8>> {
+    let limit = zoa::aws::seal::MAX_SECRET_BYTES as u64 + 1;
     let mut secret = Vec::new();
-    match &args.input {
+    match input {
         Some(p) => {
             std::fs::File::open(p)
-                .and_then(|f| {
-                    f.take(zoa::aws::seal::MAX_SECRET_BYTES as u64 + 1)
-                        .read_to_end(&mut secret)
-                })
+                .and_then(|f| f.take(limit).read_to_end(&mut secret))
                 .with_context(|| format!("{}: cannot read the secret", p.display()))?;
         }
         None => {
             std::io::stdin()
-                .take(zoa::aws::seal::MAX_SECRET_BYTES as u64 + 1)
+                .take(limit)
                 .read_to_end(&mut secret)
                 .context("stdin: cannot read the secret")?;
         }
     }
+    Ok(secret)
+}
+
+pub fn seal(args: &SealArgs, quiet: bool) -> Result<ExitStatus> {
+    let (key, deployment) = seal_target(args)?;
+    let mut secret = read_secret(args.input.as_deref())?;
     let rt = zoa::aws::runtime()?;
     let envelope = rt.block_on(async {
         let clients = Clients::connect(&aws_options(&args.aws)).await?;
@@ -260,5 +272,5 @@ pub fn seal(args: &SealArgs, quiet: bool) -> Result<ExitCode> {
             args.out.display()
         );
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(ExitStatus::OK)
 }

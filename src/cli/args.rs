@@ -1,5 +1,5 @@
-//! The command-line interface definition (clap derive). Kept apart from `main.rs` so the
-//! man page and completions are generated from the same definition.
+//! The command-line interface definition (clap derive). Kept in one place so the parser,
+//! the man page and the completions come from the same definition.
 
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -9,10 +9,9 @@ use std::path::PathBuf;
 /// Builds an immutable, shell-free Unified Kernel Image from a pinned recipe,
 /// reproducibly; predicts its TPM PCRs; signs, verifies and diffs releases; deploys them to
 /// EC2 with KMS keys that only instances attesting those PCRs can use.
-/// Exit status: 0 success, 1 error, 2 usage error, 3 policy violation, 4 measurements
-/// disagree, 5 `diff --exit-code` found changes, 10-13 verification verdicts.
 #[derive(Debug, Parser)]
 #[command(name = "zoa", version, propagate_version = true, max_term_width = 100)]
+#[command(after_long_help = super::exit::help_text())]
 pub struct Cli {
     /// Print only errors (no progress bars, no summaries).
     #[arg(short, long, global = true, conflicts_with = "verbose")]
