@@ -954,21 +954,36 @@ fn destroy_leaves_nothing() {
     assert!(line.contains("no deploy record"), "{line}");
 }
 
-#[test]
-fn ebs_blocks_read_back_equal_disk_raw() {
-    let lab = Lab::new();
-    let mut calls = Vec::new();
-    calls.extend(lab.record(|| {
-        lab.deploy_ok(&[]);
-    }));
-    let snapshot = str_at(&lab.state(), "/snapshot_id").to_string();
-    let disk = std::fs::read(lab.dir.join("disk.raw")).expect("deploy wrote disk.raw");
-    assert_eq!(
-        lab.state()["disk_sha256"],
-        sha256_hex(&disk),
-        "deploy.json disk_sha256"
-    );
+/// The disk image a deploy of `uki` (a release whose manifest digest is `manifest_sha256`)
+/// must upload, made here by zoa's library from the signed bytes: the GPT + ESP disk,
+/// seeded with the manifest digest.
+fn expected_disk(uki: &[u8], manifest_sha256: &str) -> Vec<u8> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let uki_path = dir.path().join("uki.efi");
+    std::fs::write(&uki_path, uki).expect("write uki.efi");
+    let mut seed = [0u8; 32];
+    hex::decode_to_slice(manifest_sha256, &mut seed).expect("manifest digest");
+    let out = dir.path().join("disk.raw");
+    let image = zoa::uefi::file::ImageFile::open(&uki_path).expect("open uki.efi");
+    zoa::uefi::disk::write_esp_disk(&image, &out, &seed).expect("write the disk image");
+    std::fs::read(&out).expect("read the disk image")
+}
 
+/// The signed file `name` of the lab's release, as built.
+fn signed_file<'a>(b: &'a Built, name: &str) -> &'a [u8] {
+    &b.files
+        .iter()
+        .find(|(n, _)| n == name)
+        .unwrap_or_else(|| panic!("the release has no {name}"))
+        .1
+}
+
+/// A snapshot read back through the EBS direct APIs (ListSnapshotBlocks, then
+/// GetSnapshotBlock for each listed block; unlisted blocks are zero), `len` bytes long,
+/// with each block's SHA-256 by index. Every block's checksum header is the block's.
+fn snapshot_image(lab: &Lab, snapshot: &str, len: usize) -> (Vec<u8>, BTreeMap<usize, Vec<u8>>) {
+    use base64::Engine as _;
+    use sha2::{Digest, Sha256};
     let auth = http::fake_auth("ebs");
     let get = |target: &str| {
         let r = http::request(
@@ -986,10 +1001,7 @@ fn ebs_blocks_read_back_equal_disk_raw() {
         .expect("ListSnapshotBlocks answers JSON");
     let blocks = list["Blocks"].as_array().expect("Blocks");
     assert!(!blocks.is_empty(), "no blocks in {snapshot}");
-
-    use base64::Engine as _;
-    use sha2::{Digest, Sha256};
-    let mut image = vec![0u8; disk.len()];
+    let mut image = vec![0u8; len];
     let mut digests = BTreeMap::new();
     for b in blocks {
         let index = b["BlockIndex"].as_u64().expect("BlockIndex") as usize;
@@ -999,10 +1011,9 @@ fn ebs_blocks_read_back_equal_disk_raw() {
         ));
         let start = index * EBS_BLOCK_SIZE;
         assert!(
-            start + r.body.len() <= disk.len(),
-            "block {index} ({} bytes) ends past the disk ({} bytes)",
+            start + r.body.len() <= len,
+            "block {index} ({} bytes) ends past the disk ({len} bytes)",
             r.body.len(),
-            disk.len()
         );
         assert_eq!(r.body.len(), EBS_BLOCK_SIZE, "block {index} length");
         // The checksum coldsnap sent with the block is the block's.
@@ -1016,20 +1027,51 @@ fn ebs_blocks_read_back_equal_disk_raw() {
             ),
             "block {index}: the checksum sent is not the data's"
         );
-        digests.insert(index, sum);
+        digests.insert(index, sum.to_vec());
         image[start..start + r.body.len()].copy_from_slice(&r.body);
     }
+    (image, digests)
+}
+
+/// Asserts that the deploy's snapshot holds exactly the disk image of the signed UKI.
+fn assert_snapshot_is_the_verified_disk(lab: &Lab, context: &str) -> BTreeMap<usize, Vec<u8>> {
+    let state = lab.state();
+    let snapshot = str_at(&state, "/snapshot_id").to_string();
+    let manifest_sha256 = str_at(&state, "/release/manifest_sha256").to_string();
+    let disk = expected_disk(signed_file(lab.built, "uki.efi"), &manifest_sha256);
+    assert_eq!(
+        state["disk_sha256"],
+        sha256_hex(&disk),
+        "{context}: deploy.json disk_sha256 is not the digest of the verified UKI's disk image"
+    );
+    let (image, digests) = snapshot_image(lab, &snapshot, disk.len());
     assert!(
         image == disk,
-        "the snapshot's blocks (unlisted ones zero) are not disk.raw: first difference at byte {:?}",
+        "{context}: the snapshot's blocks (unlisted ones zero) are not the verified UKI's disk image: first difference at byte {:?}",
         image.iter().zip(&disk).position(|(a, b)| a != b)
+    );
+    digests
+}
+
+#[test]
+fn ebs_blocks_read_back_equal_the_verified_disk_image() {
+    use base64::Engine as _;
+    use sha2::{Digest, Sha256};
+    let lab = Lab::new();
+    let calls = lab.record(|| {
+        lab.deploy_ok(&[]);
+    });
+    let digests = assert_snapshot_is_the_verified_disk(&lab, "deploy");
+    assert!(
+        !lab.dir.join("disk.raw").exists(),
+        "deploy wrote a disk image into the release directory"
     );
 
     // CompleteSnapshot: the block count and the LINEAR checksum of all blocks.
     let complete = only(&calls, "ebs:CompleteSnapshot");
     assert_eq!(
         param(complete, "ChangedBlocksCount"),
-        blocks.len().to_string()
+        digests.len().to_string()
     );
     let mut linear = Sha256::new();
     for d in digests.values() {
@@ -1042,6 +1084,80 @@ fn ebs_blocks_read_back_equal_disk_raw() {
     );
     assert_eq!(param(complete, "ChecksumAggregationMethod"), "LINEAR");
     assert_eq!(param(complete, "ChecksumAlgorithm"), "SHA256");
+}
+
+/// A UKI replaced after `zoa deploy` verified the release (at its first AWS call, which
+/// comes after verification) must not become the AMI: the snapshot holds the disk image of
+/// the UKI that was verified.
+#[test]
+fn a_uki_replaced_after_verification_is_not_what_deploy_uploads() {
+    let lab = Lab::new();
+    let uki = lab.dir.join("uki.efi");
+    let other = {
+        // Another valid UKI of the same size: the signed one with one byte of its
+        // .cmdline changed (a real attacker would bring any image they like).
+        let mut b = signed_file(lab.built, "uki.efi").to_vec();
+        let at = b
+            .windows(b"console=".len())
+            .position(|w| w == b"console=")
+            .expect("the UKI has a command line");
+        b[at] = b'C';
+        b
+    };
+    let swapped = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    {
+        let (uki, other, swapped) = (uki.clone(), other.clone(), swapped.clone());
+        lab.proxy.before("sts:GetCallerIdentity", move || {
+            std::fs::write(&uki, &other).expect("replace uki.efi");
+            swapped.store(true, Ordering::SeqCst);
+        });
+    }
+    lab.deploy_ok(&[]);
+    assert!(swapped.load(Ordering::SeqCst), "the fault point never ran");
+    assert_eq!(
+        std::fs::read(&uki).unwrap(),
+        other,
+        "uki.efi was not replaced"
+    );
+    assert_snapshot_is_the_verified_disk(&lab, "uki.efi replaced after verification");
+
+    // A rerun verifies again, and refuses the replaced file before any AWS call.
+    lab.proxy.reset_counts();
+    let o = lab.deploy(&[]);
+    assert_eq!(
+        o.status.code(),
+        Some(EXIT_ARTIFACT_MISMATCH),
+        "rerun: {}",
+        stderr(&o)
+    );
+    assert!(
+        lab.proxy.operations().is_empty(),
+        "the rerun called AWS before refusing: {:?}",
+        lab.proxy.operations()
+    );
+}
+
+/// A disk.raw placed in the release directory (before, or while, a deploy runs) is never
+/// what is uploaded: the deploy writes its own image of the verified UKI, privately.
+#[test]
+fn a_disk_raw_in_the_release_directory_is_not_what_deploy_uploads() {
+    let lab = Lab::new();
+    let disk = lab.dir.join("disk.raw");
+    std::fs::write(&disk, vec![0x5a; 3 * EBS_BLOCK_SIZE]).unwrap();
+    {
+        let disk = disk.clone();
+        // Replaced again when the upload starts (after the image was written).
+        lab.proxy.before("ebs:StartSnapshot", move || {
+            std::fs::write(&disk, vec![0xa5; 4 * EBS_BLOCK_SIZE]).expect("replace disk.raw");
+        });
+    }
+    lab.deploy_ok(&[]);
+    assert_snapshot_is_the_verified_disk(&lab, "disk.raw planted and replaced");
+    assert_eq!(
+        std::fs::read(&disk).unwrap(),
+        vec![0xa5; 4 * EBS_BLOCK_SIZE],
+        "deploy touched the planted disk.raw"
+    );
 }
 
 #[test]

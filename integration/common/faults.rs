@@ -134,8 +134,12 @@ struct State {
     injected: Vec<Injected>,
 }
 
+/// Work run once, when the first request a matcher claims arrives (before it is forwarded).
+type Hook = (Matcher, Box<dyn FnOnce() + Send>);
+
 struct Shared {
     upstream: SocketAddr,
+    hooks: Mutex<Vec<Hook>>,
     ebs_block_size: Mutex<Option<u64>>,
     state: Mutex<State>,
     stop: AtomicBool,
@@ -163,6 +167,7 @@ impl FaultProxy {
         let addr = listener.local_addr().expect("proxy address");
         let shared = Arc::new(Shared {
             upstream,
+            hooks: Mutex::new(Vec::new()),
             ebs_block_size: Mutex::new(None),
             state: Mutex::new(State::default()),
             stop: AtomicBool::new(false),
@@ -209,6 +214,17 @@ impl FaultProxy {
     /// Points `cmd` at the proxy, with dummy credentials (see `apply_aws_env`).
     pub fn apply(&self, cmd: &mut Command) {
         apply_aws_env(cmd, &self.endpoint());
+    }
+
+    /// Runs `work` once, when the first request `matcher` matches arrives, before that
+    /// request goes on: a fault point inside a running command (e.g. a file replaced
+    /// after the command verified it and before it uploads).
+    pub fn before(&self, matcher: impl Into<Matcher>, work: impl FnOnce() + Send + 'static) {
+        self.shared
+            .hooks
+            .lock()
+            .unwrap()
+            .push((matcher.into(), Box::new(work)));
     }
 
     /// Fails the first `times` requests that `matcher` matches.
@@ -342,6 +358,20 @@ impl Shared {
     }
 }
 
+impl Shared {
+    fn run_hooks(&self, call: &Call) {
+        let due: Vec<Hook> = {
+            let mut hooks = self.hooks.lock().unwrap();
+            let (due, keep) = hooks.drain(..).partition(|(m, _)| m.matches(call));
+            *hooks = keep;
+            due
+        };
+        for (_, work) in due {
+            work();
+        }
+    }
+}
+
 /// Serves one client connection: requests one after another until it closes.
 fn serve(shared: &Shared, client: TcpStream) -> io::Result<()> {
     let mut reader = BufReader::new(client.try_clone()?);
@@ -366,6 +396,7 @@ fn serve(shared: &Shared, client: TcpStream) -> io::Result<()> {
             || (version == "HTTP/1.0" && !connection.contains("keep-alive"));
 
         let call = Call::decode(&method, &target, &head.headers, &body);
+        shared.run_hooks(&call);
         match shared.decide(&call) {
             None => {
                 let (status, reason, headers, body) =
