@@ -632,6 +632,106 @@ fn plan_apis(plan: &Value) -> Vec<String> {
         .collect()
 }
 
+/// The plan's call `api` (the only one in the plan).
+fn planned_call<'a>(plan: &'a Value, api: &str) -> &'a Value {
+    let found: Vec<&Value> = plan["steps"]
+        .as_array()
+        .expect("plan.steps")
+        .iter()
+        .flat_map(|s| s["calls"].as_array().into_iter().flatten())
+        .filter(|c| c["api"] == api)
+        .collect();
+    assert_eq!(found.len(), 1, "the plan has {} {api} calls", found.len());
+    &found[0]["params"]
+}
+
+/// EC2's query protocol names a list's members by the member shape's name: the list's
+/// singular (`BlockDeviceMappings` → `BlockDeviceMapping.1`).
+fn ec2_member_name(list: &str) -> String {
+    match list {
+        "IpPermissions" | "IpRanges" => list.to_owned(),
+        _ => list.strip_suffix('s').unwrap_or(list).to_owned(),
+    }
+}
+
+/// A plan's parameters (JSON, named as the API documents them) flattened the way EC2's
+/// query protocol sends them: `TagSpecification.1.Tag.2.Value=...`. Nulls are absent.
+fn ec2_flatten(prefix: &str, v: &Value, out: &mut BTreeMap<String, String>) {
+    let key = |k: &str| {
+        if prefix.is_empty() {
+            k.to_owned()
+        } else {
+            format!("{prefix}.{k}")
+        }
+    };
+    match v {
+        Value::Null => {}
+        Value::Object(m) => {
+            for (k, v) in m {
+                match v {
+                    Value::Array(items) => {
+                        let member = key(&ec2_member_name(k));
+                        for (i, item) in items.iter().enumerate() {
+                            ec2_flatten(&format!("{member}.{}", i + 1), item, out);
+                        }
+                    }
+                    _ => ec2_flatten(&key(k), v, out),
+                }
+            }
+        }
+        Value::String(s) => {
+            out.insert(prefix.to_owned(), s.clone());
+        }
+        other => {
+            out.insert(prefix.to_owned(), other.to_string());
+        }
+    }
+}
+
+/// The plan shows `<...>` for what only an earlier step of the run knows.
+fn is_placeholder(v: &str) -> bool {
+    v.starts_with('<') && v.ends_with('>')
+}
+
+/// Compares every parameter of an EC2 call as sent with the plan's: the same keys, the
+/// same values; each placeholder stands for one value throughout (`placeholders` collects
+/// what each turned out to be, across calls).
+fn assert_ec2_call_is_planned(
+    planned: &Value,
+    sent: &Call,
+    placeholders: &mut BTreeMap<String, String>,
+) {
+    let mut want = BTreeMap::new();
+    ec2_flatten("", planned, &mut want);
+    let got: BTreeMap<String, String> = sent
+        .form
+        .iter()
+        .filter(|(k, _)| k != "Action" && k != "Version")
+        .cloned()
+        .collect();
+    let name = sent.name();
+    assert_eq!(
+        want.keys().collect::<Vec<_>>(),
+        got.keys().collect::<Vec<_>>(),
+        "{name}: the parameters sent (right) are not the plan's (left)"
+    );
+    for (k, planned) in &want {
+        let value = &got[k];
+        if is_placeholder(planned) {
+            if planned.contains(" bytes: ") {
+                // User data: the plan names it, the call carries it (checked elsewhere).
+                continue;
+            }
+            let bound = placeholders
+                .entry(planned.clone())
+                .or_insert_with(|| value.clone());
+            assert_eq!(value, bound, "{name} {k}: {planned} stands for two values");
+        } else {
+            assert_eq!(value, planned, "{name} {k}: sent (left), planned (right)");
+        }
+    }
+}
+
 fn only<'a>(calls: &'a [Call], op: &str) -> &'a Call {
     let found: Vec<&Call> = calls.iter().filter(|c| c.is(op)).collect();
     assert_eq!(
@@ -749,6 +849,29 @@ fn full_deploy_matches_its_plan_and_sends_the_attestation_settings() {
         );
         assert_eq!(param(put, "DataLength"), EBS_BLOCK_SIZE.to_string());
     }
+
+    // RegisterImage and RunInstances carry every parameter the plan showed, and nothing
+    // else; the plan's placeholders turned into the ids the deploy recorded.
+    let mut placeholders = BTreeMap::new();
+    for api in ["ec2:RegisterImage", "ec2:RunInstances"] {
+        assert_ec2_call_is_planned(
+            planned_call(&plan, api),
+            only(&calls, api),
+            &mut placeholders,
+        );
+    }
+    assert_eq!(
+        placeholders.get("<snapshot-id>").map(String::as_str),
+        Some(snapshot)
+    );
+    assert_eq!(
+        placeholders.get("<image-id>").map(String::as_str),
+        Some(image)
+    );
+    assert_eq!(
+        placeholders.get("<security-group-id>").map(String::as_str),
+        Some(str_at(&state, "/security_group_id"))
+    );
 
     // RegisterImage: what moto drops, as sent.
     let register = only(&calls, "ec2:RegisterImage");
@@ -1178,6 +1301,18 @@ fn fleet_mode_uses_a_launch_template_and_an_auto_scaling_group() {
     );
     let state = lab.state();
     let lt = only(&calls, "ec2:CreateLaunchTemplate");
+    let mut placeholders = BTreeMap::new();
+    for api in ["ec2:RegisterImage", "ec2:CreateLaunchTemplate"] {
+        assert_ec2_call_is_planned(
+            planned_call(&plan, api),
+            only(&calls, api),
+            &mut placeholders,
+        );
+    }
+    assert_eq!(
+        placeholders.get("<image-id>").map(String::as_str),
+        Some(str_at(&state, "/image_id"))
+    );
     for (k, v) in [
         ("LaunchTemplateName", "zoa-tiny"),
         ("LaunchTemplateData.MetadataOptions.HttpTokens", "required"),

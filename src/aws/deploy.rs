@@ -18,6 +18,9 @@ use std::time::Duration;
 use aws_sdk_ec2::types as ec2t;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
+use super::calls::{
+    CreateLaunchTemplate, Id, InstanceSpec, RegisterImage, RunInstances, Tags, Volume,
+};
 use super::plan::{Action, Call, Plan, Step};
 use super::policy::{self, BootMode, KeyPolicyInput, PcrBinding};
 use super::state::{
@@ -1178,32 +1181,12 @@ impl Deployment {
             })
     }
 
-    fn snapshot_or_placeholder(&self) -> String {
-        self.found
-            .snapshot
-            .clone()
-            .or_else(|| self.state.snapshot_id.clone())
-            .unwrap_or_else(|| "<snapshot-id>".to_owned())
-    }
-
-    fn image_or_placeholder(&self) -> String {
-        self.found
-            .image
-            .clone()
-            .or_else(|| self.state.image_id.clone())
-            .unwrap_or_else(|| "<image-id>".to_owned())
-    }
-
     fn security_group_or_placeholder(&self) -> String {
         self.found
             .security_group
             .clone()
             .or_else(|| self.state.security_group_id.clone())
             .unwrap_or_else(|| "<security-group-id>".to_owned())
-    }
-
-    fn user_data_b64(&self) -> Option<String> {
-        self.user_data.as_ref().map(UserDataSpec::base64)
     }
 
     /// After discovery, before any change: the secrets must be sealed under the key that
@@ -1838,7 +1821,7 @@ impl Deployment {
                 }
             ),
             f.image.clone(),
-            vec![Call::new("ec2:RegisterImage", self.register_image_params())],
+            vec![self.register_image_spec().call()],
         ));
         steps.push(step(
             "role",
@@ -1928,10 +1911,7 @@ impl Deployment {
                 "launch-template",
                 format!("launch template {}", self.names.launch_template),
                 f.launch_template.clone(),
-                vec![Call::new(
-                    "ec2:CreateLaunchTemplate",
-                    self.launch_template_params()?,
-                )],
+                vec![self.launch_template_spec().call()],
             ));
             steps.push(step(
                 "auto-scaling-group",
@@ -1955,7 +1935,7 @@ impl Deployment {
                     self.options.instance_type
                 ),
                 (!f.instances.is_empty()).then(|| f.instances.join(",")),
-                vec![Call::new("ec2:RunInstances", self.run_instances_params()?)],
+                vec![self.run_instances_spec().call()],
             ));
             if !f.outdated_instances.is_empty() {
                 steps.push(Step {
@@ -2153,36 +2133,91 @@ impl Deployment {
         }
     }
 
-    fn register_image_params(&self) -> serde_json::Value {
-        let mut mappings = vec![
-            json!({"DeviceName": ROOT_DEVICE, "Ebs": {"SnapshotId": self.snapshot_or_placeholder(), "VolumeType": "gp3", "DeleteOnTermination": true}}),
-        ];
+    fn register_image_spec(&self) -> RegisterImage {
+        let mut volumes = vec![Volume {
+            device: ROOT_DEVICE,
+            snapshot: Id::first_of(
+                [
+                    self.found.snapshot.as_ref(),
+                    self.state.snapshot_id.as_ref(),
+                ],
+                "snapshot-id",
+            ),
+        }];
         if self.model.is_some() {
-            let snapshot = self
-                .found
-                .model_snapshot
-                .clone()
-                .or_else(|| self.state.model_snapshot_id.clone())
-                .unwrap_or_else(|| "<model-snapshot-id>".to_owned());
-            mappings.push(json!({"DeviceName": MODEL_DEVICE, "Ebs": {"SnapshotId": snapshot, "VolumeType": "gp3", "DeleteOnTermination": true}}));
+            volumes.push(Volume {
+                device: MODEL_DEVICE,
+                snapshot: Id::first_of(
+                    [
+                        self.found.model_snapshot.as_ref(),
+                        self.state.model_snapshot_id.as_ref(),
+                    ],
+                    "model-snapshot-id",
+                ),
+            });
         }
-        let mut params = json!({
-            "Name": self.names.image,
-            "Description": self.image_description(),
-            "Architecture": "x86_64",
-            "BootMode": "uefi",
-            "TpmSupport": "v2.0",
-            "ImdsSupport": "v2.0",
-            "EnaSupport": true,
-            "VirtualizationType": "hvm",
-            "RootDeviceName": ROOT_DEVICE,
-            "BlockDeviceMappings": mappings,
-            "TagSpecifications": [{"ResourceType": "image", "Tags": self.tags_json()}],
-        });
-        if let (Some(b64), Some(params)) = (&self.uefi_data, params.as_object_mut()) {
-            params.insert("UefiData".to_owned(), json!(b64));
+        RegisterImage {
+            name: self.names.image.clone(),
+            description: self.image_description(),
+            root_device: ROOT_DEVICE,
+            volumes,
+            uefi_data: self.uefi_data.clone(),
+            tags: self.tags(),
         }
-        params
+    }
+
+    /// What the instances launch with, alone or through the launch template.
+    fn instance_spec(&self, instance_tags: Tags) -> InstanceSpec {
+        InstanceSpec {
+            image: Id::first_of(
+                [self.found.image.as_ref(), self.state.image_id.as_ref()],
+                "image-id",
+            ),
+            instance_type: self.options.instance_type.clone(),
+            instance_profile: self.names.instance_profile.clone(),
+            security_group: Id::first_of(
+                [
+                    self.found.security_group.as_ref(),
+                    self.state.security_group_id.as_ref(),
+                ],
+                "security-group-id",
+            ),
+            user_data: self.user_data.clone(),
+            instance_tags,
+            volume_tags: self.tags(),
+        }
+    }
+
+    /// The launch's ClientToken (see [`client_token`]), once the image and group exist.
+    fn launch_token(&self, what: &str, instance: &InstanceSpec) -> Id {
+        match (&instance.image, &instance.security_group) {
+            (Id::Known(image), Id::Known(sg)) => Id::Known(self.token(what, image, sg)),
+            _ => Id::Pending("derived from the image and security group ids"),
+        }
+    }
+
+    fn run_instances_spec(&self) -> RunInstances {
+        let mut instance_tags = self.tags();
+        if let Some(ud) = &self.user_data {
+            // How a rerun tells an instance with this user data from one to replace.
+            instance_tags.push((TAG_USER_DATA.to_owned(), ud.sha256.clone()));
+        }
+        let instance = self.instance_spec(instance_tags);
+        RunInstances {
+            client_token: self.launch_token("instance", &instance),
+            instance,
+            subnet: self.network.subnet_ids.first().cloned(),
+        }
+    }
+
+    fn launch_template_spec(&self) -> CreateLaunchTemplate {
+        let instance = self.instance_spec(self.tags());
+        CreateLaunchTemplate {
+            name: self.names.launch_template.clone(),
+            client_token: self.launch_token("launch-template", &instance),
+            instance,
+            tags: self.tags(),
+        }
     }
 
     fn create_key_params(&self) -> Result<serde_json::Value, AwsError> {
@@ -2270,33 +2305,6 @@ impl Deployment {
             .collect()
     }
 
-    fn metadata_options_json() -> serde_json::Value {
-        json!({"HttpTokens": "required", "HttpPutResponseHopLimit": 1, "HttpEndpoint": "enabled", "InstanceMetadataTags": "disabled"})
-    }
-
-    fn run_instances_params(&self) -> Result<serde_json::Value, AwsError> {
-        let mut instance_tags = self.tags_json();
-        if let (Some(ud), Some(tags)) = (&self.user_data, instance_tags.as_array_mut()) {
-            tags.push(json!({"Key": TAG_USER_DATA, "Value": ud.sha256}));
-        }
-        let mut p = json!({
-            "ImageId": self.image_or_placeholder(),
-            "InstanceType": self.options.instance_type,
-            "MinCount": 1,
-            "MaxCount": 1,
-            "IamInstanceProfile": {"Name": self.names.instance_profile},
-            "MetadataOptions": Self::metadata_options_json(),
-            "SecurityGroupIds": [self.security_group_or_placeholder()],
-            "SubnetId": self.network.subnet_ids.first(),
-            "TagSpecifications": [{"ResourceType": "instance", "Tags": instance_tags}, {"ResourceType": "volume", "Tags": self.tags_json()}],
-            "ClientToken": self.planned_token("instance"),
-        });
-        if let Some(ud) = &self.user_data {
-            p["UserData"] = json!(ud.summary());
-        }
-        Ok(p)
-    }
-
     /// The ClientToken of a launch (see [`client_token`]); the user data is part of it,
     /// so an instance replaced for new user data is not answered with the old one.
     fn token(&self, what: &str, image: &str, security_group: &str) -> String {
@@ -2305,44 +2313,6 @@ impl Deployment {
             ids.push(&ud.sha256);
         }
         client_token(&self.deployment, &self.manifest_sha256, what, &ids)
-    }
-
-    /// The token as the plan shows it: known once the image and group exist.
-    fn planned_token(&self, what: &str) -> String {
-        let image = self
-            .found
-            .image
-            .clone()
-            .or_else(|| self.state.image_id.clone());
-        let sg = self
-            .found
-            .security_group
-            .clone()
-            .or_else(|| self.state.security_group_id.clone());
-        match (image, sg) {
-            (Some(i), Some(g)) => self.token(what, &i, &g),
-            _ => "<derived from the image and security group ids>".to_owned(),
-        }
-    }
-
-    fn launch_template_params(&self) -> Result<serde_json::Value, AwsError> {
-        let mut data = json!({
-            "ImageId": self.image_or_placeholder(),
-            "InstanceType": self.options.instance_type,
-            "IamInstanceProfile": {"Name": self.names.instance_profile},
-            "MetadataOptions": Self::metadata_options_json(),
-            "SecurityGroupIds": [self.security_group_or_placeholder()],
-            "TagSpecifications": [{"ResourceType": "instance", "Tags": self.tags_json()}, {"ResourceType": "volume", "Tags": self.tags_json()}],
-        });
-        if let Some(ud) = &self.user_data {
-            data["UserData"] = json!(ud.summary());
-        }
-        Ok(json!({
-            "LaunchTemplateName": self.names.launch_template,
-            "LaunchTemplateData": data,
-            "TagSpecifications": [{"ResourceType": "launch-template", "Tags": self.tags_json()}],
-            "ClientToken": self.planned_token("launch-template"),
-        }))
     }
 
     fn auto_scaling_group_params(&self) -> serde_json::Value {
@@ -2629,54 +2599,8 @@ impl Deployment {
     }
 
     async fn create_image(&mut self, c: &Clients) -> Result<(), AwsError> {
-        let snapshot = self
-            .state
-            .snapshot_id
-            .clone()
-            .ok_or_else(|| AwsError::step("image", "no snapshot recorded"))?;
-        let volume = |device: &str, snapshot: String| {
-            ec2t::BlockDeviceMapping::builder()
-                .device_name(device)
-                .ebs(
-                    ec2t::EbsBlockDevice::builder()
-                        .snapshot_id(snapshot)
-                        .volume_type(ec2t::VolumeType::Gp3)
-                        .delete_on_termination(true)
-                        .build(),
-                )
-                .build()
-        };
-        let mut mappings = vec![volume(ROOT_DEVICE, snapshot)];
-        if self.model.is_some() {
-            let model = self
-                .state
-                .model_snapshot_id
-                .clone()
-                .ok_or_else(|| AwsError::step("image", "no model snapshot recorded"))?;
-            mappings.push(volume(MODEL_DEVICE, model));
-        }
-        let out = c
-            .ec2
-            .register_image()
-            .name(&self.names.image)
-            .description(self.image_description())
-            .architecture(ec2t::ArchitectureValues::X8664)
-            .boot_mode(ec2t::BootModeValues::Uefi)
-            .tpm_support(ec2t::TpmSupportValues::V20)
-            .imds_support(ec2t::ImdsSupportValues::V20)
-            .ena_support(true)
-            .virtualization_type("hvm")
-            .root_device_name(ROOT_DEVICE)
-            .set_block_device_mappings(Some(mappings))
-            .set_uefi_data(self.uefi_data.clone())
-            .tag_specifications(self.ec2_tag_spec(ec2t::ResourceType::Image))
-            .send()
-            .await
-            .map_err(|e| api_error("image", "ec2:RegisterImage", e))?;
-        let id = out
-            .image_id()
-            .ok_or_else(|| AwsError::step("image", "RegisterImage returned no image id"))?;
-        self.state.image_id = Some(id.to_owned());
+        let id = self.register_image_spec().send(c, "image").await?;
+        self.state.image_id = Some(id);
         self.save()
     }
 
@@ -2910,15 +2834,6 @@ impl Deployment {
         Ok(())
     }
 
-    fn metadata_options() -> ec2t::InstanceMetadataOptionsRequest {
-        ec2t::InstanceMetadataOptionsRequest::builder()
-            .http_tokens(ec2t::HttpTokensState::Required)
-            .http_put_response_hop_limit(1)
-            .http_endpoint(ec2t::InstanceMetadataEndpointState::Enabled)
-            .instance_metadata_tags(ec2t::InstanceMetadataTagsState::Disabled)
-            .build()
-    }
-
     fn recorded(&self, value: &Option<String>, what: &str, step: &str) -> Result<String, AwsError> {
         value
             .clone()
@@ -2926,70 +2841,7 @@ impl Deployment {
     }
 
     async fn run_instance(&mut self, c: &Clients) -> Result<(), AwsError> {
-        let step = "instance";
-        let image = self.recorded(&self.state.image_id, "image", step)?;
-        let sg = self.recorded(&self.state.security_group_id, "security group", step)?;
-        let user_data = self.user_data_b64();
-        let mut instance_tags = self.ec2_tag_spec(ec2t::ResourceType::Instance);
-        if let Some(ud) = &self.user_data {
-            // How a rerun tells an instance with this user data from one to replace.
-            instance_tags = ec2t::TagSpecification::builder()
-                .resource_type(ec2t::ResourceType::Instance)
-                .set_tags(Some(
-                    [
-                        instance_tags.tags(),
-                        &[ec2t::Tag::builder()
-                            .key(TAG_USER_DATA)
-                            .value(&ud.sha256)
-                            .build()],
-                    ]
-                    .concat(),
-                ))
-                .build();
-        }
-        let mut attempt = 0;
-        let out = loop {
-            let req = c
-                .ec2
-                .run_instances()
-                .image_id(&image)
-                .instance_type(ec2t::InstanceType::from(
-                    self.options.instance_type.as_str(),
-                ))
-                .min_count(1)
-                .max_count(1)
-                .iam_instance_profile(
-                    ec2t::IamInstanceProfileSpecification::builder()
-                        .name(&self.names.instance_profile)
-                        .build(),
-                )
-                .metadata_options(Self::metadata_options())
-                .security_group_ids(&sg)
-                .set_subnet_id(self.network.subnet_ids.first().cloned())
-                .tag_specifications(instance_tags.clone())
-                .tag_specifications(self.ec2_tag_spec(ec2t::ResourceType::Volume))
-                .set_user_data(user_data.clone())
-                .client_token(self.token("instance", &image, &sg));
-            match req.send().await {
-                Ok(out) => break out,
-                // A new instance profile takes a few seconds to be usable by EC2.
-                Err(e)
-                    if attempt < 8
-                        && e.code() == Some("InvalidParameterValue")
-                        && e.message()
-                            .is_some_and(|m| m.contains("iamInstanceProfile")) =>
-                {
-                    attempt += 1;
-                    tokio::time::sleep(Duration::from_secs(2 * attempt)).await;
-                }
-                Err(e) => return Err(api_error(step, "ec2:RunInstances", e)),
-            }
-        };
-        self.state.instance_ids = out
-            .instances()
-            .iter()
-            .filter_map(|i| i.instance_id().map(str::to_owned))
-            .collect();
+        self.state.instance_ids = self.run_instances_spec().send(c, "instance").await?;
         self.record_user_data();
         self.save()
     }
@@ -3048,54 +2900,11 @@ impl Deployment {
     }
 
     async fn create_launch_template(&mut self, c: &Clients) -> Result<(), AwsError> {
-        let step = "launch template";
-        let image = self.recorded(&self.state.image_id, "image", step)?;
-        let sg = self.recorded(&self.state.security_group_id, "security group", step)?;
-        let tags = |rt: ec2t::ResourceType| {
-            let mut b = ec2t::LaunchTemplateTagSpecificationRequest::builder().resource_type(rt);
-            for (k, v) in self.tags() {
-                b = b.tags(ec2t::Tag::builder().key(k).value(v).build());
-            }
-            b.build()
-        };
-        let data = ec2t::RequestLaunchTemplateData::builder()
-            .image_id(&image)
-            .instance_type(ec2t::InstanceType::from(
-                self.options.instance_type.as_str(),
-            ))
-            .iam_instance_profile(
-                ec2t::LaunchTemplateIamInstanceProfileSpecificationRequest::builder()
-                    .name(&self.names.instance_profile)
-                    .build(),
-            )
-            .metadata_options(
-                ec2t::LaunchTemplateInstanceMetadataOptionsRequest::builder()
-                    .http_tokens(ec2t::LaunchTemplateHttpTokensState::Required)
-                    .http_put_response_hop_limit(1)
-                    .http_endpoint(ec2t::LaunchTemplateInstanceMetadataEndpointState::Enabled)
-                    .instance_metadata_tags(ec2t::LaunchTemplateInstanceMetadataTagsState::Disabled)
-                    .build(),
-            )
-            .security_group_ids(&sg)
-            .tag_specifications(tags(ec2t::ResourceType::Instance))
-            .tag_specifications(tags(ec2t::ResourceType::Volume))
-            .set_user_data(self.user_data_b64())
-            .build();
-        let out = c
-            .ec2
-            .create_launch_template()
-            .launch_template_name(&self.names.launch_template)
-            .launch_template_data(data)
-            .tag_specifications(self.ec2_tag_spec(ec2t::ResourceType::LaunchTemplate))
-            .client_token(self.token("launch-template", &image, &sg))
-            .send()
-            .await
-            .map_err(|e| api_error(step, "ec2:CreateLaunchTemplate", e))?;
-        let id = out
-            .launch_template()
-            .and_then(|t| t.launch_template_id())
-            .ok_or_else(|| AwsError::step(step, "CreateLaunchTemplate returned no id"))?;
-        self.state.launch_template_id = Some(id.to_owned());
+        let id = self
+            .launch_template_spec()
+            .send(c, "launch template")
+            .await?;
+        self.state.launch_template_id = Some(id);
         // Every instance of the group will boot with it.
         self.record_user_data();
         self.save()

@@ -12,6 +12,7 @@
 //! (environment, profiles, SSO, `AWS_ENDPOINT_URL`), so the same code runs against AWS and
 //! against the emulator in the integration suite.
 
+pub mod calls;
 pub mod deploy;
 pub mod destroy;
 pub mod image_config;
