@@ -91,8 +91,9 @@ pub enum Command {
     Log(LogCommand),
     /// Deploy a signed release to EC2 with zero operator access.
     ///
-    /// Verifies DIR first (nothing is called on AWS for an unsigned or tampered release),
-    /// then: DIR/disk.raw → EBS snapshot (EBS direct APIs) → AMI (UEFI, NitroTPM 2.0,
+    /// Verifies DIR first (nothing is called on AWS for an unsigned or tampered release)
+    /// and from then on uses only the bytes it verified: a disk image of the verified UKI
+    /// (never written into DIR) → EBS snapshot (EBS direct APIs) → AMI (UEFI, NitroTPM 2.0,
     /// IMDSv2) → IAM role and instance profile → KMS key whose policy releases data keys
     /// only to instances attesting the release's PCR4 and PCR12 → security group (the
     /// serving port to --allow-cidr only; no ingress at all without it; never SSH) →
