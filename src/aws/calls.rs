@@ -58,7 +58,7 @@ impl Id {
 /// Tags as `(key, value)` pairs, in order.
 pub type Tags = Vec<(String, String)>;
 
-fn tags_json(tags: &Tags) -> Value {
+pub(crate) fn tags_json(tags: &Tags) -> Value {
     Value::Array(
         tags.iter()
             .map(|(k, v)| json!({"Key": k, "Value": v}))
@@ -66,7 +66,7 @@ fn tags_json(tags: &Tags) -> Value {
     )
 }
 
-fn ec2_tag_spec(resource: ec2t::ResourceType, tags: &Tags) -> ec2t::TagSpecification {
+pub(crate) fn ec2_tag_spec(resource: ec2t::ResourceType, tags: &Tags) -> ec2t::TagSpecification {
     let mut b = ec2t::TagSpecification::builder().resource_type(resource);
     for (k, v) in tags {
         b = b.tags(ec2t::Tag::builder().key(k).value(v).build());

@@ -19,7 +19,7 @@ use aws_sdk_ec2::types as ec2t;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
 use super::calls::{
-    CreateLaunchTemplate, Id, InstanceSpec, RegisterImage, RunInstances, Tags, Volume,
+    self, CreateLaunchTemplate, Id, InstanceSpec, RegisterImage, RunInstances, Tags, Volume,
 };
 use super::plan::{Action, Call, Plan, Step};
 use super::policy::{self, BootMode, KeyPolicyInput, PcrBinding};
@@ -198,7 +198,6 @@ pub struct Deployment {
     pub deployment: String,
     /// The verified release: every byte this deploy ships comes from here.
     pub release: VerifiedRelease,
-    pub manifest_sha256: String,
     pub account: Account,
     pub region: String,
     pub names: Names,
@@ -622,7 +621,7 @@ pub fn render_policies(req: &PolicyRequest) -> Result<serde_json::Value, AwsErro
 pub async fn prepare(clients: &Clients, options: DeployOptions) -> Result<Deployment, AwsError> {
     let verified = verify_release(&options)?;
     let manifest = verified.manifest();
-    let manifest_sha256 = verified.manifest_sha256().to_owned();
+    let manifest_sha256 = verified.manifest_sha256();
     let deployment = options
         .name
         .clone()
@@ -697,7 +696,7 @@ pub async fn prepare(clients: &Clients, options: DeployOptions) -> Result<Deploy
     let release = ReleaseRef {
         name: manifest.name.clone(),
         version: manifest.version.clone(),
-        manifest_sha256: manifest_sha256.clone(),
+        manifest_sha256: manifest_sha256.to_owned(),
     };
     let mut state = match recorded {
         Some(s) => {
@@ -728,19 +727,18 @@ pub async fn prepare(clients: &Clients, options: DeployOptions) -> Result<Deploy
     state.boot_mode = binding.mode;
     check_instance_type(clients, &options.instance_type).await?;
     let network = find_network(clients, &options.subnet_ids).await?;
-    let mut names = Names::new(&deployment, &manifest_sha256);
+    let mut names = Names::new(&deployment, manifest_sha256);
     names.key_alias = match &state.key_alias {
         // The deployment's key is the one its record names (after a rollout to a new key,
         // not the first alias).
         Some(alias) => alias.clone(),
-        None if options.new_key() => Names::release_key_alias(&deployment, &manifest_sha256),
+        None if options.new_key() => Names::release_key_alias(&deployment, manifest_sha256),
         None => names.key_alias,
     };
     let mut d = Deployment {
         options,
         deployment,
         release: verified,
-        manifest_sha256,
         account,
         region,
         names,
@@ -1107,25 +1105,19 @@ impl Deployment {
                     self.release.manifest().version
                 ),
             ),
-            (TAG_MANIFEST.to_owned(), self.manifest_sha256.clone()),
+            (
+                TAG_MANIFEST.to_owned(),
+                self.release.manifest_sha256().to_owned(),
+            ),
         ]
     }
 
     fn tags_json(&self) -> serde_json::Value {
-        serde_json::Value::Array(
-            self.tags()
-                .into_iter()
-                .map(|(k, v)| json!({"Key": k, "Value": v}))
-                .collect(),
-        )
+        calls::tags_json(&self.tags())
     }
 
     fn ec2_tag_spec(&self, resource: ec2t::ResourceType) -> ec2t::TagSpecification {
-        let mut b = ec2t::TagSpecification::builder().resource_type(resource);
-        for (k, v) in self.tags() {
-            b = b.tags(ec2t::Tag::builder().key(k).value(v).build());
-        }
-        b.build()
+        calls::ec2_tag_spec(resource, &self.tags())
     }
 
     fn key_policy_input(&self) -> KeyPolicyInput {
@@ -1313,7 +1305,7 @@ impl Deployment {
             ))
             .filters(ec2_filter(
                 &format!("tag:{TAG_MANIFEST}"),
-                &self.manifest_sha256,
+                self.release.manifest_sha256(),
             ))
             // The boot disk's (the model's snapshot has the same deployment and manifest).
             .filters(ec2_filter("tag-key", TAG_DISK))
@@ -1588,7 +1580,7 @@ impl Deployment {
                     .map(|t| t.tag_value().to_owned())
             };
             let why = match (tag(TAG_RELEASE), tag(TAG_MANIFEST)) {
-                (Some(release), Some(m)) if m != self.manifest_sha256 => format!(
+                (Some(release), Some(m)) if m != self.release.manifest_sha256() => format!(
                     "it was made by zoa for {release} (manifest {m}), whose PCRs differ from this release's; `zoa rollout` moves a fleet from that release to this one"
                 ),
                 _ => e.to_string(),
@@ -1634,7 +1626,9 @@ impl Deployment {
             };
             let has =
                 |k: &str, v: &str| tags.iter().any(|t| t.tag_key() == k && t.tag_value() == v);
-            if has(TAG_DEPLOYMENT, &self.deployment) && has(TAG_MANIFEST, &self.manifest_sha256) {
+            if has(TAG_DEPLOYMENT, &self.deployment)
+                && has(TAG_MANIFEST, self.release.manifest_sha256())
+            {
                 return Ok(Some(id.to_owned()));
             }
         }
@@ -1677,7 +1671,7 @@ impl Deployment {
             ))
             .filters(ec2_filter(
                 &format!("tag:{TAG_MANIFEST}"),
-                &self.manifest_sha256,
+                self.release.manifest_sha256(),
             ))
             .filters(
                 ec2t::Filter::builder()
@@ -2093,14 +2087,17 @@ impl Deployment {
     fn image_description(&self) -> String {
         format!(
             "zoa {} manifest {}",
-            self.binding.release, self.manifest_sha256
+            self.binding.release,
+            self.release.manifest_sha256()
         )
     }
 
     fn key_description(&self) -> String {
         format!(
             "zoa {}: data keys only for instances that booted {} (manifest {})",
-            self.deployment, self.binding.release, self.manifest_sha256
+            self.deployment,
+            self.binding.release,
+            self.release.manifest_sha256()
         )
     }
 
@@ -2312,7 +2309,7 @@ impl Deployment {
         if let Some(ud) = &self.user_data {
             ids.push(&ud.sha256);
         }
-        client_token(&self.deployment, &self.manifest_sha256, what, &ids)
+        client_token(&self.deployment, self.release.manifest_sha256(), what, &ids)
     }
 
     fn auto_scaling_group_params(&self) -> serde_json::Value {
@@ -2443,7 +2440,7 @@ impl Deployment {
     fn write_disk(&self) -> Result<PrivateDisk, AwsError> {
         let step = "disk";
         let mut seed = [0u8; 32];
-        hex::decode_to_slice(&self.manifest_sha256, &mut seed)
+        hex::decode_to_slice(self.release.manifest_sha256(), &mut seed)
             .map_err(|e| AwsError::step(step, format!("manifest digest: {e}")))?;
         let file = tempfile::tempfile()
             .map_err(|e| AwsError::step(step, format!("creating a temporary file: {e}")))?;
@@ -2454,16 +2451,12 @@ impl Deployment {
             &seed,
         )
         .map_err(|e| AwsError::step(step, e.to_string()))?;
-        let (sha256, _) = crate::digest::sha256_reader(
-            crate::uefi::file::ImageFile::from_file(
-                file.try_clone()
-                    .map_err(|e| AwsError::step(step, e.to_string()))?,
-                DISK_NAME,
-            )
-            .map_err(|e| AwsError::step(step, e.to_string()))?
-            .reader(),
-        )
-        .map_err(|e| AwsError::step(step, format!("hashing the {DISK_NAME}: {e}")))?;
+        let hash = |mut f: &std::fs::File| {
+            std::io::Seek::rewind(&mut f)?;
+            crate::digest::sha256_reader(f)
+        };
+        let (sha256, _) = hash(&file)
+            .map_err(|e| AwsError::step(step, format!("hashing the {DISK_NAME}: {e}")))?;
         Ok(PrivateDisk { file, sha256 })
     }
 

@@ -176,7 +176,7 @@ pub async fn prepare(c: &Clients, options: RolloutOptions) -> Result<Rollout, Aw
         new_key: old_state.key_locked,
     });
     let deployment = deploy::prepare(c, deploy_options).await?;
-    if deployment.manifest_sha256 == old_digest {
+    if deployment.release.manifest_sha256() == old_digest {
         return Err(AwsError::step(
             "rollout",
             "the new release is the deployed one: nothing to roll out",

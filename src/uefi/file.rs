@@ -39,16 +39,6 @@ impl ImageFile {
         })
     }
 
-    /// Wraps an open file; `name` is what messages call it.
-    pub fn from_file(file: File, name: &str) -> io::Result<ImageFile> {
-        let len = file.metadata()?.len();
-        Ok(ImageFile {
-            file,
-            len,
-            name: name.to_owned(),
-        })
-    }
-
     /// Copies `path` into an unnamed temporary file (no other process can open or replace
     /// it), hashing the bytes as they are copied. `name` is what messages call it.
     pub fn private_copy(path: &Path, name: &str) -> io::Result<CopiedImage> {
