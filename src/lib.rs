@@ -10,6 +10,7 @@ pub mod boot;
 pub mod deb;
 pub mod digest;
 pub mod fetch;
+pub mod fsio;
 pub mod image;
 pub mod init_build;
 mod keyfile;

@@ -8,10 +8,11 @@
 //! instances power off at boot, so it is refused before any AWS call.
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
+
+use crate::fsio::ReadBoundedError;
 use zoa_init::unseal::{Envelope, UserData, MAX_USER_DATA_LEN};
 
 use super::AwsError;
@@ -199,17 +200,13 @@ pub(crate) fn sha256_of_base64(b64: Option<&str>) -> Option<String> {
 
 /// A file of at most `max` bytes.
 pub(crate) fn read_limited(path: &Path, max: usize) -> Result<Vec<u8>, AwsError> {
-    let mut bytes = Vec::new();
-    std::fs::File::open(path)
-        .and_then(|f| f.take(max as u64 + 1).read_to_end(&mut bytes))
-        .map_err(|e| AwsError::file(path, e))?;
-    if bytes.len() > max {
-        return Err(AwsError::file(
+    crate::fsio::read_bounded(path, max as u64).map_err(|e| match e {
+        ReadBoundedError::Io(e) => AwsError::file(path, e),
+        ReadBoundedError::TooLarge => AwsError::file(
             path,
             format!("larger than {max} bytes: EC2 user data is limited to 16 KiB"),
-        ));
-    }
-    Ok(bytes)
+        ),
+    })
 }
 
 #[cfg(test)]

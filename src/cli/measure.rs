@@ -65,18 +65,19 @@ pub fn eventlog(args: &EventlogArgs) -> Result<ExitStatus> {
 }
 
 fn read_eventlog(path: &Path) -> Result<EventLog> {
-    use std::io::Read;
+    use zoa::fsio::ReadBoundedError;
     // Read through a bounded reader: the live sysfs file reports a length of 0.
-    let file = std::fs::File::open(path)
-        .with_context(|| format!("{}: cannot read event log", path.display()))?;
-    let mut bytes = Vec::new();
-    file.take(MAX_EVENTLOG_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .with_context(|| format!("{}: cannot read event log", path.display()))?;
-    anyhow::ensure!(
-        bytes.len() as u64 <= MAX_EVENTLOG_BYTES,
-        "{}: more than {MAX_EVENTLOG_BYTES} bytes is too large for an event log",
-        path.display()
-    );
+    let bytes = match zoa::fsio::read_bounded(path, MAX_EVENTLOG_BYTES) {
+        Ok(bytes) => bytes,
+        Err(ReadBoundedError::Io(e)) => {
+            return Err(
+                anyhow::Error::new(e).context(format!("{}: cannot read event log", path.display()))
+            )
+        }
+        Err(ReadBoundedError::TooLarge) => anyhow::bail!(
+            "{}: more than {MAX_EVENTLOG_BYTES} bytes is too large for an event log",
+            path.display()
+        ),
+    };
     zoa::measure::eventlog::parse(&bytes).with_context(|| format!("{}", path.display()))
 }

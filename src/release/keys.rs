@@ -9,10 +9,12 @@
 //! Passwords come from [`Password`]; they are never printed or logged.
 
 use std::ffi::OsString;
-use std::io::{Cursor, IsTerminal, Read};
+use std::io::{Cursor, IsTerminal};
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
+
+use crate::fsio::ReadBoundedError;
 use minisign::{ErrorKind, KeyPair, PublicKey, SecretKey, SecretKeyBox, SignatureBox};
 
 /// The environment variable [`Password::Env`] reads.
@@ -202,12 +204,12 @@ fn password_from_env(value: Option<OsString>) -> Result<String, KeyError> {
 
 fn password_from_file(path: &Path) -> Result<String, KeyError> {
     let bytes = read_limited(path).map_err(|e| match e {
-        ReadError::Io(source) => KeyError::Io {
+        ReadBoundedError::Io(source) => KeyError::Io {
             path: path.to_owned(),
             action: "read the password file",
             source,
         },
-        ReadError::TooLarge => KeyError::Io {
+        ReadBoundedError::TooLarge => KeyError::Io {
             path: path.to_owned(),
             action: "read the password file",
             source: std::io::Error::other("larger than 64 KiB; the password is its first line"),
@@ -222,22 +224,9 @@ fn password_from_file(path: &Path) -> Result<String, KeyError> {
     non_empty(first.to_owned(), &path.display().to_string())
 }
 
-enum ReadError {
-    Io(std::io::Error),
-    TooLarge,
-}
-
 /// Reads at most [`MAX_KEY_FILE`] bytes; more is an error rather than a silent cut.
-fn read_limited(path: &Path) -> Result<Vec<u8>, ReadError> {
-    let file = std::fs::File::open(path).map_err(ReadError::Io)?;
-    let mut bytes = Vec::new();
-    file.take(MAX_KEY_FILE + 1)
-        .read_to_end(&mut bytes)
-        .map_err(ReadError::Io)?;
-    if bytes.len() as u64 > MAX_KEY_FILE {
-        return Err(ReadError::TooLarge);
-    }
-    Ok(bytes)
+fn read_limited(path: &Path) -> Result<Vec<u8>, ReadBoundedError> {
+    crate::fsio::read_bounded(path, MAX_KEY_FILE)
 }
 
 /// `PREFIX` + `suffix`, appended rather than replacing an extension: a prefix such as
@@ -369,12 +358,12 @@ fn load_secret_key(path: &Path, password: &Password) -> Result<SecretKey, KeyErr
         detail,
     };
     let bytes = read_limited(path).map_err(|e| match e {
-        ReadError::Io(source) => KeyError::Io {
+        ReadBoundedError::Io(source) => KeyError::Io {
             path: path.to_owned(),
             action: "read the secret key",
             source,
         },
-        ReadError::TooLarge => malformed("larger than 64 KiB".into()),
+        ReadBoundedError::TooLarge => malformed("larger than 64 KiB".into()),
     })?;
     let text = String::from_utf8(bytes).map_err(|_| malformed("not UTF-8 text".into()))?;
     let decoded = decode_secret_key_line(&text).map_err(malformed)?;
@@ -495,11 +484,11 @@ fn load_public_key(path: &Path) -> Result<PublicKey, SignatureError> {
         detail,
     };
     let bytes = read_limited(path).map_err(|e| match e {
-        ReadError::Io(source) => SignatureError::PublicKeyUnreadable {
+        ReadBoundedError::Io(source) => SignatureError::PublicKeyUnreadable {
             path: path.to_owned(),
             source,
         },
-        ReadError::TooLarge => malformed("larger than 64 KiB".into()),
+        ReadBoundedError::TooLarge => malformed("larger than 64 KiB".into()),
     })?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(malformed("the file is empty".into()));

@@ -11,6 +11,7 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use crate::fsio::ReadBoundedError;
 use crate::uefi::file::ImageFile;
 
 use crate::measure::{self, MeasureOptions};
@@ -430,7 +431,7 @@ fn read_covered_files(
             found
         } else {
             // One byte more than signed: enough to tell a longer file from the signed one.
-            let bytes = read_at_most(
+            let bytes = crate::fsio::read_at_most(
                 &path,
                 a.size.saturating_add(1).min(MAX_SMALL_ARTIFACT_BYTES),
             )
@@ -457,23 +458,12 @@ fn read_covered_files(
     Ok((uki, files))
 }
 
-/// Reads at most `limit` bytes of `path`.
-fn read_at_most(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
-    use std::io::Read;
-    let mut bytes = Vec::new();
-    std::fs::File::open(path)?
-        .take(limit)
-        .read_to_end(&mut bytes)?;
-    Ok(bytes)
-}
-
 /// Reads `path`, refusing more than `limit` bytes.
 fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>, ReleaseError> {
-    let bytes = read_at_most(path, limit + 1).map_err(|e| io_err(path, e))?;
-    if bytes.len() as u64 > limit {
-        return Err(io_err(path, format!("larger than {limit} bytes")));
-    }
-    Ok(bytes)
+    crate::fsio::read_bounded(path, limit).map_err(|e| match e {
+        ReadBoundedError::Io(e) => io_err(path, e),
+        ReadBoundedError::TooLarge => io_err(path, format!("larger than {limit} bytes")),
+    })
 }
 
 /// Rebuilds in a temporary directory and compares outputs; on a difference, names the

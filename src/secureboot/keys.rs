@@ -24,7 +24,6 @@
 //!   for a secret store or an HSM import; `sbsign` and `zoa sign-uki` read them as they are.
 //!   Protect them with file permissions (0600) and the store's access control.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use openssl::asn1::Asn1Time;
@@ -38,6 +37,8 @@ use openssl::x509::extension::{
 };
 use openssl::x509::{X509Builder, X509NameBuilder, X509NameRef, X509};
 use sha2::{Digest, Sha256};
+
+use crate::fsio::ReadBoundedError;
 
 /// RSA modulus size of generated keys (see the module documentation for why 2048).
 pub const RSA_BITS: u32 = 2048;
@@ -355,18 +356,12 @@ fn read_small(path: &Path, what: &'static str) -> Result<Vec<u8>, SecureBootKeyE
         action: what,
         source,
     };
-    let mut bytes = Vec::new();
-    std::fs::File::open(path)
-        .map_err(io)?
-        .take(MAX_KEY_FILE + 1)
-        .read_to_end(&mut bytes)
-        .map_err(io)?;
-    if bytes.len() as u64 > MAX_KEY_FILE {
-        return Err(io(std::io::Error::other(
+    crate::fsio::read_bounded(path, MAX_KEY_FILE).map_err(|e| match e {
+        ReadBoundedError::Io(e) => io(e),
+        ReadBoundedError::TooLarge => io(std::io::Error::other(
             "larger than 1 MiB; key and certificate files are a few KiB",
-        )));
-    }
-    Ok(bytes)
+        )),
+    })
 }
 
 fn is_pem(bytes: &[u8]) -> bool {
