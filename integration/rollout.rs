@@ -12,6 +12,7 @@ mod common;
 
 use common::faults::{Fault, FaultProxy};
 use common::moto::Moto;
+use common::planmatch;
 use common::*;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -178,6 +179,7 @@ fn a_fleet_rolls_forward_with_both_releases_admitted_only_during_the_refresh() {
         "--plan changed something: {mutating:?}"
     );
 
+    lab.proxy.reset_counts();
     let o = lab.zoa(&[
         "rollout",
         s(&v2),
@@ -187,6 +189,9 @@ fn a_fleet_rolls_forward_with_both_releases_admitted_only_during_the_refresh() {
         s(&lab.pubkey),
     ]);
     assert!(o.status.success(), "rollout: {}", stderr(&o));
+    // Every call as planned, the proxy's answered StartInstanceRefresh included.
+    let bound = planmatch::assert_calls_match_plan(&plan, &lab.proxy.calls());
+    assert_plan_ids_are_recorded(&bound, &v2);
 
     let tail = mutating_calls_from_register_image(&lab);
     assert_eq!(
@@ -285,6 +290,22 @@ fn rollout_refuses_single_instances_and_missing_records() {
 
 /// The mutating calls moto recorded from the first RegisterImage on (a rollout's own
 /// part), repeats in a row folded into one.
+/// The ids the plan could only name (`<image-id>`, `<key-id>`) are the ones recorded.
+fn assert_plan_ids_are_recorded(bound: &std::collections::BTreeMap<String, String>, dir: &Path) {
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("deploy/deploy.json")).unwrap()).unwrap();
+    for (placeholder, field) in [
+        ("<image-id>", "image_id"),
+        ("<snapshot-id>", "snapshot_id"),
+        ("<key-id>", "key_id"),
+    ] {
+        if let Some(v) = bound.get(placeholder) {
+            assert_eq!(Some(v.as_str()), state[field].as_str(), "{placeholder}");
+        }
+    }
+    assert!(bound.contains_key("<image-id>"), "{bound:?}");
+}
+
 fn mutating_calls_from_register_image(lab: &Lab) -> Vec<String> {
     let mut ops: Vec<String> = lab
         .moto
@@ -461,8 +482,11 @@ fn a_locked_key_is_replaced_and_the_secrets_are_resealed() {
     );
 
     lab.moto.clear_recording();
+    lab.proxy.reset_counts();
     let o = rollout(&args);
     assert!(o.status.success(), "rollout: {}", stderr(&o));
+    let bound = planmatch::assert_calls_match_plan(&plan, &lab.proxy.calls());
+    assert_plan_ids_are_recorded(&bound, &v2);
     let tail = mutating_calls_from_register_image(&lab);
     assert_eq!(
         tail,

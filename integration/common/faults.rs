@@ -131,6 +131,8 @@ struct State {
     rules: Vec<Rule>,
     counts: BTreeMap<String, usize>,
     operations: Vec<String>,
+    /// Every request seen, decoded (block uploads without their data).
+    calls: Vec<Call>,
     injected: Vec<Injected>,
 }
 
@@ -285,6 +287,12 @@ impl FaultProxy {
         self.shared.state.lock().unwrap().operations.clone()
     }
 
+    /// Every request seen, decoded, in order of arrival: the ones the proxy answered
+    /// itself too (which moto's recording lacks).
+    pub fn calls(&self) -> Vec<Call> {
+        self.shared.state.lock().unwrap().calls.clone()
+    }
+
     /// The faults injected so far, in order.
     pub fn injected(&self) -> Vec<Injected> {
         self.shared.state.lock().unwrap().injected.clone()
@@ -295,6 +303,7 @@ impl FaultProxy {
         let mut state = self.shared.state.lock().unwrap();
         state.counts.clear();
         state.operations.clear();
+        state.calls.clear();
         state.injected.clear();
     }
 }
@@ -323,6 +332,11 @@ impl Shared {
         let mut state = self.state.lock().unwrap();
         *state.counts.entry(key.clone()).or_default() += 1;
         state.operations.push(key.clone());
+        let mut kept = call.clone();
+        if kept.is("ebs:PutSnapshotBlock") {
+            kept.body.clear();
+        }
+        state.calls.push(kept);
         let mut chosen = None;
         for rule in state.rules.iter_mut() {
             if !rule.matcher.matches(call) {

@@ -149,6 +149,7 @@ pub fn absent_or_empty(dir: &Path) -> bool {
 
 pub mod faults;
 pub mod moto;
+pub mod planmatch;
 pub mod qemu;
 
 /// sha256 of bytes as lowercase hex.

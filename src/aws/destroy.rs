@@ -3,15 +3,28 @@
 //! names and tags. Each removal is recorded at once, so an interrupted destroy resumes.
 //! KMS keys cannot be deleted immediately: they are scheduled for deletion after a waiting
 //! period (7–30 days), during which the deletion can still be cancelled.
+//!
+//! [`prepare`] finds what exists (read-only calls); [`Destruction::plan`] lists the calls
+//! that remove it (`zoa destroy --plan`); [`Destruction::apply`] sends those same specs in
+//! the same order, waiting where AWS removes things in the background.
 
 use serde::Serialize;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use aws_sdk_ec2::types as ec2t;
-use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
-use super::deploy::{ec2_filter, Names};
+use super::calls::autoscaling::DeleteAutoScalingGroup;
+use super::calls::ec2::{
+    ec2_filter, DeleteLaunchTemplate, DeleteSecurityGroup, DeleteSnapshot, DeregisterImage,
+    TerminateInstances,
+};
+use super::calls::iam::{
+    DeleteInstanceProfile, DeleteRole, DeleteRolePolicy, RemoveRoleFromInstanceProfile,
+};
+use super::calls::kms::{DeleteAlias, ScheduleKeyDeletion};
+use super::deploy::Names;
+use super::plan::{Action, Call, Plan, Step};
 use super::state::{DeployState, TAG_DEPLOYMENT};
 use super::{api_error, AwsError, Clients};
 use crate::progress::Progress;
@@ -52,36 +65,61 @@ pub struct KeyDeletion {
     pub pending_days: i32,
 }
 
-/// Removes everything of the deployment recorded in `DIR/deploy/deploy.json`.
-pub async fn destroy(
+/// What of the deployment exists, found by [`prepare`].
+#[derive(Debug, Default)]
+struct Existing {
+    auto_scaling_group: Option<String>,
+    launch_templates: Vec<String>,
+    instances: Vec<String>,
+    security_groups: Vec<String>,
+    /// The profile and the roles in it.
+    instance_profile: Option<(String, Vec<String>)>,
+    /// The role and its inline policies.
+    role: Option<(String, Vec<String>)>,
+    alias: Option<String>,
+    /// A key not already pending deletion.
+    key: Option<String>,
+    images: Vec<String>,
+    snapshots: Vec<String>,
+}
+
+/// A destroy, prepared: the record and what exists.
+#[derive(Debug)]
+pub struct Destruction {
+    dir: PathBuf,
+    options: DestroyOptions,
+    state: DeployState,
+    region: String,
+    existing: Existing,
+}
+
+/// Checks the options and the record, and finds what exists (read-only calls only).
+pub async fn prepare(
     c: &Clients,
     dir: &Path,
     options: &DestroyOptions,
-    progress: Progress,
-) -> Result<DestroyReport, AwsError> {
+) -> Result<Destruction, AwsError> {
     if !(7..=30).contains(&options.key_deletion_days) {
         return Err(AwsError::step(
             "configuration",
             format!(
-                "--key-deletion-days {}: KMS accepts 7 to 30",
+                "key deletion after {} days: KMS accepts 7 to 30",
                 options.key_deletion_days
             ),
         ));
     }
-    let mut state = DeployState::load(dir)?.ok_or_else(|| {
+    let state = DeployState::load(dir)?.ok_or_else(|| {
         AwsError::file(
             &DeployState::path(dir),
             "no deploy record: nothing was deployed from this directory (or it was destroyed)",
         )
     })?;
     if state.region != c.region {
-        return Err(AwsError::file(
-            &DeployState::path(dir),
-            format!(
-                "records a deploy in {}, but the configured region is {}: pass --region {}",
-                state.region, c.region, state.region
-            ),
-        ));
+        return Err(AwsError::WrongRegion {
+            file: DeployState::path(dir).display().to_string(),
+            recorded: state.region.clone(),
+            configured: c.region.clone(),
+        });
     }
     let account = c.account().await?;
     if account.account_id != state.account_id {
@@ -94,101 +132,84 @@ pub async fn destroy(
         ));
     }
     let names = Names::new(&state.deployment, &state.release.manifest_sha256);
-    let mut d = Destroyer {
+    let finder = Finder {
         c,
-        dir,
-        options,
-        names,
-        report: DestroyReport {
-            deployment: state.deployment.clone(),
-            ..DestroyReport::default()
-        },
+        state: &state,
+        names: &names,
     };
-    let pb = progress.stage(format!("destroying {}", state.deployment));
-    d.auto_scaling_group(&mut state).await?;
-    d.launch_template(&mut state).await?;
-    d.instances(&mut state).await?;
-    d.security_group(&mut state).await?;
-    d.instance_profile(&mut state).await?;
-    d.role(&mut state).await?;
-    d.key(&mut state).await?;
-    d.image(&mut state).await?;
-    d.snapshots(&mut state).await?;
-    pb.finish_and_clear();
-    DeployState::remove(dir)?;
-    Ok(d.report)
+    let existing = Existing {
+        auto_scaling_group: finder.auto_scaling_group().await?,
+        launch_templates: finder.launch_templates().await?,
+        instances: finder.live_instances().await?,
+        security_groups: finder.security_groups().await?,
+        instance_profile: finder.instance_profile().await?,
+        role: finder.role().await?,
+        alias: finder.alias().await?,
+        key: finder.live_key().await?,
+        images: finder.images().await?,
+        snapshots: finder.snapshots().await?,
+    };
+    Ok(Destruction {
+        dir: dir.to_owned(),
+        options: options.clone(),
+        region: c.region.clone(),
+        state,
+        existing,
+    })
 }
 
-struct Destroyer<'a> {
+/// Removes everything of the deployment recorded in `DIR/deploy/deploy.json`.
+pub async fn destroy(
+    c: &Clients,
+    dir: &Path,
+    options: &DestroyOptions,
+    progress: Progress,
+) -> Result<DestroyReport, AwsError> {
+    prepare(c, dir, options).await?.apply(c, progress).await
+}
+
+/// The read-only look-ups of [`prepare`].
+struct Finder<'a> {
     c: &'a Clients,
-    dir: &'a Path,
-    options: &'a DestroyOptions,
-    names: Names,
-    report: DestroyReport,
+    state: &'a DeployState,
+    names: &'a Names,
 }
 
-impl Destroyer<'_> {
-    fn removed(&mut self, state: &DeployState, what: String) -> Result<(), AwsError> {
-        log::info!("removed {what}");
-        self.report.removed.push(what);
-        state.save(self.dir)
+impl Finder<'_> {
+    fn deployment(&self) -> &str {
+        &self.state.deployment
     }
 
-    async fn auto_scaling_group(&mut self, state: &mut DeployState) -> Result<(), AwsError> {
+    fn tag_filter(&self) -> ec2t::Filter {
+        ec2_filter(&format!("tag:{TAG_DEPLOYMENT}"), self.deployment())
+    }
+
+    async fn auto_scaling_group(&self) -> Result<Option<String>, AwsError> {
         let step = "destroy auto scaling group";
-        let name = self.names.auto_scaling_group.clone();
+        let name = &self.names.auto_scaling_group;
         let out = self
             .c
             .autoscaling
             .describe_auto_scaling_groups()
-            .auto_scaling_group_names(&name)
+            .auto_scaling_group_names(name)
             .send()
             .await
             .map_err(|e| api_error(step, "autoscaling:DescribeAutoScalingGroups", e))?;
         let ours = out.auto_scaling_groups().iter().any(|g| {
             g.tags()
                 .iter()
-                .any(|t| t.key() == Some(TAG_DEPLOYMENT) && t.value() == Some(&state.deployment))
+                .any(|t| t.key() == Some(TAG_DEPLOYMENT) && t.value() == Some(self.deployment()))
         });
-        if ours {
-            self.c
-                .autoscaling
-                .delete_auto_scaling_group()
-                .auto_scaling_group_name(&name)
-                .force_delete(true)
-                .send()
-                .await
-                .map_err(|e| api_error(step, "autoscaling:DeleteAutoScalingGroup", e))?;
-            self.wait_until(step, || async {
-                let out = self
-                    .c
-                    .autoscaling
-                    .describe_auto_scaling_groups()
-                    .auto_scaling_group_names(&name)
-                    .send()
-                    .await
-                    .map_err(|e| api_error(step, "autoscaling:DescribeAutoScalingGroups", e))?;
-                Ok(out.auto_scaling_groups().is_empty())
-            })
-            .await?;
-        }
-        if ours || state.auto_scaling_group.is_some() {
-            state.auto_scaling_group = None;
-            self.removed(state, format!("auto-scaling-group {name}"))?;
-        }
-        Ok(())
+        Ok(ours.then(|| name.clone()))
     }
 
-    async fn launch_template(&mut self, state: &mut DeployState) -> Result<(), AwsError> {
+    async fn launch_templates(&self) -> Result<Vec<String>, AwsError> {
         let step = "destroy launch template";
         let out = self
             .c
             .ec2
             .describe_launch_templates()
-            .filters(ec2_filter(
-                &format!("tag:{TAG_DEPLOYMENT}"),
-                &state.deployment,
-            ))
+            .filters(self.tag_filter())
             .send()
             .await
             .map_err(|e| api_error(step, "ec2:DescribeLaunchTemplates", e))?;
@@ -197,89 +218,23 @@ impl Destroyer<'_> {
             .iter()
             .filter_map(|t| t.launch_template_id().map(str::to_owned))
             .collect();
-        with_recorded(&mut ids, &state.launch_template_id);
-        for id in ids {
-            match self
-                .c
-                .ec2
-                .delete_launch_template()
-                .launch_template_id(&id)
-                .send()
-                .await
-            {
-                Ok(_) => {}
-                Err(e) if e.code().is_some_and(|c| c.contains("NotFound")) => {}
-                Err(e) => return Err(api_error(step, "ec2:DeleteLaunchTemplate", e)),
-            }
-            state.launch_template_id = None;
-            self.removed(state, format!("launch-template {id}"))?;
-        }
-        Ok(())
+        with_recorded(&mut ids, &self.state.launch_template_id);
+        Ok(ids)
     }
 
-    async fn live_instances(&self, deployment: &str, step: &str) -> Result<Vec<String>, AwsError> {
-        let out = self
-            .c
-            .ec2
-            .describe_instances()
-            .filters(ec2_filter(&format!("tag:{TAG_DEPLOYMENT}"), deployment))
-            .filters(
-                ec2t::Filter::builder()
-                    .name("instance-state-name")
-                    .values("pending")
-                    .values("running")
-                    .values("stopping")
-                    .values("stopped")
-                    .values("shutting-down")
-                    .build(),
-            )
-            .send()
-            .await
-            .map_err(|e| api_error(step, "ec2:DescribeInstances", e))?;
-        Ok(out
-            .reservations()
-            .iter()
-            .flat_map(|r| r.instances())
-            .filter_map(|i| i.instance_id().map(str::to_owned))
-            .collect())
-    }
-
-    async fn instances(&mut self, state: &mut DeployState) -> Result<(), AwsError> {
-        let step = "destroy instances";
-        let mut ids = self.live_instances(&state.deployment, step).await?;
+    async fn live_instances(&self) -> Result<Vec<String>, AwsError> {
+        let mut ids = live_instances(self.c, self.deployment(), "destroy instances").await?;
         ids.sort();
-        if !ids.is_empty() {
-            self.c
-                .ec2
-                .terminate_instances()
-                .set_instance_ids(Some(ids.clone()))
-                .send()
-                .await
-                .map_err(|e| api_error(step, "ec2:TerminateInstances", e))?;
-            let deployment = state.deployment.clone();
-            self.wait_until(step, || async {
-                let live = self.live_instances(&deployment, step).await?;
-                Ok(live.is_empty())
-            })
-            .await?;
-        }
-        if !ids.is_empty() || !state.instance_ids.is_empty() {
-            state.instance_ids.clear();
-            self.removed(state, format!("instances {}", ids.join(",")))?;
-        }
-        Ok(())
+        Ok(ids)
     }
 
-    async fn security_group(&mut self, state: &mut DeployState) -> Result<(), AwsError> {
+    async fn security_groups(&self) -> Result<Vec<String>, AwsError> {
         let step = "destroy security group";
         let out = self
             .c
             .ec2
             .describe_security_groups()
-            .filters(ec2_filter(
-                &format!("tag:{TAG_DEPLOYMENT}"),
-                &state.deployment,
-            ))
+            .filters(self.tag_filter())
             .send()
             .await
             .map_err(|e| api_error(step, "ec2:DescribeSecurityGroups", e))?;
@@ -288,39 +243,14 @@ impl Destroyer<'_> {
             .iter()
             .filter_map(|g| g.group_id().map(str::to_owned))
             .collect();
-        with_recorded(&mut ids, &state.security_group_id);
-        for id in ids {
-            // Network interfaces of terminated instances linger for a while.
-            let started = Instant::now();
-            loop {
-                match self
-                    .c
-                    .ec2
-                    .delete_security_group()
-                    .group_id(&id)
-                    .send()
-                    .await
-                {
-                    Ok(_) => break,
-                    Err(e) if e.code() == Some("InvalidGroup.NotFound") => break,
-                    Err(e)
-                        if e.code() == Some("DependencyViolation")
-                            && started.elapsed() < self.options.wait =>
-                    {
-                        tokio::time::sleep(Duration::from_secs(5)).await;
-                    }
-                    Err(e) => return Err(api_error(step, "ec2:DeleteSecurityGroup", e)),
-                }
-            }
-            state.security_group_id = None;
-            self.removed(state, format!("security-group {id}"))?;
-        }
-        Ok(())
+        with_recorded(&mut ids, &self.state.security_group_id);
+        Ok(ids)
     }
 
-    async fn instance_profile(&mut self, state: &mut DeployState) -> Result<(), AwsError> {
+    async fn instance_profile(&self) -> Result<Option<(String, Vec<String>)>, AwsError> {
         let step = "destroy instance profile";
-        let name = state
+        let name = self
+            .state
             .instance_profile_name
             .clone()
             .unwrap_or_else(|| self.names.instance_profile.clone());
@@ -341,46 +271,25 @@ impl Destroyer<'_> {
             }
             Err(e) => return Err(api_error(step, "iam:GetInstanceProfile", e)),
         };
-        if let Some(profile) = profile {
-            if !tagged(profile.tags(), &state.deployment) {
-                log::warn!("instance profile {name} is not tagged for this deployment: left alone");
-                return Ok(());
-            }
-            for role in profile.roles() {
-                self.c
-                    .iam
-                    .remove_role_from_instance_profile()
-                    .instance_profile_name(&name)
-                    .role_name(role.role_name())
-                    .send()
-                    .await
-                    .map_err(|e| api_error(step, "iam:RemoveRoleFromInstanceProfile", e))?;
-            }
-            match self
-                .c
-                .iam
-                .delete_instance_profile()
-                .instance_profile_name(&name)
-                .send()
-                .await
-            {
-                Ok(_) => {}
-                Err(e)
-                    if e.as_service_error()
-                        .is_some_and(|s| s.is_no_such_entity_exception()) => {}
-                Err(e) => return Err(api_error(step, "iam:DeleteInstanceProfile", e)),
-            }
-            state.instance_profile_name = None;
-            self.removed(state, format!("instance-profile {name}"))?;
-        } else if state.instance_profile_name.take().is_some() {
-            state.save(self.dir)?;
+        let Some(profile) = profile else {
+            return Ok(None);
+        };
+        if !tagged(profile.tags(), self.deployment()) {
+            log::warn!("instance profile {name} is not tagged for this deployment: left alone");
+            return Ok(None);
         }
-        Ok(())
+        let roles = profile
+            .roles()
+            .iter()
+            .map(|r| r.role_name().to_owned())
+            .collect();
+        Ok(Some((name, roles)))
     }
 
-    async fn role(&mut self, state: &mut DeployState) -> Result<(), AwsError> {
+    async fn role(&self) -> Result<Option<(String, Vec<String>)>, AwsError> {
         let step = "destroy role";
-        let name = state
+        let name = self
+            .state
             .role_name
             .clone()
             .unwrap_or_else(|| self.names.role.clone());
@@ -395,14 +304,11 @@ impl Destroyer<'_> {
             Err(e) => return Err(api_error(step, "iam:GetRole", e)),
         };
         let Some(role) = role else {
-            if state.role_name.take().is_some() || state.role_policy_name.take().is_some() {
-                state.save(self.dir)?;
-            }
-            return Ok(());
+            return Ok(None);
         };
-        if !tagged(role.tags(), &state.deployment) {
+        if !tagged(role.tags(), self.deployment()) {
             log::warn!("role {name} is not tagged for this deployment: left alone");
-            return Ok(());
+            return Ok(None);
         }
         let policies = self
             .c
@@ -412,67 +318,66 @@ impl Destroyer<'_> {
             .send()
             .await
             .map_err(|e| api_error(step, "iam:ListRolePolicies", e))?;
-        for p in policies.policy_names() {
-            self.c
-                .iam
-                .delete_role_policy()
-                .role_name(&name)
-                .policy_name(p)
-                .send()
-                .await
-                .map_err(|e| api_error(step, "iam:DeleteRolePolicy", e))?;
-        }
-        state.role_policy_name = None;
-        match self.c.iam.delete_role().role_name(&name).send().await {
-            Ok(_) => {}
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_no_such_entity_exception()) => {}
-            Err(e) => return Err(api_error(step, "iam:DeleteRole", e)),
-        }
-        state.role_name = None;
-        self.removed(state, format!("role {name}"))
+        Ok(Some((name, policies.policy_names().to_vec())))
     }
 
-    async fn key(&mut self, state: &mut DeployState) -> Result<(), AwsError> {
-        let step = "destroy kms key";
-        let alias = state
+    /// The alias, when it exists; [`Self::live_key`] also takes the key it points at.
+    async fn alias(&self) -> Result<Option<String>, AwsError> {
+        let alias = self
+            .state
             .key_alias
             .clone()
             .unwrap_or_else(|| self.names.key_alias.clone());
-        let mut key_id = state.key_id.clone();
-        if let Some(aliased) = delete_alias_if_present(self.c, step, &alias).await? {
-            key_id.get_or_insert(aliased);
-            state.key_alias = None;
-            self.removed(state, format!("kms-alias {alias}"))?;
-        }
-        let Some(key_id) = key_id else {
-            return Ok(());
-        };
-        let days = self.options.key_deletion_days;
-        if let Some(date) = schedule_key_deletion_if_live(self.c, step, &key_id, days).await? {
-            self.report.key_deletion = Some(KeyDeletion {
-                key_id: key_id.clone(),
-                deletion_date: date,
-                pending_days: days,
-            });
-        }
-        state.key_id = None;
-        state.key_arn = None;
-        self.removed(state, format!("kms-key {key_id} (scheduled for deletion)"))
+        Ok(self.key_state(&alias).await?.map(|_| alias))
     }
 
-    async fn image(&mut self, state: &mut DeployState) -> Result<(), AwsError> {
+    /// The recorded key, or the one the alias points at, unless gone or pending deletion.
+    async fn live_key(&self) -> Result<Option<String>, AwsError> {
+        let alias = self
+            .state
+            .key_alias
+            .clone()
+            .unwrap_or_else(|| self.names.key_alias.clone());
+        let key_id = match &self.state.key_id {
+            Some(id) => Some(id.clone()),
+            None => self.key_state(&alias).await?.map(|(id, _)| id),
+        };
+        let Some(key_id) = key_id else {
+            return Ok(None);
+        };
+        Ok(match self.key_state(&key_id).await? {
+            Some((id, pending)) if !pending => Some(id),
+            _ => None,
+        })
+    }
+
+    /// A key's id and whether it is pending deletion; `None` when not found.
+    async fn key_state(&self, key: &str) -> Result<Option<(String, bool)>, AwsError> {
+        match self.c.kms.describe_key().key_id(key).send().await {
+            Ok(out) => Ok(out.key_metadata().map(|m| {
+                (
+                    m.key_id().to_owned(),
+                    m.key_state() == Some(&aws_sdk_kms::types::KeyState::PendingDeletion),
+                )
+            })),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_not_found_exception()) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(api_error("destroy kms key", "kms:DescribeKey", e)),
+        }
+    }
+
+    async fn images(&self) -> Result<Vec<String>, AwsError> {
         let step = "destroy image";
         let out = self
             .c
             .ec2
             .describe_images()
             .owners("self")
-            .filters(ec2_filter(
-                &format!("tag:{TAG_DEPLOYMENT}"),
-                &state.deployment,
-            ))
+            .filters(self.tag_filter())
             .send()
             .await
             .map_err(|e| api_error(step, "ec2:DescribeImages", e))?;
@@ -481,26 +386,18 @@ impl Destroyer<'_> {
             .iter()
             .filter_map(|i| i.image_id().map(str::to_owned))
             .collect();
-        with_recorded(&mut ids, &state.image_id);
-        for id in ids {
-            deregister_image_if_present(self.c, step, &id).await?;
-            state.image_id = None;
-            self.removed(state, format!("image {id}"))?;
-        }
-        Ok(())
+        with_recorded(&mut ids, &self.state.image_id);
+        Ok(ids)
     }
 
-    async fn snapshots(&mut self, state: &mut DeployState) -> Result<(), AwsError> {
+    async fn snapshots(&self) -> Result<Vec<String>, AwsError> {
         let step = "destroy snapshot";
         let out = self
             .c
             .ec2
             .describe_snapshots()
             .owner_ids("self")
-            .filters(ec2_filter(
-                &format!("tag:{TAG_DEPLOYMENT}"),
-                &state.deployment,
-            ))
+            .filters(self.tag_filter())
             .send()
             .await
             .map_err(|e| api_error(step, "ec2:DescribeSnapshots", e))?;
@@ -510,134 +407,372 @@ impl Destroyer<'_> {
             .filter_map(|s| s.snapshot_id().map(str::to_owned))
             .collect();
         // The boot disk's and the model's (both tagged, both recorded).
-        with_recorded(&mut ids, &state.snapshot_id);
-        with_recorded(&mut ids, &state.model_snapshot_id);
-        for id in ids {
-            delete_snapshot_if_present(self.c, step, &id).await?;
-            if state.model_snapshot_id.as_deref() == Some(id.as_str()) {
-                state.model_snapshot_id = None;
-                state.model_sha256 = None;
-            } else {
-                state.snapshot_id = None;
-            }
-            self.removed(state, format!("snapshot {id}"))?;
-        }
-        Ok(())
-    }
-
-    /// Polls `done` every few seconds until it says so or the wait runs out.
-    async fn wait_until<F, Fut>(&self, step: &str, mut done: F) -> Result<(), AwsError>
-    where
-        F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = Result<bool, AwsError>>,
-    {
-        let started = Instant::now();
-        let mut delay = Duration::from_millis(200);
-        loop {
-            if done().await? {
-                return Ok(());
-            }
-            if started.elapsed() > self.options.wait {
-                return Err(AwsError::step(
-                    step,
-                    format!(
-                        "still there after {} s: run `zoa destroy` again to continue",
-                        self.options.wait.as_secs()
-                    ),
-                ));
-            }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(10));
-        }
+        with_recorded(&mut ids, &self.state.snapshot_id);
+        with_recorded(&mut ids, &self.state.model_snapshot_id);
+        Ok(ids)
     }
 }
 
-/// DeleteAlias when the alias exists; the id of the key it pointed at.
-pub(crate) async fn delete_alias_if_present(
+/// The deployment's instances that are not terminated.
+async fn live_instances(
     c: &Clients,
+    deployment: &str,
     step: &str,
-    alias: &str,
-) -> Result<Option<String>, AwsError> {
-    let key_id = match c.kms.describe_key().key_id(alias).send().await {
-        Ok(out) => out.key_metadata().map(|m| m.key_id().to_owned()),
-        Err(e)
-            if e.as_service_error()
-                .is_some_and(|s| s.is_not_found_exception()) =>
-        {
-            return Ok(None)
-        }
-        Err(e) => return Err(api_error(step, "kms:DescribeKey", e)),
-    };
-    c.kms
-        .delete_alias()
-        .alias_name(alias)
-        .send()
-        .await
-        .map_err(|e| api_error(step, "kms:DeleteAlias", e))?;
-    Ok(key_id)
-}
-
-/// ScheduleKeyDeletion after `days` (7–30) unless the key is gone or already pending
-/// deletion; the date KMS will delete it.
-pub(crate) async fn schedule_key_deletion_if_live(
-    c: &Clients,
-    step: &str,
-    key_id: &str,
-    days: i32,
-) -> Result<Option<String>, AwsError> {
-    let meta = match c.kms.describe_key().key_id(key_id).send().await {
-        Ok(out) => out.key_metadata().cloned(),
-        Err(e)
-            if e.as_service_error()
-                .is_some_and(|s| s.is_not_found_exception()) =>
-        {
-            None
-        }
-        Err(e) => return Err(api_error(step, "kms:DescribeKey", e)),
-    };
-    let live =
-        meta.is_some_and(|m| m.key_state() != Some(&aws_sdk_kms::types::KeyState::PendingDeletion));
-    if !live {
-        return Ok(None);
-    }
+) -> Result<Vec<String>, AwsError> {
     let out = c
-        .kms
-        .schedule_key_deletion()
-        .key_id(key_id)
-        .pending_window_in_days(days)
+        .ec2
+        .describe_instances()
+        .filters(ec2_filter(&format!("tag:{TAG_DEPLOYMENT}"), deployment))
+        .filters(
+            ec2t::Filter::builder()
+                .name("instance-state-name")
+                .values("pending")
+                .values("running")
+                .values("stopping")
+                .values("stopped")
+                .values("shutting-down")
+                .build(),
+        )
         .send()
         .await
-        .map_err(|e| api_error(step, "kms:ScheduleKeyDeletion", e))?;
-    Ok(Some(
-        out.deletion_date()
-            .map(|d| d.to_string())
-            .unwrap_or_default(),
-    ))
+        .map_err(|e| api_error(step, "ec2:DescribeInstances", e))?;
+    Ok(out
+        .reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .filter_map(|i| i.instance_id().map(str::to_owned))
+        .collect())
 }
 
-/// DeregisterImage, where an image that is already gone is no error.
-pub(crate) async fn deregister_image_if_present(
-    c: &Clients,
-    step: &str,
-    id: &str,
-) -> Result<(), AwsError> {
-    match c.ec2.deregister_image().image_id(id).send().await {
-        Ok(_) => Ok(()),
-        Err(e) if e.code().is_some_and(|c| c.starts_with("InvalidAMIID")) => Ok(()),
-        Err(e) => Err(api_error(step, "ec2:DeregisterImage", e)),
+impl Destruction {
+    fn removal(name: &'static str, resource: String, calls: Vec<Call>) -> Step {
+        Step {
+            step: name,
+            resource,
+            action: Action::Remove,
+            calls,
+        }
+    }
+
+    fn auto_scaling_group_spec(&self) -> Option<DeleteAutoScalingGroup> {
+        self.existing
+            .auto_scaling_group
+            .as_ref()
+            .map(|n| DeleteAutoScalingGroup { name: n.clone() })
+    }
+
+    fn launch_template_specs(&self) -> Vec<DeleteLaunchTemplate> {
+        self.existing
+            .launch_templates
+            .iter()
+            .map(|id| DeleteLaunchTemplate { id: id.clone() })
+            .collect()
+    }
+
+    fn terminate_spec(&self) -> Option<TerminateInstances> {
+        (!self.existing.instances.is_empty()).then(|| TerminateInstances {
+            ids: self.existing.instances.clone(),
+        })
+    }
+
+    fn security_group_specs(&self) -> Vec<DeleteSecurityGroup> {
+        self.existing
+            .security_groups
+            .iter()
+            .map(|id| DeleteSecurityGroup { id: id.clone() })
+            .collect()
+    }
+
+    fn instance_profile_specs(
+        &self,
+    ) -> Option<(Vec<RemoveRoleFromInstanceProfile>, DeleteInstanceProfile)> {
+        let (name, roles) = self.existing.instance_profile.as_ref()?;
+        let removes = roles
+            .iter()
+            .map(|r| RemoveRoleFromInstanceProfile {
+                profile: name.clone(),
+                role: r.clone(),
+            })
+            .collect();
+        Some((removes, DeleteInstanceProfile { name: name.clone() }))
+    }
+
+    fn role_specs(&self) -> Option<(Vec<DeleteRolePolicy>, DeleteRole)> {
+        let (name, policies) = self.existing.role.as_ref()?;
+        let deletes = policies
+            .iter()
+            .map(|p| DeleteRolePolicy {
+                role: name.clone(),
+                name: p.clone(),
+            })
+            .collect();
+        Some((deletes, DeleteRole { name: name.clone() }))
+    }
+
+    fn alias_spec(&self) -> Option<DeleteAlias> {
+        self.existing
+            .alias
+            .as_ref()
+            .map(|a| DeleteAlias { alias: a.clone() })
+    }
+
+    fn key_spec(&self) -> Option<ScheduleKeyDeletion> {
+        self.existing.key.as_ref().map(|k| ScheduleKeyDeletion {
+            key: k.clone(),
+            days: self.options.key_deletion_days,
+        })
+    }
+
+    fn image_specs(&self) -> Vec<DeregisterImage> {
+        self.existing
+            .images
+            .iter()
+            .map(|id| DeregisterImage { image: id.clone() })
+            .collect()
+    }
+
+    fn snapshot_specs(&self) -> Vec<DeleteSnapshot> {
+        self.existing
+            .snapshots
+            .iter()
+            .map(|id| DeleteSnapshot {
+                snapshot: id.clone(),
+            })
+            .collect()
+    }
+
+    /// Every removal, newest resource first, with its calls.
+    pub fn plan(&self) -> Plan {
+        let mut steps = Vec::new();
+        let mut push = |name: &'static str, resource: String, calls: Vec<Call>| {
+            if !calls.is_empty() {
+                steps.push(Self::removal(name, resource, calls));
+            }
+        };
+        let e = &self.existing;
+        if let Some(s) = self.auto_scaling_group_spec() {
+            push(
+                "auto-scaling-group",
+                format!("Auto Scaling group {} and its instances", s.name),
+                vec![s.call()],
+            );
+        }
+        push(
+            "launch-template",
+            format!("launch templates {}", e.launch_templates.join(", ")),
+            self.launch_template_specs()
+                .iter()
+                .map(|s| s.call())
+                .collect(),
+        );
+        push(
+            "instances",
+            format!("instances {}", e.instances.join(", ")),
+            self.terminate_spec().iter().map(|s| s.call()).collect(),
+        );
+        push(
+            "security-group",
+            format!("security groups {}", e.security_groups.join(", ")),
+            self.security_group_specs()
+                .iter()
+                .map(|s| s.call())
+                .collect(),
+        );
+        if let Some((removes, delete)) = self.instance_profile_specs() {
+            let mut calls: Vec<Call> = removes.iter().map(|r| r.call()).collect();
+            calls.push(delete.call());
+            push(
+                "instance-profile",
+                format!("instance profile {}", delete.name),
+                calls,
+            );
+        }
+        if let Some((deletes, delete)) = self.role_specs() {
+            let mut calls: Vec<Call> = deletes.iter().map(|r| r.call()).collect();
+            calls.push(delete.call());
+            push(
+                "role",
+                format!("IAM role {} and its policies", delete.name),
+                calls,
+            );
+        }
+        if let Some(a) = self.alias_spec() {
+            push("kms-alias", format!("alias {}", a.alias), vec![a.call()]);
+        }
+        if let Some(k) = self.key_spec() {
+            push(
+                "kms-key",
+                format!(
+                    "KMS key {}: scheduled for deletion in {} days (cancellable until then)",
+                    k.key, k.days
+                ),
+                vec![k.call()],
+            );
+        }
+        push(
+            "image",
+            format!("AMIs {}", e.images.join(", ")),
+            self.image_specs().iter().map(|s| s.call()).collect(),
+        );
+        push(
+            "snapshot",
+            format!("snapshots {}", e.snapshots.join(", ")),
+            self.snapshot_specs().iter().map(|s| s.call()).collect(),
+        );
+        Plan {
+            command: "destroy",
+            deployment: self.state.deployment.clone(),
+            release: format!("{} {}", self.state.release.name, self.state.release.version),
+            boot_mode: None,
+            account_id: self.state.account_id.clone(),
+            region: self.region.clone(),
+            steps,
+            warnings: Vec::new(),
+        }
+    }
+
+    /// Sends the plan's calls in order, recording each removal in the deploy record, and
+    /// removes the record at the end.
+    pub async fn apply(
+        mut self,
+        c: &Clients,
+        progress: Progress,
+    ) -> Result<DestroyReport, AwsError> {
+        let pb = progress.stage(format!("destroying {}", self.state.deployment));
+        let mut report = DestroyReport {
+            deployment: self.state.deployment.clone(),
+            ..DestroyReport::default()
+        };
+        let wait = self.options.wait;
+
+        if let Some(spec) = self.auto_scaling_group_spec() {
+            let step = "destroy auto scaling group";
+            spec.send(c, step).await?;
+            let name = spec.name.clone();
+            wait_until(step, wait, || async {
+                let out = c
+                    .autoscaling
+                    .describe_auto_scaling_groups()
+                    .auto_scaling_group_names(&name)
+                    .send()
+                    .await
+                    .map_err(|e| api_error(step, "autoscaling:DescribeAutoScalingGroups", e))?;
+                Ok(out.auto_scaling_groups().is_empty())
+            })
+            .await?;
+            self.state.auto_scaling_group = None;
+            self.removed(&mut report, format!("auto-scaling-group {name}"))?;
+        }
+        for spec in self.launch_template_specs() {
+            spec.send(c, "destroy launch template").await?;
+            self.state.launch_template_id = None;
+            self.removed(&mut report, format!("launch-template {}", spec.id))?;
+        }
+        if let Some(spec) = self.terminate_spec() {
+            let step = "destroy instances";
+            spec.send(c, step).await?;
+            let deployment = self.state.deployment.clone();
+            wait_until(step, wait, || async {
+                Ok(live_instances(c, &deployment, step).await?.is_empty())
+            })
+            .await?;
+            self.state.instance_ids.clear();
+            self.removed(&mut report, format!("instances {}", spec.ids.join(",")))?;
+        }
+        for spec in self.security_group_specs() {
+            spec.send(c, "destroy security group", wait).await?;
+            self.state.security_group_id = None;
+            self.removed(&mut report, format!("security-group {}", spec.id))?;
+        }
+        if let Some((removes, delete)) = self.instance_profile_specs() {
+            let step = "destroy instance profile";
+            for r in removes {
+                r.send(c, step).await?;
+            }
+            delete.send(c, step).await?;
+            self.state.instance_profile_name = None;
+            self.removed(&mut report, format!("instance-profile {}", delete.name))?;
+        }
+        if let Some((deletes, delete)) = self.role_specs() {
+            let step = "destroy role";
+            for d in deletes {
+                d.send(c, step).await?;
+            }
+            self.state.role_policy_name = None;
+            delete.send(c, step).await?;
+            self.state.role_name = None;
+            self.removed(&mut report, format!("role {}", delete.name))?;
+        }
+        if let Some(spec) = self.alias_spec() {
+            spec.send(c, "destroy kms key").await?;
+            self.state.key_alias = None;
+            self.removed(&mut report, format!("kms-alias {}", spec.alias))?;
+        }
+        if let Some(spec) = self.key_spec() {
+            if let Some(date) = spec.send(c, "destroy kms key").await? {
+                report.key_deletion = Some(KeyDeletion {
+                    key_id: spec.key.clone(),
+                    deletion_date: date,
+                    pending_days: spec.days,
+                });
+            }
+            self.state.key_id = None;
+            self.state.key_arn = None;
+            self.removed(
+                &mut report,
+                format!("kms-key {} (scheduled for deletion)", spec.key),
+            )?;
+        }
+        for spec in self.image_specs() {
+            spec.send(c, "destroy image").await?;
+            self.state.image_id = None;
+            self.removed(&mut report, format!("image {}", spec.image))?;
+        }
+        for spec in self.snapshot_specs() {
+            spec.send(c, "destroy snapshot").await?;
+            if self.state.model_snapshot_id.as_deref() == Some(spec.snapshot.as_str()) {
+                self.state.model_snapshot_id = None;
+                self.state.model_sha256 = None;
+            } else {
+                self.state.snapshot_id = None;
+            }
+            self.removed(&mut report, format!("snapshot {}", spec.snapshot))?;
+        }
+        pb.finish_and_clear();
+        DeployState::remove(&self.dir)?;
+        Ok(report)
+    }
+
+    fn removed(&mut self, report: &mut DestroyReport, what: String) -> Result<(), AwsError> {
+        log::info!("removed {what}");
+        report.removed.push(what);
+        self.state.save(&self.dir)
     }
 }
 
-/// DeleteSnapshot, where a snapshot that is already gone is no error.
-pub(crate) async fn delete_snapshot_if_present(
-    c: &Clients,
-    step: &str,
-    id: &str,
-) -> Result<(), AwsError> {
-    match c.ec2.delete_snapshot().snapshot_id(id).send().await {
-        Ok(_) => Ok(()),
-        Err(e) if e.code() == Some("InvalidSnapshot.NotFound") => Ok(()),
-        Err(e) => Err(api_error(step, "ec2:DeleteSnapshot", e)),
+/// Polls `done` every few seconds until it says so or `wait` runs out.
+async fn wait_until<F, Fut>(step: &str, wait: Duration, mut done: F) -> Result<(), AwsError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<bool, AwsError>>,
+{
+    let started = Instant::now();
+    let mut delay = Duration::from_millis(200);
+    loop {
+        if done().await? {
+            return Ok(());
+        }
+        if started.elapsed() > wait {
+            return Err(AwsError::step(
+                step,
+                format!(
+                    "still there after {} s: run `zoa destroy` again to continue",
+                    wait.as_secs()
+                ),
+            ));
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(10));
     }
 }
 

@@ -57,6 +57,12 @@ pub enum AwsError {
     NoCredentials(String),
     #[error("{file}: {message}")]
     File { file: String, message: String },
+    #[error("{file}: records a deploy in {recorded}, but the configured region is {configured}")]
+    WrongRegion {
+        file: String,
+        recorded: String,
+        configured: String,
+    },
     #[error(transparent)]
     Release(#[from] crate::release::ReleaseError),
     #[error(transparent)]

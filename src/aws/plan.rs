@@ -16,6 +16,8 @@ pub enum Action {
     Create,
     /// The resource exists (recorded or found by name/tags) and is kept as is.
     Keep(String),
+    /// Remove the resource with the calls listed (`zoa destroy`).
+    Remove,
 }
 
 /// One API call: `service:Operation` and its parameters as the API documents them.
@@ -47,13 +49,16 @@ pub struct Step {
     pub calls: Vec<Call>,
 }
 
-/// A whole deploy.
+/// A whole deploy, rollout or destroy.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Plan {
+    /// `deploy`, `rollout` or `destroy`.
+    pub command: &'static str,
     pub deployment: String,
     pub release: String,
-    /// How the AMI boots, and so which PCRs the KMS key binds.
-    pub boot_mode: crate::aws::policy::BootMode,
+    /// How the AMI boots, and so which PCRs the KMS key binds (not for a destroy).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub boot_mode: Option<crate::aws::policy::BootMode>,
     pub account_id: String,
     pub region: String,
     pub steps: Vec<Step>,
@@ -65,14 +70,19 @@ impl Plan {
     /// Human output: one block per step, every call with its parameters (policy documents
     /// in full, for review).
     pub fn render_text(&self) -> String {
-        let mut out = format!(
-            "deploy {} of {} to account {} in {}\n",
-            self.deployment, self.release, self.account_id, self.region
-        );
-        if !self.boot_mode.is_standard() {
+        let mut out = match self.command {
+            "destroy" => format!(
+                "destroy {} ({}) in account {} in {}\n",
+                self.deployment, self.release, self.account_id, self.region
+            ),
+            command => format!(
+                "{command} {} of {} to account {} in {}\n",
+                self.deployment, self.release, self.account_id, self.region
+            ),
+        };
+        if let Some(mode) = self.boot_mode.filter(|m| !m.is_standard()) {
             out.push_str(&format!(
-                "boot: {} (the AMI enrolls the release's UefiData; the key binds these PCRs)\n",
-                self.boot_mode
+                "boot: {mode} (the AMI enrolls the release's UefiData; the key binds these PCRs)\n"
             ));
         }
         for step in &self.steps {
@@ -81,8 +91,13 @@ impl Plan {
                     "= {:<16} {} (exists: {id})\n",
                     step.step, step.resource
                 )),
-                Action::Create => {
-                    out.push_str(&format!("+ {:<16} {}\n", step.step, step.resource));
+                Action::Create | Action::Remove => {
+                    let sign = if step.action == Action::Remove {
+                        '-'
+                    } else {
+                        '+'
+                    };
+                    out.push_str(&format!("{sign} {:<16} {}\n", step.step, step.resource));
                     for call in &step.calls {
                         out.push_str(&format!("    {}\n", call.api));
                         let text = serde_json::to_string_pretty(&call.params).unwrap_or_default();
@@ -100,10 +115,19 @@ impl Plan {
             .iter()
             .filter(|s| s.action == Action::Create)
             .count();
-        out.push_str(&format!(
-            "{creates} to create, {} unchanged\n",
-            self.steps.len() - creates
-        ));
+        let removes = self
+            .steps
+            .iter()
+            .filter(|s| s.action == Action::Remove)
+            .count();
+        if self.command == "destroy" {
+            out.push_str(&format!("{removes} to remove\n"));
+        } else {
+            out.push_str(&format!(
+                "{creates} to create, {} unchanged\n",
+                self.steps.len() - creates
+            ));
+        }
         for w in &self.warnings {
             out.push_str(&format!("warning: {w}\n"));
         }
@@ -119,11 +143,12 @@ mod tests {
     #[test]
     fn text_lists_calls_of_created_steps_only() {
         let plan = Plan {
+            command: "deploy",
             deployment: "demo".into(),
             release: "demo 1".into(),
             account_id: "123456789012".into(),
             region: "us-east-1".into(),
-            boot_mode: crate::aws::policy::BootMode::Standard,
+            boot_mode: Some(crate::aws::policy::BootMode::Standard),
             steps: vec![
                 Step {
                     step: "snapshot",

@@ -24,12 +24,17 @@ use serde::Serialize;
 use serde_json::json;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use aws_sdk_ec2::types as ec2t;
-
+use super::calls::autoscaling::StartInstanceRefresh;
+use super::calls::ec2::{
+    latest_template_data, DeleteSnapshot, DeregisterImage, NewDefaultTemplateVersion,
+    TemplateUserData,
+};
+use super::calls::iam::PutRolePolicy;
+use super::calls::kms::{DeleteAlias, PutKeyPolicy, ScheduleKeyDeletion};
+use super::calls::Id;
 use super::deploy::{self, DeployOptions, Deployment, KeyAdmits, RolloutFrom, ROLE_POLICY_NAME};
-use super::destroy;
 use super::plan::{Action, Call, Plan, Step};
 use super::policy;
 use super::seal::{self, MAX_SECRET_BYTES};
@@ -199,7 +204,7 @@ pub async fn prepare(c: &Clients, options: RolloutOptions) -> Result<Rollout, Aw
         template_user_data: None,
         refresh_status: None,
     };
-    if let Some(data) = deploy::latest_template_data(c, r.launch_template()).await? {
+    if let Some(data) = latest_template_data(c, r.launch_template(), "launch template").await? {
         r.template_image = data.image_id().map(str::to_owned);
         r.template_user_data = userdata::sha256_of_base64(data.user_data());
     }
@@ -347,20 +352,8 @@ impl Rollout {
             .unwrap_or_default()
     }
 
-    fn key_id(&self) -> String {
-        self.deployment
-            .state
-            .key_id
-            .clone()
-            .unwrap_or_else(|| "<key-id>".to_owned())
-    }
-
-    fn new_image(&self) -> String {
-        self.deployment
-            .state
-            .image_id
-            .clone()
-            .unwrap_or_else(|| "<image-id>".to_owned())
+    fn key_id(&self) -> Id {
+        Id::recorded(self.deployment.state.key_id.as_ref(), "key-id")
     }
 
     fn old_key_arn(&self) -> String {
@@ -373,10 +366,11 @@ impl Rollout {
             .map(str::to_owned)
             .unwrap_or_else(|| {
                 format!(
-                    "arn:{}:kms:{}:{}:key/created-by-this-rollout",
+                    "arn:{}:kms:{}:{}:key/{}",
                     self.deployment.account.partition,
                     self.deployment.region,
-                    self.deployment.account.account_id
+                    self.deployment.account.account_id,
+                    policy::PENDING_KEY_ID
                 )
             })
     }
@@ -436,9 +430,125 @@ impl Rollout {
             .map(|s| s.as_str().to_owned()))
     }
 
+    // ---- the rollout's calls: built here for the plan and for the apply ----
+
+    fn key_policy_spec(&self, admits: KeyAdmits) -> Result<PutKeyPolicy, AwsError> {
+        Ok(PutKeyPolicy {
+            key: self.key_id(),
+            policy: self.deployment.key_policy_admitting(admits)?,
+        })
+    }
+
+    /// The instance role's only permission, on these keys.
+    fn role_policy_spec(&self, keys: &[&str]) -> Result<PutRolePolicy, AwsError> {
+        Ok(PutRolePolicy {
+            role: self.deployment.names.role.clone(),
+            name: ROLE_POLICY_NAME.to_owned(),
+            document: policy::instance_role_policy_for_keys(keys)?,
+        })
+    }
+
+    /// The old and the new key while instances are replaced; afterwards the new one.
+    fn role_policy_keys(&self, both: bool) -> Result<PutRolePolicy, AwsError> {
+        let (old, new) = (self.old_key_arn(), self.new_key_arn_or_placeholder());
+        if both {
+            self.role_policy_spec(&[&old, &new])
+        } else {
+            self.role_policy_spec(&[&new])
+        }
+    }
+
+    /// kms:Encrypt of each secret's data key under the new key (made by `seal`).
+    fn reseal_calls(&self) -> Vec<Call> {
+        let key = self.new_key_arn_or_placeholder();
+        self.secret_names()
+            .iter()
+            .map(|n| {
+                Call::new(
+                    "kms:Encrypt",
+                    json!({"KeyId": key, "EncryptionContext": seal::context(&self.deployment.deployment, n), "Plaintext": "<a fresh 32-byte data key; the secret is encrypted with it here>"}),
+                )
+            })
+            .collect()
+    }
+
+    fn template_version_spec(&self) -> Result<NewDefaultTemplateVersion, AwsError> {
+        let mut user_data = None;
+        if self.new_key.is_some() {
+            let names = self.secret_names();
+            if !names.is_empty() {
+                user_data = Some(match self.resealed_user_data()? {
+                    Some(ud) => TemplateUserData::Known(ud),
+                    None => TemplateUserData::Pending(format!(
+                        "<the re-sealed secrets {}>",
+                        names.join(", ")
+                    )),
+                });
+            }
+        }
+        Ok(NewDefaultTemplateVersion {
+            template: Id::Known(self.launch_template().to_owned()),
+            image: Some(Id::recorded(
+                self.deployment.state.image_id.as_ref(),
+                "image-id",
+            )),
+            user_data,
+        })
+    }
+
+    fn refresh_spec(&self) -> StartInstanceRefresh {
+        StartInstanceRefresh {
+            group: self.asg().to_owned(),
+            min_healthy_percentage: self.options.min_healthy_percentage,
+        }
+    }
+
+    /// The locked old key: its alias goes, and the key is scheduled for deletion.
+    fn retire_key_specs(&self) -> (Option<DeleteAlias>, Option<ScheduleKeyDeletion>) {
+        (
+            self.old_state
+                .key_alias
+                .as_ref()
+                .map(|a| DeleteAlias { alias: a.clone() }),
+            self.old_state.key_id.as_ref().map(|k| ScheduleKeyDeletion {
+                key: k.clone(),
+                days: self.options.key_deletion_days,
+            }),
+        )
+    }
+
+    /// Deregister the old AMI and delete its snapshots (not a model snapshot the new AMI
+    /// uses too).
+    fn retire_specs(&self) -> (Option<DeregisterImage>, Vec<DeleteSnapshot>) {
+        if self.options.keep_old {
+            return (None, Vec::new());
+        }
+        let new_model = self.deployment.model_snapshot();
+        let old = &self.old_state;
+        let snapshots = old
+            .snapshot_id
+            .iter()
+            .chain(
+                old.model_snapshot_id
+                    .iter()
+                    .filter(|id| Some(id.as_str()) != new_model),
+            )
+            .map(|id| DeleteSnapshot {
+                snapshot: id.clone(),
+            })
+            .collect();
+        (
+            old.image_id
+                .as_ref()
+                .map(|id| DeregisterImage { image: id.clone() }),
+            snapshots,
+        )
+    }
+
     /// The deploy steps (new snapshot and AMI; the rest kept) and the rollout's own.
     pub fn plan(&self) -> Result<Plan, AwsError> {
         let mut plan = self.deployment.plan()?;
+        plan.command = "rollout";
         let d = &self.deployment;
         let finished = self.finished();
         let template_current = self.template_current()? || finished;
@@ -452,31 +562,9 @@ impl Rollout {
             },
             calls: if done { Vec::new() } else { calls },
         };
-        let put_policy = |admits: KeyAdmits| -> Result<Call, AwsError> {
-            Ok(Call::new(
-                "kms:PutKeyPolicy",
-                json!({"KeyId": self.key_id(), "PolicyName": "default", "Policy": d.key_policy_admitting(admits)?}),
-            ))
-        };
-        let put_role_policy = |keys: &[&str]| -> Result<Call, AwsError> {
-            Ok(Call::new(
-                "iam:PutRolePolicy",
-                json!({"RoleName": d.names.role, "PolicyName": ROLE_POLICY_NAME, "PolicyDocument": policy::instance_role_policy_for_keys(keys)?}),
-            ))
-        };
-        let (old_arn, new_arn) = (self.old_key_arn(), self.new_key_arn_or_placeholder());
         if let Some(k) = &self.new_key {
             let names = self.secret_names();
             if !names.is_empty() {
-                let calls = names
-                    .iter()
-                    .map(|n| {
-                        Call::new(
-                            "kms:Encrypt",
-                            json!({"KeyId": new_arn, "EncryptionContext": seal::context(&d.deployment, n), "Plaintext": "<a fresh 32-byte data key; the secret is encrypted with it here>"}),
-                        )
-                    })
-                    .collect();
                 plan.steps.push(step(
                     "reseal",
                     format!(
@@ -486,14 +574,14 @@ impl Rollout {
                         DeployState::sealed_path(&self.options.new_dir, "NAME").display()
                     ),
                     finished || k.sealed.len() == names.len(),
-                    calls,
+                    self.reseal_calls(),
                 ));
             }
             plan.steps.push(step(
                 "role-admits-both",
                 "the instance role may use the old and the new key".to_owned(),
                 template_current,
-                vec![put_role_policy(&[&old_arn, &new_arn])?],
+                vec![self.role_policy_keys(true)?.call()],
             ));
         } else {
             plan.steps.push(step(
@@ -504,63 +592,40 @@ impl Rollout {
                     d.release.manifest().version
                 ),
                 matches!(d.key_admits(), Some(KeyAdmits::Both | KeyAdmits::New)),
-                vec![put_policy(KeyAdmits::Both)?],
+                vec![self.key_policy_spec(KeyAdmits::Both)?.call()],
             ));
-        }
-        let mut template_data = json!({"ImageId": self.new_image()});
-        if let Some(names) = self.new_key.as_ref().map(|_| self.secret_names()) {
-            if !names.is_empty() {
-                template_data["UserData"] = json!(match self.resealed_user_data()? {
-                    Some(ud) => ud.summary(),
-                    None => format!("<the re-sealed secrets {}>", names.join(", ")),
-                });
-            }
         }
         plan.steps.push(step(
             "template-version",
             format!("launch template version with {}", d.names.image),
             template_current,
-            vec![
-                Call::new(
-                    "ec2:CreateLaunchTemplateVersion",
-                    json!({"LaunchTemplateId": self.launch_template(), "SourceVersion": "$Latest", "LaunchTemplateData": template_data}),
-                ),
-                Call::new(
-                    "ec2:ModifyLaunchTemplate",
-                    json!({"LaunchTemplateId": self.launch_template(), "DefaultVersion": "<new version>"}),
-                ),
-            ],
+            self.template_version_spec()?.calls(),
         ));
         plan.steps.push(step(
             "instance-refresh",
             format!("instance refresh of {}", self.asg()),
-            finished
-                || (template_current && self.refresh_status.as_deref() == Some("Successful")),
-            vec![Call::new(
-                "autoscaling:StartInstanceRefresh",
-                json!({"AutoScalingGroupName": self.asg(), "Preferences": {"MinHealthyPercentage": self.options.min_healthy_percentage}}),
-            )],
+            finished || (template_current && self.refresh_status.as_deref() == Some("Successful")),
+            vec![self.refresh_spec().call()],
         ));
         if self.new_key.is_some() {
             plan.steps.push(step(
                 "role-admits-new-only",
                 "the instance role may use only the new key".to_owned(),
                 finished,
-                vec![put_role_policy(&[&new_arn])?],
+                vec![self.role_policy_keys(false)?.call()],
             ));
-            let mut calls = Vec::new();
-            if let Some(alias) = &self.old_state.key_alias {
-                calls.push(Call::new("kms:DeleteAlias", json!({"AliasName": alias})));
-            }
-            calls.push(Call::new(
-                "kms:ScheduleKeyDeletion",
-                json!({"KeyId": self.old_state.key_id, "PendingWindowInDays": self.options.key_deletion_days}),
-            ));
+            let (alias, deletion) = self.retire_key_specs();
+            let calls = alias
+                .map(|a| a.call())
+                .into_iter()
+                .chain(deletion.map(|d| d.call()))
+                .collect();
             plan.steps.push(step(
                 "retire-old-key",
                 format!(
                     "the old key {} is scheduled for deletion in {} days",
-                    old_arn, self.options.key_deletion_days
+                    self.old_key_arn(),
+                    self.options.key_deletion_days
                 ),
                 finished,
                 calls,
@@ -570,10 +635,15 @@ impl Rollout {
                 "admit-new-only",
                 format!("key policy admits only {}", d.release.manifest().version),
                 finished,
-                vec![put_policy(KeyAdmits::New)?],
+                vec![self.key_policy_spec(KeyAdmits::New)?.call()],
             ));
         }
-        let retire = self.retire_calls();
+        let (image, snapshots) = self.retire_specs();
+        let retire: Vec<Call> = image
+            .map(|i| i.call())
+            .into_iter()
+            .chain(snapshots.iter().map(DeleteSnapshot::call))
+            .collect();
         plan.steps.push(step(
             "retire-old",
             format!("AMI and snapshots of {}", self.old_state.release.version),
@@ -617,37 +687,8 @@ impl Rollout {
         w
     }
 
-    /// Deregister the old AMI and delete its snapshots (not a model snapshot the new AMI
-    /// uses too).
-    fn retire_calls(&self) -> Vec<Call> {
-        let mut retire = Vec::new();
-        if self.options.keep_old {
-            return retire;
-        }
-        if let Some(id) = &self.old_state.image_id {
-            retire.push(Call::new("ec2:DeregisterImage", json!({"ImageId": id})));
-        }
-        for id in self.old_snapshots() {
-            retire.push(Call::new("ec2:DeleteSnapshot", json!({"SnapshotId": id})));
-        }
-        retire
-    }
-
-    fn old_snapshots(&self) -> Vec<String> {
-        let new_model = self.deployment.model_snapshot();
-        let old = &self.old_state;
-        old.snapshot_id
-            .iter()
-            .chain(
-                old.model_snapshot_id
-                    .iter()
-                    .filter(|id| Some(id.as_str()) != new_model),
-            )
-            .cloned()
-            .collect()
-    }
-
-    /// Runs the steps not done yet.
+    /// Runs the steps not done yet: the deploy's, then the rollout's own, each sending
+    /// the specs its plan step rendered.
     pub async fn apply(
         mut self,
         c: &Clients,
@@ -659,91 +700,98 @@ impl Rollout {
                 .iter()
                 .any(|s| s.step == name && s.action == Action::Create)
         };
-        let options = self.options.clone();
-        let old_state = self.old_state.clone();
-        let old_snapshots = self.old_snapshots();
-        let both = self.deployment.key_policy_admitting(KeyAdmits::Both)?;
-        let new_only = self.deployment.key_policy_admitting(KeyAdmits::New)?;
-        let new_key = self.new_key.take();
-        let outcome = self.deployment.apply(c, progress).await?;
-        let mut state = outcome.state;
-        let key_id = state
-            .key_id
-            .clone()
-            .ok_or_else(|| AwsError::step("rollout", "no KMS key recorded"))?;
-        let key_arn = state
+        self.deployment.apply(c, progress).await?;
+        let step = "rollout";
+        let key_arn = self
+            .deployment
+            .state
             .key_arn
             .clone()
-            .ok_or_else(|| AwsError::step("rollout", "no KMS key ARN recorded"))?;
-        let image = state
-            .image_id
-            .clone()
-            .ok_or_else(|| AwsError::step("rollout", "no new image recorded"))?;
-        let role = state.role_name.clone().unwrap_or_default();
-        let old_key_arn = old_state.key_arn.clone().unwrap_or_default();
-        let asg = old_state.auto_scaling_group.clone().unwrap_or_default();
-        let template = old_state.launch_template_id.clone().unwrap_or_default();
-
-        let mut sealed_files = Vec::new();
-        let mut user_data = None;
-        if let Some(k) = &new_key {
-            let sealed = if todo("reseal") {
-                reseal(c, &options, &state.deployment, &key_arn, &k.plaintexts).await?
-            } else {
-                k.sealed.clone()
-            };
-            sealed_files = sealed.iter().map(|s| s.file.clone()).collect();
-            if !sealed.is_empty() {
-                user_data = Some(UserDataSpec::from_secrets(&sealed)?);
-            }
-            if todo("role-admits-both") {
-                put_role_policy(c, &role, &[&old_key_arn, &key_arn]).await?;
-            }
-        } else if todo("admit-both") {
-            put_key_policy(c, &key_id, &both).await?;
-        }
-        if todo("template-version") {
-            let mut data = ec2t::RequestLaunchTemplateData::builder().image_id(&image);
-            if let Some(ud) = &user_data {
-                data = data.user_data(ud.base64());
-            }
-            deploy::new_default_template_version(c, &template, data.build()).await?;
-        }
-        if todo("instance-refresh") {
-            let pb = progress.stage(format!("instance refresh of {asg}"));
-            refresh_instances(
+            .ok_or_else(|| AwsError::step(step, "no KMS key ARN recorded"))?;
+        if todo("reseal") {
+            let sealed = reseal(
                 c,
-                &asg,
-                options.min_healthy_percentage,
-                options.wait,
-                "zoa rollout",
+                &self.options,
+                &self.deployment.deployment,
+                &key_arn,
+                self.new_key
+                    .as_ref()
+                    .map(|k| &k.plaintexts[..])
+                    .unwrap_or_default(),
             )
             .await?;
+            if let Some(k) = self.new_key.as_mut() {
+                k.sealed = sealed;
+            }
+        }
+        if self.new_key.is_some() {
+            if todo("role-admits-both") {
+                self.role_policy_keys(true)?.send(c, step).await?;
+            }
+        } else if todo("admit-both") {
+            self.key_policy_spec(KeyAdmits::Both)?.send(c, step).await?;
+        }
+        if todo("template-version") {
+            self.template_version_spec()?
+                .send(c, "launch template")
+                .await?;
+        }
+        if todo("instance-refresh") {
+            let pb = progress.stage(format!("instance refresh of {}", self.asg()));
+            self.refresh_spec()
+                .send_and_wait(c, "instance refresh", self.options.wait, "zoa rollout")
+                .await?;
             pb.finish_and_clear();
         }
-        if new_key.is_some() {
+        let user_data = self.resealed_user_data()?;
+        if self.new_key.is_some() {
             if todo("role-admits-new-only") {
-                put_role_policy(c, &role, &[&key_arn]).await?;
+                self.role_policy_keys(false)?.send(c, step).await?;
             }
             if todo("retire-old-key") {
-                retire_key(c, &old_state, options.key_deletion_days).await?;
+                let step = "retire old key";
+                let (alias, deletion) = self.retire_key_specs();
+                if let Some(alias) = alias {
+                    alias.send(c, step).await?;
+                }
+                if let Some(deletion) = deletion {
+                    if let Some(date) = deletion.send(c, step).await? {
+                        log::info!(
+                            "old key {} is scheduled for deletion on {date}",
+                            deletion.key
+                        );
+                    }
+                }
             }
             if let Some(ud) = &user_data {
-                state.user_data_sha256 = Some(ud.sha256.clone());
-                state.secrets = ud.secrets.clone();
+                self.deployment.state.user_data_sha256 = Some(ud.sha256.clone());
+                self.deployment.state.secrets = ud.secrets.clone();
             }
         } else if todo("admit-new-only") {
-            put_key_policy(c, &key_id, &new_only).await?;
+            self.key_policy_spec(KeyAdmits::New)?.send(c, step).await?;
         }
         if todo("retire-old") {
-            retire_old(c, &old_state, &old_snapshots).await?;
+            let step = "retire old release";
+            let (image, snapshots) = self.retire_specs();
+            if let Some(image) = image {
+                image.send(c, step).await?;
+            }
+            for snapshot in snapshots {
+                snapshot.send(c, step).await?;
+            }
         }
-        state.save(&options.new_dir)?;
-        DeployState::remove(&options.old_dir)?;
+        let sealed = self
+            .new_key
+            .as_ref()
+            .map(|k| k.sealed.iter().map(|s| s.file.clone()).collect())
+            .unwrap_or_default();
+        let state = self.deployment.state.clone();
+        state.save(&self.options.new_dir)?;
+        DeployState::remove(&self.options.old_dir)?;
         Ok(RolloutOutcome {
             plan,
             state,
-            sealed: sealed_files,
+            sealed,
         })
     }
 }
@@ -772,140 +820,4 @@ async fn reseal(
         out.push(SealedSecret::from_bytes(&p.name, &path, bytes)?);
     }
     Ok(out)
-}
-
-async fn put_key_policy(
-    c: &Clients,
-    key_id: &str,
-    policy: &serde_json::Value,
-) -> Result<(), AwsError> {
-    c.kms
-        .put_key_policy()
-        .key_id(key_id)
-        .policy_name("default")
-        .policy(policy.to_string())
-        .send()
-        .await
-        .map_err(|e| api_error("rollout", "kms:PutKeyPolicy", e))?;
-    Ok(())
-}
-
-/// The instance role's only permission, on these keys.
-async fn put_role_policy(c: &Clients, role: &str, keys: &[&str]) -> Result<(), AwsError> {
-    let doc = policy::instance_role_policy_for_keys(keys)?;
-    c.iam
-        .put_role_policy()
-        .role_name(role)
-        .policy_name(ROLE_POLICY_NAME)
-        .policy_document(doc.to_string())
-        .send()
-        .await
-        .map_err(|e| api_error("rollout", "iam:PutRolePolicy", e))?;
-    Ok(())
-}
-
-/// The locked old key: its alias goes, and the key is scheduled for deletion.
-async fn retire_key(c: &Clients, old: &DeployState, days: i32) -> Result<(), AwsError> {
-    let step = "retire old key";
-    if let Some(alias) = &old.key_alias {
-        destroy::delete_alias_if_present(c, step, alias).await?;
-    }
-    if let Some(key_id) = &old.key_id {
-        if let Some(date) = destroy::schedule_key_deletion_if_live(c, step, key_id, days).await? {
-            log::info!("old key {key_id} is scheduled for deletion on {date}");
-        }
-    }
-    Ok(())
-}
-
-/// StartInstanceRefresh and wait for its verdict; a refresh already running (from an
-/// interrupted run) is waited for rather than started twice. `rerun` is the command that
-/// resumes after a failure or a timeout.
-pub(crate) async fn refresh_instances(
-    c: &Clients,
-    asg: &str,
-    min_healthy_percentage: i32,
-    wait: Duration,
-    rerun: &str,
-) -> Result<(), AwsError> {
-    let step = "instance refresh";
-    let started = c
-        .autoscaling
-        .start_instance_refresh()
-        .auto_scaling_group_name(asg)
-        .preferences(
-            aws_sdk_autoscaling::types::RefreshPreferences::builder()
-                .min_healthy_percentage(min_healthy_percentage)
-                .build(),
-        )
-        .send()
-        .await;
-    let refresh_id = match started {
-        Ok(out) => out.instance_refresh_id().map(str::to_owned),
-        Err(e)
-            if e.as_service_error()
-                .is_some_and(|s| s.is_instance_refresh_in_progress_fault()) =>
-        {
-            None
-        }
-        Err(e) => return Err(api_error(step, "autoscaling:StartInstanceRefresh", e)),
-    };
-    let begin = Instant::now();
-    loop {
-        let mut req = c
-            .autoscaling
-            .describe_instance_refreshes()
-            .auto_scaling_group_name(asg)
-            .max_records(1);
-        if let Some(id) = &refresh_id {
-            req = req.instance_refresh_ids(id);
-        }
-        let out = req
-            .send()
-            .await
-            .map_err(|e| api_error(step, "autoscaling:DescribeInstanceRefreshes", e))?;
-        let status = out
-            .instance_refreshes()
-            .first()
-            .and_then(|r| r.status())
-            .map(|s| s.as_str().to_owned())
-            .unwrap_or_default();
-        match status.as_str() {
-            "Successful" => return Ok(()),
-            "Failed" | "Cancelled" | "RollbackSuccessful" | "RollbackFailed" => {
-                let reason = out
-                    .instance_refreshes()
-                    .first()
-                    .and_then(|r| r.status_reason())
-                    .unwrap_or("no reason given");
-                return Err(AwsError::step(
-                    step,
-                    format!("{status}: {reason}; the instances not replaced yet keep running as they are (and keep unsealing); fix the cause and run `{rerun}` again"),
-                ));
-            }
-            _ => {}
-        }
-        if begin.elapsed() > wait {
-            return Err(AwsError::step(
-                step,
-                format!(
-                    "still {status} after {} s: run `{rerun}` again to keep waiting",
-                    wait.as_secs()
-                ),
-            ));
-        }
-        tokio::time::sleep(Duration::from_secs(10)).await;
-    }
-}
-
-/// The old release's AMI, then its snapshots.
-async fn retire_old(c: &Clients, old: &DeployState, snapshots: &[String]) -> Result<(), AwsError> {
-    let step = "retire old release";
-    if let Some(id) = &old.image_id {
-        destroy::deregister_image_if_present(c, step, id).await?;
-    }
-    for id in snapshots {
-        destroy::delete_snapshot_if_present(c, step, id).await?;
-    }
-    Ok(())
 }

@@ -586,7 +586,7 @@ pub struct RolloutArgs {
     #[arg(long = "reseal", value_name = "NAME=FILE")]
     pub reseal: Vec<zoa::aws::userdata::SecretArg>,
     /// Days before KMS deletes a replaced locked key (7-30).
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(i32).range(7..=30))]
     pub key_deletion_days: i32,
     /// The model weights NEW pins, when they are not the ones OLD pins.
     #[arg(long, value_name = "FILE")]
@@ -603,11 +603,15 @@ pub struct DestroyArgs {
     /// The release directory a deploy was made from (its DIR/deploy/deploy.json).
     pub dir: PathBuf,
     /// Days before KMS deletes the key (7-30).
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(i32).range(7..=30))]
     pub key_deletion_days: i32,
     #[command(flatten)]
     pub aws: AwsArgs,
-    /// Print what was removed as JSON.
+    /// Print every call that would remove the deployment, and change nothing (reads
+    /// only: what exists is looked up).
+    #[arg(long)]
+    pub plan: bool,
+    /// Print the plan (with --plan) or what was removed as JSON.
     #[arg(long)]
     pub json: bool,
 }

@@ -10,7 +10,7 @@ use super::args::{AwsArgs, DeployArgs, DestroyArgs, PolicyArgs, RolloutArgs, Sea
 use super::output::print_json;
 use zoa::aws::deploy::{self, DeployOptions, PolicyRequest};
 use zoa::aws::destroy::{self, DestroyOptions};
-use zoa::aws::{AwsOptions, Clients};
+use zoa::aws::{AwsError, AwsOptions, Clients};
 use zoa::progress::Progress;
 
 fn aws_options(args: &AwsArgs) -> AwsOptions {
@@ -18,6 +18,16 @@ fn aws_options(args: &AwsArgs) -> AwsOptions {
         region: args.region.clone(),
         profile: args.profile.clone(),
         endpoint_url: args.endpoint_url.clone(),
+    }
+}
+
+/// A record of another region: say which flag fixes it (the library names no flags).
+fn with_region_hint(e: AwsError) -> anyhow::Error {
+    match &e {
+        AwsError::WrongRegion { recorded, .. } => {
+            anyhow::anyhow!("{e}: pass --region {recorded}")
+        }
+        _ => e.into(),
     }
 }
 
@@ -40,7 +50,7 @@ pub fn deploy(args: &DeployArgs, quiet: bool, progress: Progress) -> Result<Exit
     let rt = zoa::aws::runtime()?;
     rt.block_on(async {
         let clients = Clients::connect(&aws_options(&args.aws)).await?;
-        let deployment = deploy::prepare(&clients, options).await?;
+        let mut deployment = deploy::prepare(&clients, options).await?;
         if args.plan {
             let plan = deployment.plan()?;
             if args.json {
@@ -153,7 +163,19 @@ pub fn destroy(args: &DestroyArgs, quiet: bool, progress: Progress) -> Result<Ex
     let rt = zoa::aws::runtime()?;
     rt.block_on(async {
         let clients = Clients::connect(&aws_options(&args.aws)).await?;
-        let report = destroy::destroy(&clients, &args.dir, &options, progress).await?;
+        let destruction = destroy::prepare(&clients, &args.dir, &options)
+            .await
+            .map_err(with_region_hint)?;
+        if args.plan {
+            let plan = destruction.plan();
+            if args.json {
+                print_json(&plan)?;
+            } else {
+                print!("{}", plan.render_text());
+            }
+            return Ok(ExitStatus::OK);
+        }
+        let report = destruction.apply(&clients, progress).await?;
         if args.json {
             print_json(&report)?;
         } else if !quiet {

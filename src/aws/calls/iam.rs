@@ -1,0 +1,305 @@
+//! IAM calls: the instances' role, its instance profile and its one inline policy.
+
+use serde_json::{json, Value};
+
+use super::{tags_json, Outcome, Tags};
+use crate::aws::plan::Call;
+use crate::aws::{api_error, AwsError, Clients};
+
+fn iam_tags(tags: &Tags) -> Result<Vec<aws_sdk_iam::types::Tag>, AwsError> {
+    tags.iter()
+        .map(|(k, v)| {
+            aws_sdk_iam::types::Tag::builder()
+                .key(k)
+                .value(v)
+                .build()
+                .map_err(|e| AwsError::step("tags", e.to_string()))
+        })
+        .collect()
+}
+
+/// `iam:CreateRole`. `AlreadyThere` means a role of that name exists: the caller decides
+/// whether it is the deployment's (by its tags).
+#[derive(Debug, Clone)]
+pub struct CreateRole {
+    pub name: String,
+    pub trust_policy: Value,
+    pub description: String,
+    pub tags: Tags,
+}
+
+impl CreateRole {
+    pub const API: &'static str = "iam:CreateRole";
+
+    pub fn call(&self) -> Call {
+        Call::new(
+            Self::API,
+            json!({"RoleName": self.name, "AssumeRolePolicyDocument": self.trust_policy, "Description": self.description, "Tags": tags_json(&self.tags)}),
+        )
+    }
+
+    pub async fn send(&self, c: &Clients, step: &str) -> Result<Outcome, AwsError> {
+        let out = c
+            .iam
+            .create_role()
+            .role_name(&self.name)
+            .assume_role_policy_document(self.trust_policy.to_string())
+            .description(&self.description)
+            .set_tags(Some(iam_tags(&self.tags)?))
+            .send()
+            .await;
+        match out {
+            Ok(_) => Ok(Outcome::Done),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_entity_already_exists_exception()) =>
+            {
+                Ok(Outcome::AlreadyThere)
+            }
+            Err(e) => Err(api_error(step, Self::API, e)),
+        }
+    }
+}
+
+/// `iam:CreateInstanceProfile`; one that exists already (an earlier attempt) is kept.
+#[derive(Debug, Clone)]
+pub struct CreateInstanceProfile {
+    pub name: String,
+    pub tags: Tags,
+}
+
+impl CreateInstanceProfile {
+    pub const API: &'static str = "iam:CreateInstanceProfile";
+
+    pub fn call(&self) -> Call {
+        Call::new(
+            Self::API,
+            json!({"InstanceProfileName": self.name, "Tags": tags_json(&self.tags)}),
+        )
+    }
+
+    pub async fn send(&self, c: &Clients, step: &str) -> Result<Outcome, AwsError> {
+        let out = c
+            .iam
+            .create_instance_profile()
+            .instance_profile_name(&self.name)
+            .set_tags(Some(iam_tags(&self.tags)?))
+            .send()
+            .await;
+        match out {
+            Ok(_) => Ok(Outcome::Done),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_entity_already_exists_exception()) =>
+            {
+                Ok(Outcome::AlreadyThere)
+            }
+            Err(e) => Err(api_error(step, Self::API, e)),
+        }
+    }
+}
+
+/// `iam:AddRoleToInstanceProfile`; a profile holds one role, so "limit exceeded" means
+/// an earlier attempt added it.
+#[derive(Debug, Clone)]
+pub struct AddRoleToInstanceProfile {
+    pub profile: String,
+    pub role: String,
+}
+
+impl AddRoleToInstanceProfile {
+    pub const API: &'static str = "iam:AddRoleToInstanceProfile";
+
+    pub fn call(&self) -> Call {
+        Call::new(
+            Self::API,
+            json!({"InstanceProfileName": self.profile, "RoleName": self.role}),
+        )
+    }
+
+    pub async fn send(&self, c: &Clients, step: &str) -> Result<Outcome, AwsError> {
+        let out = c
+            .iam
+            .add_role_to_instance_profile()
+            .instance_profile_name(&self.profile)
+            .role_name(&self.role)
+            .send()
+            .await;
+        match out {
+            Ok(_) => Ok(Outcome::Done),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_limit_exceeded_exception()) =>
+            {
+                Ok(Outcome::AlreadyThere)
+            }
+            Err(e) => Err(api_error(step, Self::API, e)),
+        }
+    }
+}
+
+/// `iam:PutRolePolicy`: a role's inline policy, replaced whole.
+#[derive(Debug, Clone)]
+pub struct PutRolePolicy {
+    pub role: String,
+    pub name: String,
+    pub document: Value,
+}
+
+impl PutRolePolicy {
+    pub const API: &'static str = "iam:PutRolePolicy";
+
+    pub fn call(&self) -> Call {
+        Call::new(
+            Self::API,
+            json!({"RoleName": self.role, "PolicyName": self.name, "PolicyDocument": self.document}),
+        )
+    }
+
+    pub async fn send(&self, c: &Clients, step: &str) -> Result<(), AwsError> {
+        if crate::aws::calls::has_placeholder(&self.document) {
+            return Err(AwsError::step(
+                step,
+                "the policy names a resource not made yet (a bug in zoa: an earlier step did not run)",
+            ));
+        }
+        c.iam
+            .put_role_policy()
+            .role_name(&self.role)
+            .policy_name(&self.name)
+            .policy_document(self.document.to_string())
+            .send()
+            .await
+            .map_err(|e| api_error(step, Self::API, e))?;
+        Ok(())
+    }
+}
+
+fn no_such_entity<E>(
+    e: &aws_smithy_runtime_api::client::result::SdkError<
+        E,
+        aws_smithy_runtime_api::client::orchestrator::HttpResponse,
+    >,
+) -> bool
+where
+    E: aws_smithy_types::error::metadata::ProvideErrorMetadata,
+{
+    use aws_smithy_types::error::metadata::ProvideErrorMetadata as _;
+    e.code() == Some("NoSuchEntity")
+}
+
+/// `iam:RemoveRoleFromInstanceProfile`.
+#[derive(Debug, Clone)]
+pub struct RemoveRoleFromInstanceProfile {
+    pub profile: String,
+    pub role: String,
+}
+
+impl RemoveRoleFromInstanceProfile {
+    pub const API: &'static str = "iam:RemoveRoleFromInstanceProfile";
+
+    pub fn call(&self) -> Call {
+        Call::new(
+            Self::API,
+            json!({"InstanceProfileName": self.profile, "RoleName": self.role}),
+        )
+    }
+
+    pub async fn send(&self, c: &Clients, step: &str) -> Result<Outcome, AwsError> {
+        match c
+            .iam
+            .remove_role_from_instance_profile()
+            .instance_profile_name(&self.profile)
+            .role_name(&self.role)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(Outcome::Done),
+            Err(e) if no_such_entity(&e) => Ok(Outcome::AlreadyThere),
+            Err(e) => Err(api_error(step, Self::API, e)),
+        }
+    }
+}
+
+/// `iam:DeleteInstanceProfile`; one already gone is no error.
+#[derive(Debug, Clone)]
+pub struct DeleteInstanceProfile {
+    pub name: String,
+}
+
+impl DeleteInstanceProfile {
+    pub const API: &'static str = "iam:DeleteInstanceProfile";
+
+    pub fn call(&self) -> Call {
+        Call::new(Self::API, json!({"InstanceProfileName": self.name}))
+    }
+
+    pub async fn send(&self, c: &Clients, step: &str) -> Result<Outcome, AwsError> {
+        match c
+            .iam
+            .delete_instance_profile()
+            .instance_profile_name(&self.name)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(Outcome::Done),
+            Err(e) if no_such_entity(&e) => Ok(Outcome::AlreadyThere),
+            Err(e) => Err(api_error(step, Self::API, e)),
+        }
+    }
+}
+
+/// `iam:DeleteRolePolicy`: one inline policy of a role.
+#[derive(Debug, Clone)]
+pub struct DeleteRolePolicy {
+    pub role: String,
+    pub name: String,
+}
+
+impl DeleteRolePolicy {
+    pub const API: &'static str = "iam:DeleteRolePolicy";
+
+    pub fn call(&self) -> Call {
+        Call::new(
+            Self::API,
+            json!({"RoleName": self.role, "PolicyName": self.name}),
+        )
+    }
+
+    pub async fn send(&self, c: &Clients, step: &str) -> Result<Outcome, AwsError> {
+        match c
+            .iam
+            .delete_role_policy()
+            .role_name(&self.role)
+            .policy_name(&self.name)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(Outcome::Done),
+            Err(e) if no_such_entity(&e) => Ok(Outcome::AlreadyThere),
+            Err(e) => Err(api_error(step, Self::API, e)),
+        }
+    }
+}
+
+/// `iam:DeleteRole` (its inline policies and instance profiles must be gone first).
+#[derive(Debug, Clone)]
+pub struct DeleteRole {
+    pub name: String,
+}
+
+impl DeleteRole {
+    pub const API: &'static str = "iam:DeleteRole";
+
+    pub fn call(&self) -> Call {
+        Call::new(Self::API, json!({"RoleName": self.name}))
+    }
+
+    pub async fn send(&self, c: &Clients, step: &str) -> Result<Outcome, AwsError> {
+        match c.iam.delete_role().role_name(&self.name).send().await {
+            Ok(_) => Ok(Outcome::Done),
+            Err(e) if no_such_entity(&e) => Ok(Outcome::AlreadyThere),
+            Err(e) => Err(api_error(step, Self::API, e)),
+        }
+    }
+}
