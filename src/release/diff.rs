@@ -29,7 +29,8 @@ use std::path::{Path, PathBuf};
 
 use crate::image::initramfs::{self, InitramfsError};
 use crate::image::tree::NodeKind;
-use crate::init_build::provenance::{self, Provenance};
+use crate::image::{BuildReport, InputRecord, BUILD_FILE, UKI_FILE};
+use crate::init_build::provenance;
 use crate::measure::predict::{StubRules, EV_EFI_VARIABLE_DRIVER_CONFIG, STUB_RULES};
 use crate::measure::{self, Digests, MeasureError, MeasureOptions, Measurements, PredictedEvent};
 use crate::uefi::file::ImageFile;
@@ -104,10 +105,10 @@ impl Side {
     pub fn detect(path: &Path) -> Result<Side, DiffError> {
         let meta = std::fs::metadata(path).map_err(io_err(path))?;
         if meta.is_dir() {
-            if !path.join("uki.efi").is_file() {
+            if !path.join(UKI_FILE).is_file() {
                 return Err(input_err(
                     path,
-                    "is a directory without uki.efi: not a release or build directory",
+                    format!("is a directory without {UKI_FILE}: not a release or build directory"),
                 ));
             }
             return Ok(Side::Dir(path.to_owned()));
@@ -388,52 +389,6 @@ impl From<&PredictedEvent> for EventState {
 // ---------------------------------------------------------------------------------------
 // Loading a side.
 
-/// The parts of build.json a diff reads; everything optional so older files still parse.
-#[derive(Debug, Clone, serde::Deserialize)]
-struct BuildJson {
-    name: Option<String>,
-    version: Option<String>,
-    source_date_epoch: Option<u64>,
-    kernel: Option<BuildKernel>,
-    #[serde(default)]
-    inputs: Vec<BuildInput>,
-    files: Option<Vec<BuildFile>>,
-    init: Option<BuildInit>,
-}
-
-/// build.json's `init`: PID 1 and, from `zoa build-init`, how it was made.
-#[derive(Debug, Clone, serde::Deserialize)]
-struct BuildInit {
-    sha256: Option<String>,
-    #[serde(default)]
-    provenance: Option<Provenance>,
-}
-
-#[derive(Debug, Clone, serde::Deserialize)]
-struct BuildKernel {
-    release: Option<String>,
-}
-
-#[derive(Debug, Clone, serde::Deserialize)]
-struct BuildInput {
-    name: String,
-    sha256: String,
-    package: Option<String>,
-    package_version: Option<String>,
-}
-
-#[derive(Debug, Clone, serde::Deserialize)]
-struct BuildFile {
-    path: String,
-    #[serde(rename = "type")]
-    kind: String,
-    mode: String,
-    size: Option<u64>,
-    sha256: Option<String>,
-    target: Option<String>,
-    origin: Option<String>,
-}
-
 /// One section of a UKI.
 #[derive(Debug, Clone)]
 struct SectionView {
@@ -474,10 +429,10 @@ struct Loaded {
     info: SideInfo,
     measurements: Measurements,
     uki: Option<UkiView>,
-    build: Option<BuildJson>,
+    build: Option<BuildReport>,
 }
 
-fn read_json_file(path: &Path) -> Result<serde_json::Value, DiffError> {
+fn read_json_bytes(path: &Path) -> Result<Vec<u8>, DiffError> {
     let len = std::fs::metadata(path).map_err(io_err(path))?.len();
     if len > MAX_JSON_BYTES {
         return Err(input_err(
@@ -485,8 +440,12 @@ fn read_json_file(path: &Path) -> Result<serde_json::Value, DiffError> {
             format!("is {len} bytes, more than the {MAX_JSON_BYTES} a JSON file of zoa's may be"),
         ));
     }
-    let bytes = std::fs::read(path).map_err(io_err(path))?;
-    serde_json::from_slice(&bytes).map_err(|e| input_err(path, format!("is not valid JSON: {e}")))
+    std::fs::read(path).map_err(io_err(path))
+}
+
+fn read_json_file(path: &Path) -> Result<serde_json::Value, DiffError> {
+    serde_json::from_slice(&read_json_bytes(path)?)
+        .map_err(|e| input_err(path, format!("is not valid JSON: {e}")))
 }
 
 /// Reads zoa measurements: `zoa measure` output, or the `measurements` of a release.json.
@@ -511,9 +470,8 @@ fn read_measurements(path: &Path) -> Result<Measurements, DiffError> {
         .map_err(|e| input_err(path, format!("is not a zoa measurements file: {e}")))
 }
 
-fn read_build_json(path: &Path) -> Result<BuildJson, DiffError> {
-    serde_json::from_value(read_json_file(path)?)
-        .map_err(|e| input_err(path, format!("is not a zoa build.json: {e}")))
+fn read_build_json(path: &Path) -> Result<BuildReport, DiffError> {
+    BuildReport::parse(&read_json_bytes(path)?).map_err(|e| input_err(path, e.to_string()))
 }
 
 /// Reads a UKI's section table and hashes every section in one pass over the file.
@@ -574,14 +532,14 @@ fn open_uki(path: &Path) -> Result<ImageFile, DiffError> {
 fn load(side: &Side) -> Result<Loaded, DiffError> {
     let (measurements, uki, build) = match side {
         Side::Dir(dir) => {
-            let uki = open_uki(&dir.join("uki.efi"))?;
+            let uki = open_uki(&dir.join(UKI_FILE))?;
             let m_path = dir.join(super::manifest::MEASUREMENTS_FILE);
             let measurements = if m_path.is_file() {
                 read_measurements(&m_path)?
             } else {
                 measure::predict(&uki, &MeasureOptions::default())?
             };
-            let b_path = dir.join("build.json");
+            let b_path = dir.join(BUILD_FILE);
             let build = if b_path.is_file() {
                 Some(read_build_json(&b_path)?)
             } else {
@@ -599,8 +557,8 @@ fn load(side: &Side) -> Result<Loaded, DiffError> {
     let info = SideInfo {
         path: side.path().display().to_string(),
         kind: side.kind(),
-        name: build.as_ref().and_then(|b| b.name.clone()),
-        version: build.as_ref().and_then(|b| b.version.clone()),
+        name: build.as_ref().map(|b| b.name.clone()),
+        version: build.as_ref().map(|b| b.version.clone()),
         stub: measurements.stub.version.clone(),
     };
     Ok(Loaded {
@@ -748,10 +706,8 @@ fn split_origin(origin: &str) -> Option<(String, String)> {
 
 /// How zoa-init was made, when the two sides' PID 1 differ: toolchain, flags, sources and
 /// crates (from `init.provenance`), as `init.provenance` causes at `build:init.<key>`.
-fn init_provenance_causes(old: &BuildJson, new: &BuildJson) -> Vec<Cause> {
-    let (Some(o), Some(n)) = (&old.init, &new.init) else {
-        return Vec::new();
-    };
+fn init_provenance_causes(old: &BuildReport, new: &BuildReport) -> Vec<Cause> {
+    let (o, n) = (&old.init, &new.init);
     let cause = |key: &str, message: String| {
         Cause::new(
             "init.provenance",
@@ -778,9 +734,10 @@ fn init_provenance_causes(old: &BuildJson, new: &BuildJson) -> Vec<Cause> {
     }
 }
 
-fn build_causes(old: &BuildJson, new: &BuildJson) -> Vec<Cause> {
+fn build_causes(old: &BuildReport, new: &BuildReport) -> Vec<Cause> {
     let mut out = init_provenance_causes(old, new);
-    if let (Some(o), Some(n)) = (old.source_date_epoch, new.source_date_epoch) {
+    {
+        let (o, n) = (old.source_date_epoch, new.source_date_epoch);
         if o != n {
             out.push(
                 Cause::new(
@@ -794,12 +751,12 @@ fn build_causes(old: &BuildJson, new: &BuildJson) -> Vec<Cause> {
             );
         }
     }
-    let state = |i: &BuildInput| InputState {
+    let state = |i: &InputRecord| InputState {
         sha256: i.sha256.clone(),
         package: i.package.clone(),
         package_version: i.package_version.clone(),
     };
-    let label = |i: &BuildInput| match (&i.package, &i.package_version) {
+    let label = |i: &InputRecord| match (&i.package, &i.package_version) {
         (Some(p), Some(v)) => format!("{p} {v}"),
         _ => format!("sha256 {}", i.sha256),
     };
@@ -1142,7 +1099,7 @@ fn stub_cause(om: &Measurements, nm: &Measurements, differing: &[String]) -> Cau
         .values(Some(Detail::Stub(state(o))), Some(Detail::Stub(state(n))))
 }
 
-fn kernel_release(uki: &UkiView, build: Option<&BuildJson>) -> Result<Option<String>, DiffError> {
+fn kernel_release(uki: &UkiView, build: Option<&BuildReport>) -> Result<Option<String>, DiffError> {
     if let Some(mut r) = uki.layout.section_reader(&uki.file, ".linux") {
         let mut head = Vec::new();
         (&mut r)
@@ -1153,9 +1110,7 @@ fn kernel_release(uki: &UkiView, build: Option<&BuildJson>) -> Result<Option<Str
             return Ok(Some(release));
         }
     }
-    Ok(build
-        .and_then(|b| b.kernel.as_ref())
-        .and_then(|k| k.release.clone()))
+    Ok(build.and_then(|b| b.kernel.release.clone()))
 }
 
 fn kernel_cause(
@@ -1310,33 +1265,30 @@ fn section_cause(
 /// Files of an initramfs by image path.
 type FileMap = BTreeMap<String, FileState>;
 
-fn files_from_build_json(b: &BuildJson) -> Option<FileMap> {
-    let files = b.files.as_ref()?;
-    Some(
-        files
-            .iter()
-            .map(|f| {
-                let state = FileState {
-                    kind: f.kind.clone(),
-                    mode: f.mode.clone(),
-                    size: f.size,
-                    sha256: f.sha256.clone(),
-                    target: f.target.clone(),
-                    device: None,
-                    origin: None,
-                    package: None,
-                    package_version: None,
-                }
-                .with_origin(f.origin.clone());
-                (f.path.clone(), state)
-            })
-            .collect(),
-    )
+fn files_from_build_json(b: &BuildReport) -> FileMap {
+    b.files
+        .iter()
+        .map(|f| {
+            let state = FileState {
+                kind: f.kind.clone(),
+                mode: f.mode.clone(),
+                size: f.size,
+                sha256: f.sha256.clone(),
+                target: f.target.clone(),
+                device: None,
+                origin: None,
+                package: None,
+                package_version: None,
+            }
+            .with_origin(Some(f.origin.clone()));
+            (f.path.clone(), state)
+        })
+        .collect()
 }
 
 /// Reads a UKI's `.initrd` back (spilling file contents into a temporary directory) and
 /// hashes every file; origins come from build.json where it lists the same content.
-fn files_from_archive(uki: &UkiView, build: Option<&BuildJson>) -> Result<FileMap, DiffError> {
+fn files_from_archive(uki: &UkiView, build: Option<&BuildReport>) -> Result<FileMap, DiffError> {
     let file = uki.path.display().to_string();
     let Some(reader) = uki.layout.section_reader(&uki.file, ".initrd") else {
         return Ok(FileMap::new());
@@ -1353,7 +1305,7 @@ fn files_from_archive(uki: &UkiView, build: Option<&BuildJson>) -> Result<FileMa
             file: file.clone(),
             source,
         })?;
-    let listed = build.and_then(files_from_build_json).unwrap_or_default();
+    let listed = build.map(files_from_build_json).unwrap_or_default();
     let mut out = FileMap::new();
     for (path, node) in tree.iter() {
         let mut state = FileState {
@@ -1522,8 +1474,8 @@ fn initrd_causes(
     // archives themselves are read.
     let (old_build, new_build) = (pair.old.build.as_ref(), pair.new.build.as_ref());
     let listed = match (
-        old_build.and_then(files_from_build_json),
-        new_build.and_then(files_from_build_json),
+        old_build.map(files_from_build_json),
+        new_build.map(files_from_build_json),
     ) {
         (Some(a), Some(b)) => Some(file_causes(&a, &b, &pcrs, changed_inputs)),
         _ => None,
