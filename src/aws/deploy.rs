@@ -440,17 +440,12 @@ fn validate_cidr(cidr: &str) -> Result<(), AwsError> {
 /// The serving port from the release's build.json (the recipe's `serving_port`).
 fn recipe_port(release: &VerifiedRelease) -> Result<Option<u16>, AwsError> {
     use crate::release::manifest::BUILD_FILE;
-    #[derive(serde::Deserialize)]
-    struct Partial {
-        serving_port: Option<u16>,
-    }
     let path = release.dir().join(BUILD_FILE);
     let bytes = release
         .file(BUILD_FILE)
         .ok_or_else(|| AwsError::file(&path, "not covered by the signed manifest"))?;
-    let p: Partial = serde_json::from_slice(bytes)
-        .map_err(|e| AwsError::file(&path, format!("not a zoa build.json: {e}")))?;
-    Ok(p.serving_port)
+    let report = crate::image::BuildReport::parse(bytes).map_err(|e| AwsError::file(&path, e))?;
+    Ok(report.serving_port)
 }
 
 /// The SHA-384 PCR values a KMS policy binds, from the signed manifest: PCR7 and PCR12
