@@ -457,16 +457,14 @@ pub(crate) fn binding_of(manifest: &Manifest) -> Result<PcrBinding, AwsError> {
     } else {
         BootMode::Standard
     };
-    let pcr = |n: u32| {
-        manifest
-            .measurements
-            .pcr(n)
+    let pcr = |n: u8| {
+        let index = crate::measure::Pcr::new(n);
+        index
+            .and_then(|p| manifest.measurements.pcr(p))
             .map(|d| d.sha384.clone())
             .ok_or_else(|| {
-                let why = manifest
-                    .measurements
-                    .unpredicted
-                    .get(&n.to_string())
+                let why = index
+                    .and_then(|p| manifest.measurements.unpredicted.get(&p))
                     .cloned()
                     .unwrap_or_else(|| "not in the manifest".to_owned());
                 AwsError::step(
@@ -478,7 +476,7 @@ pub(crate) fn binding_of(manifest: &Manifest) -> Result<PcrBinding, AwsError> {
     Ok(PcrBinding {
         release: format!("{} {}", manifest.name, manifest.version),
         mode,
-        boot_pcr: pcr(u32::from(mode.boot_pcr()))?,
+        boot_pcr: pcr(mode.boot_pcr())?,
         pcr12: pcr(12)?,
     })
 }

@@ -32,7 +32,9 @@ use crate::image::tree::NodeKind;
 use crate::image::{BuildReport, InputRecord, BUILD_FILE, UKI_FILE};
 use crate::init_build::provenance;
 use crate::measure::predict::{StubRules, EV_EFI_VARIABLE_DRIVER_CONFIG, STUB_RULES};
-use crate::measure::{self, Digests, MeasureError, MeasureOptions, Measurements, PredictedEvent};
+use crate::measure::{
+    self, Bank, Digests, MeasureError, MeasureOptions, Measurements, Pcr, PredictedEvent,
+};
 use crate::uefi::file::ImageFile;
 use crate::uefi::hashing::{hash_jobs, HashJob};
 use crate::uefi::pe::{PeError, PeLayout};
@@ -177,9 +179,8 @@ pub struct SideInfo {
 /// One PCR in one bank.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PcrChange {
-    pub pcr: u32,
-    /// "sha256" or "sha384".
-    pub bank: &'static str,
+    pub pcr: Pcr,
+    pub bank: Bank,
     pub changed: bool,
     /// None when this side does not predict the PCR (see the causes for the reason).
     pub old: Option<String>,
@@ -215,7 +216,7 @@ pub struct Cause {
     /// `PCR11:.cmdline`, `PCR12:…`.
     pub path: String,
     /// PCRs this change moves (empty for build-level causes, which act through others).
-    pub pcrs: Vec<u32>,
+    pub pcrs: Vec<Pcr>,
     /// One sentence for a change ticket.
     pub message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -231,7 +232,7 @@ impl Cause {
         kind: &str,
         level: Level,
         path: impl Into<String>,
-        pcrs: Vec<u32>,
+        pcrs: Vec<Pcr>,
         message: String,
     ) -> Cause {
         Cause {
@@ -624,7 +625,7 @@ pub fn diff(a: &Side, b: &Side) -> Result<DiffReport, DiffError> {
 
     let mut causes: Vec<Cause> = pcr.into_iter().chain(image).chain(build).collect();
     // Stable: within one PCR, events first, then the image content behind them.
-    causes.sort_by_key(|c| (c.pcrs.iter().min().copied().unwrap_or(u32::MAX), c.level));
+    causes.sort_by_key(|c| (c.pcrs.iter().min().map_or(u32::MAX, |&p| p.into()), c.level));
     let identical = causes.is_empty() && pcrs.iter().all(|p| !p.changed);
     Ok(DiffReport {
         identical,
@@ -636,28 +637,13 @@ pub fn diff(a: &Side, b: &Side) -> Result<DiffReport, DiffError> {
     })
 }
 
-const BANKS: [&str; 2] = ["sha256", "sha384"];
-
-fn bank_value<'a>(d: &'a Digests, bank: &str) -> &'a str {
-    if bank == "sha256" {
-        &d.sha256
-    } else {
-        &d.sha384
-    }
-}
-
 fn pcr_changes(old: &Measurements, new: &Measurements) -> Vec<PcrChange> {
-    let mut indices: BTreeSet<u32> = BTreeSet::new();
-    for k in old.pcrs.keys().chain(new.pcrs.keys()) {
-        if let Ok(i) = k.parse::<u32>() {
-            indices.insert(i);
-        }
-    }
+    let indices: BTreeSet<Pcr> = old.pcrs.keys().chain(new.pcrs.keys()).copied().collect();
     let mut out = Vec::new();
     for pcr in indices {
-        for bank in BANKS {
-            let o = old.pcr(pcr).map(|d| bank_value(d, bank).to_owned());
-            let n = new.pcr(pcr).map(|d| bank_value(d, bank).to_owned());
+        for bank in Bank::ALL {
+            let o = old.pcr(pcr).map(|d| d.get(bank).to_owned());
+            let n = new.pcr(pcr).map(|d| d.get(bank).to_owned());
             out.push(PcrChange {
                 pcr,
                 bank,
@@ -676,13 +662,13 @@ fn rules_for(major: u32) -> Option<&'static StubRules> {
 
 /// PCRs a change of section `name` moves: PCR4 always (the UKI's Authenticode covers every
 /// section), PCR11 when either side's stub measures it (or its rules are unknown).
-fn section_pcrs(name: &str, old: &Measurements, new: &Measurements) -> Vec<u32> {
+fn section_pcrs(name: &str, old: &Measurements, new: &Measurements) -> Vec<Pcr> {
     let measured =
         |m: &Measurements| rules_for(m.stub.major).is_none_or(|r| r.pcr11_sections.contains(&name));
     if measured(old) || measured(new) {
-        vec![4, 11]
+        vec![Pcr::PCR4, Pcr::PCR11]
     } else {
-        vec![4]
+        vec![Pcr::PCR4]
     }
 }
 
@@ -877,7 +863,7 @@ fn image_causes(
                 "pe.headers",
                 Level::Image,
                 "pe:headers",
-                vec![4],
+                vec![Pcr::PCR4],
                 format!(
                     "the UKI's PE TimeDateStamp changed: {} → {} (it is inside the Authenticode digest)",
                     ou.layout.time_date_stamp, nu.layout.time_date_stamp
@@ -921,13 +907,13 @@ fn image_causes(
 
     // The Authenticode digest also covers headers and layout: name that when nothing
     // else explains a changed digest.
-    let uki_event_changed = find_event(om, 4, "uki") != find_event(nm, 4, "uki");
+    let uki_event_changed = find_event(om, Pcr::PCR4, "uki") != find_event(nm, Pcr::PCR4, "uki");
     if uki_event_changed && out.is_empty() {
         out.push(Cause::new(
             "pe.headers",
             Level::Image,
             "pe:headers",
-            vec![4],
+            vec![Pcr::PCR4],
             "the UKI's PE headers or section layout differ (no section content changed)".to_owned(),
         ));
     }
@@ -1025,7 +1011,7 @@ fn link_inputs(pair: &Pair<'_>, build: &[Cause], out: &mut [Cause]) {
 
 fn stub_cause(om: &Measurements, nm: &Measurements, differing: &[String]) -> Cause {
     let (o, n) = (&om.stub, &nm.stub);
-    let mut pcrs = vec![4];
+    let mut pcrs = vec![Pcr::PCR4];
     let mut message = if o.version != n.version {
         format!("stub changed: systemd-stub {} → {}", o.version, n.version)
     } else {
@@ -1054,7 +1040,7 @@ fn stub_cause(om: &Measurements, nm: &Measurements, differing: &[String]) -> Cau
             ));
         }
         if or.pcr11_sections != nr.pcr11_sections {
-            pcrs.push(11);
+            pcrs.push(Pcr::PCR11);
             let added: Vec<&str> = nr
                 .pcr11_sections
                 .iter()
@@ -1088,7 +1074,7 @@ fn stub_cause(om: &Measurements, nm: &Measurements, differing: &[String]) -> Cau
             .any(|s| !PAYLOAD_SECTIONS.contains(s))
         {
             // The stub measures one of its own sections (.sbat from 258 on).
-            pcrs.push(11);
+            pcrs.push(Pcr::PCR11);
         }
     }
     let state = |s: &crate::measure::types::StubRecord| StubState {
@@ -1117,7 +1103,7 @@ fn kernel_cause(
     pair: &Pair<'_>,
     o: Option<&SectionView>,
     n: Option<&SectionView>,
-    pcrs: Vec<u32>,
+    pcrs: Vec<Pcr>,
 ) -> Result<Cause, DiffError> {
     let state = |s: &SectionView, release: Option<String>| KernelState {
         release,
@@ -1208,7 +1194,7 @@ fn section_cause(
     name: &str,
     o: Option<&SectionView>,
     n: Option<&SectionView>,
-    pcrs: Vec<u32>,
+    pcrs: Vec<Pcr>,
     om: &Measurements,
     nm: &Measurements,
 ) -> Cause {
@@ -1248,7 +1234,7 @@ fn section_cause(
         ),
         (None, None) => ("section.modified", format!("{name} changed")),
     };
-    if !pcrs.contains(&11) {
+    if !pcrs.contains(&Pcr::PCR11) {
         message.push_str(&format!(
             " (systemd-stub {} does not measure {name} into PCR11: only the UKI's Authenticode in PCR4 moves)",
             if om.stub.major == nm.stub.major {
@@ -1409,7 +1395,7 @@ fn file_modified_message(path: &str, o: &FileState, n: &FileState) -> String {
 fn file_causes(
     old: &FileMap,
     new: &FileMap,
-    pcrs: &[u32],
+    pcrs: &[Pcr],
     changed_inputs: &BTreeMap<String, String>,
 ) -> Vec<Cause> {
     let because = |states: &[Option<&FileState>]| -> Vec<String> {
@@ -1465,7 +1451,7 @@ fn file_causes(
 fn initrd_causes(
     pair: &Pair<'_>,
     (o, n): (Option<&SectionView>, Option<&SectionView>),
-    pcrs: Vec<u32>,
+    pcrs: Vec<Pcr>,
     changed_inputs: &BTreeMap<String, String>,
     epoch_path: &[String],
 ) -> Result<Vec<Cause>, DiffError> {
@@ -1522,16 +1508,16 @@ fn initrd_causes(
 
 /// A stable key for an event, so the same event of both sides can be paired.
 fn event_key(e: &PredictedEvent) -> String {
-    if e.pcr == 4 && e.what == "Authenticode of the UKI" {
+    if e.pcr == Pcr::PCR4 && e.what == "Authenticode of the UKI" {
         return "uki".into();
     }
-    if e.pcr == 4 && e.what.starts_with("Authenticode of embedded kernel") {
+    if e.pcr == Pcr::PCR4 && e.what.starts_with("Authenticode of embedded kernel") {
         return "kernel".into();
     }
-    if e.pcr == 7 && e.event_type == EV_EFI_VARIABLE_DRIVER_CONFIG {
+    if e.pcr == Pcr::PCR7 && e.event_type == EV_EFI_VARIABLE_DRIVER_CONFIG {
         return format!("var:{}", variable_name(&e.what));
     }
-    if e.pcr == 11 {
+    if e.pcr == Pcr::PCR11 {
         if let Some(name) = e.what.strip_prefix("section name ") {
             return format!("name:{name}");
         }
@@ -1555,7 +1541,7 @@ fn section_data_event(what: &str) -> Option<(&str, u64)> {
 }
 
 /// Events of one PCR with their keys; repeated keys are numbered ("EV_SEPARATOR:…#2").
-fn keyed_events(m: &Measurements, pcr: u32) -> Vec<(String, &PredictedEvent)> {
+fn keyed_events(m: &Measurements, pcr: Pcr) -> Vec<(String, &PredictedEvent)> {
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
     m.events
         .iter()
@@ -1570,7 +1556,7 @@ fn keyed_events(m: &Measurements, pcr: u32) -> Vec<(String, &PredictedEvent)> {
         .collect()
 }
 
-fn find_event<'a>(m: &'a Measurements, pcr: u32, key: &str) -> Option<&'a PredictedEvent> {
+fn find_event<'a>(m: &'a Measurements, pcr: Pcr, key: &str) -> Option<&'a PredictedEvent> {
     m.events
         .iter()
         .find(|e| e.pcr == pcr && event_key(e) == key)
@@ -1586,7 +1572,7 @@ struct EventDelta<'a> {
 fn event_deltas<'a>(
     om: &'a Measurements,
     nm: &'a Measurements,
-    pcr: u32,
+    pcr: Pcr,
 ) -> (Vec<EventDelta<'a>>, bool) {
     let (o, n) = (keyed_events(om, pcr), keyed_events(nm, pcr));
     let mut out = Vec::new();
@@ -1662,21 +1648,19 @@ fn pcr_causes(
 ) -> Vec<Cause> {
     let stub_changed = image.iter().any(|c| c.path == "stub");
     let mut out = Vec::new();
-    let indices: BTreeSet<u32> = pcrs.iter().map(|p| p.pcr).collect();
+    let indices: BTreeSet<Pcr> = pcrs.iter().map(|p| p.pcr).collect();
     let mut both_unpredicted = Vec::new();
-    for key in om.unpredicted.keys().chain(nm.unpredicted.keys()) {
-        if let Ok(i) = key.parse::<u32>() {
-            if om.pcr(i).is_none() && nm.pcr(i).is_none() && !both_unpredicted.contains(&i) {
-                both_unpredicted.push(i);
-                notes.push(format!(
-                    "PCR{i} is predicted on neither side ({})",
-                    om.unpredicted
-                        .get(key)
-                        .or_else(|| nm.unpredicted.get(key))
-                        .map(String::as_str)
-                        .unwrap_or("no reason given")
-                ));
-            }
+    for &i in om.unpredicted.keys().chain(nm.unpredicted.keys()) {
+        if om.pcr(i).is_none() && nm.pcr(i).is_none() && !both_unpredicted.contains(&i) {
+            both_unpredicted.push(i);
+            notes.push(format!(
+                "PCR{i} is predicted on neither side ({})",
+                om.unpredicted
+                    .get(&i)
+                    .or_else(|| nm.unpredicted.get(&i))
+                    .map(String::as_str)
+                    .unwrap_or("no reason given")
+            ));
         }
     }
     for pcr in indices {
@@ -1686,7 +1670,7 @@ fn pcr_causes(
             let (side, m) = if o.is_none() { ("A", om) } else { ("B", nm) };
             let reason = m
                 .unpredicted
-                .get(&pcr.to_string())
+                .get(&pcr)
                 .map(String::as_str)
                 .unwrap_or("not in the measurements");
             out.push(Cause::new(
@@ -1708,7 +1692,7 @@ fn pcr_causes(
                 format!("PCR{pcr}: the same events are extended in another order"),
             ));
         }
-        if pcr == 11 {
+        if pcr == Pcr::PCR11 {
             out.extend(pcr11_causes(&deltas, image, om, nm));
         } else {
             for d in &deltas {
@@ -1731,7 +1715,7 @@ fn pcr_causes(
 }
 
 fn pcr_event_cause(
-    pcr: u32,
+    pcr: Pcr,
     d: &EventDelta<'_>,
     om: &Measurements,
     nm: &Measurements,
@@ -1740,7 +1724,7 @@ fn pcr_event_cause(
 ) -> Cause {
     let values = |c: Cause| c.values(event_detail(d.old), event_detail(d.new));
     match (pcr, d.key.as_str()) {
-        (4, "uki") => {
+        (Pcr::PCR4, "uki") => {
             let because: Vec<String> = image.iter().map(|c| c.path.clone()).collect();
             let detail = if because.is_empty() {
                 " (no attribution below the PCR level: it needs the UKIs or release directories)"
@@ -1752,7 +1736,7 @@ fn pcr_event_cause(
                 "pcr4.uki_authenticode",
                 Level::Pcr,
                 "PCR4:uki",
-                vec![4],
+                vec![Pcr::PCR4],
                 format!(
                     "PCR4 changed because the UKI's Authenticode digest changed ({}){detail}{}",
                     digest_change(d.old, d.new),
@@ -1761,7 +1745,7 @@ fn pcr_event_cause(
             ))
             .because(because)
         }
-        (4, "kernel") => {
+        (Pcr::PCR4, "kernel") => {
             let mut because = Vec::new();
             let message = match (d.old, d.new) {
                 (Some(_), Some(_)) => {
@@ -1799,12 +1783,12 @@ fn pcr_event_cause(
                 "pcr4.kernel_authenticode",
                 Level::Pcr,
                 "PCR4:kernel",
-                vec![4],
+                vec![Pcr::PCR4],
                 message,
             ))
             .because(because)
         }
-        (7, key) if key.starts_with("var:") => {
+        (Pcr::PCR7, key) if key.starts_with("var:") => {
             let name = key.trim_start_matches("var:");
             let message = if name == "SecureBoot" {
                 let state = |on: bool| if on { "on" } else { "off" };
@@ -1831,7 +1815,7 @@ fn pcr_event_cause(
                 "pcr7.variable",
                 Level::Pcr,
                 format!("PCR7:{name}"),
-                vec![7],
+                vec![Pcr::PCR7],
                 message,
             ))
         }
@@ -1910,7 +1894,7 @@ fn pcr11_causes(
                 "pcr11.section",
                 Level::Pcr,
                 format!("PCR11:{name}"),
-                vec![11],
+                vec![Pcr::PCR11],
                 format!("PCR11: {how}{}", because_suffix(&because)),
             )
             .values(
@@ -1927,7 +1911,7 @@ fn pcr11_causes(
 /// section whose PCR11 data event differs.
 fn event_level_image_causes(om: &Measurements, nm: &Measurements) -> Vec<Cause> {
     let mut out = Vec::new();
-    let (deltas, _) = event_deltas(om, nm, 11);
+    let (deltas, _) = event_deltas(om, nm, Pcr::PCR11);
     // The stub's own measured sections (.sbat) change with the stub's code.
     let stub_sections: Vec<String> = deltas
         .iter()
@@ -1976,7 +1960,7 @@ fn event_level_image_causes(om: &Measurements, nm: &Measurements) -> Vec<Cause> 
                 kind,
                 Level::Image,
                 name,
-                vec![4, 11],
+                vec![Pcr::PCR4, Pcr::PCR11],
                 format!(
                     "{name} changed (from its PCR11 event): {} → {}",
                     describe(&o),
@@ -2074,7 +2058,7 @@ mod tests {
 
     fn ev(pcr: u32, t: &str, what: &str, d: &str) -> PredictedEvent {
         PredictedEvent {
-            pcr,
+            pcr: Pcr::try_from(pcr).unwrap(),
             event_type: t.to_owned(),
             what: what.to_owned(),
             digests: Digests {
@@ -2086,7 +2070,7 @@ mod tests {
 
     fn measurements(major: u32, events: Vec<PredictedEvent>) -> Measurements {
         let mut pcrs = BTreeMap::new();
-        for p in [4u32, 7, 11, 12] {
+        for p in Pcr::PREDICTED {
             // Not a real extend: a stand-in that changes whenever the PCR's events do.
             let joined: String = events
                 .iter()
@@ -2094,7 +2078,7 @@ mod tests {
                 .map(|e| e.digests.sha256.clone())
                 .collect();
             pcrs.insert(
-                p.to_string(),
+                p,
                 Digests {
                     sha256: crate::digest::sha256_bytes(joined.as_bytes()),
                     sha384: crate::digest::sha256_bytes(joined.as_bytes()),
@@ -2143,11 +2127,20 @@ mod tests {
     #[test]
     fn event_keys_pair_the_same_event() {
         let m = measurements(252, base_events("11", true));
-        let keys: Vec<String> = keyed_events(&m, 4).into_iter().map(|(k, _)| k).collect();
+        let keys: Vec<String> = keyed_events(&m, Pcr::PCR4)
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
         assert_eq!(keys[2..], ["uki".to_owned(), "kernel".to_owned()]);
-        let keys: Vec<String> = keyed_events(&m, 7).into_iter().map(|(k, _)| k).collect();
+        let keys: Vec<String> = keyed_events(&m, Pcr::PCR7)
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
         assert_eq!(keys[0], "var:PK");
-        let keys: Vec<String> = keyed_events(&m, 11).into_iter().map(|(k, _)| k).collect();
+        let keys: Vec<String> = keyed_events(&m, Pcr::PCR11)
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
         assert_eq!(keys, ["name:.cmdline", "data:.cmdline"]);
         assert_eq!(
             section_data_event("section .initrd (12 bytes)"),
@@ -2162,7 +2155,10 @@ mod tests {
             252,
             vec![ev(12, "EV_X", "same", "01"), ev(12, "EV_X", "same", "02")],
         );
-        let keys: Vec<String> = keyed_events(&m, 12).into_iter().map(|(k, _)| k).collect();
+        let keys: Vec<String> = keyed_events(&m, Pcr::PCR12)
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
         assert_eq!(keys, ["EV_X:same", "EV_X:same#2"]);
     }
 
@@ -2171,7 +2167,11 @@ mod tests {
         let om = measurements(252, base_events("11", true));
         let nm = measurements(252, base_events("22", true));
         let pcrs = pcr_changes(&om, &nm);
-        let changed: Vec<u32> = pcrs.iter().filter(|p| p.changed).map(|p| p.pcr).collect();
+        let changed: Vec<u32> = pcrs
+            .iter()
+            .filter(|p| p.changed)
+            .map(|p| p.pcr.into())
+            .collect();
         assert_eq!(changed, [4, 4, 11, 11]);
         let image = event_level_image_causes(&om, &nm);
         assert_eq!(image.len(), 1);
@@ -2262,13 +2262,13 @@ mod tests {
         );
 
         let mut nm = nm;
-        nm.pcrs.remove("7");
-        nm.unpredicted.insert("7".into(), "keys unproven".into());
-        nm.events.retain(|e| e.pcr != 7);
+        nm.pcrs.remove(&Pcr::PCR7);
+        nm.unpredicted.insert(Pcr::PCR7, "keys unproven".into());
+        nm.events.retain(|e| e.pcr != Pcr::PCR7);
         let pcrs = pcr_changes(&om, &nm);
         assert!(pcrs
             .iter()
-            .any(|p| p.pcr == 7 && p.changed && p.new.is_none()));
+            .any(|p| p.pcr == Pcr::PCR7 && p.changed && p.new.is_none()));
         let pcr = pcr_causes(&om, &nm, &pcrs, &[], &mut notes);
         assert_eq!(pcr[0].kind, "pcr.unpredicted");
         assert!(pcr[0]
@@ -2324,7 +2324,7 @@ mod tests {
         .into();
         let inputs: BTreeMap<String, String> =
             [("libc6".to_owned(), "input:libc6".to_owned())].into();
-        let c = file_causes(&old, &new, &[4, 11], &inputs);
+        let c = file_causes(&old, &new, &[Pcr::PCR4, Pcr::PCR11], &inputs);
         let got: Vec<(&str, &str)> = c
             .iter()
             .map(|c| (c.kind.as_str(), c.path.as_str()))
@@ -2348,7 +2348,7 @@ mod tests {
         // Origin alone is not an image change.
         let same: FileMap = [("/lib/a".to_owned(), f("aa", "libc6 2.44-1"))].into();
         let before: FileMap = [("/lib/a".to_owned(), f("aa", "libc6 2.43-7"))].into();
-        assert!(file_causes(&before, &same, &[4], &inputs).is_empty());
+        assert!(file_causes(&before, &same, &[Pcr::PCR4], &inputs).is_empty());
     }
 
     #[test]

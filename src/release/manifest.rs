@@ -295,6 +295,35 @@ mod tests {
         assert_eq!(serde_json::to_string(&value).unwrap(), text);
     }
 
+    /// The committed reference releases: their manifests and measurements (typed PCR
+    /// indices and banks) parse and serialize back to the very bytes that were signed.
+    #[test]
+    fn committed_releases_round_trip_byte_for_byte() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("measurements");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&root).unwrap() {
+            let dir = entry.unwrap().path();
+            let manifest = dir.join(MANIFEST_FILE);
+            if !manifest.is_file() {
+                continue;
+            }
+            let bytes = std::fs::read(&manifest).unwrap();
+            let m = Manifest::parse(MANIFEST_FILE, &bytes).unwrap();
+            assert!(
+                m.to_canonical_json().unwrap() == bytes,
+                "{}",
+                manifest.display()
+            );
+            let measured = std::fs::read(dir.join(MEASUREMENTS_FILE)).unwrap();
+            let parsed: Measurements = serde_json::from_slice(&measured).unwrap();
+            let mut again = serde_json::to_vec_pretty(&parsed).unwrap();
+            again.push(b'\n');
+            assert!(again == measured, "{}", dir.display());
+            seen += 1;
+        }
+        assert!(seen >= 4, "{seen} reference releases");
+    }
+
     #[test]
     fn garbage_manifests_are_refused() {
         assert!(Manifest::parse("m", b"{}").is_err());

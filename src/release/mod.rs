@@ -341,13 +341,7 @@ pub fn verify(
             }
         )));
     }
-    let mut pcrs: Vec<u32> = remeasured
-        .pcrs
-        .keys()
-        .filter_map(|k| k.parse().ok())
-        .collect();
-    pcrs.sort_unstable();
-    let pcrs_checked = pcrs.iter().map(|k| format!("PCR{k}")).collect();
+    let pcrs_checked = remeasured.pcrs.keys().map(|k| format!("PCR{k}")).collect();
     let build_json = files.get(BUILD_FILE).map(Vec::as_slice).unwrap_or_default();
     let rebuilt = match rebuild {
         None => None,
