@@ -11,7 +11,7 @@
 use serde::Serialize;
 use std::collections::BTreeSet;
 
-use super::{BuildReport, InputRecord};
+use super::{BuildReport, InputRecord, UKI_FILE};
 use crate::init_build::provenance::{CrateRecord, Provenance};
 
 /// The file name inside a build or release directory.
@@ -332,7 +332,7 @@ pub fn render(
             .sha256(&uki.sha256)
             .purpose("OPERATING-SYSTEM")
             .comment(format!(
-                "uki.efi: a Unified Kernel Image (systemd-stub {}, kernel {}), {} bytes",
+                "{UKI_FILE}: a Unified Kernel Image (systemd-stub {}, kernel {}), {} bytes",
                 report.stub.version,
                 report
                     .kernel

@@ -27,6 +27,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use super::manifest::{MANIFEST_FILE, MEASUREMENTS_FILE};
 use crate::image::initramfs::{self, InitramfsError};
 use crate::image::tree::NodeKind;
 use crate::image::{BuildReport, InputRecord, BUILD_FILE, UKI_FILE};
@@ -464,7 +465,7 @@ fn read_measurements(path: &Path) -> Result<Measurements, DiffError> {
     } else {
         return Err(input_err(
             path,
-            "is not a zoa measurements file (no \"pcrs\") nor a release.json (no \"measurements\")",
+            format!("is not a zoa measurements file (no \"pcrs\") nor a {MANIFEST_FILE} (no \"measurements\")"),
         ));
     };
     serde_json::from_value(m)
@@ -534,7 +535,7 @@ fn load(side: &Side) -> Result<Loaded, DiffError> {
     let (measurements, uki, build) = match side {
         Side::Dir(dir) => {
             let uki = open_uki(&dir.join(UKI_FILE))?;
-            let m_path = dir.join(super::manifest::MEASUREMENTS_FILE);
+            let m_path = dir.join(MEASUREMENTS_FILE);
             let measurements = if m_path.is_file() {
                 read_measurements(&m_path)?
             } else {
@@ -584,7 +585,9 @@ pub fn diff(a: &Side, b: &Side) -> Result<DiffReport, DiffError> {
         (Some(o), Some(n)) => build_causes(o, n),
         (None, None) => Vec::new(),
         _ => {
-            notes.push("only one side has a build.json: inputs are not compared".to_owned());
+            notes.push(format!(
+                "only one side has a {BUILD_FILE}: inputs are not compared"
+            ));
             Vec::new()
         }
     };

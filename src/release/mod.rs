@@ -132,7 +132,7 @@ pub fn sign(
     let staged = match &blob {
         Some(bytes) => {
             let mut tmp = tempfile::Builder::new()
-                .prefix(".uefi-data.bin.")
+                .prefix(&format!(".{UEFI_DATA_FILE}."))
                 .tempfile_in(dir)
                 .map_err(|e| io_err(&uefi_path, e))?;
             std::io::Write::write_all(&mut tmp, bytes).map_err(|e| io_err(&uefi_path, e))?;
@@ -332,7 +332,7 @@ pub fn verify(
             .map(|(k, _)| format!("PCR{k}"))
             .collect();
         return Err(ReleaseError::MeasurementMismatch(format!(
-            "{}: re-measuring uki.efi gives other values than the signed manifest ({})",
+            "{}: re-measuring {UKI_FILE} gives other values than the signed manifest ({})",
             dir.display(),
             if differing.is_empty() {
                 "events differ".to_owned()
@@ -540,7 +540,7 @@ fn compare_signed_rebuild(
     if signature.unsigned_sha256 != new_sha {
         // {:?}: the message has always quoted the recorded digest.
         return Err(differs(format!(
-            "an unsigned uki.efi with sha256 {new_sha}, not the {:?} that was signed",
+            "an unsigned {UKI_FILE} with sha256 {new_sha}, not the {:?} that was signed",
             signature.unsigned_sha256
         )));
     }
@@ -552,7 +552,7 @@ fn compare_signed_rebuild(
         .map_err(|e| io_err(&new_uki, e))?;
     if signed_digest != rebuilt_digest {
         return Err(differs(format!(
-            "a UKI whose Authenticode digest {} is not the signed uki.efi's {}",
+            "a UKI whose Authenticode digest {} is not the signed {UKI_FILE}'s {}",
             hex::encode(rebuilt_digest),
             hex::encode(signed_digest)
         )));
@@ -570,13 +570,13 @@ fn compare_signed_rebuild(
         .to_json()
         .map_err(|e| io_err(&release.dir.join(BUILD_FILE), e))?;
     if expected != std::fs::read(&rebuilt_json).map_err(|e| io_err(&rebuilt_json, e))? {
-        return Err(differs("a different build.json".into()));
+        return Err(differs(format!("a different {BUILD_FILE}")));
     }
     Ok(RebuildReport {
         recipe: recipe.path.clone(),
         identical: vec![
-            "uki.efi (but for its Secure Boot signature)".to_owned(),
-            "build.json (but for the signature record)".to_owned(),
+            format!("{UKI_FILE} (but for its Secure Boot signature)"),
+            format!("{BUILD_FILE} (but for the signature record)"),
         ],
     })
 }
