@@ -10,6 +10,7 @@ use common::*;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use zoa::boot::{boot, BootError, BootOptions};
+use zoa::measure::{Bank, Pcr};
 
 /// Generous: a TCG boot takes 15–25 s alone, longer while other tests build images.
 const TIMEOUT: Duration = Duration::from_secs(240);
@@ -95,11 +96,15 @@ fn demo_image_boots_as_predicted_with_forward_and_extra_disk() {
         "{lease:?}:\n{}",
         out.console
     );
-    for (bank, zeros) in [("sha256", 64), ("sha384", 96)] {
-        let n = out.guest_pcrs.keys().filter(|(b, _)| b == bank).count();
+    for (bank, zeros) in [(Bank::Sha256, 64), (Bank::Sha384, 96)] {
+        let n = out
+            .guest_pcrs
+            .keys()
+            .filter(|(b, _)| b == bank.name())
+            .count();
         assert_eq!(n, 13, "{bank}: {:?}", out.guest_pcrs);
         assert_eq!(
-            out.pcr(bank, 12),
+            out.pcr(bank, Pcr::PCR12),
             Some("0".repeat(zeros).as_str()),
             "{bank} PCR12"
         );
@@ -112,9 +117,9 @@ fn demo_image_boots_as_predicted_with_forward_and_extra_disk() {
     // zoa's disk, the forward and the extra disk do not disturb the measured boot: the
     // guest's PCRs are the prediction.
     let m = predict(&f, &uki);
-    for pcr in [4u32, 7, 11, 12] {
-        for bank in ["sha256", "sha384"] {
-            let predicted = m["pcrs"][pcr.to_string()][bank]
+    for pcr in Pcr::PREDICTED {
+        for bank in Bank::ALL {
+            let predicted = m["pcrs"][pcr.to_string()][bank.name()]
                 .as_str()
                 .unwrap_or_else(|| panic!("no prediction for {bank} PCR{pcr}: {m}"));
             assert_eq!(

@@ -7,6 +7,7 @@ mod common;
 
 use common::*;
 use std::path::{Path, PathBuf};
+use zoa::measure::Pcr;
 use zoa::release::diff::{diff, Cause, Detail, DiffReport, Level, Side};
 
 /// Builds `recipe` into `f/<name>` and returns the directory.
@@ -40,7 +41,12 @@ fn cause<'a>(r: &'a DiffReport, path: &str) -> &'a Cause {
 }
 
 fn changed_pcrs(r: &DiffReport) -> Vec<u32> {
-    let mut v: Vec<u32> = r.pcrs.iter().filter(|p| p.changed).map(|p| p.pcr).collect();
+    let mut v: Vec<u32> = r
+        .pcrs
+        .iter()
+        .filter(|p| p.changed)
+        .map(|p| p.pcr.into())
+        .collect();
     v.dedup();
     v
 }
@@ -70,7 +76,7 @@ fn command_line_change_names_old_and_new_values() {
     let c = cause(&r, ".cmdline");
     assert_eq!(c.kind, "cmdline");
     assert_eq!(c.level, Level::Image);
-    assert_eq!(c.pcrs, [4, 11]);
+    assert_eq!(c.pcrs, [Pcr::PCR4, Pcr::PCR11]);
     assert_eq!(c.old, Some(Detail::Text("console=ttyS0 panic=-1".into())));
     assert_eq!(
         c.new,
@@ -262,7 +268,7 @@ fn kernel_change_names_releases_and_digests() {
     assert_eq!(cause(&r, "PCR4:kernel").because, [".linux"]);
     assert_eq!(cause(&r, "PCR11:.linux").because, [".linux"]);
     // Stub 252 does not measure .uname: it moves PCR4 only.
-    assert_eq!(cause(&r, ".uname").pcrs, [4]);
+    assert_eq!(cause(&r, ".uname").pcrs, [Pcr::PCR4]);
     assert_eq!(roots(&r), ["input:kernel"]);
 }
 

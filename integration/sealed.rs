@@ -89,7 +89,7 @@ fn a_changed_init_config_moves_the_bound_pcrs() {
         .pcrs
         .iter()
         .filter(|p| p.changed)
-        .map(|p| (p.pcr, p.bank))
+        .map(|p| (p.pcr.into(), p.bank.name()))
         .collect();
     // PCR4 (the whole UKI) is what the KMS key policy binds, with PCR12.
     for bank in ["sha256", "sha384"] {

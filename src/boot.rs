@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
 
-use crate::measure::Measurements;
+use crate::measure::{Bank, Measurements, Pcr};
 use crate::uefi::disk::{self, DiskError};
 use crate::uefi::file::ImageFile;
 
@@ -143,7 +143,8 @@ pub struct BootOutcome {
     pub powered_off: bool,
     /// The whole serial console (invalid UTF-8 replaced).
     pub console: String,
-    /// `(bank, pcr)` → lowercase hex, as the guest read them from sysfs.
+    /// `(bank, pcr)` → lowercase hex, as the guest read them from sysfs. Banks are the
+    /// guest's names, including any zoa does not predict (`sha1`, `sha512`).
     pub guest_pcrs: BTreeMap<(String, u32), String>,
     /// The guest's TCG2 binary event log, when the image dumps it; its size and SHA-256
     /// were checked against the `eventlog-begin`/`eventlog-end` frame.
@@ -155,31 +156,26 @@ pub struct BootOutcome {
 }
 
 impl BootOutcome {
-    /// The guest's value of one PCR, e.g. `pcr("sha384", 4)`.
-    pub fn pcr(&self, bank: &str, pcr: u32) -> Option<&str> {
+    /// The guest's value of one PCR, e.g. `pcr(Bank::Sha384, Pcr::PCR4)`.
+    pub fn pcr(&self, bank: Bank, pcr: Pcr) -> Option<&str> {
         self.guest_pcrs
-            .get(&(bank.to_owned(), pcr))
+            .get(&(bank.name().to_owned(), pcr.into()))
             .map(String::as_str)
     }
 
-    /// The guest's [`PREDICTED_PCRS`] in both [`BANKS`] next to `prediction`'s values, in
-    /// that order (PCR, then bank). Without a prediction every `predicted` is `None`.
+    /// The guest's [`Pcr::PREDICTED`] in both banks ([`Bank::ALL`], which the guest's TPM
+    /// has as NitroTPM has) next to `prediction`'s values, in that order (PCR, then bank).
+    /// Without a prediction every `predicted` is `None`.
     pub fn compare_with(&self, prediction: Option<&Measurements>) -> Vec<PcrComparison> {
         let mut rows = Vec::new();
-        for pcr in PREDICTED_PCRS {
-            for bank in BANKS {
-                let predicted = prediction.and_then(|m| m.pcr(pcr)).map(|d| {
-                    if bank == "sha256" {
-                        &d.sha256
-                    } else {
-                        &d.sha384
-                    }
-                });
+        for pcr in Pcr::PREDICTED {
+            for bank in Bank::ALL {
+                let predicted = prediction.and_then(|m| m.pcr(pcr)).map(|d| d.get(bank));
                 rows.push(PcrComparison {
                     pcr,
                     bank,
                     booted: self.pcr(bank, pcr).map(str::to_owned),
-                    predicted: predicted.cloned(),
+                    predicted: predicted.map(str::to_owned),
                 });
             }
         }
@@ -187,17 +183,11 @@ impl BootOutcome {
     }
 }
 
-/// The PCRs `zoa measure` predicts, which a boot is compared on.
-pub const PREDICTED_PCRS: [u32; 4] = [4, 7, 11, 12];
-/// The PCR banks the guest's TPM has (as NitroTPM has), as zoa-init names them.
-pub const BANKS: [&str; 2] = ["sha256", "sha384"];
-
 /// One PCR of one bank: what the guest read at boot and what was predicted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PcrComparison {
-    pub pcr: u32,
-    /// `sha256` or `sha384`.
-    pub bank: &'static str,
+    pub pcr: Pcr,
+    pub bank: Bank,
     /// Lowercase hex as the guest printed it; `None` when it did not print this PCR.
     pub booted: Option<String>,
     /// Lowercase hex; `None` when this PCR was not predicted.
@@ -1568,7 +1558,7 @@ mod tests {
                         sha256: sha256.to_string(),
                         sha384: sha384.to_string(),
                     };
-                    (pcr.to_string(), digests)
+                    (Pcr::try_from(*pcr).unwrap(), digests)
                 })
                 .collect(),
             unpredicted: BTreeMap::new(),
@@ -1589,7 +1579,7 @@ mod tests {
         let m = prediction(&[(4, "aa", "bb"), (7, "cc", "dd"), (12, "00", "00")]);
         let rows = out.compare_with(Some(&m));
         // Every predicted PCR in both banks, in order, whatever the guest printed.
-        let order: Vec<(u32, &str)> = rows.iter().map(|r| (r.pcr, r.bank)).collect();
+        let order: Vec<(u32, &str)> = rows.iter().map(|r| (r.pcr.into(), r.bank.name())).collect();
         assert_eq!(
             order,
             [
@@ -1606,7 +1596,7 @@ mod tests {
         let differing: Vec<(u32, &str)> = rows
             .iter()
             .filter(|r| r.differs())
-            .map(|r| (r.pcr, r.bank))
+            .map(|r| (r.pcr.into(), r.bank.name()))
             .collect();
         assert_eq!(differing, [(7, "sha384")]);
         // Not predicted (PCR11) or not printed (PCR12) is shown, but is no difference.

@@ -8,11 +8,11 @@ use super::args::BootArgs;
 
 use super::inputs::uki_path;
 use super::output::print_json;
-use zoa::boot::{BootOptions, BootOutcome, PcrComparison, BANKS};
-use zoa::measure::{MeasureError, Measurements};
+use zoa::boot::{BootOptions, BootOutcome, PcrComparison};
+use zoa::measure::{Bank, MeasureError, Measurements, Pcr};
 
 /// The PCRs `zoa boot --json` reports (all the guest prints, predicted or not).
-const JSON_PCRS: std::ops::RangeInclusive<u32> = 0..=12;
+const JSON_PCRS: std::ops::RangeInclusive<u8> = 0..=12;
 
 pub fn boot(args: &BootArgs, quiet: bool) -> Result<ExitStatus> {
     let opts = BootOptions {
@@ -92,11 +92,11 @@ fn boot_summary(
 /// PCR index → bank → value, for the PCRs the guest printed.
 fn guest_pcrs_json(out: &BootOutcome) -> serde_json::Map<String, serde_json::Value> {
     let mut pcrs = serde_json::Map::new();
-    for pcr in JSON_PCRS {
+    for pcr in JSON_PCRS.filter_map(Pcr::new) {
         let mut banks = serde_json::Map::new();
-        for bank in BANKS {
+        for bank in Bank::ALL {
             if let Some(v) = out.pcr(bank, pcr) {
-                banks.insert(bank.to_owned(), v.into());
+                banks.insert(bank.name().to_owned(), v.into());
             }
         }
         if !banks.is_empty() {

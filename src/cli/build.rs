@@ -45,7 +45,7 @@ fn build_summary(built: &image::BuiltImage) -> serde_json::Value {
         "build_json": built.build_json,
         "sbom": built.sbom,
         "init": {
-            "sha256": built.report.init.file.sha256,
+            "sha256": built.report.init.sha256,
             "provenance": built.report.init.provenance.is_some(),
         },
         "policy_exceptions": built.report.policy.exceptions.len(),
@@ -156,7 +156,7 @@ fn print_policy_report(args: &CheckArgs, report: &image::policy::PolicyReport) {
             v.rule,
             v.path,
             v.detail,
-            rule_reason(v.rule)
+            rule_reason(&v.rule)
         );
     }
     for e in &report.exceptions {

@@ -247,7 +247,7 @@ mod tests {
         assert_eq!(classify(&deploy), ExitStatus::ARTIFACT_MISMATCH);
         // An event log mismatch under the file name's context.
         let mismatch = Mismatch {
-            pcr: 4,
+            pcr: zoa::measure::Pcr::PCR4,
             position: 1,
             explanation: "x".into(),
         };

@@ -5,7 +5,7 @@ use anyhow::Result;
 use std::path::{Path, PathBuf};
 
 use super::args::InputArgs;
-use zoa::image::FetchSettings;
+use zoa::image::{FetchSettings, UKI_FILE};
 use zoa::recipe::Recipe;
 
 /// Where inputs are looked up: `--inputs` directories, then `ZOA_INPUTS`, then the cache.
@@ -32,7 +32,7 @@ pub fn load_recipe(path: &Path) -> Result<Recipe> {
 /// A build directory stands for its uki.efi.
 pub fn uki_path(p: &Path) -> PathBuf {
     if p.is_dir() {
-        p.join("uki.efi")
+        p.join(UKI_FILE)
     } else {
         p.to_owned()
     }

@@ -7,7 +7,7 @@ use super::elf::{self, ElfError};
 use super::policy::{self, PolicyReport};
 use super::sysroot::{Sysroot, SysrootError};
 use super::tree::{ImageTree, Node, NodeKind, TreeError};
-use super::{materialise, BuildError, FetchedInputs, InitRecord, OutputRecord};
+use super::{materialise, BuildError, FetchedInputs, InitRecord};
 use crate::init_build::provenance::Provenance;
 use crate::progress::Progress;
 use crate::recipe::{self, Recipe};
@@ -175,22 +175,21 @@ fn add_init(tree: &mut ImageTree, init_path: &Path) -> Result<InitRecord, Compos
             "{what} is dynamically linked; PID 1 must be static (build zoa-init for x86_64-unknown-linux-musl)"
         )));
     }
-    let record = OutputRecord {
-        path: "/init".into(),
-        sha256: crate::digest::sha256_bytes(&bytes),
-        size: bytes.len() as u64,
-    };
-    let provenance = Provenance::read_for(init_path, &record.sha256)
-        .map_err(|e| ComposeError::Init(e.to_string()))?;
+    let sha256 = crate::digest::sha256_bytes(&bytes);
+    let provenance =
+        Provenance::read_for(init_path, &sha256).map_err(|e| ComposeError::Init(e.to_string()))?;
     if provenance.is_none() {
         log::warn!(
             "{what} has no provenance ({}): it was not built by `zoa build-init`, so nobody else can rebuild this image",
             Provenance::path_for(init_path).display()
         );
     }
+    let size = bytes.len() as u64;
     tree.insert("/init", Node::bytes(bytes, 0o755, "zoa-init"))?;
     Ok(InitRecord {
-        file: record,
+        path: "/init".into(),
+        sha256,
+        size,
         provenance,
     })
 }

@@ -6,11 +6,11 @@ pub mod compose;
 pub mod elf;
 pub mod initramfs;
 pub mod policy;
+pub mod report;
 pub mod sbom;
 pub mod sysroot;
 pub mod tree;
 
-use serde::Serialize;
 use std::path::{Path, PathBuf};
 
 use crate::digest;
@@ -18,10 +18,16 @@ use crate::fetch::{Fetched, Fetcher, Pin};
 use crate::progress::Progress;
 use crate::recipe::lock::{Lock, LockError, LockedInput, LOCK_VERSION};
 use crate::recipe::{Compression, FileRef, Recipe};
-use crate::uefi::uki::{self, NewSection, PlacedSection, SectionData, StubInfo};
+use crate::uefi::uki::{self, NewSection, SectionData};
 use compose::{ComposeError, Composed};
 use policy::PolicyReport;
-use tree::FileEntry;
+pub use report::{
+    BuildReport, InitRecord, InitramfsRecord, InputRecord, KernelRecord, OutputRecord,
+    RecipeRecord, SignatureRecord, BUILD_FILE,
+};
+
+/// The boot image's file name inside a build or release directory.
+pub const UKI_FILE: &str = "uki.efi";
 
 /// Errors of `zoa build` (and of the steps `zoa check` and `zoa lock` share with it).
 #[derive(Debug, thiserror::Error)]
@@ -176,98 +182,6 @@ pub fn materialise(
             Ok(dest)
         }
     }
-}
-
-/// What `build.json` records.
-#[derive(Debug, Serialize)]
-pub struct BuildReport {
-    pub zoa_version: &'static str,
-    pub name: String,
-    pub version: String,
-    pub recipe: RecipeRecord,
-    pub source_date_epoch: u64,
-    pub cmdline: String,
-    /// The port the server listens on (from the recipe; `zoa deploy` opens it).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub serving_port: Option<u16>,
-    pub stub: StubInfo,
-    pub kernel: KernelRecord,
-    pub inputs: Vec<InputRecord>,
-    pub init: InitRecord,
-    pub outputs: Vec<OutputRecord>,
-    /// The Secure Boot signature `uki.efi` carries (`--sign-with`); absent when unsigned.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub secure_boot_signature: Option<SignatureRecord>,
-    pub sections: Vec<PlacedSection>,
-    pub initramfs: InitramfsRecord,
-    pub policy: PolicyReport,
-    pub files: Vec<FileEntry>,
-}
-
-/// A signed UKI: what was signed and by whom. The Authenticode digest skips the
-/// signature, so it is the same for the unsigned UKI a rebuild without the key produces.
-#[derive(Debug, Serialize, Clone)]
-pub struct SignatureRecord {
-    /// The UKI before signing.
-    pub unsigned_sha256: String,
-    pub unsigned_size: u64,
-    /// The Authenticode SHA-256 the signature covers (PCR4's UKI event in that bank).
-    pub authenticode_sha256: String,
-    /// The signing certificate's subject and the SHA-256 of its DER.
-    pub signer: String,
-    pub certificate_sha256: String,
-}
-
-/// The recipe a build came from (file name, not path: build.json must not depend on
-/// where the recipe was).
-#[derive(Debug, Serialize)]
-pub struct RecipeRecord {
-    pub file: String,
-    pub sha256: String,
-}
-
-#[derive(Debug, Serialize)]
-pub struct KernelRecord {
-    pub release: Option<String>,
-    pub sha256: String,
-    pub size: u64,
-}
-
-/// One input with its digest and, for packages, name and version.
-#[derive(Debug, Serialize)]
-pub struct InputRecord {
-    pub name: String,
-    pub sha256: String,
-    pub size: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub package: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub package_version: Option<String>,
-}
-
-/// The image's PID 1 (`/init`) and how it was made (`null` when it was not built by
-/// `zoa build-init`: then nobody else can rebuild the image).
-#[derive(Debug, Serialize, Clone)]
-pub struct InitRecord {
-    #[serde(flatten)]
-    pub file: OutputRecord,
-    pub provenance: Option<crate::init_build::provenance::Provenance>,
-}
-
-/// A produced file.
-#[derive(Debug, Serialize, Clone)]
-pub struct OutputRecord {
-    pub path: String,
-    pub sha256: String,
-    pub size: u64,
-}
-
-#[derive(Debug, Serialize)]
-pub struct InitramfsRecord {
-    pub compression: Compression,
-    pub uncompressed_size: u64,
-    pub size: u64,
-    pub entries: usize,
 }
 
 /// A finished build.
@@ -455,7 +369,7 @@ fn write_outputs_into(
     });
 
     let mut uki_tmp = tempfile::Builder::new()
-        .prefix(".uki.efi.")
+        .prefix(&format!(".{UKI_FILE}."))
         .tempfile_in(out_dir)
         .map_err(|e| out_err(out_dir, e))?;
     let placed = uki::assemble(&composed.stub, sections, mtime, uki_tmp.as_file_mut())?;
@@ -481,7 +395,8 @@ fn write_outputs_into(
     stage.finish();
 
     let report = BuildReport {
-        zoa_version: env!("CARGO_PKG_VERSION"),
+        format: report::BuildFormat::default(),
+        zoa_version: env!("CARGO_PKG_VERSION").to_owned(),
         name: spec.image.name.clone(),
         version: spec.image.version.clone(),
         recipe: RecipeRecord {
@@ -504,7 +419,7 @@ fn write_outputs_into(
         inputs: input_records(recipe, inputs),
         init: composed.init_record.clone(),
         outputs: vec![OutputRecord {
-            path: "uki.efi".into(),
+            path: UKI_FILE.into(),
             sha256: uki_sha,
             size: uki_size,
         }],
@@ -519,16 +434,15 @@ fn write_outputs_into(
         policy: composed.policy,
         files: file_list,
     };
-    let json = serde_json::to_vec_pretty(&report).map_err(|e| BuildError::Output {
-        path: out_dir.join("build.json"),
+    let json = report.to_json().map_err(|e| BuildError::Output {
+        path: out_dir.join(BUILD_FILE),
         message: e.to_string(),
     })?;
     let mut json_tmp = tempfile::Builder::new()
-        .prefix(".build.json.")
+        .prefix(&format!(".{BUILD_FILE}."))
         .tempfile_in(out_dir)
         .map_err(|e| out_err(out_dir, e))?;
     std::io::Write::write_all(&mut json_tmp, &json).map_err(|e| out_err(json_tmp.path(), e))?;
-    std::io::Write::write_all(&mut json_tmp, b"\n").map_err(|e| out_err(json_tmp.path(), e))?;
     let input_sources = |name: &str| {
         spec.inputs
             .get(name)
@@ -540,13 +454,13 @@ fn write_outputs_into(
         message: e.to_string(),
     })?;
     let mut sbom_tmp = tempfile::Builder::new()
-        .prefix(".sbom.spdx.json.")
+        .prefix(&format!(".{}.", sbom::SBOM_FILE))
         .tempfile_in(out_dir)
         .map_err(|e| out_err(out_dir, e))?;
     std::io::Write::write_all(&mut sbom_tmp, &sbom).map_err(|e| out_err(sbom_tmp.path(), e))?;
 
-    let uki_path = out_dir.join("uki.efi");
-    let json_path = out_dir.join("build.json");
+    let uki_path = out_dir.join(UKI_FILE);
+    let json_path = out_dir.join(BUILD_FILE);
     let sbom_path = out_dir.join(sbom::SBOM_FILE);
     for tmp in [&uki_tmp, &json_tmp, &sbom_tmp] {
         set_mode(tmp.path(), 0o644).map_err(|e| out_err(tmp.path(), e))?;
@@ -585,7 +499,7 @@ fn sign_uki(
     with: &SignWith,
 ) -> Result<(tempfile::NamedTempFile, SignedUki), BuildError> {
     let signed = tempfile::Builder::new()
-        .prefix(".uki.efi.signed.")
+        .prefix(&format!(".{UKI_FILE}.signed."))
         .tempfile_in(out_dir)
         .map_err(|e| BuildError::Output {
             path: out_dir.to_owned(),

@@ -4,7 +4,7 @@
 //! one-line reason. The checks run on an [`ImageTree`] (before anything is written) and on
 //! the `.cmdline` of a UKI; `zoa check` runs them alone.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::io::Read;
 
 use super::tree::{FileSource, ImageTree, NodeKind};
@@ -117,9 +117,11 @@ pub const IMAGE_INIT: &str = "/init";
 pub const ALLOWED_DEVICES: &[(&str, u32, u32)] = &[("/dev/console", 5, 1)];
 
 /// One violation of a rule.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(deny_unknown_fields)]
 pub struct Finding {
-    pub rule: &'static str,
+    /// The rule's id (owned: build.json is read back).
+    pub rule: String,
     /// Image path, or the command-line argument.
     pub path: String,
     pub detail: String,
@@ -129,7 +131,8 @@ pub struct Finding {
 }
 
 /// The policy report recorded in `build.json`.
-#[derive(Debug, Clone, Serialize, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 pub struct PolicyReport {
     /// Every rule that was checked, with its reason.
     pub rules: Vec<RuleInfo>,
@@ -142,10 +145,11 @@ pub struct PolicyReport {
 }
 
 /// A rule and its reason, for reports.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RuleInfo {
-    pub id: &'static str,
-    pub reason: &'static str,
+    pub id: String,
+    pub reason: String,
 }
 
 impl PolicyReport {
@@ -181,8 +185,8 @@ fn apply_exceptions(findings: Vec<Finding>, exceptions: &[PolicyException]) -> P
         rules: ALL_RULES
             .iter()
             .map(|r| RuleInfo {
-                id: r.id(),
-                reason: r.reason(),
+                id: r.id().to_owned(),
+                reason: r.reason().to_owned(),
             })
             .collect(),
         ..Default::default()
@@ -214,7 +218,7 @@ fn apply_exceptions(findings: Vec<Finding>, exceptions: &[PolicyException]) -> P
 
 fn finding(rule: Rule, path: &str, detail: impl Into<String>) -> Finding {
     Finding {
-        rule: rule.id(),
+        rule: rule.id().to_owned(),
         path: path.to_owned(),
         detail: detail.into(),
         excepted_because: None,
@@ -442,7 +446,7 @@ mod tests {
         Node::bytes(bytes.to_vec(), mode, "test")
     }
 
-    fn rules_of(t: &ImageTree) -> Vec<&'static str> {
+    fn rules_of(t: &ImageTree) -> Vec<String> {
         check_tree(t).unwrap().into_iter().map(|f| f.rule).collect()
     }
 

@@ -11,7 +11,7 @@
 use serde::Serialize;
 use std::collections::BTreeSet;
 
-use super::{BuildReport, InputRecord};
+use super::{BuildReport, InputRecord, UKI_FILE};
 use crate::init_build::provenance::{CrateRecord, Provenance};
 
 /// The file name inside a build or release directory.
@@ -258,7 +258,7 @@ fn init_packages(
     let Some(prov) = &init.provenance else {
         packages.push(
             Package::new("zoa-init", init_id.clone(), None)
-                .sha256(&init.file.sha256)
+                .sha256(&init.sha256)
                 .purpose("APPLICATION")
                 .comment("the image's PID 1 (/init); built without `zoa build-init`, so how it was made is not recorded".into()),
         );
@@ -271,7 +271,7 @@ fn init_packages(
         .unwrap_or((prov.package.as_str(), ""));
     packages.push(
         Package::new(name, init_id.clone(), Some(version).filter(|v| !v.is_empty()))
-            .sha256(&init.file.sha256)
+            .sha256(&init.sha256)
             .purpose("APPLICATION")
             .comment(format!(
                 "the image's PID 1 (/init), built by `zoa build-init` for {}; sources sha256 {}, Cargo.lock entries sha256 {}",
@@ -332,7 +332,7 @@ pub fn render(
             .sha256(&uki.sha256)
             .purpose("OPERATING-SYSTEM")
             .comment(format!(
-                "uki.efi: a Unified Kernel Image (systemd-stub {}, kernel {}), {} bytes",
+                "{UKI_FILE}: a Unified Kernel Image (systemd-stub {}, kernel {}), {} bytes",
                 report.stub.version,
                 report
                     .kernel
@@ -345,7 +345,7 @@ pub fn render(
     let mut relationships = vec![relationship("SPDXRef-DOCUMENT", "DESCRIBES", &image_id)];
     let zoa_id = ids.make("Tool", "zoa");
     packages.push(
-        Package::new("zoa", zoa_id.clone(), Some(report.zoa_version))
+        Package::new("zoa", zoa_id.clone(), Some(&report.zoa_version))
             .purpose("APPLICATION")
             .comment("assembled the image (zoa build)".into()),
     );

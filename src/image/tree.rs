@@ -4,7 +4,7 @@
 //! consumer (policy, cpio writer, file list) sees the same deterministic order, and every
 //! parent directory is created explicitly.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, Read};
@@ -273,7 +273,8 @@ fn same_entry(a: &Node, b: &Node) -> bool {
 }
 
 /// One line of the file list in build.json.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
 pub struct FileEntry {
     pub path: String,
     #[serde(rename = "type")]

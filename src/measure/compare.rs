@@ -1,12 +1,12 @@
 //! Comparing a prediction with a real TCG2 event log, event by event.
 
 use super::eventlog::{EventLog, LogEvent, TPM_ALG_SHA256, TPM_ALG_SHA384};
-use super::types::{Measurements, PredictedEvent};
+use super::types::{Bank, Measurements, Pcr, PredictedEvent};
 
 /// How one predicted PCR compares with the log.
 #[derive(Debug, Clone, serde::Serialize, PartialEq, Eq)]
 pub struct PcrAgreement {
-    pub pcr: u32,
+    pub pcr: Pcr,
     pub events: usize,
 }
 
@@ -14,7 +14,7 @@ pub struct PcrAgreement {
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 #[error("event log disagrees: PCR{pcr} event {position}: {explanation}")]
 pub struct Mismatch {
-    pub pcr: u32,
+    pub pcr: Pcr,
     /// 1-based position among this PCR's events.
     pub position: usize,
     pub explanation: String,
@@ -35,7 +35,7 @@ fn describe_log(e: &LogEvent) -> String {
 }
 
 fn compare_one(
-    pcr: u32,
+    pcr: Pcr,
     position: usize,
     p: &PredictedEvent,
     l: &LogEvent,
@@ -53,15 +53,17 @@ fn compare_one(
             describe_log(l)
         )));
     }
-    for (alg, bank, predicted) in [
-        (TPM_ALG_SHA256, "sha256", &p.digests.sha256),
-        (TPM_ALG_SHA384, "sha384", &p.digests.sha384),
-    ] {
+    for bank in Bank::ALL {
+        let alg = match bank {
+            Bank::Sha256 => TPM_ALG_SHA256,
+            Bank::Sha384 => TPM_ALG_SHA384,
+        };
         let Some(actual) = l.digest(alg) else {
             continue;
         };
         let actual = hex::encode(actual);
-        if &actual != predicted {
+        let predicted = p.digests.get(bank);
+        if actual != predicted {
             return Err(mismatch(format!(
                 "{} {}: predicted {} {}, the {} has {}",
                 p.event_type,
@@ -80,11 +82,9 @@ fn compare_one(
 /// Returns the per-PCR agreement, or the first event that differs.
 pub fn compare(m: &Measurements, log: &EventLog) -> Result<Vec<PcrAgreement>, Mismatch> {
     let mut out = Vec::new();
-    let mut pcrs: Vec<u32> = m.pcrs.keys().filter_map(|k| k.parse().ok()).collect();
-    pcrs.sort_unstable();
-    for pcr in pcrs {
+    for &pcr in m.pcrs.keys() {
         let predicted: Vec<&PredictedEvent> = m.events.iter().filter(|e| e.pcr == pcr).collect();
-        let logged: Vec<&LogEvent> = log.events_for_pcr(pcr).collect();
+        let logged: Vec<&LogEvent> = log.events_for_pcr(pcr.into()).collect();
         for (i, p) in predicted.iter().enumerate() {
             let Some(l) = logged.get(i) else {
                 return Err(Mismatch {

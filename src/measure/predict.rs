@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::authority;
-use super::types::{Digests, Measurements, PredictedEvent, StubRecord};
+use super::types::{Digests, Measurements, Pcr, PredictedEvent, StubRecord};
 use crate::uefi::authenticode::{authenticode_job, AuthenticodeError};
 use crate::uefi::esl::{self, Guid, EFI_GLOBAL_VARIABLE, EFI_IMAGE_SECURITY_DATABASE};
 use crate::uefi::file::ImageFile;
@@ -202,14 +202,14 @@ fn hexd(d: &BankDigests) -> Digests {
 
 /// Running PCR values in both banks.
 #[derive(Debug, Clone)]
-struct Pcr {
+struct PcrValue {
     sha256: [u8; 32],
     sha384: [u8; 48],
 }
 
-impl Pcr {
-    fn zero() -> Pcr {
-        Pcr {
+impl PcrValue {
+    fn zero() -> PcrValue {
+        PcrValue {
             sha256: [0; 32],
             sha384: [0; 48],
         }
@@ -385,11 +385,11 @@ pub fn predict(uki: &ImageFile, opts: &MeasureOptions) -> Result<Measurements, M
     })?;
 
     let mut events = Vec::new();
-    let mut pcrs: BTreeMap<u32, Pcr> = [4, 7, 11, 12]
+    let mut pcrs: BTreeMap<Pcr, PcrValue> = Pcr::PREDICTED
         .into_iter()
-        .map(|p| (p, Pcr::zero()))
+        .map(|p| (p, PcrValue::zero()))
         .collect();
-    let mut record = |pcr: u32, event_type: &str, what: String, d: &BankDigests| {
+    let mut record = |pcr: Pcr, event_type: &str, what: String, d: &BankDigests| {
         if let Some(p) = pcrs.get_mut(&pcr) {
             p.extend(d);
         }
@@ -403,22 +403,22 @@ pub fn predict(uki: &ImageFile, opts: &MeasureOptions) -> Result<Measurements, M
 
     // PCR4: boot attempt, separator, the UKI, and the kernel when the firmware loads it.
     record(
-        4,
+        Pcr::PCR4,
         EV_EFI_ACTION,
         format!("\"{BOOT_OPTION_ACTION}\""),
         &BankDigests::of(BOOT_OPTION_ACTION.as_bytes()),
     );
     let separator = BankDigests::of(&[0, 0, 0, 0]);
-    record(4, EV_SEPARATOR, "separator".into(), &separator);
+    record(Pcr::PCR4, EV_SEPARATOR, "separator".into(), &separator);
     record(
-        4,
+        Pcr::PCR4,
         EV_EFI_BOOT_SERVICES_APPLICATION,
         "Authenticode of the UKI".into(),
         &digests[0],
     );
     if kernel_event {
         record(
-            4,
+            Pcr::PCR4,
             EV_EFI_BOOT_SERVICES_APPLICATION,
             format!("Authenticode of embedded kernel (.linux; systemd-stub {} starts it with LoadImage)", stub.major),
             &digests[digests.len() - 1],
@@ -457,19 +457,19 @@ pub fn predict(uki: &ImageFile, opts: &MeasureOptions) -> Result<Measurements, M
     for (guid, name, data) in &vars {
         let d = BankDigests::of(&variable_event_data(guid, name, data));
         record(
-            7,
+            Pcr::PCR7,
             EV_EFI_VARIABLE_DRIVER_CONFIG,
             format!("{name} ({} bytes)", data.len()),
             &d,
         );
     }
-    record(7, EV_SEPARATOR, "separator".into(), &separator);
+    record(Pcr::PCR7, EV_SEPARATOR, "separator".into(), &separator);
     if secure_boot && keys.db.is_some() {
         // The db entry that admits the UKI, measured when the firmware verifies it.
         let (db, dbx) = (&vars[3].2, &vars[4].2);
         let found = authority::authority(uki, db, dbx, &digests[0].sha256).map_err(refuse)?;
         record(
-            7,
+            Pcr::PCR7,
             EV_EFI_VARIABLE_AUTHORITY,
             found.what,
             &BankDigests::of(&variable_event_data(
@@ -481,7 +481,7 @@ pub fn predict(uki: &ImageFile, opts: &MeasureOptions) -> Result<Measurements, M
     } else if secure_boot {
         // Without db nothing says which entry admits the image (or whether one does).
         unpredicted.insert(
-            "7".to_owned(),
+            Pcr::PCR7,
             "Secure Boot is on but no db was given: the EV_EFI_VARIABLE_AUTHORITY event (which db entry verifies the image) cannot be predicted".to_owned(),
         );
     }
@@ -491,26 +491,24 @@ pub fn predict(uki: &ImageFile, opts: &MeasureOptions) -> Result<Measurements, M
         let mut name = s.name.clone().into_bytes();
         name.push(0);
         record(
-            11,
+            Pcr::PCR11,
             EV_IPL,
             format!("section name {}", s.name),
             &BankDigests::of(&name),
         );
         record(
-            11,
+            Pcr::PCR11,
             EV_IPL,
             format!("section {} ({} bytes)", s.name, s.virtual_size),
             &digests[1 + i],
         );
     }
 
-    let mut out_pcrs: BTreeMap<String, Digests> = pcrs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.digests()))
-        .collect();
+    let mut out_pcrs: BTreeMap<Pcr, Digests> =
+        pcrs.iter().map(|(k, v)| (*k, v.digests())).collect();
     for k in unpredicted.keys() {
         out_pcrs.remove(k);
-        events.retain(|e| e.pcr.to_string() != *k);
+        events.retain(|e| e.pcr != *k);
     }
     Ok(Measurements {
         stub: StubRecord {
@@ -555,7 +553,7 @@ mod tests {
     #[test]
     fn empty_pcr7_sha384_is_the_published_value() {
         // Secure Boot off, empty variables: the SHA-384 PCR7 seen on EC2 and under OVMF.
-        let mut pcr = Pcr::zero();
+        let mut pcr = PcrValue::zero();
         for (guid, name, data) in [
             (&EFI_GLOBAL_VARIABLE, "SecureBoot", vec![0u8]),
             (&EFI_GLOBAL_VARIABLE, "PK", vec![]),

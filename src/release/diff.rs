@@ -27,11 +27,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use super::manifest::{MANIFEST_FILE, MEASUREMENTS_FILE};
 use crate::image::initramfs::{self, InitramfsError};
 use crate::image::tree::NodeKind;
-use crate::init_build::provenance::{self, Provenance};
+use crate::image::{BuildReport, InputRecord, BUILD_FILE, UKI_FILE};
+use crate::init_build::provenance;
 use crate::measure::predict::{StubRules, EV_EFI_VARIABLE_DRIVER_CONFIG, STUB_RULES};
-use crate::measure::{self, Digests, MeasureError, MeasureOptions, Measurements, PredictedEvent};
+use crate::measure::{
+    self, Bank, Digests, MeasureError, MeasureOptions, Measurements, Pcr, PredictedEvent,
+};
 use crate::uefi::file::ImageFile;
 use crate::uefi::hashing::{hash_jobs, HashJob};
 use crate::uefi::pe::{PeError, PeLayout};
@@ -104,10 +108,10 @@ impl Side {
     pub fn detect(path: &Path) -> Result<Side, DiffError> {
         let meta = std::fs::metadata(path).map_err(io_err(path))?;
         if meta.is_dir() {
-            if !path.join("uki.efi").is_file() {
+            if !path.join(UKI_FILE).is_file() {
                 return Err(input_err(
                     path,
-                    "is a directory without uki.efi: not a release or build directory",
+                    format!("is a directory without {UKI_FILE}: not a release or build directory"),
                 ));
             }
             return Ok(Side::Dir(path.to_owned()));
@@ -176,9 +180,8 @@ pub struct SideInfo {
 /// One PCR in one bank.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PcrChange {
-    pub pcr: u32,
-    /// "sha256" or "sha384".
-    pub bank: &'static str,
+    pub pcr: Pcr,
+    pub bank: Bank,
     pub changed: bool,
     /// None when this side does not predict the PCR (see the causes for the reason).
     pub old: Option<String>,
@@ -214,7 +217,7 @@ pub struct Cause {
     /// `PCR11:.cmdline`, `PCR12:…`.
     pub path: String,
     /// PCRs this change moves (empty for build-level causes, which act through others).
-    pub pcrs: Vec<u32>,
+    pub pcrs: Vec<Pcr>,
     /// One sentence for a change ticket.
     pub message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -230,7 +233,7 @@ impl Cause {
         kind: &str,
         level: Level,
         path: impl Into<String>,
-        pcrs: Vec<u32>,
+        pcrs: Vec<Pcr>,
         message: String,
     ) -> Cause {
         Cause {
@@ -388,52 +391,6 @@ impl From<&PredictedEvent> for EventState {
 // ---------------------------------------------------------------------------------------
 // Loading a side.
 
-/// The parts of build.json a diff reads; everything optional so older files still parse.
-#[derive(Debug, Clone, serde::Deserialize)]
-struct BuildJson {
-    name: Option<String>,
-    version: Option<String>,
-    source_date_epoch: Option<u64>,
-    kernel: Option<BuildKernel>,
-    #[serde(default)]
-    inputs: Vec<BuildInput>,
-    files: Option<Vec<BuildFile>>,
-    init: Option<BuildInit>,
-}
-
-/// build.json's `init`: PID 1 and, from `zoa build-init`, how it was made.
-#[derive(Debug, Clone, serde::Deserialize)]
-struct BuildInit {
-    sha256: Option<String>,
-    #[serde(default)]
-    provenance: Option<Provenance>,
-}
-
-#[derive(Debug, Clone, serde::Deserialize)]
-struct BuildKernel {
-    release: Option<String>,
-}
-
-#[derive(Debug, Clone, serde::Deserialize)]
-struct BuildInput {
-    name: String,
-    sha256: String,
-    package: Option<String>,
-    package_version: Option<String>,
-}
-
-#[derive(Debug, Clone, serde::Deserialize)]
-struct BuildFile {
-    path: String,
-    #[serde(rename = "type")]
-    kind: String,
-    mode: String,
-    size: Option<u64>,
-    sha256: Option<String>,
-    target: Option<String>,
-    origin: Option<String>,
-}
-
 /// One section of a UKI.
 #[derive(Debug, Clone)]
 struct SectionView {
@@ -474,10 +431,10 @@ struct Loaded {
     info: SideInfo,
     measurements: Measurements,
     uki: Option<UkiView>,
-    build: Option<BuildJson>,
+    build: Option<BuildReport>,
 }
 
-fn read_json_file(path: &Path) -> Result<serde_json::Value, DiffError> {
+fn read_json_bytes(path: &Path) -> Result<Vec<u8>, DiffError> {
     let len = std::fs::metadata(path).map_err(io_err(path))?.len();
     if len > MAX_JSON_BYTES {
         return Err(input_err(
@@ -485,8 +442,12 @@ fn read_json_file(path: &Path) -> Result<serde_json::Value, DiffError> {
             format!("is {len} bytes, more than the {MAX_JSON_BYTES} a JSON file of zoa's may be"),
         ));
     }
-    let bytes = std::fs::read(path).map_err(io_err(path))?;
-    serde_json::from_slice(&bytes).map_err(|e| input_err(path, format!("is not valid JSON: {e}")))
+    std::fs::read(path).map_err(io_err(path))
+}
+
+fn read_json_file(path: &Path) -> Result<serde_json::Value, DiffError> {
+    serde_json::from_slice(&read_json_bytes(path)?)
+        .map_err(|e| input_err(path, format!("is not valid JSON: {e}")))
 }
 
 /// Reads zoa measurements: `zoa measure` output, or the `measurements` of a release.json.
@@ -504,16 +465,15 @@ fn read_measurements(path: &Path) -> Result<Measurements, DiffError> {
     } else {
         return Err(input_err(
             path,
-            "is not a zoa measurements file (no \"pcrs\") nor a release.json (no \"measurements\")",
+            format!("is not a zoa measurements file (no \"pcrs\") nor a {MANIFEST_FILE} (no \"measurements\")"),
         ));
     };
     serde_json::from_value(m)
         .map_err(|e| input_err(path, format!("is not a zoa measurements file: {e}")))
 }
 
-fn read_build_json(path: &Path) -> Result<BuildJson, DiffError> {
-    serde_json::from_value(read_json_file(path)?)
-        .map_err(|e| input_err(path, format!("is not a zoa build.json: {e}")))
+fn read_build_json(path: &Path) -> Result<BuildReport, DiffError> {
+    BuildReport::parse(&read_json_bytes(path)?).map_err(|e| input_err(path, e.to_string()))
 }
 
 /// Reads a UKI's section table and hashes every section in one pass over the file.
@@ -574,14 +534,14 @@ fn open_uki(path: &Path) -> Result<ImageFile, DiffError> {
 fn load(side: &Side) -> Result<Loaded, DiffError> {
     let (measurements, uki, build) = match side {
         Side::Dir(dir) => {
-            let uki = open_uki(&dir.join("uki.efi"))?;
-            let m_path = dir.join(super::manifest::MEASUREMENTS_FILE);
+            let uki = open_uki(&dir.join(UKI_FILE))?;
+            let m_path = dir.join(MEASUREMENTS_FILE);
             let measurements = if m_path.is_file() {
                 read_measurements(&m_path)?
             } else {
                 measure::predict(&uki, &MeasureOptions::default())?
             };
-            let b_path = dir.join("build.json");
+            let b_path = dir.join(BUILD_FILE);
             let build = if b_path.is_file() {
                 Some(read_build_json(&b_path)?)
             } else {
@@ -599,8 +559,8 @@ fn load(side: &Side) -> Result<Loaded, DiffError> {
     let info = SideInfo {
         path: side.path().display().to_string(),
         kind: side.kind(),
-        name: build.as_ref().and_then(|b| b.name.clone()),
-        version: build.as_ref().and_then(|b| b.version.clone()),
+        name: build.as_ref().map(|b| b.name.clone()),
+        version: build.as_ref().map(|b| b.version.clone()),
         stub: measurements.stub.version.clone(),
     };
     Ok(Loaded {
@@ -625,7 +585,9 @@ pub fn diff(a: &Side, b: &Side) -> Result<DiffReport, DiffError> {
         (Some(o), Some(n)) => build_causes(o, n),
         (None, None) => Vec::new(),
         _ => {
-            notes.push("only one side has a build.json: inputs are not compared".to_owned());
+            notes.push(format!(
+                "only one side has a {BUILD_FILE}: inputs are not compared"
+            ));
             Vec::new()
         }
     };
@@ -666,7 +628,7 @@ pub fn diff(a: &Side, b: &Side) -> Result<DiffReport, DiffError> {
 
     let mut causes: Vec<Cause> = pcr.into_iter().chain(image).chain(build).collect();
     // Stable: within one PCR, events first, then the image content behind them.
-    causes.sort_by_key(|c| (c.pcrs.iter().min().copied().unwrap_or(u32::MAX), c.level));
+    causes.sort_by_key(|c| (c.pcrs.iter().min().map_or(u32::MAX, |&p| p.into()), c.level));
     let identical = causes.is_empty() && pcrs.iter().all(|p| !p.changed);
     Ok(DiffReport {
         identical,
@@ -678,28 +640,13 @@ pub fn diff(a: &Side, b: &Side) -> Result<DiffReport, DiffError> {
     })
 }
 
-const BANKS: [&str; 2] = ["sha256", "sha384"];
-
-fn bank_value<'a>(d: &'a Digests, bank: &str) -> &'a str {
-    if bank == "sha256" {
-        &d.sha256
-    } else {
-        &d.sha384
-    }
-}
-
 fn pcr_changes(old: &Measurements, new: &Measurements) -> Vec<PcrChange> {
-    let mut indices: BTreeSet<u32> = BTreeSet::new();
-    for k in old.pcrs.keys().chain(new.pcrs.keys()) {
-        if let Ok(i) = k.parse::<u32>() {
-            indices.insert(i);
-        }
-    }
+    let indices: BTreeSet<Pcr> = old.pcrs.keys().chain(new.pcrs.keys()).copied().collect();
     let mut out = Vec::new();
     for pcr in indices {
-        for bank in BANKS {
-            let o = old.pcr(pcr).map(|d| bank_value(d, bank).to_owned());
-            let n = new.pcr(pcr).map(|d| bank_value(d, bank).to_owned());
+        for bank in Bank::ALL {
+            let o = old.pcr(pcr).map(|d| d.get(bank).to_owned());
+            let n = new.pcr(pcr).map(|d| d.get(bank).to_owned());
             out.push(PcrChange {
                 pcr,
                 bank,
@@ -718,13 +665,13 @@ fn rules_for(major: u32) -> Option<&'static StubRules> {
 
 /// PCRs a change of section `name` moves: PCR4 always (the UKI's Authenticode covers every
 /// section), PCR11 when either side's stub measures it (or its rules are unknown).
-fn section_pcrs(name: &str, old: &Measurements, new: &Measurements) -> Vec<u32> {
+fn section_pcrs(name: &str, old: &Measurements, new: &Measurements) -> Vec<Pcr> {
     let measured =
         |m: &Measurements| rules_for(m.stub.major).is_none_or(|r| r.pcr11_sections.contains(&name));
     if measured(old) || measured(new) {
-        vec![4, 11]
+        vec![Pcr::PCR4, Pcr::PCR11]
     } else {
-        vec![4]
+        vec![Pcr::PCR4]
     }
 }
 
@@ -748,10 +695,8 @@ fn split_origin(origin: &str) -> Option<(String, String)> {
 
 /// How zoa-init was made, when the two sides' PID 1 differ: toolchain, flags, sources and
 /// crates (from `init.provenance`), as `init.provenance` causes at `build:init.<key>`.
-fn init_provenance_causes(old: &BuildJson, new: &BuildJson) -> Vec<Cause> {
-    let (Some(o), Some(n)) = (&old.init, &new.init) else {
-        return Vec::new();
-    };
+fn init_provenance_causes(old: &BuildReport, new: &BuildReport) -> Vec<Cause> {
+    let (o, n) = (&old.init, &new.init);
     let cause = |key: &str, message: String| {
         Cause::new(
             "init.provenance",
@@ -778,9 +723,10 @@ fn init_provenance_causes(old: &BuildJson, new: &BuildJson) -> Vec<Cause> {
     }
 }
 
-fn build_causes(old: &BuildJson, new: &BuildJson) -> Vec<Cause> {
+fn build_causes(old: &BuildReport, new: &BuildReport) -> Vec<Cause> {
     let mut out = init_provenance_causes(old, new);
-    if let (Some(o), Some(n)) = (old.source_date_epoch, new.source_date_epoch) {
+    {
+        let (o, n) = (old.source_date_epoch, new.source_date_epoch);
         if o != n {
             out.push(
                 Cause::new(
@@ -794,12 +740,12 @@ fn build_causes(old: &BuildJson, new: &BuildJson) -> Vec<Cause> {
             );
         }
     }
-    let state = |i: &BuildInput| InputState {
+    let state = |i: &InputRecord| InputState {
         sha256: i.sha256.clone(),
         package: i.package.clone(),
         package_version: i.package_version.clone(),
     };
-    let label = |i: &BuildInput| match (&i.package, &i.package_version) {
+    let label = |i: &InputRecord| match (&i.package, &i.package_version) {
         (Some(p), Some(v)) => format!("{p} {v}"),
         _ => format!("sha256 {}", i.sha256),
     };
@@ -920,7 +866,7 @@ fn image_causes(
                 "pe.headers",
                 Level::Image,
                 "pe:headers",
-                vec![4],
+                vec![Pcr::PCR4],
                 format!(
                     "the UKI's PE TimeDateStamp changed: {} → {} (it is inside the Authenticode digest)",
                     ou.layout.time_date_stamp, nu.layout.time_date_stamp
@@ -964,13 +910,13 @@ fn image_causes(
 
     // The Authenticode digest also covers headers and layout: name that when nothing
     // else explains a changed digest.
-    let uki_event_changed = find_event(om, 4, "uki") != find_event(nm, 4, "uki");
+    let uki_event_changed = find_event(om, Pcr::PCR4, "uki") != find_event(nm, Pcr::PCR4, "uki");
     if uki_event_changed && out.is_empty() {
         out.push(Cause::new(
             "pe.headers",
             Level::Image,
             "pe:headers",
-            vec![4],
+            vec![Pcr::PCR4],
             "the UKI's PE headers or section layout differ (no section content changed)".to_owned(),
         ));
     }
@@ -1068,7 +1014,7 @@ fn link_inputs(pair: &Pair<'_>, build: &[Cause], out: &mut [Cause]) {
 
 fn stub_cause(om: &Measurements, nm: &Measurements, differing: &[String]) -> Cause {
     let (o, n) = (&om.stub, &nm.stub);
-    let mut pcrs = vec![4];
+    let mut pcrs = vec![Pcr::PCR4];
     let mut message = if o.version != n.version {
         format!("stub changed: systemd-stub {} → {}", o.version, n.version)
     } else {
@@ -1097,7 +1043,7 @@ fn stub_cause(om: &Measurements, nm: &Measurements, differing: &[String]) -> Cau
             ));
         }
         if or.pcr11_sections != nr.pcr11_sections {
-            pcrs.push(11);
+            pcrs.push(Pcr::PCR11);
             let added: Vec<&str> = nr
                 .pcr11_sections
                 .iter()
@@ -1131,7 +1077,7 @@ fn stub_cause(om: &Measurements, nm: &Measurements, differing: &[String]) -> Cau
             .any(|s| !PAYLOAD_SECTIONS.contains(s))
         {
             // The stub measures one of its own sections (.sbat from 258 on).
-            pcrs.push(11);
+            pcrs.push(Pcr::PCR11);
         }
     }
     let state = |s: &crate::measure::types::StubRecord| StubState {
@@ -1142,7 +1088,7 @@ fn stub_cause(om: &Measurements, nm: &Measurements, differing: &[String]) -> Cau
         .values(Some(Detail::Stub(state(o))), Some(Detail::Stub(state(n))))
 }
 
-fn kernel_release(uki: &UkiView, build: Option<&BuildJson>) -> Result<Option<String>, DiffError> {
+fn kernel_release(uki: &UkiView, build: Option<&BuildReport>) -> Result<Option<String>, DiffError> {
     if let Some(mut r) = uki.layout.section_reader(&uki.file, ".linux") {
         let mut head = Vec::new();
         (&mut r)
@@ -1153,16 +1099,14 @@ fn kernel_release(uki: &UkiView, build: Option<&BuildJson>) -> Result<Option<Str
             return Ok(Some(release));
         }
     }
-    Ok(build
-        .and_then(|b| b.kernel.as_ref())
-        .and_then(|k| k.release.clone()))
+    Ok(build.and_then(|b| b.kernel.release.clone()))
 }
 
 fn kernel_cause(
     pair: &Pair<'_>,
     o: Option<&SectionView>,
     n: Option<&SectionView>,
-    pcrs: Vec<u32>,
+    pcrs: Vec<Pcr>,
 ) -> Result<Cause, DiffError> {
     let state = |s: &SectionView, release: Option<String>| KernelState {
         release,
@@ -1253,7 +1197,7 @@ fn section_cause(
     name: &str,
     o: Option<&SectionView>,
     n: Option<&SectionView>,
-    pcrs: Vec<u32>,
+    pcrs: Vec<Pcr>,
     om: &Measurements,
     nm: &Measurements,
 ) -> Cause {
@@ -1293,7 +1237,7 @@ fn section_cause(
         ),
         (None, None) => ("section.modified", format!("{name} changed")),
     };
-    if !pcrs.contains(&11) {
+    if !pcrs.contains(&Pcr::PCR11) {
         message.push_str(&format!(
             " (systemd-stub {} does not measure {name} into PCR11: only the UKI's Authenticode in PCR4 moves)",
             if om.stub.major == nm.stub.major {
@@ -1310,33 +1254,30 @@ fn section_cause(
 /// Files of an initramfs by image path.
 type FileMap = BTreeMap<String, FileState>;
 
-fn files_from_build_json(b: &BuildJson) -> Option<FileMap> {
-    let files = b.files.as_ref()?;
-    Some(
-        files
-            .iter()
-            .map(|f| {
-                let state = FileState {
-                    kind: f.kind.clone(),
-                    mode: f.mode.clone(),
-                    size: f.size,
-                    sha256: f.sha256.clone(),
-                    target: f.target.clone(),
-                    device: None,
-                    origin: None,
-                    package: None,
-                    package_version: None,
-                }
-                .with_origin(f.origin.clone());
-                (f.path.clone(), state)
-            })
-            .collect(),
-    )
+fn files_from_build_json(b: &BuildReport) -> FileMap {
+    b.files
+        .iter()
+        .map(|f| {
+            let state = FileState {
+                kind: f.kind.clone(),
+                mode: f.mode.clone(),
+                size: f.size,
+                sha256: f.sha256.clone(),
+                target: f.target.clone(),
+                device: None,
+                origin: None,
+                package: None,
+                package_version: None,
+            }
+            .with_origin(Some(f.origin.clone()));
+            (f.path.clone(), state)
+        })
+        .collect()
 }
 
 /// Reads a UKI's `.initrd` back (spilling file contents into a temporary directory) and
 /// hashes every file; origins come from build.json where it lists the same content.
-fn files_from_archive(uki: &UkiView, build: Option<&BuildJson>) -> Result<FileMap, DiffError> {
+fn files_from_archive(uki: &UkiView, build: Option<&BuildReport>) -> Result<FileMap, DiffError> {
     let file = uki.path.display().to_string();
     let Some(reader) = uki.layout.section_reader(&uki.file, ".initrd") else {
         return Ok(FileMap::new());
@@ -1353,7 +1294,7 @@ fn files_from_archive(uki: &UkiView, build: Option<&BuildJson>) -> Result<FileMa
             file: file.clone(),
             source,
         })?;
-    let listed = build.and_then(files_from_build_json).unwrap_or_default();
+    let listed = build.map(files_from_build_json).unwrap_or_default();
     let mut out = FileMap::new();
     for (path, node) in tree.iter() {
         let mut state = FileState {
@@ -1457,7 +1398,7 @@ fn file_modified_message(path: &str, o: &FileState, n: &FileState) -> String {
 fn file_causes(
     old: &FileMap,
     new: &FileMap,
-    pcrs: &[u32],
+    pcrs: &[Pcr],
     changed_inputs: &BTreeMap<String, String>,
 ) -> Vec<Cause> {
     let because = |states: &[Option<&FileState>]| -> Vec<String> {
@@ -1513,7 +1454,7 @@ fn file_causes(
 fn initrd_causes(
     pair: &Pair<'_>,
     (o, n): (Option<&SectionView>, Option<&SectionView>),
-    pcrs: Vec<u32>,
+    pcrs: Vec<Pcr>,
     changed_inputs: &BTreeMap<String, String>,
     epoch_path: &[String],
 ) -> Result<Vec<Cause>, DiffError> {
@@ -1522,8 +1463,8 @@ fn initrd_causes(
     // archives themselves are read.
     let (old_build, new_build) = (pair.old.build.as_ref(), pair.new.build.as_ref());
     let listed = match (
-        old_build.and_then(files_from_build_json),
-        new_build.and_then(files_from_build_json),
+        old_build.map(files_from_build_json),
+        new_build.map(files_from_build_json),
     ) {
         (Some(a), Some(b)) => Some(file_causes(&a, &b, &pcrs, changed_inputs)),
         _ => None,
@@ -1570,16 +1511,16 @@ fn initrd_causes(
 
 /// A stable key for an event, so the same event of both sides can be paired.
 fn event_key(e: &PredictedEvent) -> String {
-    if e.pcr == 4 && e.what == "Authenticode of the UKI" {
+    if e.pcr == Pcr::PCR4 && e.what == "Authenticode of the UKI" {
         return "uki".into();
     }
-    if e.pcr == 4 && e.what.starts_with("Authenticode of embedded kernel") {
+    if e.pcr == Pcr::PCR4 && e.what.starts_with("Authenticode of embedded kernel") {
         return "kernel".into();
     }
-    if e.pcr == 7 && e.event_type == EV_EFI_VARIABLE_DRIVER_CONFIG {
+    if e.pcr == Pcr::PCR7 && e.event_type == EV_EFI_VARIABLE_DRIVER_CONFIG {
         return format!("var:{}", variable_name(&e.what));
     }
-    if e.pcr == 11 {
+    if e.pcr == Pcr::PCR11 {
         if let Some(name) = e.what.strip_prefix("section name ") {
             return format!("name:{name}");
         }
@@ -1603,7 +1544,7 @@ fn section_data_event(what: &str) -> Option<(&str, u64)> {
 }
 
 /// Events of one PCR with their keys; repeated keys are numbered ("EV_SEPARATOR:…#2").
-fn keyed_events(m: &Measurements, pcr: u32) -> Vec<(String, &PredictedEvent)> {
+fn keyed_events(m: &Measurements, pcr: Pcr) -> Vec<(String, &PredictedEvent)> {
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
     m.events
         .iter()
@@ -1618,7 +1559,7 @@ fn keyed_events(m: &Measurements, pcr: u32) -> Vec<(String, &PredictedEvent)> {
         .collect()
 }
 
-fn find_event<'a>(m: &'a Measurements, pcr: u32, key: &str) -> Option<&'a PredictedEvent> {
+fn find_event<'a>(m: &'a Measurements, pcr: Pcr, key: &str) -> Option<&'a PredictedEvent> {
     m.events
         .iter()
         .find(|e| e.pcr == pcr && event_key(e) == key)
@@ -1634,7 +1575,7 @@ struct EventDelta<'a> {
 fn event_deltas<'a>(
     om: &'a Measurements,
     nm: &'a Measurements,
-    pcr: u32,
+    pcr: Pcr,
 ) -> (Vec<EventDelta<'a>>, bool) {
     let (o, n) = (keyed_events(om, pcr), keyed_events(nm, pcr));
     let mut out = Vec::new();
@@ -1710,21 +1651,19 @@ fn pcr_causes(
 ) -> Vec<Cause> {
     let stub_changed = image.iter().any(|c| c.path == "stub");
     let mut out = Vec::new();
-    let indices: BTreeSet<u32> = pcrs.iter().map(|p| p.pcr).collect();
+    let indices: BTreeSet<Pcr> = pcrs.iter().map(|p| p.pcr).collect();
     let mut both_unpredicted = Vec::new();
-    for key in om.unpredicted.keys().chain(nm.unpredicted.keys()) {
-        if let Ok(i) = key.parse::<u32>() {
-            if om.pcr(i).is_none() && nm.pcr(i).is_none() && !both_unpredicted.contains(&i) {
-                both_unpredicted.push(i);
-                notes.push(format!(
-                    "PCR{i} is predicted on neither side ({})",
-                    om.unpredicted
-                        .get(key)
-                        .or_else(|| nm.unpredicted.get(key))
-                        .map(String::as_str)
-                        .unwrap_or("no reason given")
-                ));
-            }
+    for &i in om.unpredicted.keys().chain(nm.unpredicted.keys()) {
+        if om.pcr(i).is_none() && nm.pcr(i).is_none() && !both_unpredicted.contains(&i) {
+            both_unpredicted.push(i);
+            notes.push(format!(
+                "PCR{i} is predicted on neither side ({})",
+                om.unpredicted
+                    .get(&i)
+                    .or_else(|| nm.unpredicted.get(&i))
+                    .map(String::as_str)
+                    .unwrap_or("no reason given")
+            ));
         }
     }
     for pcr in indices {
@@ -1734,7 +1673,7 @@ fn pcr_causes(
             let (side, m) = if o.is_none() { ("A", om) } else { ("B", nm) };
             let reason = m
                 .unpredicted
-                .get(&pcr.to_string())
+                .get(&pcr)
                 .map(String::as_str)
                 .unwrap_or("not in the measurements");
             out.push(Cause::new(
@@ -1756,7 +1695,7 @@ fn pcr_causes(
                 format!("PCR{pcr}: the same events are extended in another order"),
             ));
         }
-        if pcr == 11 {
+        if pcr == Pcr::PCR11 {
             out.extend(pcr11_causes(&deltas, image, om, nm));
         } else {
             for d in &deltas {
@@ -1779,7 +1718,7 @@ fn pcr_causes(
 }
 
 fn pcr_event_cause(
-    pcr: u32,
+    pcr: Pcr,
     d: &EventDelta<'_>,
     om: &Measurements,
     nm: &Measurements,
@@ -1788,7 +1727,7 @@ fn pcr_event_cause(
 ) -> Cause {
     let values = |c: Cause| c.values(event_detail(d.old), event_detail(d.new));
     match (pcr, d.key.as_str()) {
-        (4, "uki") => {
+        (Pcr::PCR4, "uki") => {
             let because: Vec<String> = image.iter().map(|c| c.path.clone()).collect();
             let detail = if because.is_empty() {
                 " (no attribution below the PCR level: it needs the UKIs or release directories)"
@@ -1800,7 +1739,7 @@ fn pcr_event_cause(
                 "pcr4.uki_authenticode",
                 Level::Pcr,
                 "PCR4:uki",
-                vec![4],
+                vec![Pcr::PCR4],
                 format!(
                     "PCR4 changed because the UKI's Authenticode digest changed ({}){detail}{}",
                     digest_change(d.old, d.new),
@@ -1809,7 +1748,7 @@ fn pcr_event_cause(
             ))
             .because(because)
         }
-        (4, "kernel") => {
+        (Pcr::PCR4, "kernel") => {
             let mut because = Vec::new();
             let message = match (d.old, d.new) {
                 (Some(_), Some(_)) => {
@@ -1847,12 +1786,12 @@ fn pcr_event_cause(
                 "pcr4.kernel_authenticode",
                 Level::Pcr,
                 "PCR4:kernel",
-                vec![4],
+                vec![Pcr::PCR4],
                 message,
             ))
             .because(because)
         }
-        (7, key) if key.starts_with("var:") => {
+        (Pcr::PCR7, key) if key.starts_with("var:") => {
             let name = key.trim_start_matches("var:");
             let message = if name == "SecureBoot" {
                 let state = |on: bool| if on { "on" } else { "off" };
@@ -1879,7 +1818,7 @@ fn pcr_event_cause(
                 "pcr7.variable",
                 Level::Pcr,
                 format!("PCR7:{name}"),
-                vec![7],
+                vec![Pcr::PCR7],
                 message,
             ))
         }
@@ -1958,7 +1897,7 @@ fn pcr11_causes(
                 "pcr11.section",
                 Level::Pcr,
                 format!("PCR11:{name}"),
-                vec![11],
+                vec![Pcr::PCR11],
                 format!("PCR11: {how}{}", because_suffix(&because)),
             )
             .values(
@@ -1975,7 +1914,7 @@ fn pcr11_causes(
 /// section whose PCR11 data event differs.
 fn event_level_image_causes(om: &Measurements, nm: &Measurements) -> Vec<Cause> {
     let mut out = Vec::new();
-    let (deltas, _) = event_deltas(om, nm, 11);
+    let (deltas, _) = event_deltas(om, nm, Pcr::PCR11);
     // The stub's own measured sections (.sbat) change with the stub's code.
     let stub_sections: Vec<String> = deltas
         .iter()
@@ -2024,7 +1963,7 @@ fn event_level_image_causes(om: &Measurements, nm: &Measurements) -> Vec<Cause> 
                 kind,
                 Level::Image,
                 name,
-                vec![4, 11],
+                vec![Pcr::PCR4, Pcr::PCR11],
                 format!(
                     "{name} changed (from its PCR11 event): {} → {}",
                     describe(&o),
@@ -2122,7 +2061,7 @@ mod tests {
 
     fn ev(pcr: u32, t: &str, what: &str, d: &str) -> PredictedEvent {
         PredictedEvent {
-            pcr,
+            pcr: Pcr::try_from(pcr).unwrap(),
             event_type: t.to_owned(),
             what: what.to_owned(),
             digests: Digests {
@@ -2134,7 +2073,7 @@ mod tests {
 
     fn measurements(major: u32, events: Vec<PredictedEvent>) -> Measurements {
         let mut pcrs = BTreeMap::new();
-        for p in [4u32, 7, 11, 12] {
+        for p in Pcr::PREDICTED {
             // Not a real extend: a stand-in that changes whenever the PCR's events do.
             let joined: String = events
                 .iter()
@@ -2142,7 +2081,7 @@ mod tests {
                 .map(|e| e.digests.sha256.clone())
                 .collect();
             pcrs.insert(
-                p.to_string(),
+                p,
                 Digests {
                     sha256: crate::digest::sha256_bytes(joined.as_bytes()),
                     sha384: crate::digest::sha256_bytes(joined.as_bytes()),
@@ -2191,11 +2130,20 @@ mod tests {
     #[test]
     fn event_keys_pair_the_same_event() {
         let m = measurements(252, base_events("11", true));
-        let keys: Vec<String> = keyed_events(&m, 4).into_iter().map(|(k, _)| k).collect();
+        let keys: Vec<String> = keyed_events(&m, Pcr::PCR4)
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
         assert_eq!(keys[2..], ["uki".to_owned(), "kernel".to_owned()]);
-        let keys: Vec<String> = keyed_events(&m, 7).into_iter().map(|(k, _)| k).collect();
+        let keys: Vec<String> = keyed_events(&m, Pcr::PCR7)
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
         assert_eq!(keys[0], "var:PK");
-        let keys: Vec<String> = keyed_events(&m, 11).into_iter().map(|(k, _)| k).collect();
+        let keys: Vec<String> = keyed_events(&m, Pcr::PCR11)
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
         assert_eq!(keys, ["name:.cmdline", "data:.cmdline"]);
         assert_eq!(
             section_data_event("section .initrd (12 bytes)"),
@@ -2210,7 +2158,10 @@ mod tests {
             252,
             vec![ev(12, "EV_X", "same", "01"), ev(12, "EV_X", "same", "02")],
         );
-        let keys: Vec<String> = keyed_events(&m, 12).into_iter().map(|(k, _)| k).collect();
+        let keys: Vec<String> = keyed_events(&m, Pcr::PCR12)
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
         assert_eq!(keys, ["EV_X:same", "EV_X:same#2"]);
     }
 
@@ -2219,7 +2170,11 @@ mod tests {
         let om = measurements(252, base_events("11", true));
         let nm = measurements(252, base_events("22", true));
         let pcrs = pcr_changes(&om, &nm);
-        let changed: Vec<u32> = pcrs.iter().filter(|p| p.changed).map(|p| p.pcr).collect();
+        let changed: Vec<u32> = pcrs
+            .iter()
+            .filter(|p| p.changed)
+            .map(|p| p.pcr.into())
+            .collect();
         assert_eq!(changed, [4, 4, 11, 11]);
         let image = event_level_image_causes(&om, &nm);
         assert_eq!(image.len(), 1);
@@ -2310,13 +2265,13 @@ mod tests {
         );
 
         let mut nm = nm;
-        nm.pcrs.remove("7");
-        nm.unpredicted.insert("7".into(), "keys unproven".into());
-        nm.events.retain(|e| e.pcr != 7);
+        nm.pcrs.remove(&Pcr::PCR7);
+        nm.unpredicted.insert(Pcr::PCR7, "keys unproven".into());
+        nm.events.retain(|e| e.pcr != Pcr::PCR7);
         let pcrs = pcr_changes(&om, &nm);
         assert!(pcrs
             .iter()
-            .any(|p| p.pcr == 7 && p.changed && p.new.is_none()));
+            .any(|p| p.pcr == Pcr::PCR7 && p.changed && p.new.is_none()));
         let pcr = pcr_causes(&om, &nm, &pcrs, &[], &mut notes);
         assert_eq!(pcr[0].kind, "pcr.unpredicted");
         assert!(pcr[0]
@@ -2372,7 +2327,7 @@ mod tests {
         .into();
         let inputs: BTreeMap<String, String> =
             [("libc6".to_owned(), "input:libc6".to_owned())].into();
-        let c = file_causes(&old, &new, &[4, 11], &inputs);
+        let c = file_causes(&old, &new, &[Pcr::PCR4, Pcr::PCR11], &inputs);
         let got: Vec<(&str, &str)> = c
             .iter()
             .map(|c| (c.kind.as_str(), c.path.as_str()))
@@ -2396,7 +2351,7 @@ mod tests {
         // Origin alone is not an image change.
         let same: FileMap = [("/lib/a".to_owned(), f("aa", "libc6 2.44-1"))].into();
         let before: FileMap = [("/lib/a".to_owned(), f("aa", "libc6 2.43-7"))].into();
-        assert!(file_causes(&before, &same, &[4], &inputs).is_empty());
+        assert!(file_causes(&before, &same, &[Pcr::PCR4], &inputs).is_empty());
     }
 
     #[test]

@@ -9,14 +9,15 @@
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
+use crate::image::{BuildReport, InputRecord, RecipeRecord};
 use crate::measure::Measurements;
 
 /// Manifest format identifier; a verifier refuses formats it does not know.
 pub const MANIFEST_FORMAT: &str = "zoa-release/1";
-/// The boot image.
-pub const UKI_FILE: &str = "uki.efi";
-/// What the build used and made (`zoa build`'s report).
-pub const BUILD_FILE: &str = "build.json";
+/// The boot image (`zoa build` names it).
+pub const UKI_FILE: &str = crate::image::UKI_FILE;
+/// What the build used and made (`zoa build`'s report, [`BuildReport`]).
+pub const BUILD_FILE: &str = crate::image::BUILD_FILE;
 /// The artifacts every release covers, in manifest order.
 pub const ARTIFACTS: [&str; 3] = [UKI_FILE, BUILD_FILE, MEASUREMENTS_FILE];
 /// The AMI `UefiData` variable store (binary) of a Secure Boot release: listed after
@@ -88,22 +89,25 @@ pub struct Artifact {
     pub size: u64,
 }
 
-/// The parts of build.json a manifest takes over.
-#[derive(Debug, Deserialize)]
-struct BuildJson {
-    name: String,
-    version: String,
-    zoa_version: String,
-    source_date_epoch: u64,
-    recipe: RecipePin,
-    inputs: Vec<InputPin>,
-    policy: BuildPolicy,
+impl From<RecipeRecord> for RecipePin {
+    fn from(r: RecipeRecord) -> RecipePin {
+        RecipePin {
+            file: r.file,
+            sha256: r.sha256,
+        }
+    }
 }
 
-#[derive(Debug, Deserialize)]
-struct BuildPolicy {
-    #[serde(default)]
-    exceptions: Vec<serde_json::Value>,
+impl From<InputRecord> for InputPin {
+    fn from(i: InputRecord) -> InputPin {
+        InputPin {
+            name: i.name,
+            sha256: i.sha256,
+            size: i.size,
+            package: i.package,
+            package_version: i.package_version,
+        }
+    }
 }
 
 impl Manifest {
@@ -114,17 +118,25 @@ impl Manifest {
         measurements: Measurements,
         uefi_data: bool,
     ) -> Result<Manifest, ManifestError> {
-        let build_json = dir.join("build.json");
+        let build_json = dir.join(BUILD_FILE);
         let file = build_json.display().to_string();
         let bytes = std::fs::read(&build_json).map_err(|source| ManifestError::Io {
             file: file.clone(),
             source,
         })?;
-        let build: BuildJson =
-            serde_json::from_slice(&bytes).map_err(|e| ManifestError::Invalid {
-                file: file.clone(),
-                message: format!("not a zoa build.json: {e}"),
-            })?;
+        let invalid = |message: String| ManifestError::Invalid {
+            file: file.clone(),
+            message,
+        };
+        let build = BuildReport::parse(&bytes).map_err(|e| invalid(e.to_string()))?;
+        // The findings as build.json spells them (the manifest keeps them as JSON).
+        let policy_exceptions = build
+            .policy
+            .exceptions
+            .iter()
+            .map(serde_json::to_value)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| invalid(e.to_string()))?;
         let mut artifacts = Vec::new();
         let sbom = dir.join(SBOM_FILE).is_file().then_some(SBOM_FILE);
         let optional = uefi_data.then_some(UEFI_DATA_FILE);
@@ -147,11 +159,11 @@ impl Manifest {
             version: build.version,
             zoa_version: build.zoa_version,
             source_date_epoch: build.source_date_epoch,
-            recipe: build.recipe,
-            inputs: build.inputs,
+            recipe: build.recipe.into(),
+            inputs: build.inputs.into_iter().map(InputPin::from).collect(),
             artifacts,
             measurements,
-            policy_exceptions: build.policy.exceptions,
+            policy_exceptions,
         })
     }
 
@@ -270,6 +282,46 @@ mod tests {
                 .unwrap()
                 .is_err()
         );
+    }
+
+    /// Policy exceptions move from build.json into the manifest as JSON: the typed
+    /// findings must give the text build.json holds, field order included (the manifest's
+    /// bytes are signed).
+    #[test]
+    fn policy_exceptions_keep_build_json_spelling() {
+        let text = r#"{"rule":"ZOA-P004","path":"/usr/bin/x","detail":"setuid","excepted_because":"needed by x for y"}"#;
+        let finding: crate::image::policy::Finding = serde_json::from_str(text).unwrap();
+        let value = serde_json::to_value(&finding).unwrap();
+        assert_eq!(serde_json::to_string(&value).unwrap(), text);
+    }
+
+    /// The committed reference releases: their manifests and measurements (typed PCR
+    /// indices and banks) parse and serialize back to the very bytes that were signed.
+    #[test]
+    fn committed_releases_round_trip_byte_for_byte() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("measurements");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&root).unwrap() {
+            let dir = entry.unwrap().path();
+            let manifest = dir.join(MANIFEST_FILE);
+            if !manifest.is_file() {
+                continue;
+            }
+            let bytes = std::fs::read(&manifest).unwrap();
+            let m = Manifest::parse(MANIFEST_FILE, &bytes).unwrap();
+            assert!(
+                m.to_canonical_json().unwrap() == bytes,
+                "{}",
+                manifest.display()
+            );
+            let measured = std::fs::read(dir.join(MEASUREMENTS_FILE)).unwrap();
+            let parsed: Measurements = serde_json::from_slice(&measured).unwrap();
+            let mut again = serde_json::to_vec_pretty(&parsed).unwrap();
+            again.push(b'\n');
+            assert!(again == measured, "{}", dir.display());
+            seen += 1;
+        }
+        assert!(seen >= 4, "{seen} reference releases");
     }
 
     #[test]

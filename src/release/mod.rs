@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::fsio::ReadBoundedError;
+use crate::image::report::{BuildReport, SignatureRecord};
 use crate::uefi::file::ImageFile;
 
 use crate::measure::{self, MeasureOptions};
@@ -131,7 +132,7 @@ pub fn sign(
     let staged = match &blob {
         Some(bytes) => {
             let mut tmp = tempfile::Builder::new()
-                .prefix(".uefi-data.bin.")
+                .prefix(&format!(".{UEFI_DATA_FILE}."))
                 .tempfile_in(dir)
                 .map_err(|e| io_err(&uefi_path, e))?;
             std::io::Write::write_all(&mut tmp, bytes).map_err(|e| io_err(&uefi_path, e))?;
@@ -331,7 +332,7 @@ pub fn verify(
             .map(|(k, _)| format!("PCR{k}"))
             .collect();
         return Err(ReleaseError::MeasurementMismatch(format!(
-            "{}: re-measuring uki.efi gives other values than the signed manifest ({})",
+            "{}: re-measuring {UKI_FILE} gives other values than the signed manifest ({})",
             dir.display(),
             if differing.is_empty() {
                 "events differ".to_owned()
@@ -340,13 +341,7 @@ pub fn verify(
             }
         )));
     }
-    let mut pcrs: Vec<u32> = remeasured
-        .pcrs
-        .keys()
-        .filter_map(|k| k.parse().ok())
-        .collect();
-    pcrs.sort_unstable();
-    let pcrs_checked = pcrs.iter().map(|k| format!("PCR{k}")).collect();
+    let pcrs_checked = remeasured.pcrs.keys().map(|k| format!("PCR{k}")).collect();
     let build_json = files.get(BUILD_FILE).map(Vec::as_slice).unwrap_or_default();
     let rebuilt = match rebuild {
         None => None,
@@ -480,9 +475,8 @@ fn rebuild_and_compare(
     let mut opts = opts.clone();
     opts.out_dir = Some(work.path().join("out"));
     let built = crate::image::build(recipe, &opts)?;
-    let build: serde_json::Value =
-        serde_json::from_slice(build_json).map_err(|e| io_err(&dir.join(BUILD_FILE), e))?;
-    if let Some(signature) = signed_uki_record(&build) {
+    let build = BuildReport::parse(build_json).map_err(|e| io_err(&dir.join(BUILD_FILE), e))?;
+    if let Some(signature) = build.secure_boot_signature.clone() {
         let signed = SignedRelease {
             manifest,
             dir,
@@ -492,7 +486,7 @@ fn rebuild_and_compare(
         return compare_signed_rebuild(&signed, recipe, &built.out_dir, &signature);
     }
     let mut identical = Vec::new();
-    for name in ["uki.efi", "build.json"] {
+    for name in [UKI_FILE, BUILD_FILE] {
         let want = manifest.artifacts.iter().find(|a| a.path == name);
         let (sha, _) = crate::digest::sha256_file(&built.out_dir.join(name))
             .map_err(|e| io_err(&built.out_dir.join(name), e))?;
@@ -513,21 +507,13 @@ fn rebuild_and_compare(
     })
 }
 
-/// The release's `secure_boot_signature` record from its (verified) build.json, when its
-/// UKI was signed by `zoa build --sign-with`.
-fn signed_uki_record(build: &serde_json::Value) -> Option<serde_json::Value> {
-    build
-        .get("secure_boot_signature")
-        .filter(|v| !v.is_null())
-        .cloned()
-}
-
 /// The verified release a signed rebuild is compared with.
 struct SignedRelease<'a> {
     manifest: &'a Manifest,
     dir: &'a Path,
     uki: &'a ImageFile,
-    build: serde_json::Value,
+    /// Its (verified) build.json.
+    build: BuildReport,
 }
 
 /// A release whose UKI carries a Secure Boot signature, against a rebuild without the key:
@@ -539,7 +525,7 @@ fn compare_signed_rebuild(
     release: &SignedRelease<'_>,
     recipe: &crate::recipe::Recipe,
     rebuilt: &Path,
-    signature: &serde_json::Value,
+    signature: &SignatureRecord,
 ) -> Result<RebuildReport, ReleaseError> {
     let differs = |what: String| {
         ReleaseError::NotReproducible(format!(
@@ -548,13 +534,14 @@ fn compare_signed_rebuild(
             explain_difference(release.manifest, release.dir, rebuilt)
         ))
     };
-    let new_uki = rebuilt.join("uki.efi");
+    let new_uki = rebuilt.join(UKI_FILE);
     let (new_sha, new_size) =
         crate::digest::sha256_file(&new_uki).map_err(|e| io_err(&new_uki, e))?;
-    if signature["unsigned_sha256"] != new_sha.as_str() {
+    if signature.unsigned_sha256 != new_sha {
+        // {:?}: the message has always quoted the recorded digest.
         return Err(differs(format!(
-            "an unsigned uki.efi with sha256 {new_sha}, not the {} that was signed",
-            signature["unsigned_sha256"]
+            "an unsigned {UKI_FILE} with sha256 {new_sha}, not the {:?} that was signed",
+            signature.unsigned_sha256
         )));
     }
     let signed_digest = crate::uefi::authenticode::authenticode_sha256(release.uki)
@@ -565,30 +552,31 @@ fn compare_signed_rebuild(
         .map_err(|e| io_err(&new_uki, e))?;
     if signed_digest != rebuilt_digest {
         return Err(differs(format!(
-            "a UKI whose Authenticode digest {} is not the signed uki.efi's {}",
+            "a UKI whose Authenticode digest {} is not the signed {UKI_FILE}'s {}",
             hex::encode(rebuilt_digest),
             hex::encode(signed_digest)
         )));
     }
-    // build.json: the release's, with the signature taken back out, is the rebuild's.
-    let read = |p: &Path| -> Result<serde_json::Value, ReleaseError> {
-        serde_json::from_slice(&std::fs::read(p).map_err(|e| io_err(p, e))?)
-            .map_err(|e| io_err(p, e))
-    };
+    // build.json: the release's, with the signature taken back out and the unsigned UKI
+    // as its output, written the way zoa build writes it, is the rebuild's byte for byte.
     let mut expected = release.build.clone();
-    if let Some(obj) = expected.as_object_mut() {
-        obj.remove("secure_boot_signature");
+    expected.secure_boot_signature = None;
+    for output in expected.outputs.iter_mut().filter(|o| o.path == UKI_FILE) {
+        output.sha256 = new_sha.clone();
+        output.size = new_size;
     }
-    expected["outputs"][0]["sha256"] = serde_json::Value::from(new_sha);
-    expected["outputs"][0]["size"] = serde_json::Value::from(new_size);
-    if expected != read(&rebuilt.join("build.json"))? {
-        return Err(differs("a different build.json".into()));
+    let rebuilt_json = rebuilt.join(BUILD_FILE);
+    let expected = expected
+        .to_json()
+        .map_err(|e| io_err(&release.dir.join(BUILD_FILE), e))?;
+    if expected != std::fs::read(&rebuilt_json).map_err(|e| io_err(&rebuilt_json, e))? {
+        return Err(differs(format!("a different {BUILD_FILE}")));
     }
     Ok(RebuildReport {
         recipe: recipe.path.clone(),
         identical: vec![
-            "uki.efi (but for its Secure Boot signature)".to_owned(),
-            "build.json (but for the signature record)".to_owned(),
+            format!("{UKI_FILE} (but for its Secure Boot signature)"),
+            format!("{BUILD_FILE} (but for the signature record)"),
         ],
     })
 }
@@ -617,81 +605,48 @@ fn explain_difference(manifest: &Manifest, dir: &Path, rebuilt: &Path) -> String
 
 /// Which inputs or image files differ between the release's build.json and a rebuild's.
 fn explain_from_build_json(manifest: &Manifest, dir: &Path, rebuilt: &Path) -> String {
-    let read = |p: PathBuf| -> Option<serde_json::Value> {
-        serde_json::from_slice(&std::fs::read(p).ok()?).ok()
+    let read = |p: PathBuf| BuildReport::parse(&std::fs::read(p).ok()?).ok();
+    let (Some(old), Some(new)) = (read(dir.join(BUILD_FILE)), read(rebuilt.join(BUILD_FILE)))
+    else {
+        return format!("{BUILD_FILE} is unreadable");
     };
-    let (Some(old), Some(new)) = (
-        read(dir.join("build.json")),
-        read(rebuilt.join("build.json")),
-    ) else {
-        return "build.json is unreadable".into();
-    };
+    // Values are quoted ({:?}) where the message has always shown them as JSON strings.
     let mut reasons = Vec::new();
-    if old["recipe"]["sha256"] != new["recipe"]["sha256"] {
+    if old.recipe.sha256 != new.recipe.sha256 {
         reasons.push("the recipe file differs".to_owned());
     }
-    let inputs = |v: &serde_json::Value| -> Vec<(String, String)> {
-        v["inputs"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .map(|i| {
-                        (
-                            i["name"].as_str().unwrap_or("").to_owned(),
-                            i["sha256"].as_str().unwrap_or("").to_owned(),
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let (oi, ni) = (inputs(&old), inputs(&new));
-    for (name, sha) in &ni {
-        match oi.iter().find(|(n, _)| n == name) {
-            Some((_, old_sha)) if old_sha != sha => {
-                reasons.push(format!("input {name} changed ({old_sha} → {sha})"))
-            }
-            None => reasons.push(format!("input {name} is new")),
+    for n in &new.inputs {
+        match old.inputs.iter().find(|o| o.name == n.name) {
+            Some(o) if o.sha256 != n.sha256 => reasons.push(format!(
+                "input {} changed ({} → {})",
+                n.name, o.sha256, n.sha256
+            )),
+            None => reasons.push(format!("input {} is new", n.name)),
             _ => {}
         }
     }
-    for (name, _) in &oi {
-        if !ni.iter().any(|(n, _)| n == name) {
-            reasons.push(format!("input {name} was removed"));
+    for o in &old.inputs {
+        if !new.inputs.iter().any(|n| n.name == o.name) {
+            reasons.push(format!("input {} was removed", o.name));
         }
     }
-    if old["init"]["sha256"] != new["init"]["sha256"] {
+    if old.init.sha256 != new.init.sha256 {
         reasons.push(format!(
-            "the PID 1 binary differs (zoa-init {} → {})",
-            old["init"]["sha256"], new["init"]["sha256"]
+            "the PID 1 binary differs (zoa-init {:?} → {:?})",
+            old.init.sha256, new.init.sha256
         ));
     }
-    if old["zoa_version"] != new["zoa_version"] {
+    if old.zoa_version != new.zoa_version {
         reasons.push(format!(
-            "zoa {} built the release, zoa {} the rebuild",
-            old["zoa_version"], new["zoa_version"]
+            "zoa {:?} built the release, zoa {:?} the rebuild",
+            old.zoa_version, new.zoa_version
         ));
     }
     if reasons.is_empty() {
-        let files = |v: &serde_json::Value| -> Vec<(String, String)> {
-            v["files"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .map(|f| {
-                            (
-                                f["path"].as_str().unwrap_or("").to_owned(),
-                                f["sha256"].as_str().unwrap_or("").to_owned(),
-                            )
-                        })
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
-        let (of, nf) = (files(&old), files(&new));
-        for (p, s) in &nf {
-            if of.iter().find(|(q, _)| q == p).map(|(_, t)| t) != Some(s) {
-                reasons.push(format!("image file {p} differs"));
+        for n in &new.files {
+            let before = old.files.iter().find(|o| o.path == n.path);
+            if before.map(|o| &o.sha256) != Some(&n.sha256) {
+                reasons.push(format!("image file {} differs", n.path));
             }
         }
     }

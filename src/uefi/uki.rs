@@ -47,7 +47,8 @@ pub enum UkiError {
 }
 
 /// The stub's identity, read from its `.sdmagic` section.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct StubInfo {
     /// Full version string, e.g. "252.39-1~deb12u2".
     pub version: String,
@@ -212,7 +213,8 @@ pub struct NewSection<'a> {
 }
 
 /// Where each added section ended up (for build.json and tests).
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PlacedSection {
     pub name: String,
     pub virtual_address: u32,

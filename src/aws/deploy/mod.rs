@@ -283,17 +283,12 @@ fn validate_cidr(cidr: &str) -> Result<(), AwsError> {
 /// The serving port from the release's build.json (the recipe's `serving_port`).
 fn recipe_port(release: &VerifiedRelease) -> Result<Option<u16>, AwsError> {
     use crate::release::manifest::BUILD_FILE;
-    #[derive(serde::Deserialize)]
-    struct Partial {
-        serving_port: Option<u16>,
-    }
     let path = release.dir().join(BUILD_FILE);
     let bytes = release
         .file(BUILD_FILE)
         .ok_or_else(|| AwsError::file(&path, "not covered by the signed manifest"))?;
-    let p: Partial = serde_json::from_slice(bytes)
-        .map_err(|e| AwsError::file(&path, format!("not a zoa build.json: {e}")))?;
-    Ok(p.serving_port)
+    let report = crate::image::BuildReport::parse(bytes).map_err(|e| AwsError::file(&path, e))?;
+    Ok(report.serving_port)
 }
 
 /// The SHA-384 PCR values a KMS policy binds, from the signed manifest: PCR7 and PCR12
@@ -305,16 +300,14 @@ pub(crate) fn binding_of(manifest: &Manifest) -> Result<PcrBinding, AwsError> {
     } else {
         BootMode::Standard
     };
-    let pcr = |n: u32| {
-        manifest
-            .measurements
-            .pcr(n)
+    let pcr = |n: u8| {
+        let index = crate::measure::Pcr::new(n);
+        index
+            .and_then(|p| manifest.measurements.pcr(p))
             .map(|d| d.sha384.clone())
             .ok_or_else(|| {
-                let why = manifest
-                    .measurements
-                    .unpredicted
-                    .get(&n.to_string())
+                let why = index
+                    .and_then(|p| manifest.measurements.unpredicted.get(&p))
                     .cloned()
                     .unwrap_or_else(|| "not in the manifest".to_owned());
                 AwsError::step(
@@ -326,7 +319,7 @@ pub(crate) fn binding_of(manifest: &Manifest) -> Result<PcrBinding, AwsError> {
     Ok(PcrBinding {
         release: format!("{} {}", manifest.name, manifest.version),
         mode,
-        boot_pcr: pcr(u32::from(mode.boot_pcr()))?,
+        boot_pcr: pcr(mode.boot_pcr())?,
         pcr12: pcr(12)?,
     })
 }
