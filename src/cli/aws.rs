@@ -262,7 +262,7 @@ pub fn seal(args: &SealArgs, quiet: bool) -> Result<ExitStatus> {
     let envelope = envelope?;
     let mut bytes = serde_json::to_vec_pretty(&envelope)?;
     bytes.push(b'\n');
-    zoa::release::write_atomic(&args.out, &bytes)
+    zoa::fsio::write_atomic(&args.out, &bytes, zoa::fsio::PRIVATE)
         .with_context(|| format!("{}: cannot write the envelope", args.out.display()))?;
     if !quiet {
         eprintln!(

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 
-use crate::fsio::ReadBoundedError;
+use crate::fsio::{self, ReadBoundedError};
 use minisign::{ErrorKind, KeyPair, PublicKey, SecretKey, SecretKeyBox, SignatureBox};
 
 /// The environment variable [`Password::Env`] reads.
@@ -305,8 +305,8 @@ pub fn keygen(prefix: &Path, password: &Password, force: bool) -> Result<KeyFile
         .to_bytes();
     let public_text = pair.pk.to_box().map_err(generate_err)?.to_bytes();
 
-    let secret_tmp = write_temp(&dir, &secret_path, &secret_text, 0o600)?;
-    let public_tmp = write_temp(&dir, &public_path, &public_text, 0o644)?;
+    let secret_tmp = write_temp(&secret_path, &secret_text, fsio::PRIVATE)?;
+    let public_tmp = write_temp(&public_path, &public_text, fsio::PUBLIC)?;
     persist(secret_tmp, &secret_path, force)?;
     if let Err(e) = persist(public_tmp, &public_path, force) {
         // Without its public half the secret key is useless and confusing: take it back.
@@ -320,31 +320,32 @@ pub fn keygen(prefix: &Path, password: &Password, force: bool) -> Result<KeyFile
     })
 }
 
-/// A synced temporary file next to `target` holding `bytes`, with `mode`.
-fn write_temp(
-    dir: &Path,
-    target: &Path,
-    bytes: &[u8],
-    mode: u32,
-) -> Result<tempfile::NamedTempFile, KeyError> {
-    crate::keyfile::write_temp(dir, bytes, mode).map_err(|(action, source)| KeyError::Io {
+/// A temporary file beside `target` holding `bytes`, with `mode` from the start.
+fn write_temp(target: &Path, bytes: &[u8], mode: u32) -> Result<tempfile::NamedTempFile, KeyError> {
+    fsio::write_temp(target, bytes, mode).map_err(|e| KeyError::Io {
         path: target.to_owned(),
-        action,
-        source,
+        action: e.step,
+        source: e.source,
     })
 }
 
+/// Moves a key file into place, synced first (a key cannot be made again); an existing
+/// file is only replaced with `force`.
 fn persist(tmp: tempfile::NamedTempFile, target: &Path, force: bool) -> Result<(), KeyError> {
-    crate::keyfile::persist(tmp, target, force).map_err(|source| {
-        if source.kind() == std::io::ErrorKind::AlreadyExists {
+    let how = fsio::Persist {
+        sync: true,
+        replace: force,
+    };
+    fsio::persist(tmp, target, how).map_err(|e| {
+        if e.source.kind() == std::io::ErrorKind::AlreadyExists {
             KeyError::Exists {
                 path: target.to_owned(),
             }
         } else {
             KeyError::Io {
                 path: target.to_owned(),
-                action: "move into place",
-                source,
+                action: e.step,
+                source: e.source,
             }
         }
     })

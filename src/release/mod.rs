@@ -11,7 +11,7 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::fsio::ReadBoundedError;
+use crate::fsio::{self, ReadBoundedError};
 use crate::uefi::file::ImageFile;
 
 use crate::measure::{self, MeasureOptions};
@@ -62,16 +62,11 @@ fn io_err(path: &Path, e: impl std::fmt::Display) -> ReleaseError {
     }
 }
 
-/// Writes `bytes` to `path` atomically (temp file in the same directory, then rename).
+/// Writes `bytes` to `path` atomically ([`fsio::write_atomic`]), mode 0600 as release
+/// files have always been written. `aws::rollout` still calls it from here; new code calls
+/// `fsio` itself.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ReleaseError> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| io_err(path, e))?;
-    std::io::Write::write_all(&mut tmp, bytes).map_err(|e| io_err(path, e))?;
-    tmp.persist(path).map_err(|e| io_err(path, e.error))?;
-    Ok(())
+    fsio::write_atomic(path, bytes, fsio::PRIVATE).map_err(|e| io_err(path, e))
 }
 
 /// What `zoa sign` produced.
@@ -130,11 +125,8 @@ pub fn sign(
     // unsigned UKI with Secure Boot on, say) never replaces DIR/uefi-data.bin.
     let staged = match &blob {
         Some(bytes) => {
-            let mut tmp = tempfile::Builder::new()
-                .prefix(".uefi-data.bin.")
-                .tempfile_in(dir)
+            let tmp = fsio::write_temp(&uefi_path, bytes, fsio::PRIVATE)
                 .map_err(|e| io_err(&uefi_path, e))?;
-            std::io::Write::write_all(&mut tmp, bytes).map_err(|e| io_err(&uefi_path, e))?;
             Some(tmp)
         }
         None => None,
@@ -159,8 +151,8 @@ pub fn sign(
     write_atomic(&measurements_path, &m_bytes)?;
     let result = (|| {
         if let Some(tmp) = staged {
-            tmp.persist(&uefi_path)
-                .map_err(|e| io_err(&uefi_path, e.error))?;
+            fsio::persist(tmp, &uefi_path, fsio::Persist::REPLACE)
+                .map_err(|e| io_err(&uefi_path, e))?;
         }
         let manifest = Manifest::from_build_dir(dir, measurements, blob.is_some())?;
         // The manifest hashed uki.efi again: it must be the file that was measured.

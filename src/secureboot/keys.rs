@@ -38,7 +38,7 @@ use openssl::x509::extension::{
 use openssl::x509::{X509Builder, X509NameBuilder, X509NameRef, X509};
 use sha2::{Digest, Sha256};
 
-use crate::fsio::ReadBoundedError;
+use crate::fsio::{self, ReadBoundedError};
 
 /// RSA modulus size of generated keys (see the module documentation for why 2048).
 pub const RSA_BITS: u32 = 2048;
@@ -265,9 +265,9 @@ pub fn keygen_secure_boot(
             serial,
             sha256: hex::encode(Sha256::digest(&cert_der)),
         };
-        plan.push((entry.key.clone(), key_pem, 0o600));
-        plan.push((entry.cert.clone(), cert_pem, 0o644));
-        plan.push((entry.cer.clone(), cert_der, 0o644));
+        plan.push((entry.key.clone(), key_pem, fsio::PRIVATE));
+        plan.push((entry.cert.clone(), cert_pem, fsio::PUBLIC));
+        plan.push((entry.cer.clone(), cert_der, fsio::PUBLIC));
         keys.push(entry);
     }
     if !force {
@@ -296,7 +296,7 @@ pub fn keygen_secure_boot(
     // file is in place.
     let mut temps = Vec::with_capacity(plan.len());
     for (path, bytes, mode) in &plan {
-        temps.push((write_temp(&dir, path, bytes, *mode)?, path));
+        temps.push((write_temp(path, bytes, *mode)?, path));
     }
     let mut placed: Vec<&PathBuf> = Vec::new();
     for (tmp, path) in temps {
@@ -313,37 +313,40 @@ pub fn keygen_secure_boot(
     Ok(SecureBootKeys { keys })
 }
 
-/// A synced temporary file next to `target` holding `bytes`, with `mode`.
+/// A temporary file beside `target` holding `bytes`, with `mode` from the start.
 fn write_temp(
-    dir: &Path,
     target: &Path,
     bytes: &[u8],
     mode: u32,
 ) -> Result<tempfile::NamedTempFile, SecureBootKeyError> {
-    crate::keyfile::write_temp(dir, bytes, mode).map_err(|(action, source)| {
-        SecureBootKeyError::Io {
-            path: target.to_owned(),
-            action,
-            source,
-        }
+    fsio::write_temp(target, bytes, mode).map_err(|e| SecureBootKeyError::Io {
+        path: target.to_owned(),
+        action: e.step,
+        source: e.source,
     })
 }
 
+/// Moves a key or certificate file into place, synced first (a key cannot be made again);
+/// an existing file is only replaced with `force`.
 fn persist(
     tmp: tempfile::NamedTempFile,
     target: &Path,
     force: bool,
 ) -> Result<(), SecureBootKeyError> {
-    crate::keyfile::persist(tmp, target, force).map_err(|source| {
-        if source.kind() == std::io::ErrorKind::AlreadyExists {
+    let how = fsio::Persist {
+        sync: true,
+        replace: force,
+    };
+    fsio::persist(tmp, target, how).map_err(|e| {
+        if e.source.kind() == std::io::ErrorKind::AlreadyExists {
             SecureBootKeyError::Exists {
                 path: target.to_owned(),
             }
         } else {
             SecureBootKeyError::Io {
                 path: target.to_owned(),
-                action: "move into place",
-                source,
+                action: e.step,
+                source: e.source,
             }
         }
     })
