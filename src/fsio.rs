@@ -15,6 +15,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use tempfile::NamedTempFile;
+use zeroize::Zeroizing;
 
 /// Files only their owner may read: secrets, and the files zoa has always written through a
 /// plain temporary file (whose mode this is).
@@ -45,11 +46,41 @@ pub fn read_at_most(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
 /// Reads `path` whole, refusing a file of more than `limit` bytes (one byte more is read
 /// to tell, never the rest).
 pub fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>, ReadBoundedError> {
-    let bytes = read_at_most(path, limit.saturating_add(1)).map_err(ReadBoundedError::Io)?;
-    if bytes.len() as u64 > limit {
+    let mut bytes = Vec::new();
+    read_into(open(path)?, limit, &mut bytes)?;
+    Ok(bytes)
+}
+
+/// [`read_bounded`] for a secret (a key file, a password file): the bytes are zeroed when
+/// dropped.
+pub fn read_secret_file(path: &Path, limit: u64) -> Result<Zeroizing<Vec<u8>>, ReadBoundedError> {
+    read_secret(open(path)?, limit)
+}
+
+/// Reads a secret from `reader` (a file, stdin) to its end, refusing more than `limit`
+/// bytes; zeroed when dropped. The buffer is made large enough up front, so it never grows:
+/// growing would leave copies of the secret in freed memory. For small bounds (KiB).
+pub fn read_secret(reader: impl Read, limit: u64) -> Result<Zeroizing<Vec<u8>>, ReadBoundedError> {
+    let capacity = usize::try_from(limit).map_or(0, |l| l.saturating_add(1));
+    let mut bytes = Zeroizing::new(Vec::with_capacity(capacity));
+    read_into(reader, limit, &mut bytes)?;
+    Ok(bytes)
+}
+
+fn open(path: &Path) -> Result<std::fs::File, ReadBoundedError> {
+    std::fs::File::open(path).map_err(ReadBoundedError::Io)
+}
+
+/// Appends `reader`'s bytes to `buf`, at most `limit` of them (one more is read to tell).
+fn read_into(reader: impl Read, limit: u64, buf: &mut Vec<u8>) -> Result<(), ReadBoundedError> {
+    reader
+        .take(limit.saturating_add(1))
+        .read_to_end(buf)
+        .map_err(ReadBoundedError::Io)?;
+    if buf.len() as u64 > limit {
         return Err(ReadBoundedError::TooLarge);
     }
-    Ok(bytes)
+    Ok(())
 }
 
 /// Why writing a file failed: the step (to follow "cannot") and the error. Callers add the
@@ -235,5 +266,25 @@ mod tests {
             read_bounded(&dir.path().join("missing"), 5),
             Err(ReadBoundedError::Io(_))
         ));
+        assert_eq!(*read_secret_file(&p, 5).unwrap(), b"12345");
+        assert!(matches!(
+            read_secret_file(&p, 4),
+            Err(ReadBoundedError::TooLarge)
+        ));
+        assert!(matches!(
+            read_secret(&b"123456789"[..], 8),
+            Err(ReadBoundedError::TooLarge)
+        ));
+    }
+
+    #[test]
+    fn a_secret_is_read_without_growing_its_buffer() {
+        for len in [0, 1, 100, 4096] {
+            let data = vec![7u8; len];
+            let secret = read_secret(&data[..], 4096).unwrap();
+            assert_eq!(*secret, data);
+            // Still the buffer made up front: it was never moved to a larger one.
+            assert_eq!(secret.capacity(), 4097, "{len} bytes");
+        }
     }
 }

@@ -12,6 +12,7 @@
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use zeroize::Zeroizing;
 
 use super::{api_error, AwsError, Clients};
 
@@ -82,7 +83,9 @@ pub async fn seal(
             ),
         ));
     }
-    let mut data_key = random_bytes(32)?;
+    // Zeroed when dropped, whatever happens. The SDK's request copies it into a Blob, which
+    // zoa cannot reach.
+    let data_key = Zeroizing::new(random_bytes(32)?);
     let out = c
         .kms
         .encrypt()
@@ -110,7 +113,6 @@ pub async fn seal(
         &mut tag,
     )
     .map_err(|e| AwsError::step(step, format!("AES-GCM: {e}")))?;
-    data_key.iter_mut().for_each(|b| *b = 0);
     ciphertext.extend_from_slice(&tag);
     Ok(Envelope {
         format: ENVELOPE_FORMAT.to_owned(),
