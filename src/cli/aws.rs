@@ -258,16 +258,16 @@ pub fn seal(args: &SealArgs, quiet: bool) -> Result<ExitStatus> {
     });
     // Zeroed as soon as it is sealed (or not), not at the end of the command.
     drop(secret);
-    let envelope = envelope?;
-    let mut bytes = serde_json::to_vec_pretty(&envelope)?;
+    let sealed = envelope?;
+    let mut bytes = serde_json::to_vec_pretty(&sealed)?;
     bytes.push(b'\n');
-    zoa::fsio::write_atomic(&args.out, &bytes, zoa::fsio::PRIVATE)
+    fsio::write_atomic(&args.out, &bytes, fsio::PRIVATE)
         .with_context(|| format!("{}: cannot write the envelope", args.out.display()))?;
     if !quiet {
         eprintln!(
             "sealed {} for {deployment} with {} → {}",
             args.name,
-            envelope.key_arn,
+            sealed.envelope().key_arn(),
             args.out.display()
         );
     }
