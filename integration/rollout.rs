@@ -562,14 +562,14 @@ fn a_locked_key_is_replaced_and_the_secrets_are_resealed() {
         .unwrap();
     let data = zoa_init::unseal::UserData::parse(&user_data).unwrap();
     let envelope_json = serde_json::to_vec(&data.secrets["api-key"]).unwrap();
-    let envelope = zoa::aws::seal::Envelope::parse(&envelope_json).unwrap();
-    assert_eq!(envelope.key_arn, new_key_arn);
+    let envelope = zoa_init::unseal::Envelope::parse(&envelope_json).unwrap();
+    assert_eq!(envelope.key_arn(), new_key_arn);
     let r = lab.moto.json(
         "kms",
         "TrentService.Decrypt",
         &serde_json::json!({
-            "CiphertextBlob": envelope.encrypted_data_key,
-            "EncryptionContext": envelope.encryption_context,
+            "CiphertextBlob": b64.encode(envelope.encrypted_data_key()),
+            "EncryptionContext": envelope.encryption_context(),
         })
         .to_string(),
     );
@@ -581,7 +581,7 @@ fn a_locked_key_is_replaced_and_the_secrets_are_resealed() {
                 .unwrap(),
         )
         .unwrap();
-    assert_eq!(envelope.open(&data_key).unwrap(), b"the api key");
+    assert_eq!(envelope.open(&data_key).unwrap().expose(), b"the api key");
     // The record moved, with the new key and the new envelope's digest.
     let kept = v2.join("deploy/sealed/api-key.json");
     assert_eq!(

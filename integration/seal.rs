@@ -10,7 +10,8 @@ use base64::Engine;
 use common::moto::Moto;
 use common::*;
 use std::process::Command;
-use zoa::aws::seal::Envelope;
+// zoa-init's reader, the one that opens envelopes at boot.
+use zoa_init::unseal::Envelope;
 
 fn b64() -> base64::engine::GeneralPurpose {
     base64::engine::general_purpose::STANDARD
@@ -45,7 +46,7 @@ fn seal(moto: &Moto, dir: &std::path::Path, key: &str, secret: &[u8]) -> std::pr
 /// KMS Decrypt of the envelope's data key with a given encryption context.
 fn kms_decrypt(moto: &Moto, e: &Envelope, context: &serde_json::Value) -> Option<Vec<u8>> {
     let body = serde_json::json!({
-        "CiphertextBlob": e.encrypted_data_key,
+        "CiphertextBlob": b64().encode(e.encrypted_data_key()),
         "EncryptionContext": context,
     });
     let r = moto.json("kms", "TrentService.Decrypt", &body.to_string());
@@ -71,9 +72,9 @@ fn a_sealed_secret_opens_only_with_its_context_and_key() {
         "plaintext in the envelope"
     );
     let e = Envelope::parse(text.as_bytes()).unwrap();
-    assert!(e.key_arn.ends_with(&key_id), "{}", e.key_arn);
-    assert_eq!(e.encryption_context["zoa:deployment"], "demo");
-    assert_eq!(e.encryption_context["zoa:secret"], "model-key");
+    assert!(e.key_arn().ends_with(&key_id), "{}", e.key_arn());
+    assert_eq!(e.encryption_context()["zoa:deployment"], "demo");
+    assert_eq!(e.name(), "model-key");
     // Only kms:Encrypt was called: a sealer never receives a data key from KMS.
     let ops = moto.operations();
     assert!(ops.iter().any(|o| o == "kms:Encrypt"), "{ops:?}");
@@ -83,17 +84,16 @@ fn a_sealed_secret_opens_only_with_its_context_and_key() {
         "{ops:?}"
     );
 
-    let right = serde_json::to_value(&e.encryption_context).unwrap();
+    let right = serde_json::to_value(e.encryption_context()).unwrap();
     let data_key = kms_decrypt(&moto, &e, &right).expect("KMS releases the data key");
-    assert_eq!(e.open(&data_key).unwrap(), secret);
+    assert_eq!(e.open(&data_key).unwrap().expose(), secret);
     // KMS refuses the data key under another context.
     let wrong = serde_json::json!({"zoa:deployment": "other", "zoa:secret": "model-key"});
     assert!(kms_decrypt(&moto, &e, &wrong).is_none());
     // A moved envelope (context edited) does not open even with the right data key.
-    let mut moved = e.clone();
-    moved
-        .encryption_context
-        .insert("zoa:secret".into(), "other".into());
+    let mut moved: serde_json::Value = serde_json::from_str(&text).unwrap();
+    moved["encryption_context"]["zoa:secret"] = "other".into();
+    let moved = Envelope::from_value(&moved).unwrap();
     assert!(moved.open(&data_key).is_err());
 }
 

@@ -471,8 +471,8 @@ impl Fetcher {
         // No fsync: the cache is re-verified on every use, so a file torn by a crash is
         // detected and fetched again.
         let dest = self.cache_path(&pin.sha256);
-        tmp.persist(&dest)
-            .map_err(|e| format!("cache {}: {}", dest.display(), e.error))?;
+        crate::fsio::persist(tmp, &dest, crate::fsio::Persist::REPLACE)
+            .map_err(|e| format!("cache {}: {e}", dest.display()))?;
         Ok(Fetched {
             path: dest,
             source: url.to_owned(),

@@ -13,7 +13,6 @@ pub mod fetch;
 pub mod fsio;
 pub mod image;
 pub mod init_build;
-mod keyfile;
 pub mod measure;
 pub mod progress;
 pub mod recipe;

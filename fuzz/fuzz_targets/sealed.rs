@@ -1,6 +1,7 @@
 //! Sealed envelopes travel through user data and S3, where anyone with write access can
 //! change them, and zoa-init parses them at boot: parsing and opening must refuse any
-//! bytes cleanly and never panic. Deploy records are read back on every rerun.
+//! bytes cleanly and never panic (the parser is zoa-init's, which zoa re-exports and checks
+//! what it seals with). Deploy records are read back on every rerun.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use zoa::aws::seal::Envelope;

@@ -82,13 +82,7 @@ impl RolloutOptions {
 /// A secret's plaintext, for re-sealing: zeroed when dropped, never printed.
 struct Plaintext {
     name: String,
-    bytes: Vec<u8>,
-}
-
-impl Drop for Plaintext {
-    fn drop(&mut self) {
-        self.bytes.iter_mut().for_each(|b| *b = 0);
-    }
+    bytes: zeroize::Zeroizing<Vec<u8>>,
 }
 
 impl std::fmt::Debug for Plaintext {
@@ -265,15 +259,16 @@ fn read_plaintexts(
     }
     let mut out = Vec::new();
     for arg in &options.reseal {
-        let bytes = userdata::read_limited(&arg.file, MAX_SECRET_BYTES).map_err(|_| {
-            AwsError::file(
-                &arg.file,
-                format!(
-                    "--reseal {}: cannot read it, or larger than {MAX_SECRET_BYTES} bytes",
-                    arg.name
-                ),
-            )
-        })?;
+        let bytes =
+            crate::fsio::read_secret_file(&arg.file, MAX_SECRET_BYTES as u64).map_err(|e| {
+                let why = match e {
+                    crate::fsio::ReadBoundedError::Io(e) => format!("cannot read it: {e}"),
+                    crate::fsio::ReadBoundedError::TooLarge => {
+                        format!("larger than {MAX_SECRET_BYTES} bytes")
+                    }
+                };
+                AwsError::file(&arg.file, format!("--reseal {}: {why}", arg.name))
+            })?;
         let p = Plaintext {
             name: arg.name.clone(),
             bytes,
@@ -816,7 +811,8 @@ async fn reseal(
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| AwsError::file(dir, e))?;
         }
-        crate::release::write_atomic(&path, &bytes).map_err(|e| AwsError::file(&path, e))?;
+        crate::fsio::write_atomic(&path, &bytes, crate::fsio::PRIVATE)
+            .map_err(|e| AwsError::file(&path, e))?;
         out.push(SealedSecret::from_bytes(&p.name, &path, bytes)?);
     }
     Ok(out)

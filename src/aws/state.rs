@@ -141,7 +141,8 @@ impl DeployState {
         let mut bytes =
             serde_json::to_vec_pretty(self).map_err(|e| AwsError::file(&path, e.to_string()))?;
         bytes.push(b'\n');
-        crate::release::write_atomic(&path, &bytes).map_err(|e| AwsError::file(&path, e))
+        crate::fsio::write_atomic(&path, &bytes, crate::fsio::PRIVATE)
+            .map_err(|e| AwsError::file(&path, e))
     }
 
     /// `DIR/deploy/sealed/NAME.json`.

@@ -3,14 +3,15 @@
 
 use super::exit::ExitStatus;
 use anyhow::{Context, Result};
-use std::io::Read;
 use std::path::Path;
+use zeroize::Zeroizing;
 
 use super::args::{AwsArgs, DeployArgs, DestroyArgs, PolicyArgs, RolloutArgs, SealArgs};
 use super::output::print_json;
 use zoa::aws::deploy::{self, DeployOptions, PolicyRequest};
 use zoa::aws::destroy::{self, DestroyOptions};
 use zoa::aws::{AwsError, AwsOptions, Clients};
+use zoa::fsio::{self, ReadBoundedError};
 use zoa::progress::Progress;
 
 fn aws_options(args: &AwsArgs) -> AwsOptions {
@@ -250,47 +251,45 @@ fn seal_target(args: &SealArgs) -> Result<(String, String)> {
     Ok((args.key.clone(), deployment))
 }
 
-/// The secret to seal, from `--in FILE` or stdin; one byte more than the library takes,
-/// so that it can refuse an oversized secret with its own message.
-fn read_secret(input: Option<&Path>) -> Result<Vec<u8>> {
-    let limit = zoa::aws::seal::MAX_SECRET_BYTES as u64 + 1;
-    let mut secret = Vec::new();
-    match input {
-        Some(p) => {
-            std::fs::File::open(p)
-                .and_then(|f| f.take(limit).read_to_end(&mut secret))
-                .with_context(|| format!("{}: cannot read the secret", p.display()))?;
-        }
-        None => {
-            std::io::stdin()
-                .take(limit)
-                .read_to_end(&mut secret)
-                .context("stdin: cannot read the secret")?;
-        }
-    }
-    Ok(secret)
+/// The secret to seal, from `--in FILE` or stdin, zeroed when dropped.
+fn read_secret(input: Option<&Path>) -> Result<Zeroizing<Vec<u8>>> {
+    let max = zoa::aws::seal::MAX_SECRET_BYTES as u64;
+    let (what, read) = match input {
+        Some(p) => (p.display().to_string(), fsio::read_secret_file(p, max)),
+        None => (
+            "stdin".to_owned(),
+            fsio::read_secret(std::io::stdin().lock(), max),
+        ),
+    };
+    read.map_err(|e| match e {
+        ReadBoundedError::Io(e) => anyhow::Error::new(e).context(format!("{what}: cannot read the secret")),
+        ReadBoundedError::TooLarge => anyhow::anyhow!(
+            "{what}: the secret is larger than {max} bytes; at most {max} fit in user data (seal a key, not a model)"
+        ),
+    })
 }
 
 pub fn seal(args: &SealArgs, quiet: bool) -> Result<ExitStatus> {
     let (key, deployment) = seal_target(args)?;
-    let mut secret = read_secret(args.input.as_deref())?;
+    let secret = read_secret(args.input.as_deref())?;
     let rt = zoa::aws::runtime()?;
     let envelope = rt.block_on(async {
         let clients = Clients::connect(&aws_options(&args.aws)).await?;
         let context = zoa::aws::seal::context(&deployment, &args.name);
         zoa::aws::seal::seal(&clients, &key, context, &secret).await
     });
-    secret.iter_mut().for_each(|b| *b = 0);
-    let envelope = envelope?;
-    let mut bytes = serde_json::to_vec_pretty(&envelope)?;
+    // Zeroed as soon as it is sealed (or not), not at the end of the command.
+    drop(secret);
+    let sealed = envelope?;
+    let mut bytes = serde_json::to_vec_pretty(&sealed)?;
     bytes.push(b'\n');
-    zoa::release::write_atomic(&args.out, &bytes)
+    fsio::write_atomic(&args.out, &bytes, fsio::PRIVATE)
         .with_context(|| format!("{}: cannot write the envelope", args.out.display()))?;
     if !quiet {
         eprintln!(
             "sealed {} for {deployment} with {} → {}",
             args.name,
-            envelope.key_arn,
+            sealed.envelope().key_arn(),
             args.out.display()
         );
     }

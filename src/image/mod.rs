@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 
 use crate::digest;
 use crate::fetch::{Fetched, Fetcher, Pin};
+use crate::fsio;
 use crate::progress::Progress;
 use crate::recipe::lock::{Lock, LockError, LockedInput, LOCK_VERSION};
 use crate::recipe::{Compression, FileRef, Recipe};
@@ -368,10 +369,16 @@ fn write_outputs_into(
         data: SectionData::Image(&composed.kernel),
     });
 
-    let mut uki_tmp = tempfile::Builder::new()
-        .prefix(&format!(".{UKI_FILE}."))
-        .tempfile_in(out_dir)
-        .map_err(|e| out_err(out_dir, e))?;
+    let place_err = |path: &Path, e: fsio::WriteError| BuildError::Output {
+        path: path.to_owned(),
+        message: e.to_string(),
+    };
+    let uki_path = out_dir.join(UKI_FILE);
+    let json_path = out_dir.join(BUILD_FILE);
+    let sbom_path = out_dir.join(sbom::SBOM_FILE);
+    // Every output is public (the recipe and its inputs make it again), 0644.
+    let mut uki_tmp =
+        fsio::temp_for(&uki_path, fsio::PUBLIC).map_err(|e| place_err(&uki_path, e))?;
     let placed = uki::assemble(&composed.stub, sections, mtime, uki_tmp.as_file_mut())?;
     bar.finish();
 
@@ -435,14 +442,11 @@ fn write_outputs_into(
         files: file_list,
     };
     let json = report.to_json().map_err(|e| BuildError::Output {
-        path: out_dir.join(BUILD_FILE),
+        path: json_path.clone(),
         message: e.to_string(),
     })?;
-    let mut json_tmp = tempfile::Builder::new()
-        .prefix(&format!(".{BUILD_FILE}."))
-        .tempfile_in(out_dir)
-        .map_err(|e| out_err(out_dir, e))?;
-    std::io::Write::write_all(&mut json_tmp, &json).map_err(|e| out_err(json_tmp.path(), e))?;
+    let json_tmp =
+        fsio::write_temp(&json_path, &json, fsio::PUBLIC).map_err(|e| place_err(&json_path, e))?;
     let input_sources = |name: &str| {
         spec.inputs
             .get(name)
@@ -450,30 +454,19 @@ fn write_outputs_into(
             .unwrap_or_default()
     };
     let sbom = sbom::render(&report, &input_sources).map_err(|e| BuildError::Output {
-        path: out_dir.join(sbom::SBOM_FILE),
+        path: sbom_path.clone(),
         message: e.to_string(),
     })?;
-    let mut sbom_tmp = tempfile::Builder::new()
-        .prefix(&format!(".{}.", sbom::SBOM_FILE))
-        .tempfile_in(out_dir)
-        .map_err(|e| out_err(out_dir, e))?;
-    std::io::Write::write_all(&mut sbom_tmp, &sbom).map_err(|e| out_err(sbom_tmp.path(), e))?;
+    let sbom_tmp =
+        fsio::write_temp(&sbom_path, &sbom, fsio::PUBLIC).map_err(|e| place_err(&sbom_path, e))?;
 
-    let uki_path = out_dir.join(UKI_FILE);
-    let json_path = out_dir.join(BUILD_FILE);
-    let sbom_path = out_dir.join(sbom::SBOM_FILE);
-    for tmp in [&uki_tmp, &json_tmp, &sbom_tmp] {
-        set_mode(tmp.path(), 0o644).map_err(|e| out_err(tmp.path(), e))?;
+    for (tmp, path) in [
+        (uki_tmp, &uki_path),
+        (json_tmp, &json_path),
+        (sbom_tmp, &sbom_path),
+    ] {
+        fsio::persist(tmp, path, fsio::Persist::REPLACE).map_err(|e| place_err(path, e))?;
     }
-    uki_tmp
-        .persist(&uki_path)
-        .map_err(|e| out_err(&uki_path, e.error))?;
-    json_tmp
-        .persist(&json_path)
-        .map_err(|e| out_err(&json_path, e.error))?;
-    sbom_tmp
-        .persist(&sbom_path)
-        .map_err(|e| out_err(&sbom_path, e.error))?;
     Ok(BuiltImage {
         out_dir: out_dir.to_owned(),
         uki: uki_path,
@@ -498,13 +491,12 @@ fn sign_uki(
     out_dir: &Path,
     with: &SignWith,
 ) -> Result<(tempfile::NamedTempFile, SignedUki), BuildError> {
-    let signed = tempfile::Builder::new()
-        .prefix(&format!(".{UKI_FILE}.signed."))
-        .tempfile_in(out_dir)
-        .map_err(|e| BuildError::Output {
-            path: out_dir.to_owned(),
-            message: e.to_string(),
-        })?;
+    // sign_pe_files replaces this file with the signed image (with the unsigned one's mode).
+    let uki_path = out_dir.join(UKI_FILE);
+    let signed = fsio::temp_for(&uki_path, fsio::PUBLIC).map_err(|e| BuildError::Output {
+        path: uki_path.clone(),
+        message: e.to_string(),
+    })?;
     let s = crate::secureboot::sign::sign_pe_files(
         unsigned,
         signed.path(),
@@ -531,11 +523,6 @@ fn sign_uki(
             certificate_sha256: digest::sha256_bytes(&der),
         },
     ))
-}
-
-fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
 }
 
 fn input_records(recipe: &Recipe, inputs: &FetchedInputs) -> Vec<InputRecord> {

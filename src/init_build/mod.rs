@@ -27,9 +27,10 @@ pub mod provenance;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+
+use crate::fsio;
 
 use provenance::{
     BinaryRecord, CToolchainRecord, CodegenRecord, CrateRecord, Provenance, RustcRecord,
@@ -728,9 +729,12 @@ fn write_zig_wrappers(
         let digest = crate::digest::sha256_bytes(text.as_bytes());
         let path = dir.join(format!("{name}-{}", &digest[..12]));
         if std::fs::read_to_string(&path).ok().as_deref() != Some(text) {
-            std::fs::write(&path, text).map_err(io_err(&path))?;
+            // Atomically: a concurrent build may be running the old file.
+            fsio::write_atomic(&path, text.as_bytes(), fsio::EXECUTABLE)
+                .map_err(|e| io_err(&path)(e.into()))?;
+        } else {
+            set_mode(&path, fsio::EXECUTABLE)?;
         }
-        set_mode(&path, 0o755)?;
         Ok(path)
     };
     Ok(ZigWrappers {
@@ -954,27 +958,15 @@ fn write_outputs(
     std::fs::create_dir_all(out_dir).map_err(io_err(out_dir))?;
     let binary = out_dir.join(PACKAGE);
     let prov_path = Provenance::path_for(&binary);
-    let mut bin_tmp = tempfile::Builder::new()
-        .prefix(".zoa-init.")
-        .tempfile_in(out_dir)
-        .map_err(io_err(out_dir))?;
+    let mut bin_tmp =
+        fsio::temp_for(&binary, fsio::EXECUTABLE).map_err(|e| io_err(&binary)(e.into()))?;
     let mut src = std::fs::File::open(built).map_err(io_err(built))?;
-    std::io::copy(&mut src, bin_tmp.as_file_mut()).map_err(io_err(bin_tmp.path()))?;
-    set_mode(bin_tmp.path(), 0o755)?;
-    let mut prov_tmp = tempfile::Builder::new()
-        .prefix(".zoa-init.provenance.")
-        .tempfile_in(out_dir)
-        .map_err(io_err(out_dir))?;
-    prov_tmp
-        .write_all(&provenance.to_json())
-        .map_err(io_err(prov_tmp.path()))?;
-    set_mode(prov_tmp.path(), 0o644)?;
-    bin_tmp
-        .persist(&binary)
-        .map_err(|e| io_err(&binary)(e.error))?;
-    prov_tmp
-        .persist(&prov_path)
-        .map_err(|e| io_err(&prov_path)(e.error))?;
+    std::io::copy(&mut src, bin_tmp.as_file_mut()).map_err(io_err(&binary))?;
+    let prov_tmp = fsio::write_temp(&prov_path, &provenance.to_json(), fsio::PUBLIC)
+        .map_err(|e| io_err(&prov_path)(e.into()))?;
+    for (tmp, path) in [(bin_tmp, &binary), (prov_tmp, &prov_path)] {
+        fsio::persist(tmp, path, fsio::Persist::REPLACE).map_err(|e| io_err(path)(e.into()))?;
+    }
     Ok((binary, prov_path))
 }
 

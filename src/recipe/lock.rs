@@ -90,20 +90,14 @@ impl Lock {
         format!("{HEADER}{body}")
     }
 
-    /// Writes the lock atomically (temp file + rename).
+    /// Writes the lock atomically (mode 0600, as it always was).
     pub fn write(&self, path: &Path) -> Result<(), LockError> {
-        let dir = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let werr = |source| LockError::Write {
-            path: path.to_owned(),
-            source,
-        };
-        let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(werr)?;
-        std::io::Write::write_all(&mut tmp, self.to_toml().as_bytes()).map_err(werr)?;
-        tmp.persist(path).map_err(|e| werr(e.error))?;
-        Ok(())
+        crate::fsio::write_atomic(path, self.to_toml().as_bytes(), crate::fsio::PUBLIC).map_err(
+            |e| LockError::Write {
+                path: path.to_owned(),
+                source: e.into(),
+            },
+        )
     }
 
     /// Refuses any difference between the recipe's pins and the lock.

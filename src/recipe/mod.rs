@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 
 use crate::digest;
+use crate::fsio::ReadBoundedError;
 
 pub mod lock;
 pub mod rules;
@@ -537,19 +538,17 @@ fn read_limited(path: &Path) -> Result<Vec<u8>, RecipeError> {
         path: path.to_owned(),
         source,
     };
+    // A FIFO or a device would block or never end: a recipe is a file.
     let meta = std::fs::metadata(path).map_err(read_err)?;
     if !meta.is_file() {
-        return Err(RecipeError::Read {
-            path: path.to_owned(),
-            source: std::io::Error::other("not a regular file"),
-        });
+        return Err(read_err(std::io::Error::other("not a regular file")));
     }
-    if meta.len() > MAX_RECIPE_BYTES {
-        return Err(RecipeError::TooLarge {
+    crate::fsio::read_bounded(path, MAX_RECIPE_BYTES).map_err(|e| match e {
+        ReadBoundedError::Io(source) => read_err(source),
+        ReadBoundedError::TooLarge => RecipeError::TooLarge {
             path: path.to_owned(),
-        });
-    }
-    std::fs::read(path).map_err(read_err)
+        },
+    })
 }
 
 /// toml's errors span several lines with a source excerpt; users get one line.
@@ -710,6 +709,22 @@ sources = ["https://deb.debian.org/x.deb"]
         assert_eq!(r.spec.kernel.path.as_deref(), Some("boot/vmlinuz"));
         assert_eq!(r.sha256, digest::sha256_bytes(MINIMAL.as_bytes()));
         assert!(r.lock_path().to_string_lossy().ends_with("r.toml.lock"));
+    }
+
+    #[test]
+    fn oversized_recipes_and_directories_are_refused_unread() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.toml");
+        let mut text = MINIMAL.as_bytes().to_vec();
+        text.resize(MAX_RECIPE_BYTES as usize + 1, b'\n');
+        std::fs::write(&path, &text).unwrap();
+        let e = Recipe::load(&path).unwrap_err();
+        assert!(matches!(e, RecipeError::TooLarge { .. }), "{e}");
+        text.truncate(MAX_RECIPE_BYTES as usize);
+        std::fs::write(&path, &text).unwrap();
+        assert!(Recipe::load(&path).is_ok());
+        let e = Recipe::load(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("not a regular file"), "{e}");
     }
 
     #[test]

@@ -6,16 +6,21 @@
 //! command-line tool both ways: what zoa signs, `minisign -V` verifies, and zoa verifies
 //! what `minisign -S` signs.
 //!
-//! Passwords come from [`Password`]; they are never printed or logged.
+//! Passwords come from [`Password`]; they are never printed or logged. Passwords and the
+//! bytes of secret key files are held in [`Zeroizing`] buffers, zeroed when dropped. What
+//! the `minisign` crate holds is out of zoa's reach: it takes passwords by value and its
+//! `SecretKey` is not zeroed on drop, so zoa hands over its own buffer rather than a copy.
 
 use std::ffi::OsString;
 use std::io::{Cursor, IsTerminal};
+use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 
-use crate::fsio::ReadBoundedError;
+use crate::fsio::{self, ReadBoundedError};
 use minisign::{ErrorKind, KeyPair, PublicKey, SecretKey, SecretKeyBox, SignatureBox};
+use zeroize::Zeroizing;
 
 /// The environment variable [`Password::Env`] reads.
 pub const PASSWORD_ENV: &str = "ZOA_KEY_PASSWORD";
@@ -159,7 +164,7 @@ impl Password {
 
     /// The password, or `None` for [`Password::None`]. With `confirm`, a prompt asks
     /// twice (for a new key, where a typo would lock the key away for good).
-    pub fn resolve(&self, confirm: bool) -> Result<Option<String>, KeyError> {
+    pub fn resolve(&self, confirm: bool) -> Result<Option<Zeroizing<String>>, KeyError> {
         match self {
             Password::None => Ok(None),
             Password::Env => password_from_env(std::env::var_os(PASSWORD_ENV)).map(Some),
@@ -171,10 +176,12 @@ impl Password {
                     return Err(KeyError::NoTerminal);
                 }
                 let prompt = |p: &str| {
-                    rpassword::prompt_password(p).map_err(|source| KeyError::Prompt { source })
+                    rpassword::prompt_password(p)
+                        .map(Zeroizing::new)
+                        .map_err(|source| KeyError::Prompt { source })
                 };
                 let first = prompt("Key password: ")?;
-                if confirm && prompt("Key password (again): ")? != first {
+                if confirm && *prompt("Key password (again): ")? != *first {
                     return Err(KeyError::PasswordMismatch);
                 }
                 non_empty(first, "the terminal prompt").map(Some)
@@ -183,7 +190,7 @@ impl Password {
     }
 }
 
-fn non_empty(password: String, origin: &str) -> Result<String, KeyError> {
+fn non_empty(password: Zeroizing<String>, origin: &str) -> Result<Zeroizing<String>, KeyError> {
     if password.is_empty() {
         return Err(KeyError::PasswordEmpty {
             origin: origin.to_owned(),
@@ -194,16 +201,20 @@ fn non_empty(password: String, origin: &str) -> Result<String, KeyError> {
 
 /// The password from `ZOA_KEY_PASSWORD`'s value (taken as a parameter so tests need not
 /// change the process environment).
-fn password_from_env(value: Option<OsString>) -> Result<String, KeyError> {
+fn password_from_env(value: Option<OsString>) -> Result<Zeroizing<String>, KeyError> {
     let value = value.ok_or(KeyError::PasswordEnvUnset)?;
-    let value = value
-        .into_string()
-        .map_err(|_| KeyError::PasswordEnvNotUtf8)?;
+    let value = match String::from_utf8(value.into_vec()) {
+        Ok(text) => Zeroizing::new(text),
+        Err(e) => {
+            drop(Zeroizing::new(e.into_bytes()));
+            return Err(KeyError::PasswordEnvNotUtf8);
+        }
+    };
     non_empty(value, PASSWORD_ENV)
 }
 
-fn password_from_file(path: &Path) -> Result<String, KeyError> {
-    let bytes = read_limited(path).map_err(|e| match e {
+fn password_from_file(path: &Path) -> Result<Zeroizing<String>, KeyError> {
+    let bytes = read_limited_secret(path).map_err(|e| match e {
         ReadBoundedError::Io(source) => KeyError::Io {
             path: path.to_owned(),
             action: "read the password file",
@@ -215,18 +226,32 @@ fn password_from_file(path: &Path) -> Result<String, KeyError> {
             source: std::io::Error::other("larger than 64 KiB; the password is its first line"),
         },
     })?;
-    let text = String::from_utf8(bytes).map_err(|_| KeyError::PasswordFileNotUtf8 {
+    let text = std::str::from_utf8(&bytes).map_err(|_| KeyError::PasswordFileNotUtf8 {
         path: path.to_owned(),
     })?;
     // Only the line ending goes: blanks inside or around a password are part of it.
     let first = text.split('\n').next().unwrap_or_default();
     let first = first.strip_suffix('\r').unwrap_or(first);
-    non_empty(first.to_owned(), &path.display().to_string())
+    non_empty(
+        Zeroizing::new(first.to_owned()),
+        &path.display().to_string(),
+    )
+}
+
+/// The password as the `minisign` crate takes it: by value, dropped without being zeroed.
+/// Handing over zoa's own buffer leaves no second copy behind.
+fn for_minisign(mut password: Zeroizing<String>) -> String {
+    std::mem::take(&mut *password)
 }
 
 /// Reads at most [`MAX_KEY_FILE`] bytes; more is an error rather than a silent cut.
 fn read_limited(path: &Path) -> Result<Vec<u8>, ReadBoundedError> {
-    crate::fsio::read_bounded(path, MAX_KEY_FILE)
+    fsio::read_bounded(path, MAX_KEY_FILE)
+}
+
+/// [`read_limited`] for secret key and password files: zeroed when dropped.
+fn read_limited_secret(path: &Path) -> Result<Zeroizing<Vec<u8>>, ReadBoundedError> {
+    fsio::read_secret_file(path, MAX_KEY_FILE)
 }
 
 /// `PREFIX` + `suffix`, appended rather than replacing an extension: a prefix such as
@@ -294,19 +319,21 @@ pub fn keygen(prefix: &Path, password: &Password, force: bool) -> Result<KeyFile
             "zoa secret key (unencrypted)",
         ),
         Some(pw) => (
-            KeyPair::generate_encrypted_keypair(Some(pw)).map_err(generate_err)?,
+            KeyPair::generate_encrypted_keypair(Some(for_minisign(pw))).map_err(generate_err)?,
             "zoa secret key (password-protected)",
         ),
     };
-    let secret_text = pair
-        .sk
-        .to_box(Some(secret_comment))
-        .map_err(generate_err)?
-        .to_bytes();
+    // Unencrypted (--no-password), this text is the secret key itself.
+    let secret_text = Zeroizing::new(
+        pair.sk
+            .to_box(Some(secret_comment))
+            .map_err(generate_err)?
+            .into_string(),
+    );
     let public_text = pair.pk.to_box().map_err(generate_err)?.to_bytes();
 
-    let secret_tmp = write_temp(&dir, &secret_path, &secret_text, 0o600)?;
-    let public_tmp = write_temp(&dir, &public_path, &public_text, 0o644)?;
+    let secret_tmp = write_temp(&secret_path, secret_text.as_bytes(), fsio::PRIVATE)?;
+    let public_tmp = write_temp(&public_path, &public_text, fsio::PUBLIC)?;
     persist(secret_tmp, &secret_path, force)?;
     if let Err(e) = persist(public_tmp, &public_path, force) {
         // Without its public half the secret key is useless and confusing: take it back.
@@ -320,31 +347,32 @@ pub fn keygen(prefix: &Path, password: &Password, force: bool) -> Result<KeyFile
     })
 }
 
-/// A synced temporary file next to `target` holding `bytes`, with `mode`.
-fn write_temp(
-    dir: &Path,
-    target: &Path,
-    bytes: &[u8],
-    mode: u32,
-) -> Result<tempfile::NamedTempFile, KeyError> {
-    crate::keyfile::write_temp(dir, bytes, mode).map_err(|(action, source)| KeyError::Io {
+/// A temporary file beside `target` holding `bytes`, with `mode` from the start.
+fn write_temp(target: &Path, bytes: &[u8], mode: u32) -> Result<tempfile::NamedTempFile, KeyError> {
+    fsio::write_temp(target, bytes, mode).map_err(|e| KeyError::Io {
         path: target.to_owned(),
-        action,
-        source,
+        action: e.step,
+        source: e.source,
     })
 }
 
+/// Moves a key file into place, synced first (a key cannot be made again); an existing
+/// file is only replaced with `force`.
 fn persist(tmp: tempfile::NamedTempFile, target: &Path, force: bool) -> Result<(), KeyError> {
-    crate::keyfile::persist(tmp, target, force).map_err(|source| {
-        if source.kind() == std::io::ErrorKind::AlreadyExists {
+    let how = fsio::Persist {
+        sync: true,
+        replace: force,
+    };
+    fsio::persist(tmp, target, how).map_err(|e| {
+        if e.source.kind() == std::io::ErrorKind::AlreadyExists {
             KeyError::Exists {
                 path: target.to_owned(),
             }
         } else {
             KeyError::Io {
                 path: target.to_owned(),
-                action: "move into place",
-                source,
+                action: e.step,
+                source: e.source,
             }
         }
     })
@@ -357,7 +385,8 @@ fn load_secret_key(path: &Path, password: &Password) -> Result<SecretKey, KeyErr
         path: path.to_owned(),
         detail,
     };
-    let bytes = read_limited(path).map_err(|e| match e {
+    // An unencrypted key file is the secret key itself.
+    let bytes = read_limited_secret(path).map_err(|e| match e {
         ReadBoundedError::Io(source) => KeyError::Io {
             path: path.to_owned(),
             action: "read the secret key",
@@ -365,9 +394,9 @@ fn load_secret_key(path: &Path, password: &Password) -> Result<SecretKey, KeyErr
         },
         ReadBoundedError::TooLarge => malformed("larger than 64 KiB".into()),
     })?;
-    let text = String::from_utf8(bytes).map_err(|_| malformed("not UTF-8 text".into()))?;
-    let decoded = decode_secret_key_line(&text).map_err(malformed)?;
-    let key_box = SecretKeyBox::from_string(&text).map_err(|e| malformed(e.to_string()))?;
+    let text = std::str::from_utf8(&bytes).map_err(|_| malformed("not UTF-8 text".into()))?;
+    let decoded = decode_secret_key_line(text).map_err(malformed)?;
+    let key_box = SecretKeyBox::from_string(text).map_err(|e| malformed(e.to_string()))?;
     if !decoded.key.is_encrypted() {
         if *password != Password::None && *password != Password::Prompt {
             log::warn!(
@@ -392,7 +421,7 @@ fn load_secret_key(path: &Path, password: &Password) -> Result<SecretKey, KeyErr
         .ok_or_else(|| KeyError::PasswordRequired {
             path: path.to_owned(),
         })?;
-    SecretKey::from_box(key_box, Some(pass)).map_err(|e| match e.kind() {
+    SecretKey::from_box(key_box, Some(for_minisign(pass))).map_err(|e| match e.kind() {
         // After decryption the crate checks the key's checksum: a mismatch means the
         // password was wrong (or the file damaged; the two cannot be told apart).
         ErrorKind::Verify => KeyError::WrongPassword {
@@ -420,6 +449,7 @@ fn decode_secret_key_line(text: &str) -> Result<DecodedSecretKey, String> {
         .ok_or("the key line after the comment is missing")?;
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(line.trim())
+        .map(Zeroizing::new)
         .map_err(|e| format!("the key line is not base64: {e}"))?;
     let key =
         SecretKey::from_bytes(&bytes).map_err(|e| format!("the key line is too short: {e}"))?;
@@ -606,7 +636,9 @@ mod tests {
             Err(KeyError::PasswordEmpty { .. })
         ));
         assert_eq!(
-            password_from_env(Some(" s3cret ".into())).expect("password"),
+            password_from_env(Some(" s3cret ".into()))
+                .expect("password")
+                .as_str(),
             " s3cret "
         );
         use std::os::unix::ffi::OsStringExt;
@@ -626,7 +658,8 @@ mod tests {
             Password::File(f.clone())
                 .resolve(false)
                 .expect("pw")
-                .as_deref(),
+                .as_deref()
+                .map(String::as_str),
             Some("hunter2")
         );
         std::fs::write(&f, "no newline").expect("write");
@@ -634,7 +667,8 @@ mod tests {
             Password::File(f.clone())
                 .resolve(true)
                 .expect("pw")
-                .as_deref(),
+                .as_deref()
+                .map(String::as_str),
             Some("no newline")
         );
         std::fs::write(&f, "\nlater").expect("write");

@@ -190,7 +190,7 @@ pub fn append(log: &Path, release_dir: &Path, public_keys: &[PathBuf]) -> Result
     let mut content = std::fs::read(log).unwrap_or_default();
     content.extend_from_slice(line.as_bytes());
     content.push(b'\n');
-    super::write_atomic(log, &content).map_err(|e| LogError::Io {
+    crate::fsio::write_atomic(log, &content, crate::fsio::PUBLIC).map_err(|e| LogError::Io {
         file: log.display().to_string(),
         message: e.to_string(),
     })?;

@@ -11,7 +11,7 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::fsio::ReadBoundedError;
+use crate::fsio::{self, ReadBoundedError};
 use crate::image::report::{BuildReport, SignatureRecord};
 use crate::uefi::file::ImageFile;
 
@@ -63,16 +63,10 @@ fn io_err(path: &Path, e: impl std::fmt::Display) -> ReleaseError {
     }
 }
 
-/// Writes `bytes` to `path` atomically (temp file in the same directory, then rename).
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ReleaseError> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| io_err(path, e))?;
-    std::io::Write::write_all(&mut tmp, bytes).map_err(|e| io_err(path, e))?;
-    tmp.persist(path).map_err(|e| io_err(path, e.error))?;
-    Ok(())
+/// Writes a release file atomically. Release files are public (anyone verifies them):
+/// 0644 before the umask.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ReleaseError> {
+    fsio::write_atomic(path, bytes, fsio::PUBLIC).map_err(|e| io_err(path, e))
 }
 
 /// What `zoa sign` produced.
@@ -131,11 +125,8 @@ pub fn sign(
     // unsigned UKI with Secure Boot on, say) never replaces DIR/uefi-data.bin.
     let staged = match &blob {
         Some(bytes) => {
-            let mut tmp = tempfile::Builder::new()
-                .prefix(&format!(".{UEFI_DATA_FILE}."))
-                .tempfile_in(dir)
+            let tmp = fsio::write_temp(&uefi_path, bytes, fsio::PUBLIC)
                 .map_err(|e| io_err(&uefi_path, e))?;
-            std::io::Write::write_all(&mut tmp, bytes).map_err(|e| io_err(&uefi_path, e))?;
             Some(tmp)
         }
         None => None,
@@ -160,8 +151,8 @@ pub fn sign(
     write_atomic(&measurements_path, &m_bytes)?;
     let result = (|| {
         if let Some(tmp) = staged {
-            tmp.persist(&uefi_path)
-                .map_err(|e| io_err(&uefi_path, e.error))?;
+            fsio::persist(tmp, &uefi_path, fsio::Persist::REPLACE)
+                .map_err(|e| io_err(&uefi_path, e))?;
         }
         let manifest = Manifest::from_build_dir(dir, measurements, blob.is_some())?;
         // The manifest hashed uki.efi again: it must be the file that was measured.

@@ -37,8 +37,9 @@ use openssl::x509::extension::{
 };
 use openssl::x509::{X509Builder, X509NameBuilder, X509NameRef, X509};
 use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
 
-use crate::fsio::ReadBoundedError;
+use crate::fsio::{self, ReadBoundedError};
 
 /// RSA modulus size of generated keys (see the module documentation for why 2048).
 pub const RSA_BITS: u32 = 2048;
@@ -240,7 +241,9 @@ pub fn keygen_secure_boot(
         });
     }
     check_name(name)?;
-    let mut plan: Vec<(PathBuf, Vec<u8>, u32)> = Vec::new();
+    // The private keys' PEM is zeroed when dropped (certificates are not secret, but one
+    // type keeps the plan simple). OpenSSL zeroes its own copy of a key when freeing it.
+    let mut plan: Vec<(PathBuf, Zeroizing<Vec<u8>>, u32)> = Vec::new();
     let mut keys = Vec::new();
     for role in Role::ALL {
         let generate_err = |source| SecureBootKeyError::Generate {
@@ -248,7 +251,7 @@ pub fn keygen_secure_boot(
             source,
         };
         let (key, cert) = generate(role, name).map_err(generate_err)?;
-        let key_pem = key.private_key_to_pem_pkcs8().map_err(generate_err)?;
+        let key_pem = Zeroizing::new(key.private_key_to_pem_pkcs8().map_err(generate_err)?);
         let cert_pem = cert.to_pem().map_err(generate_err)?;
         let cert_der = cert.to_der().map_err(generate_err)?;
         let serial = cert
@@ -265,9 +268,9 @@ pub fn keygen_secure_boot(
             serial,
             sha256: hex::encode(Sha256::digest(&cert_der)),
         };
-        plan.push((entry.key.clone(), key_pem, 0o600));
-        plan.push((entry.cert.clone(), cert_pem, 0o644));
-        plan.push((entry.cer.clone(), cert_der, 0o644));
+        plan.push((entry.key.clone(), key_pem, fsio::PRIVATE));
+        plan.push((entry.cert.clone(), Zeroizing::new(cert_pem), fsio::PUBLIC));
+        plan.push((entry.cer.clone(), Zeroizing::new(cert_der), fsio::PUBLIC));
         keys.push(entry);
     }
     if !force {
@@ -296,7 +299,7 @@ pub fn keygen_secure_boot(
     // file is in place.
     let mut temps = Vec::with_capacity(plan.len());
     for (path, bytes, mode) in &plan {
-        temps.push((write_temp(&dir, path, bytes, *mode)?, path));
+        temps.push((write_temp(path, bytes, *mode)?, path));
     }
     let mut placed: Vec<&PathBuf> = Vec::new();
     for (tmp, path) in temps {
@@ -313,55 +316,75 @@ pub fn keygen_secure_boot(
     Ok(SecureBootKeys { keys })
 }
 
-/// A synced temporary file next to `target` holding `bytes`, with `mode`.
+/// A temporary file beside `target` holding `bytes`, with `mode` from the start.
 fn write_temp(
-    dir: &Path,
     target: &Path,
     bytes: &[u8],
     mode: u32,
 ) -> Result<tempfile::NamedTempFile, SecureBootKeyError> {
-    crate::keyfile::write_temp(dir, bytes, mode).map_err(|(action, source)| {
-        SecureBootKeyError::Io {
-            path: target.to_owned(),
-            action,
-            source,
-        }
+    fsio::write_temp(target, bytes, mode).map_err(|e| SecureBootKeyError::Io {
+        path: target.to_owned(),
+        action: e.step,
+        source: e.source,
     })
 }
 
+/// Moves a key or certificate file into place, synced first (a key cannot be made again);
+/// an existing file is only replaced with `force`.
 fn persist(
     tmp: tempfile::NamedTempFile,
     target: &Path,
     force: bool,
 ) -> Result<(), SecureBootKeyError> {
-    crate::keyfile::persist(tmp, target, force).map_err(|source| {
-        if source.kind() == std::io::ErrorKind::AlreadyExists {
+    let how = fsio::Persist {
+        sync: true,
+        replace: force,
+    };
+    fsio::persist(tmp, target, how).map_err(|e| {
+        if e.source.kind() == std::io::ErrorKind::AlreadyExists {
             SecureBootKeyError::Exists {
                 path: target.to_owned(),
             }
         } else {
             SecureBootKeyError::Io {
                 path: target.to_owned(),
-                action: "move into place",
-                source,
+                action: e.step,
+                source: e.source,
             }
         }
     })
 }
 
-/// Reads at most [`MAX_KEY_FILE`] bytes of a key or certificate file.
+/// Reads at most [`MAX_KEY_FILE`] bytes of a certificate file.
 fn read_small(path: &Path, what: &'static str) -> Result<Vec<u8>, SecureBootKeyError> {
-    let io = |source| SecureBootKeyError::Io {
-        path: path.to_owned(),
-        action: what,
-        source,
-    };
-    crate::fsio::read_bounded(path, MAX_KEY_FILE).map_err(|e| match e {
-        ReadBoundedError::Io(e) => io(e),
-        ReadBoundedError::TooLarge => io(std::io::Error::other(
-            "larger than 1 MiB; key and certificate files are a few KiB",
-        )),
-    })
+    fsio::read_bounded(path, MAX_KEY_FILE).map_err(read_small_err(path, what))
+}
+
+/// [`read_small`] for a private key file (the key itself), zeroed when dropped.
+fn read_small_secret(
+    path: &Path,
+    what: &'static str,
+) -> Result<Zeroizing<Vec<u8>>, SecureBootKeyError> {
+    fsio::read_secret_file(path, MAX_KEY_FILE).map_err(read_small_err(path, what))
+}
+
+fn read_small_err<'a>(
+    path: &'a Path,
+    what: &'static str,
+) -> impl FnOnce(ReadBoundedError) -> SecureBootKeyError + 'a {
+    move |e| {
+        let source = match e {
+            ReadBoundedError::Io(e) => e,
+            ReadBoundedError::TooLarge => {
+                std::io::Error::other("larger than 1 MiB; key and certificate files are a few KiB")
+            }
+        };
+        SecureBootKeyError::Io {
+            path: path.to_owned(),
+            action: what,
+            source,
+        }
+    }
 }
 
 fn is_pem(bytes: &[u8]) -> bool {
@@ -370,7 +393,7 @@ fn is_pem(bytes: &[u8]) -> bool {
 
 /// Loads an unencrypted private key (PEM, PKCS#8 or traditional, or DER).
 pub fn load_private_key(path: &Path) -> Result<PKey<Private>, SecureBootKeyError> {
-    let bytes = read_small(path, "read the private key")?;
+    let bytes = read_small_secret(path, "read the private key")?;
     let bad = |detail: String| SecureBootKeyError::BadKey {
         path: path.to_owned(),
         detail,

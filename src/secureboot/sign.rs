@@ -49,6 +49,7 @@ use openssl::x509::{X509PurposeId, X509Ref, X509};
 use sha2::{Digest, Sha256};
 
 use super::keys::{self, describe_name, SecureBootKeyError};
+use crate::fsio;
 use crate::uefi::authenticode::{authenticode_job, AuthenticodeError};
 use crate::uefi::file::ImageFile;
 use crate::uefi::hashing::hash_jobs;
@@ -683,19 +684,18 @@ fn sign_checked(
             source,
         }
     };
-    let dir = match output.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
-        _ => PathBuf::from("."),
+    let out_write = |e: fsio::WriteError| SignError::Io {
+        path: output.to_owned(),
+        action: e.step,
+        source: e.source,
     };
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".zoa-sign-")
-        .tempfile_in(&dir)
-        .map_err(out_io("create a temporary file beside"))?;
+    // The signed image keeps the unsigned one's mode.
     let mode = std::fs::metadata(input)
         .map_err(in_io)?
         .permissions()
         .mode()
         & 0o7777;
+    let mut tmp = fsio::temp_for(output, mode).map_err(out_write)?;
 
     // Headers with the certificate table entry set and CheckSum zero (filled in last).
     let mut head = src
@@ -743,15 +743,11 @@ fn sign_checked(
         io::copy(f, &mut h).map_err(out_io("read back"))?;
         hex::encode(h.finalize())
     };
-    tmp.as_file()
-        .set_permissions(std::fs::Permissions::from_mode(mode))
-        .map_err(out_io("set the permissions of"))?;
-    tmp.as_file().sync_all().map_err(out_io("sync"))?;
-    tmp.persist(output).map_err(|e| SignError::Io {
-        path: output.to_owned(),
-        action: "move into place",
-        source: e.error,
-    })?;
+    let how = fsio::Persist {
+        sync: true,
+        replace: true,
+    };
+    fsio::persist(tmp, output, how).map_err(out_write)?;
     Ok(Signed {
         output: output.to_owned(),
         sha256,

@@ -23,6 +23,7 @@ use gpt::partition_types;
 use sha2::{Digest, Sha256};
 
 use super::file::ImageFile;
+use crate::fsio;
 
 /// The GPT partition type of an EFI System Partition.
 pub const ESP_TYPE_GUID: &str = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B";
@@ -80,6 +81,11 @@ pub enum DiskError {
         step: &'static str,
         source: io::Error,
     },
+    #[error("{}: writing the boot disk: {source}", path.display())]
+    Place {
+        path: PathBuf,
+        source: fsio::WriteError,
+    },
     #[error("{}: writing the GPT partition table: {source}", path.display())]
     Gpt {
         path: PathBuf,
@@ -100,37 +106,18 @@ pub enum DiskError {
 /// to a temporary file next to `out` and renamed over it, so `out` is either the old file
 /// or the complete new one. The image is sparse where it is zero.
 pub fn write_esp_disk(uki: &ImageFile, out: &Path, seed: &[u8; 32]) -> Result<DiskInfo, DiskError> {
-    let write_err = |step: &'static str| {
-        let path = out.to_owned();
-        move |source| DiskError::Write { path, step, source }
+    let place_err = |source| DiskError::Place {
+        path: out.to_owned(),
+        source,
     };
-    let dir = match out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let tmp = tempfile::Builder::new()
-        .prefix(".zoa-disk-")
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .map_err(write_err(
-            "creating a temporary file in the output directory",
-        ))?;
+    // The image is derived from the UKI (anyone can re-create it), so it is not secret:
+    // world-readable like the UKI itself.
+    let tmp = fsio::temp_for(out, fsio::PUBLIC).map_err(place_err)?;
     // `tmp` stays owned here so the temporary file is removed on every error path.
     let info = write_esp_disk_into(uki, tmp.as_file(), out, seed)?;
-    // The image is derived from the UKI (anyone can re-create it), so it is not secret:
-    // world-readable like the UKI itself, whatever the temp file's 0600 was.
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        tmp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(0o644))
-            .map_err(write_err("setting permissions"))?;
-    }
     // No fsync: the image is a derived artefact that is cheap to write again, and
     // `zoa boot` writes one per run into a temporary directory.
-    tmp.persist(out)
-        .map_err(|e| e.error)
-        .map_err(write_err("renaming the temporary file into place"))?;
+    fsio::persist(tmp, out, fsio::Persist::REPLACE).map_err(place_err)?;
     Ok(info)
 }
 
@@ -629,7 +616,7 @@ mod tests {
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
-        assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
+        assert!(names.iter().all(|n| !n.starts_with('.')), "{names:?}");
     }
 
     #[test]
