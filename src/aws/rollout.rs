@@ -149,7 +149,7 @@ pub async fn prepare(c: &Clients, options: RolloutOptions) -> Result<Rollout, Aw
         return Err(AwsError::step(
             "configuration",
             format!(
-                "--key-deletion-days {}: KMS accepts 7 to 30",
+                "key deletion after {} days: KMS accepts 7 to 30",
                 options.key_deletion_days
             ),
         ));

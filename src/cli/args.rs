@@ -507,13 +507,13 @@ pub struct DeployArgs {
     #[arg(long, default_value = zoa::aws::deploy::DEFAULT_INSTANCE_TYPE)]
     pub instance_type: String,
     /// Open the serving port to this IPv4 CIDR (repeatable). Without it: no ingress at all.
-    #[arg(long, value_name = "CIDR")]
+    #[arg(long, value_name = "CIDR", value_parser = ipv4_cidr)]
     pub allow_cidr: Vec<String>,
     /// The serving port (default: the recipe's serving_port).
     #[arg(long)]
     pub port: Option<u16>,
     /// Run N instances through a launch template and an Auto Scaling group.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub count: u32,
     /// Use a launch template and an Auto Scaling group even for one instance.
     #[arg(long)]
@@ -689,4 +689,9 @@ pub enum LogCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// `--allow-cidr`: an IPv4 CIDR, checked as the library checks it.
+fn ipv4_cidr(s: &str) -> Result<String, String> {
+    zoa::aws::deploy::check_ipv4_cidr(s).map(|()| s.to_owned())
 }

@@ -3,9 +3,7 @@
 use serde_json::json;
 use std::time::{Duration, Instant};
 
-use aws_smithy_types::error::metadata::ProvideErrorMetadata;
-
-use super::{Id, Outcome, Tags};
+use super::{outcome, Id, Outcome, Tags};
 use crate::aws::plan::Call;
 use crate::aws::{api_error, AwsError, Clients};
 
@@ -67,11 +65,7 @@ impl CreateAutoScalingGroup {
             .set_tags(Some(tags))
             .send()
             .await;
-        match out {
-            Ok(_) => Ok(Outcome::Done),
-            Err(e) if e.code() == Some("AlreadyExists") => Ok(Outcome::AlreadyThere),
-            Err(e) => Err(api_error(step, Self::API, e)),
-        }
+        outcome(out, step, Self::API, |code| code == "AlreadyExists")
     }
 }
 

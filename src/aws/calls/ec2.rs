@@ -7,7 +7,7 @@ use std::time::Duration;
 use aws_sdk_ec2::types as ec2t;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
-use super::{tags_json, Id, Outcome, Tags};
+use super::{outcome, tags_json, Id, Outcome, Tags};
 use crate::aws::plan::Call;
 use crate::aws::userdata::UserDataSpec;
 use crate::aws::{api_error, AwsError, Clients};
@@ -665,13 +665,10 @@ impl DeregisterImage {
     }
 
     pub async fn send(&self, c: &Clients, step: &str) -> Result<Outcome, AwsError> {
-        match c.ec2.deregister_image().image_id(&self.image).send().await {
-            Ok(_) => Ok(Outcome::Done),
-            Err(e) if e.code().is_some_and(|c| c.starts_with("InvalidAMIID")) => {
-                Ok(Outcome::AlreadyThere)
-            }
-            Err(e) => Err(api_error(step, Self::API, e)),
-        }
+        let answer = c.ec2.deregister_image().image_id(&self.image).send().await;
+        outcome(answer, step, Self::API, |code| {
+            code.starts_with("InvalidAMIID")
+        })
     }
 }
 
@@ -689,17 +686,15 @@ impl DeleteSnapshot {
     }
 
     pub async fn send(&self, c: &Clients, step: &str) -> Result<Outcome, AwsError> {
-        match c
+        let answer = c
             .ec2
             .delete_snapshot()
             .snapshot_id(&self.snapshot)
             .send()
-            .await
-        {
-            Ok(_) => Ok(Outcome::Done),
-            Err(e) if e.code() == Some("InvalidSnapshot.NotFound") => Ok(Outcome::AlreadyThere),
-            Err(e) => Err(api_error(step, Self::API, e)),
-        }
+            .await;
+        outcome(answer, step, Self::API, |code| {
+            code == "InvalidSnapshot.NotFound"
+        })
     }
 }
 
@@ -717,17 +712,13 @@ impl DeleteLaunchTemplate {
     }
 
     pub async fn send(&self, c: &Clients, step: &str) -> Result<Outcome, AwsError> {
-        match c
+        let answer = c
             .ec2
             .delete_launch_template()
             .launch_template_id(&self.id)
             .send()
-            .await
-        {
-            Ok(_) => Ok(Outcome::Done),
-            Err(e) if e.code().is_some_and(|c| c.contains("NotFound")) => Ok(Outcome::AlreadyThere),
-            Err(e) => Err(api_error(step, Self::API, e)),
-        }
+            .await;
+        outcome(answer, step, Self::API, |code| code.contains("NotFound"))
     }
 }
 

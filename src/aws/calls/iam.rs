@@ -2,7 +2,7 @@
 
 use serde_json::{json, Value};
 
-use super::{tags_json, Outcome, Tags};
+use super::{outcome, tags_json, Outcome, Tags};
 use crate::aws::plan::Call;
 use crate::aws::{api_error, AwsError, Clients};
 
@@ -48,16 +48,7 @@ impl CreateRole {
             .set_tags(Some(iam_tags(&self.tags)?))
             .send()
             .await;
-        match out {
-            Ok(_) => Ok(Outcome::Done),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_entity_already_exists_exception()) =>
-            {
-                Ok(Outcome::AlreadyThere)
-            }
-            Err(e) => Err(api_error(step, Self::API, e)),
-        }
+        outcome(out, step, Self::API, |code| code == "EntityAlreadyExists")
     }
 }
 
@@ -86,16 +77,7 @@ impl CreateInstanceProfile {
             .set_tags(Some(iam_tags(&self.tags)?))
             .send()
             .await;
-        match out {
-            Ok(_) => Ok(Outcome::Done),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_entity_already_exists_exception()) =>
-            {
-                Ok(Outcome::AlreadyThere)
-            }
-            Err(e) => Err(api_error(step, Self::API, e)),
-        }
+        outcome(out, step, Self::API, |code| code == "EntityAlreadyExists")
     }
 }
 
@@ -125,16 +107,7 @@ impl AddRoleToInstanceProfile {
             .role_name(&self.role)
             .send()
             .await;
-        match out {
-            Ok(_) => Ok(Outcome::Done),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_limit_exceeded_exception()) =>
-            {
-                Ok(Outcome::AlreadyThere)
-            }
-            Err(e) => Err(api_error(step, Self::API, e)),
-        }
+        outcome(out, step, Self::API, |code| code == "LimitExceeded")
     }
 }
 
@@ -175,19 +148,6 @@ impl PutRolePolicy {
     }
 }
 
-fn no_such_entity<E>(
-    e: &aws_smithy_runtime_api::client::result::SdkError<
-        E,
-        aws_smithy_runtime_api::client::orchestrator::HttpResponse,
-    >,
-) -> bool
-where
-    E: aws_smithy_types::error::metadata::ProvideErrorMetadata,
-{
-    use aws_smithy_types::error::metadata::ProvideErrorMetadata as _;
-    e.code() == Some("NoSuchEntity")
-}
-
 /// `iam:RemoveRoleFromInstanceProfile`.
 #[derive(Debug, Clone)]
 pub struct RemoveRoleFromInstanceProfile {
@@ -206,18 +166,14 @@ impl RemoveRoleFromInstanceProfile {
     }
 
     pub async fn send(&self, c: &Clients, step: &str) -> Result<Outcome, AwsError> {
-        match c
+        let answer = c
             .iam
             .remove_role_from_instance_profile()
             .instance_profile_name(&self.profile)
             .role_name(&self.role)
             .send()
-            .await
-        {
-            Ok(_) => Ok(Outcome::Done),
-            Err(e) if no_such_entity(&e) => Ok(Outcome::AlreadyThere),
-            Err(e) => Err(api_error(step, Self::API, e)),
-        }
+            .await;
+        outcome(answer, step, Self::API, |code| code == "NoSuchEntity")
     }
 }
 
@@ -235,17 +191,13 @@ impl DeleteInstanceProfile {
     }
 
     pub async fn send(&self, c: &Clients, step: &str) -> Result<Outcome, AwsError> {
-        match c
+        let answer = c
             .iam
             .delete_instance_profile()
             .instance_profile_name(&self.name)
             .send()
-            .await
-        {
-            Ok(_) => Ok(Outcome::Done),
-            Err(e) if no_such_entity(&e) => Ok(Outcome::AlreadyThere),
-            Err(e) => Err(api_error(step, Self::API, e)),
-        }
+            .await;
+        outcome(answer, step, Self::API, |code| code == "NoSuchEntity")
     }
 }
 
@@ -267,18 +219,14 @@ impl DeleteRolePolicy {
     }
 
     pub async fn send(&self, c: &Clients, step: &str) -> Result<Outcome, AwsError> {
-        match c
+        let answer = c
             .iam
             .delete_role_policy()
             .role_name(&self.role)
             .policy_name(&self.name)
             .send()
-            .await
-        {
-            Ok(_) => Ok(Outcome::Done),
-            Err(e) if no_such_entity(&e) => Ok(Outcome::AlreadyThere),
-            Err(e) => Err(api_error(step, Self::API, e)),
-        }
+            .await;
+        outcome(answer, step, Self::API, |code| code == "NoSuchEntity")
     }
 }
 
@@ -296,10 +244,7 @@ impl DeleteRole {
     }
 
     pub async fn send(&self, c: &Clients, step: &str) -> Result<Outcome, AwsError> {
-        match c.iam.delete_role().role_name(&self.name).send().await {
-            Ok(_) => Ok(Outcome::Done),
-            Err(e) if no_such_entity(&e) => Ok(Outcome::AlreadyThere),
-            Err(e) => Err(api_error(step, Self::API, e)),
-        }
+        let answer = c.iam.delete_role().role_name(&self.name).send().await;
+        outcome(answer, step, Self::API, |code| code == "NoSuchEntity")
     }
 }

@@ -20,7 +20,11 @@ pub mod kms;
 
 use serde_json::{json, Value};
 
-use super::AwsError;
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+
+use super::{api_error, AwsError};
 
 /// A resource id: known, or made by an earlier step of the same run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,6 +100,25 @@ pub enum Outcome {
     Done,
     /// The change was there already (made by an earlier attempt, or the resource is gone).
     AlreadyThere,
+}
+
+/// A call's answer as an [`Outcome`]: the error codes `already` accepts mean the work
+/// was done before (by an earlier attempt, or the resource is gone); any other error fails
+/// the step.
+pub(crate) fn outcome<T, E>(
+    answer: Result<T, SdkError<E, HttpResponse>>,
+    step: &str,
+    api: &str,
+    already: impl Fn(&str) -> bool,
+) -> Result<Outcome, AwsError>
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    match answer {
+        Ok(_) => Ok(Outcome::Done),
+        Err(e) if e.code().is_some_and(already) => Ok(Outcome::AlreadyThere),
+        Err(e) => Err(api_error(step, api, e)),
+    }
 }
 
 #[cfg(test)]

@@ -258,26 +258,26 @@ fn validate_deployment_name(name: &str) -> Result<(), AwsError> {
         Err(AwsError::step(
             "configuration",
             format!(
-                "deployment name {name:?}: use 1-40 letters, digits, '-' or '_', starting with a letter or digit (--name)"
+                "deployment name {name:?}: use 1-40 letters, digits, '-' or '_', starting with a letter or digit"
             ),
         ))
     }
 }
 
-fn validate_cidr(cidr: &str) -> Result<(), AwsError> {
-    let bad = || {
-        AwsError::step(
-            "configuration",
-            format!("--allow-cidr {cidr:?} is not an IPv4 CIDR such as 203.0.113.0/24"),
-        )
-    };
+/// Checks an IPv4 CIDR such as 203.0.113.0/24 (the CLI checks its arguments with it too).
+pub fn check_ipv4_cidr(cidr: &str) -> Result<(), String> {
+    let bad = || format!("{cidr:?} is not an IPv4 CIDR such as 203.0.113.0/24");
     let (addr, len) = cidr.split_once('/').ok_or_else(bad)?;
     addr.parse::<std::net::Ipv4Addr>().map_err(|_| bad())?;
-    let len: u8 = len.parse().map_err(|_| bad())?;
-    if len > 32 {
-        return Err(bad());
+    match len.parse::<u8>() {
+        Ok(len) if len <= 32 => Ok(()),
+        _ => Err(bad()),
     }
-    Ok(())
+}
+
+fn validate_cidr(cidr: &str) -> Result<(), AwsError> {
+    check_ipv4_cidr(cidr)
+        .map_err(|why| AwsError::step("configuration", format!("allowed source {why}")))
 }
 
 /// The serving port from the release's build.json (the recipe's `serving_port`).
@@ -387,13 +387,13 @@ pub async fn prepare(clients: &Clients, options: DeployOptions) -> Result<Deploy
     if !options.allow_cidr.is_empty() && port.is_none() {
         return Err(AwsError::step(
             "configuration",
-            "--allow-cidr needs a serving port: the recipe has no serving_port, pass --port",
+            "opening the serving port to a source needs a serving port, and the recipe sets no serving_port: give the port",
         ));
     }
     if options.count == 0 {
         return Err(AwsError::step(
             "configuration",
-            "--count must be at least 1",
+            "the instance count must be at least 1",
         ));
     }
     let recorded = DeployState::load(&options.dir)?;
