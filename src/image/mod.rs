@@ -49,7 +49,7 @@ pub enum BuildError {
     Policy(Box<PolicyReport>),
     #[error("{path}: {message}")]
     Output { path: PathBuf, message: String },
-    #[error("signing the UKI (--sign-with): {0}")]
+    #[error("signing the UKI for Secure Boot: {0}")]
     Sign(#[from] crate::secureboot::sign::SignError),
 }
 

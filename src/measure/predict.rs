@@ -160,7 +160,7 @@ impl MeasureOptions {
             return Err(MeasureError::Refused {
                 file,
                 message:
-                    "--uefi-data holds PK, KEK, db and dbx: give it or the ESL files, not both"
+                    "a UefiData store holds PK, KEK, db and dbx: give it or the ESL files, not both"
                         .into(),
             });
         }
@@ -329,7 +329,7 @@ pub fn predict(uki: &ImageFile, opts: &MeasureOptions) -> Result<Measurements, M
     if secure_boot && keys.db.is_none() && !layout.is_signed() {
         // Only a db entry holding its hash could admit an unsigned image, and there is no db.
         return Err(refuse(
-            "Secure Boot is on but the UKI is unsigned (and no --db could hold its hash): the firmware would refuse to boot it"
+            "Secure Boot is on but the UKI is unsigned (and no db entry could hold its hash): the firmware would refuse to boot it"
                 .into(),
         ));
     }
