@@ -90,7 +90,22 @@ fn keygen_unencrypted_writes_private_secret_and_refuses_overwrite() {
         e.to_string().contains("release-1.2.key: already exists"),
         "{e}"
     );
-    assert!(e.to_string().contains("--force"), "{e}");
+    // The library says what is wrong; the command line names the flag that fixes it.
+    assert!(
+        !e.to_string().contains("--"),
+        "the library names a flag: {e}"
+    );
+    let o = Command::new(env!("CARGO_BIN_EXE_zoa"))
+        .args(["keygen", "--no-password", "--out"])
+        .arg(&prefix)
+        .output()
+        .expect("run zoa keygen");
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("already exists") && err.contains("pass --force"),
+        "{err}"
+    );
     assert_eq!(
         std::fs::read(&files.secret).expect("read key"),
         secret_before

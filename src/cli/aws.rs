@@ -10,7 +10,7 @@ use super::args::{AwsArgs, DeployArgs, DestroyArgs, PolicyArgs, RolloutArgs, Sea
 use super::output::print_json;
 use zoa::aws::deploy::{self, DeployOptions, PolicyRequest};
 use zoa::aws::destroy::{self, DestroyOptions};
-use zoa::aws::{AwsError, AwsOptions, Clients};
+use zoa::aws::{AwsOptions, Clients};
 use zoa::fsio::{self, ReadBoundedError};
 use zoa::progress::Progress;
 
@@ -19,16 +19,6 @@ fn aws_options(args: &AwsArgs) -> AwsOptions {
         region: args.region.clone(),
         profile: args.profile.clone(),
         endpoint_url: args.endpoint_url.clone(),
-    }
-}
-
-/// A record of another region: say which flag fixes it (the library names no flags).
-fn with_region_hint(e: AwsError) -> anyhow::Error {
-    match &e {
-        AwsError::WrongRegion { recorded, .. } => {
-            anyhow::anyhow!("{e}: pass --region {recorded}")
-        }
-        _ => e.into(),
     }
 }
 
@@ -165,8 +155,7 @@ pub fn destroy(args: &DestroyArgs, quiet: bool, progress: Progress) -> Result<Ex
     rt.block_on(async {
         let clients = Clients::connect(&aws_options(&args.aws)).await?;
         let destruction = destroy::prepare(&clients, &args.dir, &options)
-            .await
-            .map_err(with_region_hint)?;
+            .await?;
         if args.plan {
             let plan = destruction.plan();
             if args.json {

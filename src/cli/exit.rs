@@ -104,7 +104,10 @@ pub fn help_text() -> String {
 
 /// Prints `err` as one line on stderr and returns its exit status.
 pub fn report(err: &anyhow::Error) -> ExitCode {
-    eprintln!("zoa: error: {}", one_line(err));
+    match super::hints::hint(err) {
+        Some(h) => eprintln!("zoa: error: {}; {h}", one_line(err)),
+        None => eprintln!("zoa: error: {}", one_line(err)),
+    }
     classify(err).into()
 }
 

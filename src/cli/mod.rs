@@ -9,6 +9,7 @@ pub mod boot;
 pub mod build;
 pub mod docs;
 pub mod exit;
+mod hints;
 pub mod inputs;
 pub mod measure;
 pub mod output;

@@ -56,7 +56,7 @@ pub enum Password {
 /// Errors of key generation, password handling and signing.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
-    #[error("{path}: already exists; refusing to overwrite a key (pass --force to replace it, or choose another --out prefix)")]
+    #[error("{path}: already exists; refusing to overwrite a key")]
     Exists { path: PathBuf },
     #[error("{prefix:?}: not a key file prefix: give a path without a trailing slash, such as keys/release (for keys/release.key and keys/release.pub)")]
     BadPrefix { prefix: PathBuf },
@@ -66,23 +66,23 @@ pub enum KeyError {
         action: &'static str,
         source: std::io::Error,
     },
-    #[error("{PASSWORD_ENV} is not set: set it to the key password, pass --password-file FILE, or use --no-password for an unencrypted key")]
+    #[error("{PASSWORD_ENV} is not set: no key password was given")]
     PasswordEnvUnset,
     #[error("{PASSWORD_ENV} is not valid UTF-8: minisign passwords are text; set it to the key password")]
     PasswordEnvNotUtf8,
-    #[error("{origin}: the password is empty: give a non-empty password, or use --no-password for an unencrypted key")]
+    #[error("{origin}: the password is empty: give a non-empty password")]
     PasswordEmpty { origin: String },
     #[error(
         "{path}: the password file is not valid UTF-8 text: write the password as its first line"
     )]
     PasswordFileNotUtf8 { path: PathBuf },
-    #[error("cannot ask for the key password: standard input is not a terminal; set {PASSWORD_ENV} or pass --password-file FILE (or, for a new CI key, --no-password)")]
+    #[error("cannot ask for the key password: standard input is not a terminal")]
     NoTerminal,
     #[error("cannot read the key password from the terminal: {source}")]
     Prompt { source: std::io::Error },
     #[error("the two passwords typed differ: run again and type the same password twice")]
     PasswordMismatch,
-    #[error("{path}: the secret key is password-protected: set {PASSWORD_ENV}, pass --password-file FILE, or run on a terminal to be asked")]
+    #[error("{path}: the secret key is password-protected, and no password was given (run on a terminal to be asked)")]
     PasswordRequired { path: PathBuf },
     #[error("{path}: wrong password for this secret key (or the key file is damaged): check the password and that this is the intended key")]
     WrongPassword { path: PathBuf },

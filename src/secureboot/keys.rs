@@ -84,7 +84,7 @@ impl Role {
 /// Errors generating or loading Secure Boot keys and certificates.
 #[derive(Debug, thiserror::Error)]
 pub enum SecureBootKeyError {
-    #[error("{path}: already exists; refusing to overwrite a key (pass --force to replace it, or choose another --out prefix)")]
+    #[error("{path}: already exists; refusing to overwrite a key")]
     Exists { path: PathBuf },
     #[error("{prefix:?}: not a key file prefix: give a path without a trailing slash, such as keys/secureboot (for keys/secureboot-PK.key, ...)")]
     BadPrefix { prefix: PathBuf },
@@ -101,9 +101,9 @@ pub enum SecureBootKeyError {
         role: &'static str,
         source: ErrorStack,
     },
-    #[error("{path}: not a private key ({detail}): give an unencrypted PEM or DER private key such as PREFIX-db.key from `zoa keygen --secure-boot` (decrypt a protected one with `openssl pkey -in KEY -out PLAIN.key`)")]
+    #[error("{path}: not a private key ({detail}): give an unencrypted PEM or DER private key (decrypt a protected one with `openssl pkey -in KEY -out PLAIN.key`)")]
     BadKey { path: PathBuf, detail: String },
-    #[error("{path}: not an X.509 certificate ({detail}): give a PEM or DER certificate such as PREFIX-db.crt from `zoa keygen --secure-boot`")]
+    #[error("{path}: not an X.509 certificate ({detail}): give a PEM or DER certificate")]
     BadCertificate { path: PathBuf, detail: String },
 }
 

@@ -142,7 +142,7 @@ pub enum SignError {
         cert: String,
         subject: String,
     },
-    #[error("{key}: a {kind} key; Authenticode signatures for UEFI Secure Boot need an RSA key (`zoa keygen --secure-boot` makes one)")]
+    #[error("{key}: a {kind} key; Authenticode signatures for UEFI Secure Boot need an RSA key")]
     NotRsa { key: String, kind: String },
     #[error("cannot {what} (OpenSSL: {source})")]
     Crypto {
