@@ -224,13 +224,16 @@ fn check_sbom(out_a: &Path, out_b: &Path, report: &serde_json::Value) {
     assert_eq!(sha(find("zig", "0.17.0")), prov["c_toolchain"]["sha256"]);
 }
 
+/// The project's current reference release, under measurements/ (measurements/README.md).
+const REFERENCE_RELEASE: &str = "llama-server-0.7.0-6";
+
 /// The project's reference release in measurements/: its measurement files equal a fresh
 /// `zoa measure` of this build, its signature and artifact digests verify against the
 /// fresh uki.efi and build.json with the committed public key, and the release log's
 /// chain and signatures hold, ending with exactly this release.json.
 fn check_reference_release(f: &Fixture, out: &Path) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("measurements");
-    let golden = root.join("llama-server-0.7.0-5");
+    let golden = root.join(REFERENCE_RELEASE);
     let regenerate =
         "if the change is intended, regenerate and re-sign it (measurements/README.md)";
     for (format, file) in [
@@ -247,7 +250,7 @@ fn check_reference_release(f: &Fixture, out: &Path) {
         let want = std::fs::read_to_string(golden.join(file)).unwrap();
         assert!(
             String::from_utf8_lossy(&o.stdout) == want,
-            "measurements/llama-server-0.7.0-5/{file} no longer matches the demo build; {regenerate}"
+            "measurements/{REFERENCE_RELEASE}/{file} no longer matches the demo build; {regenerate}"
         );
     }
     // The committed copies of the build record and the SBOM are this build's.
@@ -255,7 +258,7 @@ fn check_reference_release(f: &Fixture, out: &Path) {
         let want = std::fs::read(golden.join(file)).unwrap();
         assert!(
             std::fs::read(out.join(file)).unwrap() == want,
-            "measurements/llama-server-0.7.0-5/{file} no longer matches the demo build; {regenerate}"
+            "measurements/{REFERENCE_RELEASE}/{file} no longer matches the demo build; {regenerate}"
         );
     }
     // A release directory made of the fresh artifacts and the committed signed files.
@@ -311,7 +314,7 @@ fn check_reference_release(f: &Fixture, out: &Path) {
     assert_eq!(
         last["manifest"].as_str(),
         Some(manifest.as_str()),
-        "the last entry of measurements/releases.log is not measurements/llama-server-0.7.0-5/release.json"
+        "the last entry of measurements/releases.log is not measurements/{REFERENCE_RELEASE}/release.json"
     );
 }
 

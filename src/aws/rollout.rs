@@ -37,7 +37,7 @@ use super::calls::Id;
 use super::deploy::{self, DeployOptions, Deployment, KeyAdmits, RolloutFrom, ROLE_POLICY_NAME};
 use super::plan::{Action, Call, Plan, Step};
 use super::policy;
-use super::seal::{self, MAX_SECRET_BYTES};
+use super::seal::{self, MAX_SECRET_LEN};
 use super::state::DeployState;
 use super::userdata::{self, SealedSecret, SecretArg, UserDataSpec};
 use super::{api_error, AwsError, Clients};
@@ -260,11 +260,11 @@ fn read_plaintexts(
     let mut out = Vec::new();
     for arg in &options.reseal {
         let bytes =
-            crate::fsio::read_secret_file(&arg.file, MAX_SECRET_BYTES as u64).map_err(|e| {
+            crate::fsio::read_secret_file(&arg.file, MAX_SECRET_LEN as u64).map_err(|e| {
                 let why = match e {
                     crate::fsio::ReadBoundedError::Io(e) => format!("cannot read it: {e}"),
                     crate::fsio::ReadBoundedError::TooLarge => {
-                        format!("larger than {MAX_SECRET_BYTES} bytes")
+                        format!("larger than {MAX_SECRET_LEN} bytes")
                     }
                 };
                 AwsError::file(&arg.file, format!("--reseal {}: {why}", arg.name))

@@ -242,7 +242,7 @@ fn seal_target(args: &SealArgs) -> Result<(String, String)> {
 
 /// The secret to seal, from `--in FILE` or stdin, zeroed when dropped.
 fn read_secret(input: Option<&Path>) -> Result<Zeroizing<Vec<u8>>> {
-    let max = zoa::aws::seal::MAX_SECRET_BYTES as u64;
+    let max = zoa::aws::seal::MAX_SECRET_LEN as u64;
     let (what, read) = match input {
         Some(p) => (p.display().to_string(), fsio::read_secret_file(p, max)),
         None => (
@@ -278,7 +278,7 @@ pub fn seal(args: &SealArgs, quiet: bool) -> Result<ExitStatus> {
         eprintln!(
             "sealed {} for {deployment} with {} → {}",
             args.name,
-            sealed.envelope().key_arn(),
+            sealed.key_arn(),
             args.out.display()
         );
     }

@@ -1,16 +1,13 @@
-//! The `zoa seal` envelope ("zoa-sealed/1"), read and opened inside the image.
+//! The `zoa seal` envelope ("zoa-sealed/1"): its one definition, read and opened in the image.
 //!
-//! JSON written by `zoa seal` (the `zoa` crate's `aws::seal`): the KMS key's ARN, the KMS
-//! encryption context, the data key as a KMS CiphertextBlob, and the secret under that data key
-//! with AES-256-GCM (12-byte nonce; ciphertext followed by the 16-byte tag). The GCM additional
-//! data binds the ciphertext to the format, key ARN and context, so no part can be swapped for
-//! another envelope's.
-//!
-//! Envelopes arrive from outside the measured image (user data), so [`Envelope::parse`] checks
-//! every field and size before anything is sent to KMS.
+//! JSON: the KMS key's ARN, the KMS encryption context, the data key as a KMS CiphertextBlob,
+//! and the secret under that data key with AES-256-GCM (12-byte nonce; ciphertext, then the
+//! 16-byte tag). The GCM additional data binds the ciphertext to the format, key ARN and context,
+//! so no part can be swapped for another envelope's. `zoa seal` writes it with `Envelope::seal`
+//! (feature `seal`, which the image's build leaves off). Envelopes arrive from outside the
+//! measured image (user data), so [`Envelope::parse`] checks every field and size before KMS.
 
-use std::collections::BTreeMap;
-use std::fmt;
+use std::{collections::BTreeMap, fmt};
 
 use aes_gcm::aead::{AeadInOut, KeyInit};
 use aes_gcm::{Aes256Gcm, Nonce};
@@ -28,10 +25,12 @@ pub const ENVELOPE_ALGORITHM: &str = "AES-256-GCM";
 pub const SECRET_NAME_KEY: &str = "zoa:secret";
 /// Largest secret `zoa seal` makes (8 KiB: envelopes travel in EC2 user data).
 pub const MAX_SECRET_LEN: usize = 8 * 1024;
-
-const DATA_KEY_LEN: usize = 32;
-const NONCE_LEN: usize = 12;
-const TAG_LEN: usize = 16;
+/// The data key: AES-256's, made by the sealer and encrypted by KMS.
+pub const DATA_KEY_LEN: usize = 32;
+/// The GCM nonce, fresh for every envelope.
+pub const NONCE_LEN: usize = 12;
+/// The GCM tag, after the ciphertext.
+pub const TAG_LEN: usize = 16;
 /// KMS CiphertextBlob is at most 6144 bytes (the API's limit).
 const MAX_ENCRYPTED_DATA_KEY_LEN: usize = 6144;
 /// KMS limits: 8192 bytes of encryption context in total; more is not a real envelope.
@@ -39,7 +38,8 @@ const MAX_CONTEXT_LEN: usize = 8192;
 /// A key ARN is about 80 characters; this leaves room for any partition and alias ARN.
 const MAX_KEY_ARN_LEN: usize = 2048;
 
-/// The JSON fields, exactly as `zoa seal` writes them.
+/// The JSON fields: what [`Envelope::parse`] reads, and (feature `seal`) what `zoa seal` writes.
+#[cfg_attr(feature = "seal", derive(serde::Serialize))]
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct EnvelopeJson {
@@ -203,8 +203,8 @@ impl Envelope {
         &self.encrypted_data_key
     }
 
-    /// The AES-GCM additional data, as `zoa seal` computes it: the format, the key ARN, then
-    /// each context entry `key=value`, in key order, each on its own line.
+    /// The AES-GCM additional data, the format's one layout (the writer's too): the format, the
+    /// key ARN, then each context entry `key=value`, in key order, each on its own line.
     fn aad(&self) -> Vec<u8> {
         let mut aad = format!("{ENVELOPE_FORMAT}\n{}\n", self.key_arn);
         for (k, v) in &self.encryption_context {
@@ -276,6 +276,88 @@ impl fmt::Debug for Secret {
             .field("name", &self.name)
             .field("len", &self.value.len())
             .finish_non_exhaustive()
+    }
+}
+
+/// The writer, `zoa seal`'s side of the format. Behind the `seal` feature: zoa enables it, and
+/// `zoa build-init` does not, so the image's zoa-init holds no code that makes envelopes.
+#[cfg(feature = "seal")]
+impl Envelope {
+    /// Seals `secret` with AES-256-GCM under `data_key` and `nonce`, bound by the additional
+    /// data ([`Envelope::additional_data`]) to `key_arn` and `encryption_context`.
+    /// `encrypted_data_key` is `data_key` as KMS encrypted it under `key_arn` with that context.
+    /// A nonce must never be used twice with one data key (`zoa seal` makes a fresh data key for
+    /// every envelope).
+    ///
+    /// The result is checked as [`Envelope::parse`] checks what it reads: whatever zoa-init
+    /// would refuse (an empty or too large secret, no secret name, a field out of bounds) is
+    /// refused here instead.
+    pub fn seal(
+        data_key: &[u8; DATA_KEY_LEN],
+        nonce: &[u8; NONCE_LEN],
+        key_arn: String,
+        encryption_context: BTreeMap<String, String>,
+        encrypted_data_key: &[u8],
+        secret: &[u8],
+    ) -> Result<Envelope, UnsealError> {
+        if secret.is_empty() {
+            return Err(invalid("the secret is empty"));
+        }
+        if secret.len() > MAX_SECRET_LEN {
+            return Err(invalid(format!(
+                "the secret is {} bytes; {ENVELOPE_FORMAT} holds at most {MAX_SECRET_LEN}",
+                secret.len()
+            )));
+        }
+        let mut sealed = Envelope {
+            key_arn,
+            encryption_context,
+            encrypted_data_key: encrypted_data_key.to_vec(),
+            nonce: *nonce,
+            ciphertext: Vec::new(),
+        };
+        // The key schedule is zeroed on drop ("zeroize" feature).
+        let cipher = Aes256Gcm::new_from_slice(data_key)
+            .map_err(|_| UnsealError::DataKeyLength(data_key.len()))?;
+        // Encrypted in place in a buffer zeroed on drop, with room for the tag from the start:
+        // growing it would leave a copy of the plaintext in freed memory.
+        let mut buf = Zeroizing::new(Vec::with_capacity(secret.len() + TAG_LEN));
+        buf.extend_from_slice(secret);
+        cipher
+            .encrypt_in_place(&Nonce::from(*nonce), &sealed.aad(), &mut *buf)
+            .map_err(|_| invalid(format!("{ENVELOPE_ALGORITHM} encryption failed")))?;
+        sealed.ciphertext = buf.to_vec();
+        // The reader's own checks, on exactly the JSON that will be written.
+        Self::checked(sealed.to_json())
+    }
+
+    /// The AES-GCM additional data this envelope's ciphertext is bound to: its key ARN and
+    /// encryption context in the format's layout, so the parts of two envelopes cannot be
+    /// recombined (KMS binds the encrypted data key to exactly that context too).
+    pub fn additional_data(&self) -> Vec<u8> {
+        self.aad()
+    }
+
+    /// The envelope's JSON fields, as `zoa seal` writes them.
+    fn to_json(&self) -> EnvelopeJson {
+        EnvelopeJson {
+            format: ENVELOPE_FORMAT.to_owned(),
+            key_arn: self.key_arn.clone(),
+            encryption_context: self.encryption_context.clone(),
+            algorithm: ENVELOPE_ALGORITHM.to_owned(),
+            encrypted_data_key: b64().encode(&self.encrypted_data_key),
+            nonce: b64().encode(self.nonce),
+            ciphertext: b64().encode(&self.ciphertext),
+        }
+    }
+}
+
+/// Serialises to the envelope's JSON, the document `zoa seal` writes and [`Envelope::parse`]
+/// reads.
+#[cfg(feature = "seal")]
+impl serde::Serialize for Envelope {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.to_json().serialize(serializer)
     }
 }
 
@@ -460,5 +542,79 @@ mod tests {
             "sealed envelope does not open: AES-256-GCM authentication failed \
              (a data key for another envelope, or the envelope was altered)"
         );
+    }
+
+    #[test]
+    fn additional_data_is_the_documented_layout() {
+        assert_eq!(
+            parse(&sealed(&[9u8; 32], b"s")).unwrap().aad(),
+            format!("zoa-sealed/1\n{ARN}\nzoa:deployment=demo\nzoa:secret=model-key\n")
+                .into_bytes()
+        );
+    }
+
+    /// The writer makes, byte for byte, the JSON made independently above (which is what
+    /// `zoa seal` wrote before the writer moved here), its fields in the format's order.
+    #[cfg(feature = "seal")]
+    #[test]
+    fn seal_writes_the_documented_json() {
+        let key = [9u8; 32];
+        let secret = b"the secret\x00\xff";
+        let e = Envelope::seal(
+            &key,
+            &[7u8; NONCE_LEN],
+            ARN.to_owned(),
+            context(),
+            b"kms ciphertext blob",
+            secret,
+        )
+        .unwrap();
+        let written = serde_json::to_string(&e).unwrap();
+        let v = sealed(&key, secret);
+        let field = |name: &str| v[name].as_str().unwrap().to_owned();
+        let expected = format!(
+            "{{\"format\":\"zoa-sealed/1\",\"key_arn\":\"{ARN}\",\"encryption_context\":\
+             {{\"zoa:deployment\":\"demo\",\"zoa:secret\":\"model-key\"}},\
+             \"algorithm\":\"AES-256-GCM\",\"encrypted_data_key\":\"{}\",\"nonce\":\"{}\",\
+             \"ciphertext\":\"{}\"}}",
+            field("encrypted_data_key"),
+            field("nonce"),
+            field("ciphertext"),
+        );
+        assert_eq!(written, expected);
+        let back = Envelope::parse(written.as_bytes()).unwrap();
+        assert_eq!(back, e);
+        let opened = back.open(&key).unwrap();
+        assert_eq!((opened.name(), opened.expose()), ("model-key", &secret[..]));
+    }
+
+    #[cfg(feature = "seal")]
+    #[test]
+    fn seal_refuses_what_zoa_init_would_refuse() {
+        let seal = |arn: &str, context, secret: &[u8]| {
+            Envelope::seal(
+                &[9u8; 32],
+                &[7u8; NONCE_LEN],
+                arn.to_owned(),
+                context,
+                b"blob",
+                secret,
+            )
+            .map_err(detail)
+        };
+        let e = seal(ARN, context(), b"").unwrap_err();
+        assert!(e.contains("the secret is empty"), "{e}");
+        let big = vec![1u8; MAX_SECRET_LEN + 1];
+        let e = seal(ARN, context(), &big).unwrap_err();
+        assert!(
+            e.contains("is 8193 bytes") && e.contains("at most 8192"),
+            "{e}"
+        );
+        assert!(seal(ARN, context(), &big[..MAX_SECRET_LEN]).is_ok());
+        let unnamed = BTreeMap::from([("zoa:deployment".to_owned(), "demo".to_owned())]);
+        let e = seal(ARN, unnamed, b"s").unwrap_err();
+        assert!(e.contains("no \"zoa:secret\""), "{e}");
+        let e = seal("", context(), b"s").unwrap_err();
+        assert!(e.contains("key_arn is 0 characters"), "{e}");
     }
 }

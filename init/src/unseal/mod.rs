@@ -12,7 +12,7 @@
 //! then the envelope opened with that data key into a [`Secret`] (`envelope`).
 
 mod cms;
-mod envelope;
+pub mod envelope;
 mod imds;
 mod kms;
 mod userdata;
