@@ -137,6 +137,7 @@ pub async fn prepare(
         state: &state,
         names: &names,
     };
+    let (alias, key) = finder.alias_and_live_key().await?;
     let existing = Existing {
         auto_scaling_group: finder.auto_scaling_group().await?,
         launch_templates: finder.launch_templates().await?,
@@ -144,8 +145,8 @@ pub async fn prepare(
         security_groups: finder.security_groups().await?,
         instance_profile: finder.instance_profile().await?,
         role: finder.role().await?,
-        alias: finder.alias().await?,
-        key: finder.live_key().await?,
+        alias,
+        key,
         images: finder.images().await?,
         snapshots: finder.snapshots().await?,
     };
@@ -321,34 +322,27 @@ impl Finder<'_> {
         Ok(Some((name, policies.policy_names().to_vec())))
     }
 
-    /// The alias, when it exists; [`Self::live_key`] also takes the key it points at.
-    async fn alias(&self) -> Result<Option<String>, AwsError> {
+    /// The alias, when it exists, and the key to schedule for deletion: the recorded one
+    /// or the one the alias points at, unless gone or already pending deletion.
+    async fn alias_and_live_key(&self) -> Result<(Option<String>, Option<String>), AwsError> {
         let alias = self
             .state
             .key_alias
             .clone()
             .unwrap_or_else(|| self.names.key_alias.clone());
-        Ok(self.key_state(&alias).await?.map(|_| alias))
-    }
-
-    /// The recorded key, or the one the alias points at, unless gone or pending deletion.
-    async fn live_key(&self) -> Result<Option<String>, AwsError> {
-        let alias = self
-            .state
-            .key_alias
-            .clone()
-            .unwrap_or_else(|| self.names.key_alias.clone());
+        let aliased = self.key_state(&alias).await?;
         let key_id = match &self.state.key_id {
             Some(id) => Some(id.clone()),
-            None => self.key_state(&alias).await?.map(|(id, _)| id),
+            None => aliased.clone().map(|(id, _)| id),
         };
-        let Some(key_id) = key_id else {
-            return Ok(None);
+        let key = match key_id {
+            Some(id) => match self.key_state(&id).await? {
+                Some((id, pending)) if !pending => Some(id),
+                _ => None,
+            },
+            None => None,
         };
-        Ok(match self.key_state(&key_id).await? {
-            Some((id, pending)) if !pending => Some(id),
-            _ => None,
-        })
+        Ok((aliased.map(|_| alias), key))
     }
 
     /// A key's id and whether it is pending deletion; `None` when not found.

@@ -130,12 +130,7 @@ impl PutRolePolicy {
     }
 
     pub async fn send(&self, c: &Clients, step: &str) -> Result<(), AwsError> {
-        if crate::aws::calls::has_placeholder(&self.document) {
-            return Err(AwsError::step(
-                step,
-                "the policy names a resource not made yet (a bug in zoa: an earlier step did not run)",
-            ));
-        }
+        super::refuse_placeholders(step, "the policy", &self.document)?;
         c.iam
             .put_role_policy()
             .role_name(&self.role)

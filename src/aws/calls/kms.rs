@@ -3,19 +3,9 @@
 use serde_json::{json, Value};
 use std::time::Duration;
 
-use super::{has_placeholder, Id, Tags};
+use super::{refuse_placeholders, Id, Tags};
 use crate::aws::plan::Call;
 use crate::aws::{api_error, AwsError, Clients};
-
-fn refuse_placeholders(step: &str, policy: &Value) -> Result<(), AwsError> {
-    if has_placeholder(policy) {
-        return Err(AwsError::step(
-            step,
-            "the key policy names a resource not made yet (a bug in zoa: an earlier step did not run)",
-        ));
-    }
-    Ok(())
-}
 
 /// `kms:CreateKey`: a symmetric key with its policy and tags.
 #[derive(Debug, Clone)]
@@ -52,7 +42,7 @@ impl CreateKey {
     }
 
     pub async fn send(&self, c: &Clients, step: &str) -> Result<CreatedKey, AwsError> {
-        refuse_placeholders(step, &self.policy)?;
+        refuse_placeholders(step, "the key policy", &self.policy)?;
         let policy = self.policy.to_string();
         let tags = self
             .tags
@@ -148,7 +138,7 @@ impl PutKeyPolicy {
     }
 
     pub async fn send(&self, c: &Clients, step: &str) -> Result<(), AwsError> {
-        refuse_placeholders(step, &self.policy)?;
+        refuse_placeholders(step, "the key policy", &self.policy)?;
         c.kms
             .put_key_policy()
             .key_id(self.key.require(step)?)

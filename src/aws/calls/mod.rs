@@ -93,6 +93,23 @@ pub(crate) fn has_placeholder(v: &Value) -> bool {
     }
 }
 
+/// Refuses to send a document that still names something not made yet.
+pub(crate) fn refuse_placeholders(
+    step: &str,
+    what: &str,
+    document: &Value,
+) -> Result<(), AwsError> {
+    if has_placeholder(document) {
+        return Err(AwsError::step(
+            step,
+            format!(
+                "{what} names a resource not made yet (a bug in zoa: an earlier step did not run)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// What a call that may have been made before (a retried or resumed run) found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
