@@ -614,7 +614,7 @@ impl Destruction {
             self.snapshot_specs().iter().map(|s| s.call()).collect(),
         );
         Plan {
-            command: "destroy",
+            command: super::plan::Command::Destroy,
             deployment: self.state.deployment.clone(),
             release: format!("{} {}", self.state.release.name, self.state.release.version),
             boot_mode: None,

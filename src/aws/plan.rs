@@ -49,11 +49,19 @@ pub struct Step {
     pub calls: Vec<Call>,
 }
 
+/// The command a plan is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Command {
+    Deploy,
+    Rollout,
+    Destroy,
+}
+
 /// A whole deploy, rollout or destroy.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Plan {
-    /// `deploy`, `rollout` or `destroy`.
-    pub command: &'static str,
+    pub command: Command,
     pub deployment: String,
     pub release: String,
     /// How the AMI boots, and so which PCRs the KMS key binds (not for a destroy).
@@ -71,13 +79,21 @@ impl Plan {
     /// in full, for review).
     pub fn render_text(&self) -> String {
         let mut out = match self.command {
-            "destroy" => format!(
+            Command::Destroy => format!(
                 "destroy {} ({}) in account {} in {}\n",
                 self.deployment, self.release, self.account_id, self.region
             ),
-            command => format!(
-                "{command} {} of {} to account {} in {}\n",
-                self.deployment, self.release, self.account_id, self.region
+            Command::Deploy | Command::Rollout => format!(
+                "{} {} of {} to account {} in {}\n",
+                if self.command == Command::Deploy {
+                    "deploy"
+                } else {
+                    "rollout"
+                },
+                self.deployment,
+                self.release,
+                self.account_id,
+                self.region
             ),
         };
         if let Some(mode) = self.boot_mode.filter(|m| !m.is_standard()) {
@@ -120,7 +136,7 @@ impl Plan {
             .iter()
             .filter(|s| s.action == Action::Remove)
             .count();
-        if self.command == "destroy" {
+        if self.command == Command::Destroy {
             out.push_str(&format!("{removes} to remove\n"));
         } else {
             out.push_str(&format!(
@@ -143,7 +159,7 @@ mod tests {
     #[test]
     fn text_lists_calls_of_created_steps_only() {
         let plan = Plan {
-            command: "deploy",
+            command: Command::Deploy,
             deployment: "demo".into(),
             release: "demo 1".into(),
             account_id: "123456789012".into(),

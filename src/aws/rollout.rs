@@ -543,7 +543,7 @@ impl Rollout {
     /// The deploy steps (new snapshot and AMI; the rest kept) and the rollout's own.
     pub fn plan(&self) -> Result<Plan, AwsError> {
         let mut plan = self.deployment.plan()?;
-        plan.command = "rollout";
+        plan.command = super::plan::Command::Rollout;
         let d = &self.deployment;
         let finished = self.finished();
         let template_current = self.template_current()? || finished;

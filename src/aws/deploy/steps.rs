@@ -222,7 +222,7 @@ impl Deployment {
             }
         }
         Ok(Plan {
-            command: "deploy",
+            command: crate::aws::plan::Command::Deploy,
             deployment: self.deployment.clone(),
             release: self.binding.release.clone(),
             boot_mode: Some(self.binding.mode),
