@@ -1859,11 +1859,15 @@ fn bad_secrets_are_refused_before_any_aws_call() {
     let before = lab.state();
     refused(
         &["--secret", &secret("api-key", &junk)],
-        &["junk.json", "--secret api-key", "not a zoa sealed envelope"],
+        &["junk.json", "secret api-key", "not a zoa sealed envelope"],
     );
     refused(
         &["--secret", &secret("db", &good)],
-        &["--secret db", "sealed as \"api-key\""],
+        &[
+            "secret db",
+            "sealed as \"api-key\"",
+            "--secret api-key=FILE",
+        ],
     );
     refused(
         &["--secret", &secret("api-key", &foreign)],
@@ -1894,7 +1898,7 @@ fn bad_secrets_are_refused_before_any_aws_call() {
             "--user-data",
             junk.to_str().unwrap(),
         ],
-        &["--secret and --user-data"],
+        &["raw user data", "give --secret or --user-data, not both"],
     );
     assert_eq!(lab.state(), before, "a refusal changed deploy.json");
 }

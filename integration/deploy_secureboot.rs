@@ -403,7 +403,7 @@ fn secure_boot_flag_refuses_a_standard_release_before_any_call() {
     assert!(!o.status.success());
     let err = stderr(&o);
     assert!(
-        err.contains("--secure-boot") && err.contains("uefi-data"),
+        err.contains("a Secure Boot deploy was asked for") && err.contains("--uefi-data BLOB"),
         "{err}"
     );
 }

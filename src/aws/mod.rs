@@ -18,6 +18,7 @@ pub mod destroy;
 pub mod image_config;
 pub mod plan;
 pub mod policy;
+pub mod remedy;
 pub mod rollout;
 pub mod seal;
 pub mod state;
@@ -27,6 +28,7 @@ use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use aws_types::request_id::RequestId;
+pub use remedy::Remedy;
 
 /// Where and as whom to talk to AWS: unset fields come from the standard chain.
 #[derive(Debug, Clone, Default)]
@@ -51,7 +53,14 @@ pub enum AwsError {
     },
     #[error("{step}: {message}")]
     Step { step: String, message: String },
-    #[error("no AWS region: pass --region, set AWS_REGION, or set `region` in the AWS profile")]
+    /// A refusal the user can act on: `remedy` says how, in the library's terms.
+    #[error("{subject}: {message}")]
+    Refused {
+        subject: String,
+        message: String,
+        remedy: Remedy,
+    },
+    #[error("no AWS region: none in AWS_REGION or in the AWS profile's `region`")]
     NoRegion,
     #[error("no AWS credentials found ({0}): set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or use an instance role")]
     NoCredentials(String),
@@ -82,6 +91,22 @@ impl AwsError {
             step: step.to_owned(),
             message: message.into(),
         }
+    }
+
+    pub(crate) fn refused(subject: &str, message: impl Into<String>, remedy: Remedy) -> AwsError {
+        AwsError::Refused {
+            subject: subject.to_owned(),
+            message: message.into(),
+            remedy,
+        }
+    }
+
+    pub(crate) fn file_refused(
+        path: &std::path::Path,
+        message: impl std::fmt::Display,
+        remedy: Remedy,
+    ) -> AwsError {
+        AwsError::refused(&path.display().to_string(), message.to_string(), remedy)
     }
 
     pub(crate) fn file(path: &std::path::Path, message: impl std::fmt::Display) -> AwsError {

@@ -21,7 +21,6 @@
 //! Each step checks what is already done, so a rerun after a failure resumes.
 
 use serde::Serialize;
-use serde_json::json;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -40,7 +39,7 @@ use super::policy;
 use super::seal::{self, MAX_SECRET_LEN};
 use super::state::DeployState;
 use super::userdata::{self, SealedSecret, SecretArg, UserDataSpec};
-use super::{api_error, AwsError, Clients};
+use super::{api_error, AwsError, Clients, Remedy};
 use crate::progress::Progress;
 
 /// What the user asked for.
@@ -130,19 +129,21 @@ pub struct RolloutOutcome {
 /// Verifies both releases and reads the account (read-only calls only).
 pub async fn prepare(c: &Clients, options: RolloutOptions) -> Result<Rollout, AwsError> {
     let old_state = DeployState::load(&options.old_dir)?.ok_or_else(|| {
-        AwsError::file(
+        AwsError::file_refused(
             &DeployState::path(&options.old_dir),
-            "no deploy record: --from must be the release directory that was deployed",
+            "no deploy record: the release to roll out from was never deployed from this directory",
+            Remedy::DeployedReleaseDir,
         )
     })?;
     let fleet = old_state.auto_scaling_group.is_some() && old_state.launch_template_id.is_some();
     if !fleet {
-        return Err(AwsError::step(
+        return Err(AwsError::refused(
             "rollout",
             format!(
-                "{} runs single instances, not an Auto Scaling group: a rollout replaces a fleet's instances with its instance refresh. Deploy the new release with --fleet (or under another --name), then destroy the old one",
+                "{} runs single instances, not an Auto Scaling group: a rollout replaces a fleet's instances with its instance refresh",
                 old_state.deployment
             ),
+            Remedy::DeployAsFleet,
         ));
     }
     if !(7..=30).contains(&options.key_deletion_days) {
@@ -214,12 +215,13 @@ fn read_plaintexts(
 ) -> Result<Option<Vec<Plaintext>>, AwsError> {
     if !old.key_locked {
         if let Some(arg) = options.reseal.first() {
-            return Err(AwsError::step(
+            return Err(AwsError::refused(
                 "configuration",
                 format!(
-                    "--reseal {}: the key of {} is not locked, so it admits the new release and the envelopes stay valid: nothing is re-sealed",
+                    "a plaintext to re-seal was given for {}, but the key of {} is not locked, so it admits the new release and the envelopes stay valid: nothing is re-sealed",
                     arg.name, old.deployment
                 ),
+                Remedy::NoReseal,
             ));
         }
         return Ok(None);
@@ -229,25 +231,28 @@ fn read_plaintexts(
     if given.len() != options.reseal.len() {
         return Err(AwsError::step(
             "configuration",
-            "--reseal: a secret is given twice",
+            "a secret to re-seal is given twice",
         ));
     }
     let missing: Vec<&str> = recorded.difference(&given).copied().collect();
     if !missing.is_empty() {
-        return Err(AwsError::step(
+        return Err(AwsError::refused(
             "configuration",
             format!(
-                "the key of {} is locked (--lock-policy), so the new release needs a new key and its secrets must be re-sealed under it from their plaintext: pass --reseal NAME=FILE for {}",
+                "the key of {} is locked, so the new release needs a new key and its secrets must be re-sealed under it from their plaintext; none given for {}",
                 old.deployment,
                 missing.join(", ")
             ),
+            Remedy::Reseal {
+                names: missing.iter().map(|n| n.to_string()).collect(),
+            },
         ));
     }
     if let Some(extra) = given.difference(&recorded).next() {
         return Err(AwsError::step(
             "configuration",
             format!(
-                "--reseal {extra}: not a secret of {} (its deploy record lists: {})",
+                "re-seal {extra}: not a secret of {} (its deploy record lists: {})",
                 old.deployment,
                 if recorded.is_empty() {
                     "none".to_owned()
@@ -267,7 +272,7 @@ fn read_plaintexts(
                         format!("larger than {MAX_SECRET_LEN} bytes")
                     }
                 };
-                AwsError::file(&arg.file, format!("--reseal {}: {why}", arg.name))
+                AwsError::file(&arg.file, format!("re-seal {}: {why}", arg.name))
             })?;
         let p = Plaintext {
             name: arg.name.clone(),
@@ -276,7 +281,7 @@ fn read_plaintexts(
         if p.bytes.is_empty() {
             return Err(AwsError::file(
                 &arg.file,
-                format!("--reseal {}: the file is empty", arg.name),
+                format!("re-seal {}: the file is empty", arg.name),
             ));
         }
         out.push(p);
@@ -458,12 +463,7 @@ impl Rollout {
         let key = self.new_key_arn_or_placeholder();
         self.secret_names()
             .iter()
-            .map(|n| {
-                Call::new(
-                    "kms:Encrypt",
-                    json!({"KeyId": key, "EncryptionContext": seal::context(&self.deployment.deployment, n), "Plaintext": "<a fresh 32-byte data key; the secret is encrypted with it here>"}),
-                )
-            })
+            .map(|n| seal::encrypt_spec(&key, &self.deployment.deployment, n).call())
             .collect()
     }
 
@@ -676,7 +676,7 @@ impl Rollout {
         )];
         if names.is_empty() && self.template_user_data.is_some() {
             w.push(
-                "the launch template has user data that is not from --secret: it is kept as it is, and envelopes in it sealed under the old key stop opening once that key is deleted".to_owned(),
+                "the launch template has user data that zoa did not write from sealed secrets: it is kept as it is, and envelopes in it sealed under the old key stop opening once that key is deleted".to_owned(),
             );
         }
         w
@@ -802,8 +802,8 @@ async fn reseal(
 ) -> Result<Vec<SealedSecret>, AwsError> {
     let mut out = Vec::new();
     for p in plaintexts {
-        let context = seal::context(deployment, &p.name);
-        let envelope = seal::seal(c, key_arn, context, &p.bytes).await?;
+        let spec = seal::encrypt_spec(key_arn, deployment, &p.name);
+        let envelope = seal::seal(c, &spec, &p.bytes).await?;
         let path = DeployState::sealed_path(&options.new_dir, &p.name);
         let mut bytes = serde_json::to_vec_pretty(&envelope)
             .map_err(|e| AwsError::file(&path, e.to_string()))?;

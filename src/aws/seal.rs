@@ -22,7 +22,8 @@ use zeroize::Zeroizing;
 pub use zoa_init::unseal::envelope::{Envelope, ENVELOPE_FORMAT, MAX_SECRET_LEN, SECRET_NAME_KEY};
 use zoa_init::unseal::envelope::{DATA_KEY_LEN, NONCE_LEN};
 
-use super::{api_error, AwsError, Clients};
+use super::calls::kms::EncryptDataKey;
+use super::{AwsError, Clients};
 
 /// The encryption-context entry naming the deployment.
 const DEPLOYMENT_KEY: &str = "zoa:deployment";
@@ -35,13 +36,17 @@ pub fn context(deployment: &str, name: &str) -> BTreeMap<String, String> {
     ])
 }
 
-/// Encrypts `secret` under a fresh data key, and the data key with KMS.
-pub async fn seal(
-    c: &Clients,
-    key: &str,
-    context: BTreeMap<String, String>,
-    secret: &[u8],
-) -> Result<Envelope, AwsError> {
+/// The KMS call that seals secret `name` of `deployment` under `key`: built here for
+/// `zoa seal`, a rollout's plan and its re-seal alike.
+pub fn encrypt_spec(key: &str, deployment: &str, name: &str) -> EncryptDataKey {
+    EncryptDataKey {
+        key: key.to_owned(),
+        context: context(deployment, name),
+    }
+}
+
+/// Encrypts `secret` under a fresh data key, and the data key with KMS as `spec` says.
+pub async fn seal(c: &Clients, spec: &EncryptDataKey, secret: &[u8]) -> Result<Envelope, AwsError> {
     let step = "seal";
     // Checked again by the writer; here so that no KMS call is made for a secret that
     // cannot be sealed, with advice.
@@ -61,26 +66,18 @@ pub async fn seal(
     // zoa cannot reach.
     let mut data_key = Zeroizing::new([0u8; DATA_KEY_LEN]);
     random(&mut *data_key)?;
-    let out = c
-        .kms
-        .encrypt()
-        .key_id(key)
-        .plaintext(aws_smithy_types::Blob::new(data_key.as_slice()))
-        .set_encryption_context(Some(context.clone().into_iter().collect()))
-        .send()
-        .await
-        .map_err(|e| api_error(step, "kms:Encrypt", e))?;
-    let key_arn = out
-        .key_id()
-        .ok_or_else(|| AwsError::step(step, "Encrypt returned no key id"))?
-        .to_owned();
-    let blob = out
-        .ciphertext_blob()
-        .ok_or_else(|| AwsError::step(step, "Encrypt returned no ciphertext"))?;
+    let out = spec.send(c, step, data_key.as_slice()).await?;
     let mut nonce = [0u8; NONCE_LEN];
     random(&mut nonce)?;
-    seal_with(&data_key, &nonce, key_arn, context, blob.as_ref(), secret)
-        .map_err(|e| AwsError::step(step, e))
+    seal_with(
+        &data_key,
+        &nonce,
+        out.key_arn,
+        spec.context.clone(),
+        &out.ciphertext,
+        secret,
+    )
+    .map_err(|e| AwsError::step(step, e))
 }
 
 /// The envelope of `secret` under `data_key` (whose KMS ciphertext is

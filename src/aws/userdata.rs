@@ -15,7 +15,7 @@ use base64::Engine;
 use crate::fsio::ReadBoundedError;
 use zoa_init::unseal::{Envelope, UserData, MAX_USER_DATA_LEN};
 
-use super::AwsError;
+use super::{AwsError, Remedy};
 
 /// The encryption-context entry naming the deployment (`zoa seal` writes it).
 const DEPLOYMENT_CONTEXT_KEY: &str = "zoa:deployment";
@@ -64,14 +64,20 @@ impl SealedSecret {
 
     /// Checks envelope bytes given as secret `name` (from `file`, named in errors).
     pub fn from_bytes(name: &str, file: &Path, bytes: Vec<u8>) -> Result<SealedSecret, AwsError> {
-        let bad = |why: String| AwsError::file(file, format!("--secret {name}: {why}"));
-        let envelope = Envelope::parse(&bytes).map_err(|e| bad(e.to_string()))?;
+        let envelope = Envelope::parse(&bytes)
+            .map_err(|e| AwsError::file(file, format!("secret {name}: {e}")))?;
         if envelope.name() != name {
-            return Err(bad(format!(
-                "the envelope was sealed as {:?}: seal it with --name {name}, or pass it as {}=FILE",
-                envelope.name(),
-                envelope.name()
-            )));
+            return Err(AwsError::file_refused(
+                file,
+                format!(
+                    "secret {name}: the envelope was sealed as {:?}",
+                    envelope.name()
+                ),
+                Remedy::SecretName {
+                    given: name.to_owned(),
+                    sealed_as: envelope.name().to_owned(),
+                },
+            ));
         }
         Ok(SealedSecret {
             name: name.to_owned(),
@@ -95,21 +101,29 @@ impl SealedSecret {
         key_arn: Option<&str>,
     ) -> Result<(), AwsError> {
         if self.deployment != deployment {
-            return Err(AwsError::file(
+            return Err(AwsError::file_refused(
                 &self.file,
                 format!(
-                    "--secret {}: sealed for deployment {:?}, not {deployment:?}: seal it with `zoa seal --key DIR --name {}`",
-                    self.name, self.deployment, self.name
+                    "secret {}: sealed for deployment {:?}, not {deployment:?}",
+                    self.name, self.deployment
                 ),
+                Remedy::Seal {
+                    dir: None,
+                    name: self.name.clone(),
+                },
             ));
         }
         match key_arn {
-            Some(arn) if arn != self.key_arn => Err(AwsError::file(
+            Some(arn) if arn != self.key_arn => Err(AwsError::file_refused(
                 &self.file,
                 format!(
-                    "--secret {}: sealed under key {}, but the deployment's key is {arn}: seal it again with `zoa seal --key DIR --name {}`",
-                    self.name, self.key_arn, self.name
+                    "secret {}: sealed under key {}, but the deployment's key is {arn}",
+                    self.name, self.key_arn
                 ),
+                Remedy::Seal {
+                    dir: None,
+                    name: self.name.clone(),
+                },
             )),
             _ => Ok(()),
         }
@@ -137,22 +151,23 @@ impl UserDataSpec {
         let sealed_under = secrets.first().map(|s| s.key_arn.clone());
         for s in secrets {
             if Some(&s.key_arn) != sealed_under.as_ref() {
-                return Err(AwsError::file(
+                return Err(AwsError::file_refused(
                     &s.file,
                     format!(
-                        "--secret {}: sealed under key {}, the others under {}: seal all with the same key",
+                        "secret {}: sealed under key {}, the others under {}",
                         s.name,
                         s.key_arn,
                         sealed_under.as_deref().unwrap_or_default()
                     ),
+                    Remedy::SealUnderOneKey,
                 ));
             }
             data.insert(&s.name, &s.bytes)
-                .map_err(|e| AwsError::file(&s.file, format!("--secret {}: {e}", s.name)))?;
+                .map_err(|e| AwsError::file(&s.file, format!("secret {}: {e}", s.name)))?;
         }
         let text = data
             .to_json()
-            .map_err(|e| AwsError::step("configuration", format!("--secret: {e}")))?;
+            .map_err(|e| AwsError::step("configuration", format!("sealed secrets: {e}")))?;
         let names: Vec<&str> = data.secrets.keys().map(String::as_str).collect();
         let source = format!("secrets {}", names.join(", "));
         Ok(UserDataSpec {
@@ -258,7 +273,7 @@ mod tests {
             .check_sealed_for("demo", Some("arn:aws:kms:us-east-1:123456789012:key/k2"))
             .unwrap_err()
             .to_string();
-        assert!(e.starts_with("a.json: --secret a: sealed under key"), "{e}");
+        assert!(e.starts_with("a.json: secret a: sealed under key"), "{e}");
         let e = SealedSecret::from_bytes("b", file, envelope("demo", "a", KEY))
             .unwrap_err()
             .to_string();

@@ -264,8 +264,8 @@ pub fn seal(args: &SealArgs, quiet: bool) -> Result<ExitStatus> {
     let rt = zoa::aws::runtime()?;
     let envelope = rt.block_on(async {
         let clients = Clients::connect(&aws_options(&args.aws)).await?;
-        let context = zoa::aws::seal::context(&deployment, &args.name);
-        zoa::aws::seal::seal(&clients, &key, context, &secret).await
+        let spec = zoa::aws::seal::encrypt_spec(&key, &deployment, &args.name);
+        zoa::aws::seal::seal(&clients, &spec, &secret).await
     });
     // Zeroed as soon as it is sealed (or not), not at the end of the command.
     drop(secret);

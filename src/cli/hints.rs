@@ -3,8 +3,10 @@
 
 use std::error::Error;
 
-use zoa::aws::AwsError;
+use zoa::aws::{AwsError, Remedy};
+use zoa::image::compose::ComposeError;
 use zoa::image::BuildError;
+use zoa::init_build::InitBuildError;
 use zoa::release::keys::{KeyError, PASSWORD_ENV};
 use zoa::release::ReleaseError;
 use zoa::secureboot::keys::SecureBootKeyError;
@@ -30,11 +32,23 @@ fn hint_for(err: &(dyn Error + 'static)) -> Option<String> {
     if let Some(e) = err.downcast_ref::<ReleaseError>() {
         return release_hint(e);
     }
-    if let Some(BuildError::Sign(e)) = err.downcast_ref::<BuildError>() {
-        return sign_hint(e);
+    match err.downcast_ref::<BuildError>() {
+        Some(BuildError::Sign(e)) => return sign_hint(e),
+        Some(BuildError::Compose(ComposeError::InitNotFound)) => return Some(NO_INIT.to_owned()),
+        _ => {}
+    }
+    if let Some(ComposeError::InitNotFound) = err.downcast_ref::<ComposeError>() {
+        return Some(NO_INIT.to_owned());
+    }
+    if let Some(InitBuildError::NoZig { version, .. }) = err.downcast_ref::<InitBuildError>() {
+        return Some(format!(
+            "install zig {version} as .ci/deps does (the pinned `ziglang` wheel), pass --zig FILE, or set ZOA_ZIG"
+        ));
     }
     match err.downcast_ref::<AwsError>()? {
         AwsError::WrongRegion { recorded, .. } => Some(format!("pass --region {recorded}")),
+        AwsError::NoRegion => Some("pass --region REGION".to_owned()),
+        AwsError::Refused { remedy, .. } => Some(remedy_hint(remedy)),
         AwsError::Release(e) => release_hint(e),
         _ => None,
     }
@@ -46,6 +60,9 @@ fn release_hint(err: &ReleaseError) -> Option<String> {
         _ => None,
     }
 }
+
+const NO_INIT: &str =
+    "build it with `zoa build-init` (in the zoa checkout), pass --init FILE, or set ZOA_INIT";
 
 const OVERWRITE: &str = "pass --force to replace it, or choose another --out prefix";
 
@@ -82,5 +99,178 @@ fn sign_hint(err: &SignError) -> Option<String> {
         SignError::NotRsa { .. } => Some("`zoa keygen --secure-boot` makes RSA keys".to_owned()),
         SignError::Key(e) => secure_boot_key_hint(e),
         _ => None,
+    }
+}
+
+/// Says a remedy with the flags of `zoa deploy`, `zoa rollout` and `zoa seal`.
+fn remedy_hint(remedy: &Remedy) -> String {
+    match remedy {
+        Remedy::SignWithUefiData { dir } => format!(
+            "sign it again with `zoa sign {} --uefi-data BLOB`",
+            dir.display()
+        ),
+        Remedy::GiveModel { encrypted: false } => "pass --model FILE".to_owned(),
+        Remedy::GiveModel { encrypted: true } => {
+            "pass --model FILE (the age-encrypted file)".to_owned()
+        }
+        Remedy::Seal { dir, name } => format!(
+            "seal it again with `zoa seal --key {} --name {name}`",
+            dir.as_deref()
+                .map_or("DIR".to_owned(), |d| d.display().to_string())
+        ),
+        Remedy::SecretName { given, sealed_as } => format!(
+            "pass it as --secret {sealed_as}=FILE, or seal it again with --name {given}"
+        ),
+        Remedy::SealUnderOneKey => {
+            "seal every --secret with the same `zoa seal --key DIR`".to_owned()
+        }
+        Remedy::DeployKeyFirst { dir } => format!(
+            "deploy without --secret first (it creates the KMS key), seal with `zoa seal --key {} --name NAME`, then deploy again with --secret NAME=FILE",
+            dir.display()
+        ),
+        Remedy::SecretsOrUserData => {
+            "give --secret or --user-data, not both".to_owned()
+        }
+        Remedy::AnotherName => "deploy under another --name".to_owned(),
+        Remedy::DestroyOrAnotherName => {
+            "`zoa destroy` removes it, or deploy under another --name".to_owned()
+        }
+        Remedy::GiveSubnet => "pass --subnet".to_owned(),
+        Remedy::DeployAsFleet => "deploy the new release with --fleet (or under another --name), then destroy the old one".to_owned(),
+        Remedy::Reseal { names } => format!("pass --reseal NAME=FILE for {}", names.join(", ")),
+        Remedy::NoReseal => "drop --reseal".to_owned(),
+        Remedy::DeployedReleaseDir => {
+            "--from must be the release directory that was deployed".to_owned()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+    use std::collections::BTreeSet;
+    use std::path::{Path, PathBuf};
+
+    fn hint_of(err: impl Into<anyhow::Error>) -> Option<String> {
+        hint(&err.into())
+    }
+
+    #[test]
+    fn refusals_get_their_flags_here() {
+        let refused = |remedy| AwsError::Refused {
+            subject: "configuration".into(),
+            message: "m".into(),
+            remedy,
+        };
+        let reseal = refused(Remedy::Reseal {
+            names: vec!["api-key".into(), "token".into()],
+        });
+        assert_eq!(reseal.to_string(), "configuration: m");
+        assert_eq!(
+            hint_of(reseal).as_deref(),
+            Some("pass --reseal NAME=FILE for api-key, token")
+        );
+        let sign = refused(Remedy::SignWithUefiData {
+            dir: PathBuf::from("rel"),
+        });
+        assert_eq!(
+            hint_of(sign).as_deref(),
+            Some("sign it again with `zoa sign rel --uefi-data BLOB`")
+        );
+        let wrapped = anyhow::Error::from(refused(Remedy::GiveSubnet)).context("deploy");
+        assert_eq!(hint(&wrapped).as_deref(), Some("pass --subnet"));
+        assert_eq!(
+            hint_of(AwsError::NoRegion).as_deref(),
+            Some("pass --region REGION")
+        );
+        assert!(hint_of(BuildError::Compose(ComposeError::InitNotFound))
+            .is_some_and(|h| h.contains("--init FILE")));
+        assert_eq!(
+            hint_of(AwsError::Step {
+                step: "s".into(),
+                message: "plain".into()
+            }),
+            None
+        );
+    }
+
+    /// Every long flag of every `zoa` subcommand.
+    fn all_flags(cmd: &clap::Command, out: &mut BTreeSet<String>) {
+        for arg in cmd.get_arguments() {
+            if let Some(long) = arg.get_long() {
+                out.insert(format!("--{long}"));
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            all_flags(sub, out);
+        }
+    }
+
+    fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                rust_files(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+
+    /// The rule this module exists for, checked on the sources: outside `src/cli` and
+    /// `main.rs`, no string literal spells one of zoa's flags. Doc comments may (they
+    /// describe the CLI a value comes from); arguments passed to other programs are
+    /// skipped by their shape (`.arg(..)`, or a line that is only the argument).
+    #[test]
+    fn the_library_never_names_a_flag() {
+        let mut flags = BTreeSet::new();
+        all_flags(&super::super::args::Cli::command(), &mut flags);
+        // Flags of other programs the library runs, spelled the same as one of zoa's.
+        for theirs in [
+            "--version",
+            "--target",
+            "--quiet",
+            "--release",
+            "--locked",
+            "--json",
+        ] {
+            flags.remove(theirs);
+        }
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = Vec::new();
+        rust_files(&src, &mut files);
+        let mut found = Vec::new();
+        for file in files {
+            let rel = file.strip_prefix(&src).unwrap();
+            if rel.starts_with("cli") || rel == Path::new("main.rs") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&file).unwrap();
+            let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+            for (n, line) in code.lines().enumerate() {
+                let t = line.trim_start();
+                if t.starts_with("//") || t.starts_with('"') || line.contains(".arg") {
+                    continue;
+                }
+                let Some(quoted) = line.split_once('"').map(|(_, rest)| rest) else {
+                    continue;
+                };
+                for flag in &flags {
+                    let named = quoted.match_indices(flag.as_str()).any(|(i, _)| {
+                        !quoted[i + flag.len()..]
+                            .starts_with(|c: char| c.is_ascii_alphanumeric() || c == '-')
+                    });
+                    if named {
+                        found.push(format!("{}:{}: {flag}", rel.display(), n + 1));
+                    }
+                }
+            }
+        }
+        assert!(
+            found.is_empty(),
+            "flags in library strings:\n{}",
+            found.join("\n")
+        );
     }
 }

@@ -33,6 +33,8 @@ pub enum ComposeError {
     Input { what: String, message: String },
     #[error("PID 1: {0}")]
     Init(String),
+    #[error("PID 1: zoa-init not found next to zoa, and ZOA_INIT is not set")]
+    InitNotFound,
 }
 
 /// The result of composing: everything the writer needs.
@@ -71,11 +73,10 @@ pub fn find_init_binary(explicit: Option<&Path>) -> Result<PathBuf, ComposeError
         // Where `zoa build-init` puts it, beside zoa in cargo's target directory.
         candidates.push(dir.join("zoa-init/zoa-init"));
     }
-    candidates.into_iter().find(|p| p.is_file()).ok_or_else(|| {
-        ComposeError::Init(
-            "zoa-init not found next to zoa; build it with `zoa build-init` (in the zoa checkout), or pass --init FILE / set ZOA_INIT".into(),
-        )
-    })
+    candidates
+        .into_iter()
+        .find(|p| p.is_file())
+        .ok_or(ComposeError::InitNotFound)
 }
 
 fn open_input(path: &Path, what: &str) -> Result<ImageFile, ComposeError> {

@@ -108,6 +108,9 @@ pub enum InitBuildError {
     Toolchain(String),
     #[error("C toolchain: {0}")]
     CToolchain(String),
+    /// No zig given, in the environment or where `.ci/deps` puts the pinned one.
+    #[error("C toolchain: no zig {version}: {reason}")]
+    NoZig { version: String, reason: String },
     #[error("{file}: {message}")]
     CargoConfig { file: String, message: String },
     #[error("{what}: {message}")]
@@ -509,13 +512,13 @@ fn resolve_zig(explicit: Option<&Path>, pins: &Pins) -> Result<PathBuf, InitBuil
         .map(Path::to_owned)
         .or_else(|| std::env::var_os("ZOA_ZIG").map(PathBuf::from))
         .or_else(|| default_zig_path(&pins.zig_version))
-        .ok_or_else(|| InitBuildError::CToolchain("no zig: pass --zig or set ZOA_ZIG".into()))?;
-    let zig = std::fs::canonicalize(&zig).map_err(|e| {
-        InitBuildError::CToolchain(format!(
-            "{}: {e}; install zig {} as .ci/deps does (the pinned `ziglang` wheel), or pass --zig",
-            zig.display(),
-            pins.zig_version
-        ))
+        .ok_or_else(|| InitBuildError::NoZig {
+            version: pins.zig_version.clone(),
+            reason: "ZOA_ZIG is not set and there is no cache directory".into(),
+        })?;
+    let zig = std::fs::canonicalize(&zig).map_err(|e| InitBuildError::NoZig {
+        version: pins.zig_version.clone(),
+        reason: format!("{}: {e}", zig.display()),
     })?;
     let (sha, _) = crate::digest::sha256_file(&zig).map_err(io_err(&zig))?;
     if sha != pins.zig_sha256 {

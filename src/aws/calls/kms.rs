@@ -236,3 +236,66 @@ impl ScheduleKeyDeletion {
         ))
     }
 }
+
+/// `kms:Encrypt` of a fresh data key under the deployment's key, with the encryption
+/// context that names the deployment and the secret (what `zoa seal` and a rollout's
+/// re-seal send). The data key is given to [`send`](Self::send) only, never to the spec,
+/// so no plan or log can hold it.
+#[derive(Debug, Clone)]
+pub struct EncryptDataKey {
+    pub key: String,
+    pub context: std::collections::BTreeMap<String, String>,
+}
+
+/// What KMS answered: the key that encrypted (its ARN) and the data key's ciphertext.
+#[derive(Debug, Clone)]
+pub struct EncryptedDataKey {
+    pub key_arn: String,
+    pub ciphertext: Vec<u8>,
+}
+
+impl EncryptDataKey {
+    pub const API: &'static str = "kms:Encrypt";
+
+    pub fn call(&self) -> Call {
+        Call::new(
+            Self::API,
+            json!({
+                "KeyId": self.key,
+                "EncryptionContext": self.context,
+                "Plaintext": "<a fresh 32-byte data key; the secret is encrypted with it here>",
+            }),
+        )
+    }
+
+    pub async fn send(
+        &self,
+        c: &Clients,
+        step: &str,
+        data_key: &[u8],
+    ) -> Result<EncryptedDataKey, AwsError> {
+        refuse_placeholders(step, "the key to seal under", &json!(self.key))?;
+        let out = c
+            .kms
+            .encrypt()
+            .key_id(&self.key)
+            .plaintext(aws_smithy_types::Blob::new(data_key))
+            .set_encryption_context(Some(self.context.clone().into_iter().collect()))
+            .send()
+            .await
+            .map_err(|e| api_error(step, Self::API, e))?;
+        let key_arn = out
+            .key_id()
+            .ok_or_else(|| AwsError::step(step, "Encrypt returned no key id"))?
+            .to_owned();
+        let ciphertext = out
+            .ciphertext_blob()
+            .ok_or_else(|| AwsError::step(step, "Encrypt returned no ciphertext"))?
+            .as_ref()
+            .to_vec();
+        Ok(EncryptedDataKey {
+            key_arn,
+            ciphertext,
+        })
+    }
+}

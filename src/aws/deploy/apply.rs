@@ -9,7 +9,7 @@ use crate::aws::calls::ebs::SnapshotUpload;
 use crate::aws::calls::Outcome;
 use crate::aws::plan::{Action, Plan};
 use crate::aws::state::DeployState;
-use crate::aws::{error_chain, AwsError, Clients};
+use crate::aws::{error_chain, AwsError, Clients, Remedy};
 use crate::progress::Progress;
 use crate::release::VerifiedRelease;
 
@@ -208,10 +208,13 @@ impl Deployment {
             .model
             .clone()
             .ok_or_else(|| AwsError::step(step, "no model (a bug in zoa)"))?;
-        let file = model
-            .file
-            .clone()
-            .ok_or_else(|| AwsError::step(step, "no model snapshot found: pass --model FILE"))?;
+        let file = model.file.clone().ok_or_else(|| {
+            AwsError::refused(
+                step,
+                "no model snapshot found, and no model file was given",
+                Remedy::GiveModel { encrypted: false },
+            )
+        })?;
         let spec = self.model_upload_spec(&model);
         self.upload(c, &progress, step, &spec, &file, |s, id| {
             s.model_snapshot_id = Some(id);

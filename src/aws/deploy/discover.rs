@@ -10,7 +10,7 @@ use crate::aws::policy;
 use crate::aws::state::{
     TAG_DEPLOYMENT, TAG_DISK, TAG_MANIFEST, TAG_MODEL, TAG_RELEASE, TAG_USER_DATA,
 };
-use crate::aws::{api_error, AwsError, Clients};
+use crate::aws::{api_error, AwsError, Clients, Remedy};
 
 /// Resources that exist (recorded, or found by name/tag), and stale ones to clean up.
 #[derive(Debug, Default, Clone)]
@@ -100,7 +100,9 @@ pub(super) async fn find_network(
             .vpcs()
             .first()
             .and_then(|v| v.vpc_id())
-            .ok_or_else(|| AwsError::step(step, "this region has no default VPC: pass --subnet"))?
+            .ok_or_else(|| {
+                AwsError::refused(step, "this region has no default VPC", Remedy::GiveSubnet)
+            })?
             .to_owned();
         clients
             .ec2
@@ -322,9 +324,10 @@ impl Deployment {
         if dep == Some(self.deployment.as_str()) {
             Ok(())
         } else {
-            Err(AwsError::step(
+            Err(AwsError::refused(
                 what,
-                format!("IAM {what} {name} exists but is not tagged {TAG_DEPLOYMENT}={}: it was not created by this deployment; choose another --name", self.deployment),
+                format!("IAM {what} {name} exists but is not tagged {TAG_DEPLOYMENT}={}: it was not created by this deployment", self.deployment),
+                Remedy::AnotherName,
             ))
         }
     }
@@ -478,12 +481,13 @@ impl Deployment {
                 ),
                 _ => e.to_string(),
             };
-            return Err(AwsError::step(
+            return Err(AwsError::refused(
                 "kms key",
                 format!(
-                    "key {key_id} ({}) exists with another policy than this release needs: {why}. Refusing to reuse it; `zoa destroy` removes it, or choose another --name",
+                    "key {key_id} ({}) exists with another policy than this release needs: {why}. Refusing to reuse it",
                     self.names.key_alias
                 ),
+                Remedy::DestroyOrAnotherName,
             ));
         }
         Ok(None)

@@ -25,7 +25,7 @@ use super::plan::Plan;
 use super::policy::{BootMode, PcrBinding};
 use super::state::{DeployState, ReleaseRef, TAG_DEPLOYMENT, TAG_MANIFEST, TAG_RELEASE};
 use super::userdata::{SealedSecret, SecretArg, UserDataSpec};
-use super::{Account, AwsError, Clients};
+use super::{Account, AwsError, Clients, Remedy};
 use crate::release::manifest::Manifest;
 use crate::release::VerifiedRelease;
 use apply::PrivateDisk;
@@ -332,9 +332,10 @@ pub(crate) fn uefi_data_of(release: &VerifiedRelease) -> Result<Option<String>, 
     let dir = release.dir();
     let Some(bytes) = release.uefi_data() else {
         if release.manifest().measurements.secure_boot {
-            return Err(AwsError::file(
+            return Err(AwsError::file_refused(
                 &dir.join(MANIFEST_FILE),
-                format!("predicts a Secure Boot boot but covers no {UEFI_DATA_FILE}: an AMI could not enroll the keys it was measured with; sign it again with `zoa sign --uefi-data BLOB`"),
+                format!("predicts a Secure Boot boot but covers no {UEFI_DATA_FILE}: an AMI could not enroll the keys it was measured with"),
+                Remedy::SignWithUefiData { dir: dir.to_owned() },
             ));
         }
         return Ok(None);
@@ -408,29 +409,30 @@ pub async fn prepare(clients: &Clients, options: DeployOptions) -> Result<Deploy
     let binding = binding_of(manifest)?;
     let uefi_data = uefi_data_of(&verified)?;
     if options.secure_boot && binding.mode != BootMode::SecureBoot {
-        return Err(AwsError::step(
-            "configuration",
-            match uefi_data {
-                None => format!(
-                    "--secure-boot: {} is not a Secure Boot release (it has no uefi-data.bin): sign it with `zoa sign {} --uefi-data BLOB`",
-                    options.dir.display(),
-                    options.dir.display()
-                ),
-                Some(_) => format!(
-                    "--secure-boot: the uefi-data.bin of {} enrolls no PK, so the release was measured with Secure Boot off",
-                    options.dir.display()
-                ),
-            },
-        ));
+        let dir = options.dir.display();
+        return Err(match uefi_data {
+            None => AwsError::refused(
+                "configuration",
+                format!("a Secure Boot deploy was asked for, but {dir} is not a Secure Boot release (it has no uefi-data.bin)"),
+                Remedy::SignWithUefiData {
+                    dir: options.dir.clone(),
+                },
+            ),
+            Some(_) => AwsError::step(
+                "configuration",
+                format!("a Secure Boot deploy was asked for, but the uefi-data.bin of {dir} enrolls no PK, so the release was measured with Secure Boot off"),
+            ),
+        });
     }
     if let Some(from) = &options.rollout_from {
         if from.binding.mode != binding.mode {
-            return Err(AwsError::step(
+            return Err(AwsError::refused(
                 "rollout",
                 format!(
-                    "{} boots with {}, {} with {}: the deployment's key binds the PCRs of one boot mode; deploy the new release under another --name instead",
+                    "{} boots with {}, {} with {}: the deployment's key binds the PCRs of one boot mode",
                     from.binding.release, from.binding.mode, binding.release, binding.mode
                 ),
+                Remedy::AnotherName,
             ));
         }
     }
@@ -544,9 +546,10 @@ fn wanted_user_data(
             .transpose();
     }
     if options.user_data.is_some() {
-        return Err(AwsError::step(
+        return Err(AwsError::refused(
             "configuration",
-            "--secret and --user-data both set the instances' user data: give one (zoa-init reads secrets only from the user data --secret writes)",
+            "both sealed secrets and raw user data would set the instances' user data (zoa-init reads secrets only from the user data that sealed secrets make)",
+            Remedy::SecretsOrUserData,
         ));
     }
     let secrets = options
@@ -558,15 +561,21 @@ fn wanted_user_data(
         s.check_sealed_for(deployment, None)?;
     }
     // Secrets can only be sealed once the key exists, and this deployment's key is made
-    // by its first deploy: that deploy runs without --secret.
+    // by its first deploy: that deploy runs without secrets.
     let key = recorded.and_then(|s| s.key_arn.as_deref()).ok_or_else(|| {
-        AwsError::file(
+        AwsError::file_refused(
             &DeployState::path(&options.dir),
             format!(
-                "{}: nothing can be sealed for {deployment} yet: deploy without --secret first (it creates the KMS key), seal with `zoa seal --key {} --name NAME`, then deploy again with --secret",
-                if recorded.is_some() { "records no KMS key" } else { "no deploy record" },
-                options.dir.display()
+                "{}: nothing can be sealed for {deployment} yet",
+                if recorded.is_some() {
+                    "records no KMS key"
+                } else {
+                    "no deploy record"
+                },
             ),
+            Remedy::DeployKeyFirst {
+                dir: options.dir.clone(),
+            },
         )
     })?;
     for s in &secrets {
@@ -587,7 +596,7 @@ fn model_spec(
         (None, None) => Ok(None),
         (None, Some(path)) => Err(AwsError::file(
             path,
-            "--model: the image pins no model ([init.model] in its recipe), so zoa-init would never read it",
+            "a model file was given, but the image pins no model ([init.model] in its recipe), so zoa-init would never read it",
         )),
         (Some(pin), Some(path)) if pin.age_identity.is_some() => {
             let (sha256, size) =
@@ -600,12 +609,13 @@ fn model_spec(
                 file: Some(path.clone()),
             }))
         }
-        (Some(pin), None) if pin.age_identity.is_some() => Err(AwsError::step(
+        (Some(pin), None) if pin.age_identity.is_some() => Err(AwsError::refused(
             "configuration",
             format!(
-                "the image pins an age-encrypted model ({} bytes decrypted, sha256 {}): pass --model FILE (the encrypted file; an unchanged one is not uploaded again)",
+                "the image pins an age-encrypted model ({} bytes decrypted, sha256 {}) and no model file was given (an unchanged one is not uploaded again)",
                 pin.size, pin.sha256
             ),
+            Remedy::GiveModel { encrypted: true },
         )),
         (Some(pin), Some(path)) => {
             let (sha256, size) =
@@ -614,7 +624,7 @@ fn model_spec(
                 return Err(AwsError::file(
                     path,
                     format!(
-                        "--model: {size} bytes with sha256 {sha256}, but the image pins {} bytes with sha256 {}: zoa-init would refuse it",
+                        "the model file has {size} bytes with sha256 {sha256}, but the image pins {} bytes with sha256 {}: zoa-init would refuse it",
                         pin.size, pin.sha256
                     ),
                 ));
@@ -633,12 +643,13 @@ fn model_spec(
                     s.model_snapshot_id.is_some() && s.model_sha256.as_deref() == Some(&pin.sha256)
                 });
             if !uploaded {
-                return Err(AwsError::step(
+                return Err(AwsError::refused(
                     "configuration",
                     format!(
-                        "the image pins a model ({} bytes, sha256 {}) that zoa-init reads from a second disk: pass --model FILE",
+                        "the image pins a model ({} bytes, sha256 {}) that zoa-init reads from a second disk, no model file was given, and none was uploaded before",
                         pin.size, pin.sha256
                     ),
+                    Remedy::GiveModel { encrypted: false },
                 ));
             }
             Ok(Some(ModelSpec {
@@ -663,7 +674,7 @@ fn check_encrypted_model(
     let header = age_header_len(&mut file).map_err(|e| {
         AwsError::file(
             path,
-            format!("--model: the image pins an age-encrypted model: {e}"),
+            format!("the image pins an age-encrypted model, and the model file is not one: {e}"),
         )
     })?;
     let expected = header + age_payload_len(pin.size);
@@ -671,7 +682,7 @@ fn check_encrypted_model(
         return Err(AwsError::file(
             path,
             format!(
-                "--model: {size} bytes, but an age file of the pinned {}-byte model is {expected} bytes: it is not the pinned model encrypted (zoa-init would refuse it)",
+                "the model file has {size} bytes, but an age file of the pinned {}-byte model is {expected} bytes: it is not the pinned model encrypted (zoa-init would refuse it)",
                 pin.size
             ),
         ));
@@ -708,34 +719,41 @@ impl Deployment {
             .and_then(|u| u.sealed_under.as_deref());
         match (sealed_under, &self.found.key) {
             (Some(sealed), Some((_, arn))) if sealed != arn => {
-                return Err(AwsError::step(
+                return Err(AwsError::refused(
                     "kms key",
                     format!(
-                        "the --secret envelopes are sealed under {sealed}, but {} is {arn}: seal them again with `zoa seal --key {}`",
+                        "the secrets' envelopes are sealed under {sealed}, but {} is {arn}",
                         self.names.key_alias,
-                        self.options.dir.display()
                     ),
+                    Remedy::Seal {
+                        dir: Some(self.options.dir.clone()),
+                        name: "NAME".to_owned(),
+                    },
                 ));
             }
             // This deploy would make a new key, and nothing sealed before opens with it.
             (Some(sealed), None) => {
-                return Err(AwsError::step(
+                return Err(AwsError::refused(
                     "kms key",
                     format!(
-                        "the --secret envelopes are sealed under {sealed}, which is gone (or pending deletion): deploy without --secret to make a new key, then seal again"
+                        "the secrets' envelopes are sealed under {sealed}, which is gone (or pending deletion)"
                     ),
+                    Remedy::DeployKeyFirst {
+                        dir: self.options.dir.clone(),
+                    },
                 ));
             }
             _ => {}
         }
         if let Some(m) = &self.model {
             if m.file.is_none() && self.found.model_snapshot.is_none() {
-                return Err(AwsError::step(
+                return Err(AwsError::refused(
                     "model snapshot",
                     format!(
-                        "the model snapshot (sha256 {}) is gone: pass --model FILE to upload it again",
+                        "the model snapshot (sha256 {}) is gone, and no model file was given to upload it again",
                         m.sha256
                     ),
+                    Remedy::GiveModel { encrypted: false },
                 ));
             }
         }

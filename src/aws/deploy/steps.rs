@@ -389,13 +389,13 @@ impl Deployment {
         w.extend(self.secret_warnings());
         if self.options.lock_policy {
             w.push(format!(
-                "--lock-policy: the key policy of {} denies kms:PutKeyPolicy to everyone, the account root included. It can never be changed again: a new release needs a new key and re-sealed secrets (`zoa rollout` does that), and nobody can ever grant themselves use of this key.",
+                "the key policy of {} is locked: it denies kms:PutKeyPolicy to everyone, the account root included. It can never be changed again: a new release needs a new key and re-sealed secrets (`zoa rollout` does that), and nobody can ever grant themselves use of this key.",
                 self.names.key_alias
             ));
         }
         if self.options.allow_cidr.is_empty() {
             w.push(
-                "no --allow-cidr: the security group admits no inbound traffic at all".to_owned(),
+                "no source address range may reach the serving port: the security group admits no inbound traffic at all".to_owned(),
             );
         }
         w
@@ -410,7 +410,7 @@ impl Deployment {
                     return Vec::new();
                 }
                 return vec![format!(
-                    "the image unseals {} from the user data `--secret` writes, but --user-data gives its own: its instances will power off at boot",
+                    "the image unseals {} from the user data that sealed secrets make, but raw user data replaces it: its instances will power off at boot",
                     self.image_secrets.join(", ")
                 )];
             }
@@ -431,9 +431,8 @@ impl Deployment {
             .collect();
         if !missing.is_empty() {
             w.push(format!(
-                "the image unseals {} at boot, but its instances get no such --secret: they power off at boot until they do. Once the key exists, seal with `zoa seal --key {} --name NAME` and deploy again with --secret NAME=FILE",
+                "the image unseals {} at boot, but its instances get no such sealed secret: they power off at boot until they do. Once the key exists, seal each with `zoa seal` and deploy again with the envelopes",
                 missing.join(", "),
-                self.options.dir.display()
             ));
         }
         for extra in given
