@@ -5,6 +5,7 @@
 //! reproducibly) → [`image`] (the UKI and its `build.json`) →
 //! measure → release → deploy. `main.rs` only wires the command line to these calls.
 
+pub mod attestation;
 pub mod aws;
 pub mod boot;
 pub mod deb;
