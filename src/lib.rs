@@ -15,6 +15,7 @@ pub mod fsio;
 pub mod image;
 pub mod init_build;
 pub mod measure;
+pub mod nitrotpm;
 pub mod progress;
 pub mod recipe;
 pub mod release;

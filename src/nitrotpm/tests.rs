@@ -1,0 +1,191 @@
+//! The emulator between zoa-init's own NitroTPM client (the code that runs in the image) and
+//! a real swtpm: the document it gets must verify, chain to the emulator's root, and carry
+//! the PCRs swtpm holds at that moment.
+
+use super::*;
+use crate::attestation;
+use std::os::unix::net::UnixStream;
+use std::process::{Child, Command as Process, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+use zoa_init::tpm2::transport::exchange;
+
+/// A swtpm with SHA-256 and SHA-384 banks (as `zoa boot` sets it up), reached on its server
+/// socket; killed on drop.
+struct Swtpm {
+    child: Child,
+    socket: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Swtpm {
+    fn start() -> Swtpm {
+        let dir = tempfile::tempdir().unwrap();
+        let setup = Process::new("swtpm_setup")
+            .args(["--tpm2", "--tpmstate"])
+            .arg(dir.path())
+            .args(["--pcr-banks", "sha256,sha384", "--overwrite"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("swtpm_setup (apt-get install swtpm-tools)");
+        assert!(setup.status.success(), "{setup:?}");
+        let socket = dir.path().join("data.sock");
+        let child = Process::new("swtpm")
+            .args(["socket", "--tpm2", "--tpmstate"])
+            .arg(format!("dir={}", dir.path().display()))
+            .arg("--server")
+            .arg(format!("type=unixio,path={}", socket.display()))
+            .args(["--flags", "not-need-init,startup-clear"])
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("swtpm");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !socket.exists() {
+            assert!(Instant::now() < deadline, "swtpm made no socket");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Swtpm {
+            child,
+            socket,
+            _dir: dir,
+        }
+    }
+
+    fn connect(&self) -> Stream {
+        let s = UnixStream::connect(&self.socket).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        Stream(s)
+    }
+}
+
+impl Drop for Swtpm {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Stream(UnixStream);
+
+impl Transport for Stream {
+    fn transact(&mut self, command: &[u8]) -> Result<Vec<u8>, TransportError> {
+        exchange(&mut self.0, command).map_err(TransportError)
+    }
+}
+
+/// The guest's side: commands go through the emulator.
+struct Guest<'e>(&'e mut Emulator<Stream>);
+
+impl Transport for Guest<'_> {
+    fn transact(&mut self, command: &[u8]) -> Result<Vec<u8>, TransportError> {
+        Ok(self.0.handle(command))
+    }
+}
+
+fn emulator(swtpm: &Swtpm) -> Emulator<Stream> {
+    let nsm = nsm::Nsm {
+        ca: ca::TestCa::new().unwrap(),
+        module_id: "i-0123456789abcdef0-tpm0000000000000000".into(),
+    };
+    Emulator::new(swtpm.connect(), nsm)
+}
+
+/// TPM2_PCR_Extend of the SHA-384 bank of `pcr` with `digest` (password session, empty).
+fn extend_sha384(t: &mut dyn Transport, pcr: u32, digest: &[u8; 48]) {
+    let mut c = Command::new(
+        "TPM2_PCR_Extend",
+        zoa_init::tpm2::marshal::ST_SESSIONS,
+        0x182,
+    );
+    c.u32(pcr).password_session(b"").unwrap();
+    c.u32(1).u16(wire::ALG_SHA384).bytes(digest);
+    let r = t.transact(&c.finish().unwrap()).unwrap();
+    assert_eq!(wire::response_code(&r), 0, "PCR_Extend: {r:02x?}");
+}
+
+fn sha384(data: &[u8]) -> Vec<u8> {
+    openssl::hash::hash(openssl::hash::MessageDigest::sha384(), data)
+        .unwrap()
+        .to_vec()
+}
+
+#[test]
+fn zoa_init_gets_a_document_with_the_pcrs_swtpm_holds_now() {
+    let swtpm = Swtpm::start();
+    let mut emu = emulator(&swtpm);
+    let root = emu.nsm().ca.root_der().unwrap();
+    let spki = vec![0x30, 0x82, 0x01, 0x22, 0xAA];
+    extend_sha384(&mut Guest(&mut emu), 4, &[7; 48]);
+
+    let doc_bytes = zoa_init::tpm2::nsm::attestation_document(&mut Guest(&mut emu), &spki)
+        .expect("zoa-init's NSM request through the emulator");
+    let signed = attestation::parse(&doc_bytes).unwrap();
+    signed.verify_signature().unwrap();
+    signed.verify_chain(&root, SystemTime::now()).unwrap();
+    let d = &signed.document;
+    assert_eq!(d.kind, attestation::Kind::NitroTpm);
+    assert_eq!(d.public_key.as_deref(), Some(&spki[..]));
+    assert_eq!((d.user_data.as_ref(), d.nonce.as_ref()), (None, None));
+    assert_eq!(d.pcrs.len(), 24);
+    // PCR4 is what the extend made of it, computed here independently; PCR5 untouched.
+    let mut pcr4 = vec![0u8; 48];
+    pcr4.extend_from_slice(&[7; 48]);
+    assert_eq!(d.pcrs[&4], sha384(&pcr4));
+    assert_eq!(d.pcrs[&5], vec![0; 48]);
+    // PCRs 17-22 start as all ones (never reset at locality 0), as in EC2's documents.
+    assert_eq!(d.pcrs[&17], vec![0xFF; 48]);
+    // And all of them are what swtpm answers a plain PCR_Read passed through.
+    let direct = read_sha384_pcrs(&mut Guest(&mut emu)).unwrap();
+    assert_eq!(d.pcrs, direct);
+
+    // A later document sees a later PCR value: read at the moment of the request.
+    extend_sha384(&mut Guest(&mut emu), 4, &[8; 48]);
+    let again = zoa_init::tpm2::nsm::attestation_document(&mut Guest(&mut emu), &spki).unwrap();
+    let again = attestation::parse(&again).unwrap().document;
+    let mut next = d.pcrs[&4].clone();
+    next.extend_from_slice(&[8; 48]);
+    assert_eq!(again.pcrs[&4], sha384(&next));
+    // The exchange left no index behind (zoa-init undefines it; the emulator forgets it).
+    assert!(emu.nv.is_empty());
+}
+
+#[test]
+fn the_large_index_is_emulated_and_guarded_by_its_password() {
+    let swtpm = Swtpm::start();
+    let mut emu = emulator(&swtpm);
+    let mut guest = Guest(&mut emu);
+    check_large_index(&mut Tpm::new(&mut guest));
+    assert!(emu.nv.is_empty());
+}
+
+fn check_large_index(tpm: &mut Tpm<'_>) {
+    assert_eq!(
+        tpm.tpm_property(wire::PT_NV_INDEX_MAX).unwrap(),
+        Some(u32::from(NV_INDEX_MAX))
+    );
+    let public = zoa_init::tpm2::NvPublic {
+        index: 0x0100_0042,
+        name_alg: wire::ALG_SHA256,
+        attributes: NV_AUTHREAD | NV_AUTHWRITE,
+        auth_policy: Vec::new(),
+        data_size: 8192,
+    };
+    tpm.nv_define_space(b"", &public, b"pw").unwrap();
+    // Listed by swtpm (the shadow), reported with its real size and no WRITTEN bit yet.
+    assert!(tpm
+        .handles(0x0100_0000, 0x01FF_FFFF)
+        .unwrap()
+        .contains(&0x0100_0042));
+    assert_eq!(tpm.nv_read_public(0x0100_0042).unwrap(), public);
+    let data: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
+    tpm.nv_write(0x0100_0042, b"pw", &data).unwrap();
+    assert_eq!(tpm.nv_read(0x0100_0042, b"pw", 5000).unwrap(), data);
+    let wrong = tpm.nv_read(0x0100_0042, b"nope", 10).unwrap_err();
+    assert!(
+        matches!(&wrong, zoa_init::tpm2::Tpm2Error::Tpm { rc, .. } if rc.0 == rc::AUTH_FAIL_SESSION_1),
+        "{wrong}"
+    );
+    let beyond = tpm.nv_read(0x0100_0042, b"pw", 8193).unwrap_err();
+    assert!(beyond.to_string().contains("0x"), "{beyond}");
+    tpm.nv_undefine_space(b"", 0x0100_0042).unwrap();
+    assert!(tpm.nv_read_public(0x0100_0042).is_err());
+}
