@@ -1,7 +1,9 @@
 //! The sealed recipe (`image-recipes/llama-server-sealed.toml`) away from a NitroTPM: under
 //! QEMU + OVMF + swtpm, zoa-init brings its network up, asks the TPM for an attestation
 //! document through the NSM vendor command (raw TPM2 over `/dev/tpm0`, an NV index), gets
-//! swtpm's refusal, and powers off with that answer before the model or the server. And a
+//! swtpm's refusal, and powers off with that answer before the model or the server. With
+//! the emulated NitroTPM (`zoa boot --nitrotpm`) the same image gets a document holding the
+//! PCRs it booted with (those `zoa measure` predicts) and goes on to IMDS. And a
 //! changed zoa-init configuration moves the PCRs the KMS key policy is bound to, so the
 //! image it describes is refused by KMS (`zoa diff` names the cause).
 //!
@@ -21,7 +23,7 @@ fn sealed_recipe() -> PathBuf {
 }
 
 #[test]
-fn without_a_nitro_tpm_the_sealed_image_powers_off_with_the_tpm_answer() {
+fn the_sealed_image_attests_only_with_a_nitro_tpm() {
     let f = Fixture::new();
     let o = f.build(&sealed_recipe(), "sealed");
     assert!(o.status.success(), "zoa build: {}", stderr(&o));
@@ -51,6 +53,67 @@ fn without_a_nitro_tpm_the_sealed_image_powers_off_with_the_tpm_answer() {
         "{}",
         out.console
     );
+
+    // The same image with the emulated NitroTPM: the attestation succeeds through QEMU's
+    // TPM device, and the boot goes on to the instance metadata (absent here).
+    let root_file = f.path("attestation-root.pem");
+    opts.nitrotpm = true;
+    opts.attestation_root = Some(root_file.clone());
+    let out = boot(&opts).unwrap_or_else(|e| panic!("zoa boot --nitrotpm: {e}"));
+    the_emulated_nitrotpm_attested_the_booted_pcrs(&f, &out, &root_file);
+}
+
+/// One document, signed by the boot's test CA, carrying zoa-init's fresh RSA key and the
+/// SHA-384 PCRs the guest itself read, which are the ones `zoa measure` predicts.
+fn the_emulated_nitrotpm_attested_the_booted_pcrs(
+    f: &Fixture,
+    out: &zoa::boot::BootOutcome,
+    root_file: &Path,
+) {
+    use zoa::measure::{Bank, Pcr};
+    let fatal = out.fatal.as_deref().unwrap_or_default();
+    assert!(
+        fatal.starts_with("unseal: instance metadata (IMDSv2)"),
+        "past the attestation, the boot stops at IMDS: {fatal:?}\n{}",
+        out.console
+    );
+    assert!(out.powered_off, "{}", out.console);
+    let root = openssl::x509::X509::from_pem(&std::fs::read(root_file).expect("root written"))
+        .expect("the root is a PEM certificate");
+    let subject = format!("{:?}", root.subject_name());
+    assert!(subject.contains("zoa emulated NitroTPM root"), "{subject}");
+    assert_eq!(
+        out.attestation_documents.len(),
+        1,
+        "one attestation per boot"
+    );
+    let signed = zoa::attestation::parse(&out.attestation_documents[0]).expect("parse");
+    signed.verify_signature().expect("signature");
+    signed
+        .verify_chain(&root.to_der().unwrap(), signed.document.timestamp())
+        .expect("chains to the boot's root");
+    let d = &signed.document;
+    assert_eq!(d.kind, zoa::attestation::Kind::NitroTpm);
+    let key = openssl::pkey::PKey::public_key_from_der(d.public_key.as_deref().expect("key"))
+        .expect("zoa-init's public key is a DER SubjectPublicKeyInfo");
+    assert_eq!(key.bits(), 2048, "an RSA-2048 recipient key");
+    let uki = zoa::uefi::file::ImageFile::open(&f.path("sealed/uki.efi")).unwrap();
+    let predicted =
+        zoa::measure::predict(&uki, &zoa::measure::MeasureOptions::default()).expect("predict");
+    for pcr in [Pcr::PCR4, Pcr::PCR7, Pcr::PCR11, Pcr::PCR12] {
+        let i = u32::from(pcr.index());
+        let attested: String = d.pcrs[&i].iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            Some(attested.as_str()),
+            out.pcr(Bank::Sha384, pcr),
+            "PCR{i}: the document holds what the guest read"
+        );
+        assert_eq!(
+            attested,
+            predicted.pcr(pcr).expect("predicted").get(Bank::Sha384),
+            "PCR{i}: and what zoa predicts (what the key policy binds)"
+        );
+    }
 }
 
 #[test]

@@ -86,6 +86,12 @@ pub struct BootOptions {
     /// Pressed from another thread, it presses the guest's ACPI power button (QMP
     /// `system_powerdown`): zoa-init then stops the server gracefully and powers off.
     pub power_button: Option<PowerButton>,
+    /// Boot with the emulated NitroTPM ([`crate::nitrotpm`]) between QEMU and swtpm: the
+    /// guest's NSM requests get attestation documents signed by a test CA.
+    pub nitrotpm: bool,
+    /// With `nitrotpm`: the test CA's root certificate (PEM) is written here before the
+    /// guest starts, for verifiers.
+    pub attestation_root: Option<PathBuf>,
 }
 
 /// A handle that presses the guest's ACPI power button while [`boot`] runs.
@@ -130,6 +136,8 @@ impl BootOptions {
             echo_console: false,
             work_dir: None,
             power_button: None,
+            nitrotpm: false,
+            attestation_root: None,
         }
     }
 }
@@ -153,6 +161,8 @@ pub struct BootOutcome {
     pub fatal: Option<String>,
     /// From QEMU's start to its exit.
     pub elapsed: Duration,
+    /// With the emulated NitroTPM: every attestation document it gave the guest, in order.
+    pub attestation_documents: Vec<Vec<u8>>,
 }
 
 impl BootOutcome {
@@ -257,6 +267,8 @@ pub enum EventLogFrameError {
 /// Errors of [`boot`]. Each says which tool, file or option, and what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum BootError {
+    #[error("emulated NitroTPM: {0}")]
+    NitroTpm(String),
     #[error("{tool} not found in PATH: install the Debian package {package}")]
     ToolMissing {
         tool: &'static str,
@@ -386,6 +398,11 @@ pub fn boot_image(opts: &BootOptions, uki: &ImageFile) -> Result<BootOutcome, Bo
     swtpm_setup(&tools, &paths).map_err(or_interrupted)?;
     children.swtpm = Some(start_swtpm(&tools, &paths).map_err(or_interrupted)?);
     wait_for_socket(&mut children, &paths, &signals).map_err(or_interrupted)?;
+    // Stops with this function, after QEMU.
+    let relay = match opts.nitrotpm {
+        true => Some(start_nitrotpm(opts, &paths)?),
+        false => None,
+    };
 
     // Created before QEMU starts so the reader can open it at once; QEMU truncates it
     // when it opens it, which changes nothing for an empty file.
@@ -469,6 +486,7 @@ pub fn boot_image(opts: &BootOptions, uki: &ImageFile) -> Result<BootOutcome, Bo
         fatal: parsed.fatal,
         console: text,
         elapsed,
+        attestation_documents: relay.as_ref().map(|r| r.issued()).unwrap_or_default(),
     })
 }
 
@@ -617,6 +635,11 @@ fn check_options(opts: &BootOptions) -> Result<(), BootError> {
             path: opts.uki.clone(),
             source: io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"),
         });
+    }
+    if opts.attestation_root.is_some() && !opts.nitrotpm {
+        return Err(BootError::InvalidOption(
+            "an attestation root is written only by a boot with the emulated NitroTPM".into(),
+        ));
     }
     if opts.memory_mib < 256 {
         return Err(BootError::InvalidOption(format!(
@@ -784,6 +807,8 @@ struct WorkPaths {
     swtpm_log: PathBuf,
     serial: PathBuf,
     qemu_log: PathBuf,
+    /// Where the emulated NitroTPM listens for QEMU (`--nitrotpm`).
+    nitrotpm: PathBuf,
 }
 
 impl WorkPaths {
@@ -793,12 +818,13 @@ impl WorkPaths {
             vars: dir.join("OVMF_VARS.fd"),
             tpm_state: dir.join("tpm"),
             socket: dir.join("swtpm.sock"),
+            nitrotpm: dir.join("nitrotpm.sock"),
             qmp: dir.join("qmp.sock"),
             swtpm_log: dir.join("swtpm.log"),
             serial: dir.join("serial.log"),
             qemu_log: dir.join("qemu.log"),
         };
-        for socket in [&p.socket, &p.qmp] {
+        for socket in [&p.socket, &p.nitrotpm, &p.qmp] {
             if socket.as_os_str().len() > MAX_SOCKET_PATH {
                 return Err(BootError::SocketPathTooLong {
                     path: socket.clone(),
@@ -860,6 +886,43 @@ fn swtpm_setup(tools: &Tools, paths: &WorkPaths) -> Result<(), BootError> {
         });
     }
     Ok(())
+}
+
+/// The emulated NitroTPM in front of swtpm's control socket, its root certificate
+/// written first.
+fn start_nitrotpm(
+    opts: &BootOptions,
+    paths: &WorkPaths,
+) -> Result<crate::nitrotpm::relay::Relay, BootError> {
+    use crate::nitrotpm::{ca::TestCa, nsm::Nsm, relay};
+    let failed =
+        |what: &str, e: &dyn std::fmt::Display| BootError::NitroTpm(format!("{what}: {e}"));
+    let ca = TestCa::new().map_err(|e| failed("making the test CA", &e))?;
+    let mut id = [0u8; 9];
+    openssl::rand::rand_bytes(&mut id).map_err(|e| failed("a module id", &e))?;
+    let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
+    let module_id = format!("i-{}-tpm0000000000000000", &hex[..17]);
+    if let Some(path) = &opts.attestation_root {
+        let pem = ca
+            .root_pem()
+            .map_err(|e| failed("the root certificate", &e))?;
+        crate::fsio::write_atomic(path, &pem, crate::fsio::PUBLIC).map_err(|source| {
+            BootError::WorkDir {
+                path: path.clone(),
+                what: "writing the attestation root",
+                source: source.into(),
+            }
+        })?;
+    }
+    log::warn!(
+        "attestation is emulated: documents from module {module_id} are signed by a test CA made for this boot{}; nothing chains to the AWS Nitro root",
+        opts.attestation_root
+            .as_ref()
+            .map(|p| format!(" (root: {})", p.display()))
+            .unwrap_or_default()
+    );
+    relay::start(&paths.nitrotpm, &paths.socket, Nsm::new(ca, module_id))
+        .map_err(|e| failed("listening for QEMU", &e))
 }
 
 /// A log file for a child's stdout and stderr (two handles on one file).
@@ -979,7 +1042,14 @@ fn qemu_args(
             qemu_path(&paths.vars)?
         ),
         "-chardev".into(),
-        format!("socket,id=chrtpm,path={}", qemu_path(&paths.socket)?),
+        format!(
+            "socket,id=chrtpm,path={}",
+            qemu_path(if opts.nitrotpm {
+                &paths.nitrotpm
+            } else {
+                &paths.socket
+            })?
+        ),
         "-tpmdev".into(),
         "emulator,id=tpm0,chardev=chrtpm".into(),
         "-device".into(),
@@ -1541,6 +1611,7 @@ mod tests {
             eventlog: None,
             fatal: None,
             elapsed: Duration::ZERO,
+            attestation_documents: Vec::new(),
         }
     }
 

@@ -342,6 +342,16 @@ pub struct BootArgs {
     /// [default: a temporary directory, removed afterwards].
     #[arg(long, value_name = "DIR")]
     pub work_dir: Option<PathBuf>,
+    /// Rehearse an attested boot: an emulated NitroTPM answers the image's attestation
+    /// requests (the NSM vendor command) with documents whose PCRs are the booted ones,
+    /// signed by a test CA made for this boot. Nothing it signs chains to the AWS Nitro
+    /// root, so KMS never honours it.
+    #[arg(long)]
+    pub nitrotpm: bool,
+    /// Write the test CA's root certificate (PEM) to FILE before the guest starts, for
+    /// verifiers of its documents.
+    #[arg(long, value_name = "FILE", requires = "nitrotpm")]
+    pub attestation_root: Option<PathBuf>,
     /// Print the outcome (PCRs, console, ...) as JSON on stdout instead of the live console.
     #[arg(long)]
     pub json: bool,

@@ -8,6 +8,7 @@ use super::args::BootArgs;
 
 use super::inputs::uki_path;
 use super::output::print_json;
+use base64::Engine as _;
 use zoa::boot::{BootOptions, BootOutcome, PcrComparison};
 use zoa::measure::{Bank, MeasureError, Measurements, Pcr};
 
@@ -25,6 +26,8 @@ pub fn boot(args: &BootArgs, quiet: bool) -> Result<ExitStatus> {
         echo_console: !args.json && !quiet,
         work_dir: args.work_dir.clone(),
         power_button: None,
+        nitrotpm: args.nitrotpm,
+        attestation_root: args.attestation_root.clone(),
     };
     // The prediction is made first: a UKI zoa cannot predict still boots, but says so.
     let uki = zoa::uefi::file::ImageFile::open(&opts.uki)
@@ -85,6 +88,12 @@ fn boot_summary(
             "size": log.len(),
             "sha256": zoa::digest::sha256_bytes(log),
         })),
+        // The emulated NitroTPM's documents (base64), for verifiers; empty otherwise.
+        "attestation_documents": out
+            .attestation_documents
+            .iter()
+            .map(|d| base64::engine::general_purpose::STANDARD.encode(d))
+            .collect::<Vec<_>>(),
         "console": out.console,
     }))
 }

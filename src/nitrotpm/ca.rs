@@ -19,12 +19,14 @@ const LEAF_LIFETIME: Duration = Duration::from_secs(3 * 3600);
 /// The CA certificates: a month (a boot rehearsal lasts minutes).
 const CA_LIFETIME: Duration = Duration::from_secs(30 * 24 * 3600);
 
+#[derive(Clone)]
 struct Issuer {
     key: PKey<Private>,
     cert: X509,
 }
 
 /// The chain the emulated NSM signs with.
+#[derive(Clone)]
 pub struct TestCa {
     root: Issuer,
     intermediate: Issuer,

@@ -16,6 +16,7 @@
 pub mod ca;
 pub mod nsm;
 pub mod nv;
+pub mod relay;
 pub mod wire;
 
 use std::collections::BTreeMap;

@@ -3,6 +3,7 @@
 //! (aws-nitro-enclaves-nsm-api: serde's externally tagged enums).
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use ciborium::value::Value;
@@ -14,10 +15,13 @@ use crate::attestation::{self, Document, Kind};
 /// optional parameters are each limited to 1 KiB").
 pub const MAX_FIELD_LEN: usize = 1024;
 
-/// The NSM: its test CA and the module id it reports.
+/// The NSM: its test CA and the module id it reports. Clones share the record of the
+/// documents issued.
+#[derive(Clone)]
 pub struct Nsm {
     pub ca: TestCa,
     pub module_id: String,
+    issued: Arc<Mutex<Vec<Vec<u8>>>>,
 }
 
 /// The fields of an `Attestation` request.
@@ -29,6 +33,19 @@ pub struct AttestationRequest {
 }
 
 impl Nsm {
+    pub fn new(ca: TestCa, module_id: String) -> Nsm {
+        Nsm {
+            ca,
+            module_id,
+            issued: Arc::default(),
+        }
+    }
+
+    /// Every document issued so far (by this NSM and its clones), in order.
+    pub fn issued(&self) -> Vec<Vec<u8>> {
+        self.issued.lock().map(|d| d.clone()).unwrap_or_default()
+    }
+
     /// The CBOR answer to the request at the start of `index_data` (the bytes after its one
     /// CBOR item are what was left in the index), given the SHA-384 PCRs of this moment.
     pub fn answer(&mut self, index_data: &[u8], pcrs: BTreeMap<u32, Vec<u8>>) -> Vec<u8> {
@@ -37,13 +54,18 @@ impl Nsm {
             Err(code) => return error_bytes(code),
         };
         match self.document(request, pcrs) {
-            Ok(document) => encode(&Value::Map(vec![(
-                Value::Text("Attestation".into()),
-                Value::Map(vec![(
-                    Value::Text("document".into()),
-                    Value::Bytes(document),
-                )]),
-            )])),
+            Ok(document) => {
+                if let Ok(mut issued) = self.issued.lock() {
+                    issued.push(document.clone());
+                }
+                encode(&Value::Map(vec![(
+                    Value::Text("Attestation".into()),
+                    Value::Map(vec![(
+                        Value::Text("document".into()),
+                        Value::Bytes(document),
+                    )]),
+                )]))
+            }
             Err(e) => {
                 log::error!("emulated NitroTPM: cannot sign a document: {e}");
                 error_bytes("InternalError")

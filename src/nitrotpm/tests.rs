@@ -82,10 +82,10 @@ impl Transport for Guest<'_> {
 }
 
 fn emulator(swtpm: &Swtpm) -> Emulator<Stream> {
-    let nsm = nsm::Nsm {
-        ca: ca::TestCa::new().unwrap(),
-        module_id: "i-0123456789abcdef0-tpm0000000000000000".into(),
-    };
+    let nsm = nsm::Nsm::new(
+        ca::TestCa::new().unwrap(),
+        "i-0123456789abcdef0-tpm0000000000000000".into(),
+    );
     Emulator::new(swtpm.connect(), nsm)
 }
 
