@@ -13,17 +13,15 @@
 
 mod common;
 
-use std::io::{BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+
 use std::time::{Duration, Instant};
 
 use base64::Engine;
 use common::faults::{Fault, FaultProxy, Matcher};
+use common::imds::{ImdsContent, ImdsStandIn, ACCESS_KEY_ID, IMDS_TOKEN, ROLE, SESSION_TOKEN};
 use common::moto::{http, Moto};
 use zoa_init::unseal::{unseal_envelopes, Envelope, RecipientKey, Secret, UnsealError};
 
@@ -31,173 +29,7 @@ fn b64() -> base64::engine::GeneralPurpose {
     base64::engine::general_purpose::STANDARD
 }
 
-/// What the stand-in hands out as the instance role's credentials.
-const ACCESS_KEY_ID: &str = "ASIAZOAIMDSSTANDIN01";
-const SECRET_ACCESS_KEY: &str = "zoa-imds-stand-in-secret-access-key";
-const SESSION_TOKEN: &str = "zoa-imds-stand-in-session-token";
-const ROLE: &str = "zoa-demo-instance";
-const IMDS_TOKEN: &str = "zoa-imds-session-token-AQAEAFTNrA4eEGx0AQgJ1arIq";
 const ATTESTATION_DOC: &[u8] = b"\x84\x44\xa1\x01\x38\x22stand-in NitroTPM attestation document";
-
-// --- IMDSv2 stand-in -----------------------------------------------------------------------
-
-/// One request the stand-in saw.
-#[derive(Clone, Debug)]
-struct ImdsRequest {
-    method: String,
-    path: String,
-    /// `X-aws-ec2-metadata-token`, when sent.
-    token: Option<String>,
-    /// `X-aws-ec2-metadata-token-ttl-seconds`, when sent.
-    ttl: Option<String>,
-    status: u16,
-}
-
-/// IMDSv2 on 127.0.0.1: `PUT /latest/api/token` needs a TTL header of 1 to 21600 seconds;
-/// every GET needs the token it handed out (401 otherwise, as with `HttpTokens=required`).
-struct ImdsStandIn {
-    addr: SocketAddr,
-    log: Arc<Mutex<Vec<ImdsRequest>>>,
-    stop: Arc<AtomicBool>,
-    accept: Option<JoinHandle<()>>,
-}
-
-#[derive(Clone)]
-struct ImdsContent {
-    region: String,
-    role: Option<String>,
-}
-
-impl ImdsStandIn {
-    fn start(content: ImdsContent) -> ImdsStandIn {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let accept = {
-            let (log, stop) = (Arc::clone(&log), Arc::clone(&stop));
-            std::thread::spawn(move || {
-                for conn in listener.incoming() {
-                    if stop.load(Ordering::SeqCst) {
-                        break;
-                    }
-                    let Ok(conn) = conn else { continue };
-                    let (log, content) = (Arc::clone(&log), content.clone());
-                    std::thread::spawn(move || serve_imds(conn, &content, &log));
-                }
-            })
-        };
-        ImdsStandIn {
-            addr,
-            log,
-            stop,
-            accept: Some(accept),
-        }
-    }
-
-    fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    fn requests(&self) -> Vec<ImdsRequest> {
-        self.log.lock().unwrap().clone()
-    }
-}
-
-impl Drop for ImdsStandIn {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
-        if let Some(a) = self.accept.take() {
-            let _ = a.join();
-        }
-    }
-}
-
-/// Serves one keep-alive connection until the client closes it.
-fn serve_imds(conn: TcpStream, content: &ImdsContent, log: &Mutex<Vec<ImdsRequest>>) {
-    let mut reader = BufReader::new(conn.try_clone().unwrap());
-    let mut writer = conn;
-    while let Ok(Some(head)) = http::read_head(&mut reader) {
-        if http::read_request_body(&mut reader, &head).is_err() {
-            return;
-        }
-        let mut start = head.start.split_whitespace();
-        let method = start.next().unwrap_or("").to_string();
-        let path = start.next().unwrap_or("").to_string();
-        let token = head.header("x-aws-ec2-metadata-token").map(str::to_string);
-        let ttl = head
-            .header("x-aws-ec2-metadata-token-ttl-seconds")
-            .map(str::to_string);
-        let (status, headers, body) = imds_answer(content, &method, &path, &token, &ttl);
-        log.lock().unwrap().push(ImdsRequest {
-            method,
-            path,
-            token,
-            ttl,
-            status,
-        });
-        let mut out = format!("HTTP/1.1 {status} X\r\nContent-Length: {}\r\n", body.len());
-        for (k, v) in headers {
-            out.push_str(&format!("{k}: {v}\r\n"));
-        }
-        out.push_str("\r\n");
-        out.push_str(&body);
-        if writer.write_all(out.as_bytes()).is_err() {
-            return;
-        }
-    }
-}
-
-fn imds_answer(
-    content: &ImdsContent,
-    method: &str,
-    path: &str,
-    token: &Option<String>,
-    ttl: &Option<String>,
-) -> (u16, Vec<(String, String)>, String) {
-    let text = |status: u16, body: &str| (status, Vec::new(), body.to_string());
-    if method == "PUT" && path == "/latest/api/token" {
-        return match ttl.as_deref().map(str::parse::<u32>) {
-            Some(Ok(secs)) if (1..=21600).contains(&secs) => (
-                200,
-                vec![(
-                    "X-aws-ec2-metadata-token-ttl-seconds".to_string(),
-                    secs.to_string(),
-                )],
-                IMDS_TOKEN.to_string(),
-            ),
-            _ => text(
-                400,
-                "missing or invalid X-aws-ec2-metadata-token-ttl-seconds",
-            ),
-        };
-    }
-    if method != "GET" {
-        return text(405, "");
-    }
-    if token.as_deref() != Some(IMDS_TOKEN) {
-        return text(401, "");
-    }
-    let roles = "/latest/meta-data/iam/security-credentials/";
-    match (path, &content.role) {
-        ("/latest/meta-data/placement/region", _) => text(200, &content.region),
-        (p, Some(role)) if p == roles => text(200, role),
-        (p, Some(role)) if p.strip_prefix(roles) == Some(role.as_str()) => {
-            let credentials = serde_json::json!({
-                "Code": "Success",
-                "LastUpdated": "2026-01-01T00:00:00Z",
-                "Type": "AWS-HMAC",
-                "AccessKeyId": ACCESS_KEY_ID,
-                "SecretAccessKey": SECRET_ACCESS_KEY,
-                "Token": SESSION_TOKEN,
-                "Expiration": "2100-01-01T00:00:00Z",
-            });
-            text(200, &credentials.to_string())
-        }
-        _ => text(404, ""),
-    }
-}
 
 /// A stand-in serving `region` and the role.
 fn imds(region: &str) -> ImdsStandIn {
@@ -660,7 +492,7 @@ fn imds_without_a_role_is_refused_before_kms() {
 fn the_imds_stand_in_requires_imdsv2() {
     let stand_in = imds("us-east-1");
     let get = http::request(
-        stand_in.addr,
+        stand_in.addr(),
         "GET",
         "/latest/meta-data/placement/region",
         &[],
@@ -668,10 +500,10 @@ fn the_imds_stand_in_requires_imdsv2() {
     )
     .unwrap();
     assert_eq!(get.status, 401);
-    let put = http::request(stand_in.addr, "PUT", "/latest/api/token", &[], b"").unwrap();
+    let put = http::request(stand_in.addr(), "PUT", "/latest/api/token", &[], b"").unwrap();
     assert_eq!(put.status, 400);
     let put = http::request(
-        stand_in.addr,
+        stand_in.addr(),
         "PUT",
         "/latest/api/token",
         &[("X-aws-ec2-metadata-token-ttl-seconds", "60")],

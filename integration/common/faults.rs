@@ -139,9 +139,14 @@ struct State {
 /// Work run once, when the first request a matcher claims arrives (before it is forwarded).
 type Hook = (Matcher, Box<dyn FnOnce() + Send>);
 
+/// Decides the answer to each request a matcher claims (`None`: forward it): a stand-in for
+/// behaviour moto lacks that depends on the request (KMS's `Recipient`).
+pub type Responder = Box<dyn Fn(&Call) -> Option<Fault> + Send + Sync>;
+
 struct Shared {
     upstream: SocketAddr,
     hooks: Mutex<Vec<Hook>>,
+    responders: Mutex<Vec<(Matcher, Arc<Responder>)>>,
     ebs_block_size: Mutex<Option<u64>>,
     state: Mutex<State>,
     stop: AtomicBool,
@@ -170,6 +175,7 @@ impl FaultProxy {
         let shared = Arc::new(Shared {
             upstream,
             hooks: Mutex::new(Vec::new()),
+            responders: Mutex::new(Vec::new()),
             ebs_block_size: Mutex::new(None),
             state: Mutex::new(State::default()),
             stop: AtomicBool::new(false),
@@ -254,6 +260,16 @@ impl FaultProxy {
     /// the length nor the checksum of a block it is sent.
     pub fn set_ebs_block_size(&self, size: u64) {
         *self.shared.ebs_block_size.lock().unwrap() = Some(size);
+    }
+
+    /// Lets `respond` answer every request `matcher` claims that no rule claims; requests
+    /// it returns `None` for go to moto.
+    pub fn respond(&self, matcher: impl Into<Matcher>, respond: Responder) {
+        self.shared
+            .responders
+            .lock()
+            .unwrap()
+            .push((matcher.into(), Arc::new(respond)));
     }
 
     /// Removes every rule.
@@ -348,7 +364,23 @@ impl Shared {
                 chosen = Some(rule.fault.clone());
             }
         }
-        let fault = chosen?;
+        let fault = match chosen {
+            Some(f) => f,
+            None => {
+                // Outside the state lock: a responder may call moto itself.
+                drop(state);
+                let responder = self
+                    .responders
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .find(|(m, _)| m.matches(call))
+                    .map(|(_, r)| Arc::clone(r))?;
+                let fault = responder(call)?;
+                state = self.state.lock().unwrap();
+                fault
+            }
+        };
         let n = self.next_fault.fetch_add(1, Ordering::SeqCst);
         let injected = Injected {
             request_id: format!("zoa-fault-{n}"),

@@ -148,6 +148,9 @@ pub fn absent_or_empty(dir: &Path) -> bool {
 }
 
 pub mod faults;
+pub mod iam;
+pub mod imds;
+pub mod kms;
 pub mod moto;
 pub mod planmatch;
 pub mod qemu;

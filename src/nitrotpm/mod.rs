@@ -17,6 +17,7 @@ pub mod ca;
 pub mod nsm;
 pub mod nv;
 pub mod relay;
+pub mod swtpm;
 pub mod wire;
 
 use std::collections::BTreeMap;

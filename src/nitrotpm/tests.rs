@@ -2,75 +2,10 @@
 //! a real swtpm: the document it gets must verify, chain to the emulator's root, and carry
 //! the PCRs swtpm holds at that moment.
 
+use super::swtpm::{extend_sha384, Stream, Swtpm};
 use super::*;
 use crate::attestation;
-use std::os::unix::net::UnixStream;
-use std::process::{Child, Command as Process, Stdio};
-use std::time::{Duration, Instant, SystemTime};
-use zoa_init::tpm2::transport::exchange;
-
-/// A swtpm with SHA-256 and SHA-384 banks (as `zoa boot` sets it up), reached on its server
-/// socket; killed on drop.
-struct Swtpm {
-    child: Child,
-    socket: std::path::PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Swtpm {
-    fn start() -> Swtpm {
-        let dir = tempfile::tempdir().unwrap();
-        let setup = Process::new("swtpm_setup")
-            .args(["--tpm2", "--tpmstate"])
-            .arg(dir.path())
-            .args(["--pcr-banks", "sha256,sha384", "--overwrite"])
-            .stdin(Stdio::null())
-            .output()
-            .expect("swtpm_setup (apt-get install swtpm-tools)");
-        assert!(setup.status.success(), "{setup:?}");
-        let socket = dir.path().join("data.sock");
-        let child = Process::new("swtpm")
-            .args(["socket", "--tpm2", "--tpmstate"])
-            .arg(format!("dir={}", dir.path().display()))
-            .arg("--server")
-            .arg(format!("type=unixio,path={}", socket.display()))
-            .args(["--flags", "not-need-init,startup-clear"])
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("swtpm");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !socket.exists() {
-            assert!(Instant::now() < deadline, "swtpm made no socket");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        Swtpm {
-            child,
-            socket,
-            _dir: dir,
-        }
-    }
-
-    fn connect(&self) -> Stream {
-        let s = UnixStream::connect(&self.socket).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        Stream(s)
-    }
-}
-
-impl Drop for Swtpm {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-struct Stream(UnixStream);
-
-impl Transport for Stream {
-    fn transact(&mut self, command: &[u8]) -> Result<Vec<u8>, TransportError> {
-        exchange(&mut self.0, command).map_err(TransportError)
-    }
-}
+use std::time::SystemTime;
 
 /// The guest's side: commands go through the emulator.
 struct Guest<'e>(&'e mut Emulator<Stream>);
@@ -86,20 +21,7 @@ fn emulator(swtpm: &Swtpm) -> Emulator<Stream> {
         ca::TestCa::new().unwrap(),
         "i-0123456789abcdef0-tpm0000000000000000".into(),
     );
-    Emulator::new(swtpm.connect(), nsm)
-}
-
-/// TPM2_PCR_Extend of the SHA-384 bank of `pcr` with `digest` (password session, empty).
-fn extend_sha384(t: &mut dyn Transport, pcr: u32, digest: &[u8; 48]) {
-    let mut c = Command::new(
-        "TPM2_PCR_Extend",
-        zoa_init::tpm2::marshal::ST_SESSIONS,
-        0x182,
-    );
-    c.u32(pcr).password_session(b"").unwrap();
-    c.u32(1).u16(wire::ALG_SHA384).bytes(digest);
-    let r = t.transact(&c.finish().unwrap()).unwrap();
-    assert_eq!(wire::response_code(&r), 0, "PCR_Extend: {r:02x?}");
+    Emulator::new(swtpm.connect().expect("connect to swtpm"), nsm)
 }
 
 fn sha384(data: &[u8]) -> Vec<u8> {
@@ -110,11 +32,11 @@ fn sha384(data: &[u8]) -> Vec<u8> {
 
 #[test]
 fn zoa_init_gets_a_document_with_the_pcrs_swtpm_holds_now() {
-    let swtpm = Swtpm::start();
+    let swtpm = Swtpm::start().expect("swtpm");
     let mut emu = emulator(&swtpm);
     let root = emu.nsm().ca.root_der().unwrap();
     let spki = vec![0x30, 0x82, 0x01, 0x22, 0xAA];
-    extend_sha384(&mut Guest(&mut emu), 4, &[7; 48]);
+    extend_sha384(&mut Guest(&mut emu), 4, &[7; 48]).unwrap();
 
     let doc_bytes = zoa_init::tpm2::nsm::attestation_document(&mut Guest(&mut emu), &spki)
         .expect("zoa-init's NSM request through the emulator");
@@ -138,7 +60,7 @@ fn zoa_init_gets_a_document_with_the_pcrs_swtpm_holds_now() {
     assert_eq!(d.pcrs, direct);
 
     // A later document sees a later PCR value: read at the moment of the request.
-    extend_sha384(&mut Guest(&mut emu), 4, &[8; 48]);
+    extend_sha384(&mut Guest(&mut emu), 4, &[8; 48]).unwrap();
     let again = zoa_init::tpm2::nsm::attestation_document(&mut Guest(&mut emu), &spki).unwrap();
     let again = attestation::parse(&again).unwrap().document;
     let mut next = d.pcrs[&4].clone();
@@ -150,7 +72,7 @@ fn zoa_init_gets_a_document_with_the_pcrs_swtpm_holds_now() {
 
 #[test]
 fn the_large_index_is_emulated_and_guarded_by_its_password() {
-    let swtpm = Swtpm::start();
+    let swtpm = Swtpm::start().expect("swtpm");
     let mut emu = emulator(&swtpm);
     let mut guest = Guest(&mut emu);
     check_large_index(&mut Tpm::new(&mut guest));
