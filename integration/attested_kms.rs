@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use base64::Engine;
 use common::iam::Verdict;
 use common::imds::{role_arn, ImdsContent, ImdsStandIn, ACCESS_KEY_ID, ROLE};
-use common::kms::AttestingKms;
+use common::kms::{AttestingKms, Trust};
 use common::moto::{http, Moto};
 use zoa::aws::policy::{key_policy, BootMode, KeyPolicyInput, PcrBinding};
 use zoa::nitrotpm::{ca::TestCa, nsm::Nsm, swtpm, Emulator};
@@ -145,10 +145,11 @@ impl Lab {
             "i-0123456789abcdef0-tpm0000000000000000".into(),
         );
         let root = nsm.ca.root_der().unwrap();
-        let kms = AttestingKms::start(&moto, root, &[(ACCESS_KEY_ID, &role_arn())]);
+        let kms = AttestingKms::start(&moto, Trust::Der(root), &[(ACCESS_KEY_ID, &role_arn())]);
         let imds = ImdsStandIn::start(ImdsContent {
             region: "us-east-1".into(),
             role: Some(ROLE.into()),
+            ..Default::default()
         });
         Lab {
             moto,

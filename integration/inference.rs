@@ -9,16 +9,15 @@
 
 mod common;
 
+use common::serve::{agent, chat, wait_healthy};
 use common::*;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use zoa::boot::{boot, BootOptions, BootOutcome, PowerButton};
+use zoa::boot::{boot, BootOptions, PowerButton};
 
 /// Boot, model copy and load take about a minute under TCG on 2 cores; more while
 /// other tests build images.
 const TIMEOUT: Duration = Duration::from_secs(900);
-/// The server answers `/health` within about a minute under TCG; far more means broken.
-const HEALTHY_WITHIN: Duration = Duration::from_secs(480);
 const MODEL_SHA256: &str = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818";
 
 fn model() -> PathBuf {
@@ -46,34 +45,6 @@ fn options(uki: &Path, disk: &Path) -> BootOptions {
     o
 }
 
-fn http() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(300)))
-        .http_status_as_error(false)
-        .build()
-        .into()
-}
-
-/// Polls `/health` until the server answers 200 (true), or the guest has stopped or
-/// [`HEALTHY_WITHIN`] has passed (false).
-fn wait_healthy(
-    agent: &ureq::Agent,
-    base: &str,
-    boot: &std::thread::JoinHandle<BootOutcome>,
-) -> bool {
-    let start = Instant::now();
-    while !boot.is_finished() && start.elapsed() < HEALTHY_WITHIN {
-        if let Ok(r) = agent.get(format!("{base}/health")).call() {
-            if r.status() == 200 {
-                eprintln!("healthy after {:?}", start.elapsed());
-                return true;
-            }
-        }
-        std::thread::sleep(Duration::from_secs(2));
-    }
-    false
-}
-
 #[test]
 fn demo_image_serves_a_chat_completion_and_stops_on_the_power_button() {
     let f = Fixture::new();
@@ -86,7 +57,7 @@ fn demo_image_serves_a_chat_completion_and_stops_on_the_power_button() {
     let started = Instant::now();
     let guest = std::thread::spawn(move || boot(&opts).unwrap_or_else(|e| panic!("zoa boot: {e}")));
 
-    let agent = http();
+    let agent = agent();
     let base = format!("http://127.0.0.1:{port}");
     if !wait_healthy(&agent, &base, &guest) {
         button.press();
@@ -94,22 +65,7 @@ fn demo_image_serves_a_chat_completion_and_stops_on_the_power_button() {
         panic!("the server never became healthy:\n{}", out.console);
     }
     let asked = Instant::now();
-    let mut response = agent
-        .post(format!("{base}/v1/chat/completions"))
-        .header("content-type", "application/json")
-        .send(
-            serde_json::json!({
-                "messages": [{"role": "user", "content": "Say hello"}],
-                "max_tokens": 4,
-                "temperature": 0,
-            })
-            .to_string(),
-        )
-        .expect("POST /v1/chat/completions");
-    let status = response.status();
-    let text = response.body_mut().read_to_string().expect("an answer");
-    let body: serde_json::Value =
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
+    let (status, body) = chat(&agent, &base, None, 4);
     eprintln!("completion in {:?}: {body}", asked.elapsed());
     assert_eq!(status, 200, "{body}");
     let choice = &body["choices"][0];

@@ -36,6 +36,7 @@ fn imds(region: &str) -> ImdsStandIn {
     ImdsStandIn::start(ImdsContent {
         region: region.to_string(),
         role: Some(ROLE.to_string()),
+        ..Default::default()
     })
 }
 
@@ -467,6 +468,7 @@ fn imds_without_a_role_is_refused_before_kms() {
     let stand_in = ImdsStandIn::start(ImdsContent {
         region: "us-east-1".to_string(),
         role: None,
+        ..Default::default()
     });
     lab.moto.start_recording();
     let err = unseal(&stand_in, &lab.moto.endpoint(), &recipient.key, &[envelope]).unwrap_err();

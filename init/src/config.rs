@@ -120,6 +120,25 @@ pub struct Unseal {
     /// Default 60.
     #[serde(default = "default_unseal_timeout")]
     pub timeout_secs: u32,
+
+    /// Other IMDS and KMS endpoints than the instance's, for rehearsing an attested
+    /// boot off EC2 (`zoa boot --nitrotpm` with stand-ins). Part of the image, so of its
+    /// measurements: never taken from user data, where an operator could change it at
+    /// launch. Absent for images meant for EC2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoints: Option<UnsealEndpoints>,
+}
+
+/// `unseal.endpoints`: base URLs (`http://` or `https://`, host and optional port).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnsealEndpoints {
+    /// Instead of `http://169.254.169.254`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imds: Option<String>,
+    /// Instead of the region's KMS endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kms: Option<String>,
 }
 
 /// One secret to unseal.
@@ -464,7 +483,37 @@ impl Unseal {
         if self.timeout_secs == 0 || self.timeout_secs > 600 {
             return Err(invalid("unseal.timeout_secs", "must be 1 to 600"));
         }
+        if let Some(e) = &self.endpoints {
+            for (field, url) in [("imds", &e.imds), ("kms", &e.kms)] {
+                if let Some(url) = url {
+                    validate_base_url(url)
+                        .map_err(|why| invalid(format!("unseal.endpoints.{field}"), why))?;
+                }
+            }
+        }
         Ok(())
+    }
+}
+
+/// `http://` or `https://`, then a host (and port) of printable characters, nothing else:
+/// a base URL, not a path or a query.
+fn validate_base_url(url: &str) -> Result<(), String> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .ok_or_else(|| format!("{url:?} is not an http:// or https:// URL"))?;
+    let host = rest.strip_suffix('/').unwrap_or(rest);
+    let ok = !host.is_empty()
+        && url.len() <= 200
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{url:?} is not a base URL (scheme, host, optional port)"
+        ))
     }
 }
 
@@ -783,6 +832,33 @@ mod tests {
     fn model(fields: &str) -> String {
         let digest = "ab".repeat(32);
         format!(r#"{{"hostname": "h", "model": {{"size": 1, "sha256": "{digest}"{fields}}}}}"#)
+    }
+
+    #[test]
+    fn unseal_endpoints_are_base_urls() {
+        let with = |e: &str| {
+            format!(
+                r#"{{"hostname": "h", "network": {{}}, "unseal": {{"secrets": [{{"name": "a"}}], "endpoints": {e}}}}}"#
+            )
+        };
+        let c = Config::from_json(&with(
+            r#"{"imds": "http://10.0.2.2:8000", "kms": "https://kms.test/"}"#,
+        ))
+        .unwrap();
+        let e = c.unseal.unwrap().endpoints.unwrap();
+        assert_eq!(e.imds.as_deref(), Some("http://10.0.2.2:8000"));
+        for bad in [
+            r#"{"kms": "ftp://x"}"#,
+            r#"{"imds": "http://x/path"}"#,
+            r#"{"imds": "http://"}"#,
+        ] {
+            let e = err(&with(bad));
+            assert!(e.starts_with("unseal.endpoints."), "{bad}: {e}");
+        }
+        // Absent, the configuration serialises as before (images without it are unchanged).
+        let plain = r#"{"hostname": "h", "network": {}, "unseal": {"secrets": [{"name": "a"}]}}"#;
+        let c = Config::from_json(plain).unwrap();
+        assert!(!serde_json::to_string(&c).unwrap().contains("endpoints"));
     }
 
     #[test]

@@ -11,7 +11,7 @@
 //!    group of the server), remounted read-only; optionally also an environment variable
 //!    of the server. Never printed.
 
-use crate::config::{Unseal, SECRETS_DIR};
+use crate::config::{Unseal, UnsealEndpoints, SECRETS_DIR};
 use crate::tpm2::{self, DeviceTransport};
 use crate::unseal::{self, RecipientKey, Secret};
 use std::collections::BTreeMap;
@@ -41,9 +41,28 @@ pub fn unseal_at_boot(unseal: &Unseal, keep: Option<&str>, gid: u32) -> Result<U
     let public_key = key.public_key_der().map_err(|e| e.to_string())?;
     let document = attestation_document(&public_key)?;
     let names: Vec<String> = unseal.secrets.iter().map(|s| s.name.clone()).collect();
+    let endpoints = unseal.endpoints.clone().unwrap_or(UnsealEndpoints {
+        imds: None,
+        kms: None,
+    });
+    if endpoints.imds.is_some() || endpoints.kms.is_some() {
+        // Measured into the image, and said on the console: a rehearsal image.
+        crate::console::say(&format!(
+            "unseal endpoints of this image: imds {}, kms {}",
+            endpoints.imds.as_deref().unwrap_or("the instance's"),
+            endpoints.kms.as_deref().unwrap_or("the region's")
+        ));
+    }
     let mut secrets = with_deadline(Duration::from_secs(unseal.timeout_secs.into()), move || {
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
-        unseal::unseal_user_data(None, None, &document, &key, &names).map_err(|e| e.to_string())
+        unseal::unseal_user_data(
+            endpoints.imds.as_deref(),
+            endpoints.kms.as_deref(),
+            &document,
+            &key,
+            &names,
+        )
+        .map_err(|e| e.to_string())
     })?;
     let kept = match keep {
         Some(name) => {
@@ -157,6 +176,7 @@ mod tests {
                 env: None,
             }],
             timeout_secs: 60,
+            endpoints: None,
         };
         if !rustix::process::geteuid().is_root() {
             eprintln!("skipped: mounting a tmpfs needs root");
@@ -188,6 +208,7 @@ mod tests {
                 },
             ],
             timeout_secs: 60,
+            endpoints: None,
         };
         let secrets = [
             Secret::for_test("tls.key", &[0, 159, 146, 150]),
@@ -230,6 +251,7 @@ mod tests {
                 },
             ],
             timeout_secs: 60,
+            endpoints: None,
         };
         let dir = tempfile::tempdir().unwrap();
         let target = dir.path().join("secrets");
@@ -252,6 +274,7 @@ mod tests {
                 env: Some("K".into()),
             }],
             timeout_secs: 60,
+            endpoints: None,
         };
         let dir = tempfile::tempdir().unwrap();
         let target = dir.path().join("secrets");

@@ -39,19 +39,24 @@ pub struct ImdsRequest {
 /// every GET needs the token it handed out (401 otherwise, as with `HttpTokens=required`).
 pub struct ImdsStandIn {
     addr: SocketAddr,
+    content: Arc<Mutex<ImdsContent>>,
     log: Arc<Mutex<Vec<ImdsRequest>>>,
     stop: Arc<AtomicBool>,
     accept: Option<JoinHandle<()>>,
 }
 
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub struct ImdsContent {
     pub region: String,
     pub role: Option<String>,
+    /// `/latest/user-data` (404 when `None`, as IMDS answers for an instance without).
+    pub user_data: Option<Vec<u8>>,
 }
 
 impl ImdsStandIn {
     pub fn start(content: ImdsContent) -> ImdsStandIn {
+        let content = Arc::new(Mutex::new(content));
+        let shared = Arc::clone(&content);
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let log = Arc::new(Mutex::new(Vec::new()));
@@ -64,13 +69,14 @@ impl ImdsStandIn {
                         break;
                     }
                     let Ok(conn) = conn else { continue };
-                    let (log, content) = (Arc::clone(&log), content.clone());
+                    let (log, content) = (Arc::clone(&log), Arc::clone(&shared));
                     std::thread::spawn(move || serve_imds(conn, &content, &log));
                 }
             })
         };
         ImdsStandIn {
             addr,
+            content,
             log,
             stop,
             accept: Some(accept),
@@ -83,6 +89,11 @@ impl ImdsStandIn {
 
     pub fn endpoint(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// What `/latest/user-data` answers from now on.
+    pub fn set_user_data(&self, data: Vec<u8>) {
+        self.content.lock().unwrap().user_data = Some(data);
     }
 
     pub fn requests(&self) -> Vec<ImdsRequest> {
@@ -101,7 +112,7 @@ impl Drop for ImdsStandIn {
 }
 
 /// Serves one keep-alive connection until the client closes it.
-fn serve_imds(conn: TcpStream, content: &ImdsContent, log: &Mutex<Vec<ImdsRequest>>) {
+fn serve_imds(conn: TcpStream, content: &Mutex<ImdsContent>, log: &Mutex<Vec<ImdsRequest>>) {
     let mut reader = BufReader::new(conn.try_clone().unwrap());
     let mut writer = conn;
     while let Ok(Some(head)) = http::read_head(&mut reader) {
@@ -115,7 +126,8 @@ fn serve_imds(conn: TcpStream, content: &ImdsContent, log: &Mutex<Vec<ImdsReques
         let ttl = head
             .header("x-aws-ec2-metadata-token-ttl-seconds")
             .map(str::to_string);
-        let (status, headers, body) = imds_answer(content, &method, &path, &token, &ttl);
+        let now = content.lock().unwrap().clone();
+        let (status, headers, body) = imds_answer(&now, &method, &path, &token, &ttl);
         log.lock().unwrap().push(ImdsRequest {
             method,
             path,
@@ -168,6 +180,10 @@ fn imds_answer(
     let roles = "/latest/meta-data/iam/security-credentials/";
     match (path, &content.role) {
         ("/latest/meta-data/placement/region", _) => text(200, &content.region),
+        ("/latest/user-data", _) => match &content.user_data {
+            Some(d) => (200, Vec::new(), String::from_utf8_lossy(d).into_owned()),
+            None => text(404, ""),
+        },
         (p, Some(role)) if p == roles => text(200, role),
         (p, Some(role)) if p.strip_prefix(roles) == Some(role.as_str()) => {
             let credentials = serde_json::json!({

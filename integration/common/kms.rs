@@ -63,9 +63,32 @@ fn b64() -> base64::engine::GeneralPurpose {
     base64::engine::general_purpose::STANDARD
 }
 
+/// The root documents must chain to.
+#[derive(Clone, Debug)]
+pub enum Trust {
+    Der(Vec<u8>),
+    /// A PEM file read at each request: `zoa boot --attestation-root` writes it only when
+    /// the guest starts, after the stand-in.
+    PemFile(std::path::PathBuf),
+}
+
+impl Trust {
+    fn root_der(&self) -> Result<Vec<u8>, String> {
+        match self {
+            Trust::Der(d) => Ok(d.clone()),
+            Trust::PemFile(p) => {
+                let pem = std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))?;
+                openssl::x509::X509::from_pem(&pem)
+                    .and_then(|c| c.to_der())
+                    .map_err(|e| format!("{}: {e}", p.display()))
+            }
+        }
+    }
+}
+
 struct Setup {
     moto: SocketAddr,
-    root: Vec<u8>,
+    root: Trust,
     /// Access key id → principal ARN.
     principals: BTreeMap<String, String>,
     decisions: Arc<Mutex<Vec<Decision>>>,
@@ -74,7 +97,7 @@ struct Setup {
 impl AttestingKms {
     /// In front of `moto`; documents must chain to `root` (DER); `principals` maps the
     /// access key ids callers sign with to their ARNs.
-    pub fn start(moto: &Moto, root: Vec<u8>, principals: &[(&str, &str)]) -> AttestingKms {
+    pub fn start(moto: &Moto, root: Trust, principals: &[(&str, &str)]) -> AttestingKms {
         let proxy = FaultProxy::start(&moto.endpoint());
         let decisions = Arc::new(Mutex::new(Vec::new()));
         let setup = Setup {
@@ -259,7 +282,7 @@ impl Setup {
         let signed = zoa::attestation::parse(&bytes).map_err(|e| e.to_string())?;
         signed.verify_signature().map_err(|e| e.to_string())?;
         signed
-            .verify_chain(&self.root, signed.document.timestamp())
+            .verify_chain(&self.root.root_der()?, signed.document.timestamp())
             .map_err(|e| e.to_string())?;
         if signed.document.kind != zoa::attestation::Kind::NitroTpm {
             return Err("not a NitroTPM document".into());

@@ -53,7 +53,15 @@ pub struct Composed {
 /// The bytes of `/etc/zoa/init.json`: zoa-init's normalised form (stable: fixed field
 /// order, sorted maps, every default written out).
 pub fn init_config_bytes(recipe: &Recipe) -> Vec<u8> {
-    recipe.init_config().to_json_pretty().into_bytes()
+    let config = recipe.init_config();
+    if let Some(e) = config.unseal.as_ref().and_then(|u| u.endpoints.as_ref()) {
+        log::warn!(
+            "[init.unseal.endpoints]: this image unseals through IMDS {} and KMS {}, not the instance's: for rehearsals off EC2 only",
+            e.imds.as_deref().unwrap_or("(the instance's)"),
+            e.kms.as_deref().unwrap_or("(the region's)")
+        );
+    }
+    config.to_json_pretty().into_bytes()
 }
 
 /// Finds the zoa-init binary: the explicit path, `$ZOA_INIT`, or next to the running

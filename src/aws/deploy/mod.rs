@@ -218,6 +218,9 @@ pub struct Deployment {
     pub model: Option<ModelSpec>,
     /// The secrets the image unseals at boot (`[init.unseal]`).
     pub image_secrets: Vec<String>,
+    /// The image's own IMDS and KMS endpoints (`[init.unseal.endpoints]`): an image made
+    /// for a rehearsal off EC2.
+    pub unseal_endpoints: Option<zoa_init::config::UnsealEndpoints>,
     /// What exists already, found by [`prepare`].
     found: Found,
     /// The disk image to upload, written from the verified UKI when no snapshot of it
@@ -406,6 +409,10 @@ pub async fn prepare(clients: &Clients, options: DeployOptions) -> Result<Deploy
         .and_then(|c| c.unseal.as_ref())
         .map(|u| u.secrets.iter().map(|s| s.name.clone()).collect())
         .unwrap_or_default();
+    let unseal_endpoints = image
+        .as_ref()
+        .and_then(|c| c.unseal.as_ref())
+        .and_then(|u| u.endpoints.clone());
     let binding = binding_of(manifest)?;
     let uefi_data = uefi_data_of(&verified)?;
     if options.secure_boot && binding.mode != BootMode::SecureBoot {
@@ -496,6 +503,7 @@ pub async fn prepare(clients: &Clients, options: DeployOptions) -> Result<Deploy
         user_data,
         model,
         image_secrets,
+        unseal_endpoints,
         found: Found::default(),
         disk: None,
     };

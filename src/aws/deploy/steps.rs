@@ -386,6 +386,13 @@ impl Deployment {
 
     pub(super) fn warnings(&self) -> Vec<String> {
         let mut w = Vec::new();
+        if let Some(e) = &self.unseal_endpoints {
+            w.push(format!(
+                "the image unseals through its own endpoints (IMDS {}, KMS {}), not the instance's: an image made for a rehearsal, whose instances cannot unseal on EC2",
+                e.imds.as_deref().unwrap_or("the instance's"),
+                e.kms.as_deref().unwrap_or("the region's")
+            ));
+        }
         w.extend(self.secret_warnings());
         if self.options.lock_policy {
             w.push(format!(

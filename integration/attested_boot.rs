@@ -1,0 +1,270 @@
+//! The sealed image end to end, on this machine: a real QEMU boot of the sealed demo image
+//! with the real zoa-init, the emulated NitroTPM (`zoa boot --nitrotpm`), and the KMS
+//! stand-in that enforces the key policy (`common/kms.rs`).
+//!
+//! `zoa deploy` against moto creates the key and its policy (bound to the release's
+//! PCR4 and PCR12), `zoa seal` seals the API key and the model's age identity, a second
+//! deploy puts them in the instances' user data, and the guest reads that user data from
+//! an IMDSv2 stand-in. The image reaches the stand-ins through endpoints in its own
+//! measured configuration (`[init.unseal.endpoints]`), never through user data.
+//!
+//! The refusals (another image, no attestation, a forged document, a rollout's two
+//! releases, Secure Boot's PCR7) run host-side with the same pieces in
+//! `integration/attested_kms.rs`; one boot is the part only a boot can show.
+
+mod common;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::faults::FaultProxy;
+use common::imds::{ImdsContent, ImdsStandIn, ACCESS_KEY_ID};
+use common::kms::{AttestingKms, Trust};
+use common::moto::Moto;
+use common::serve::{agent, chat, wait_healthy};
+use common::*;
+use zoa::boot::{boot, BootOptions, PowerButton};
+
+const DEPLOYMENT: &str = "sealed";
+const API_KEY: &str = "zoa-attested-boot-test-api-key";
+
+fn sealed_recipe(imds: &str, kms: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("image-recipes/llama-server-sealed.toml");
+    let text = std::fs::read_to_string(path)
+        .expect("read the sealed recipe")
+        .replace(
+            "\"../../shared/inputs/",
+            &format!("\"{}/", shared_inputs().display()),
+        );
+    let secrets = "secrets = [{ name = \"api-key\" }, { name = \"model-key\" }]";
+    assert!(text.contains(secrets), "the sealed recipe changed shape");
+    // The guest reaches the host's 127.0.0.1 as 10.0.2.2 (QEMU's user network).
+    text.replace(
+        secrets,
+        &format!("{secrets}\nendpoints = {{ imds = \"{imds}\", kms = \"{kms}\" }}"),
+    )
+}
+
+fn model() -> PathBuf {
+    let path = std::env::var_os("ZOA_MODEL")
+        .map(PathBuf::from)
+        .expect("ZOA_MODEL is not set: run .ci/deps, then `. .ci/env`");
+    assert!(path.is_file(), "ZOA_MODEL={} is not a file", path.display());
+    path
+}
+
+/// The model encrypted with age to a fresh identity: (the file, the identity's text).
+fn encrypted_model(f: &Fixture) -> (PathBuf, String) {
+    use age::secrecy::ExposeSecret;
+    let identity = age::x25519::Identity::generate();
+    let recipient = identity.to_public();
+    let out = f.path("model.gguf.age");
+    let file = std::fs::File::create(&out).unwrap();
+    let encryptor =
+        age::Encryptor::with_recipients(std::iter::once(&recipient as &dyn age::Recipient))
+            .unwrap();
+    let mut writer = encryptor
+        .wrap_output(std::io::BufWriter::new(file))
+        .unwrap();
+    std::io::copy(&mut std::fs::File::open(model()).unwrap(), &mut writer).unwrap();
+    writer.finish().unwrap().flush().unwrap();
+    (out, identity.to_string().expose_secret().to_string())
+}
+
+struct Release {
+    dir: PathBuf,
+    pubkey: PathBuf,
+}
+
+fn build_and_sign(f: &Fixture, recipe: &str) -> Release {
+    let recipe = f.write("sealed.toml", recipe);
+    let o = f.build(&recipe, "sealed");
+    assert!(o.status.success(), "zoa build: {}", stderr(&o));
+    let o = run(zoa(&f.cache())
+        .env_remove("ZOA_KEY_PASSWORD")
+        .args(["keygen", "--no-password", "--out"])
+        .arg(f.path("ci")));
+    assert!(o.status.success(), "zoa keygen: {}", stderr(&o));
+    let o = run(zoa(&f.cache())
+        .env_remove("ZOA_KEY_PASSWORD")
+        .arg("sign")
+        .arg(f.path("sealed"))
+        .arg("--key")
+        .arg(f.path("ci.key")));
+    assert!(o.status.success(), "zoa sign: {}", stderr(&o));
+    Release {
+        dir: f.path("sealed"),
+        pubkey: f.path("ci.pub"),
+    }
+}
+
+fn zoa_aws(f: &Fixture, proxy: &FaultProxy) -> std::process::Command {
+    let mut cmd = zoa(&f.cache());
+    proxy.apply(&mut cmd);
+    cmd
+}
+
+fn deploy(f: &Fixture, proxy: &FaultProxy, r: &Release, extra: &[&str]) {
+    let o = run(zoa_aws(f, proxy)
+        .arg("deploy")
+        .arg(&r.dir)
+        .arg("--pubkey")
+        .arg(&r.pubkey)
+        .args(["--name", DEPLOYMENT, "--quiet"])
+        .args(extra));
+    assert!(o.status.success(), "zoa deploy {extra:?}: {}", stderr(&o));
+}
+
+fn seal(f: &Fixture, proxy: &FaultProxy, r: &Release, name: &str, secret: &str) -> PathBuf {
+    let input = f.write(&format!("{name}.secret"), secret);
+    let out = f.path(&format!("{name}.sealed.json"));
+    let o = run(zoa_aws(f, proxy)
+        .arg("seal")
+        .arg("--key")
+        .arg(&r.dir)
+        .args(["--name", name, "--quiet", "--in"])
+        .arg(&input)
+        .arg("--out")
+        .arg(&out));
+    assert!(o.status.success(), "zoa seal {name}: {}", stderr(&o));
+    out
+}
+
+/// The user data the last RunInstances gave the instance (what EC2 would serve it).
+fn launched_user_data(proxy: &FaultProxy) -> Vec<u8> {
+    use base64::Engine;
+    let run = proxy
+        .calls()
+        .into_iter()
+        .rev()
+        .find(|c| c.is("ec2:RunInstances"))
+        .expect("a RunInstances call");
+    let b64 = run
+        .param("UserData")
+        .expect("RunInstances carries UserData");
+    base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .expect("UserData is base64")
+}
+
+#[test]
+fn the_sealed_demo_attests_unseals_and_serves_only_with_its_api_key() {
+    let started = Instant::now();
+    let f = Fixture::new();
+    let moto = Moto::start();
+    let proxy = FaultProxy::start(&moto.endpoint());
+    proxy.set_ebs_block_size(524_288);
+    let role = format!("zoa-{DEPLOYMENT}");
+    let role_arn = format!("arn:aws:iam::123456789012:role/{role}");
+    let imds = ImdsStandIn::start(ImdsContent {
+        region: "us-east-1".into(),
+        role: Some(role.clone()),
+        ..Default::default()
+    });
+    let root = f.path("attestation-root.pem");
+    let kms = AttestingKms::start(
+        &moto,
+        Trust::PemFile(root.clone()),
+        &[(ACCESS_KEY_ID, &role_arn)],
+    );
+    let guest_url = |addr: std::net::SocketAddr| format!("http://10.0.2.2:{}", addr.port());
+    let release = build_and_sign(
+        &f,
+        &sealed_recipe(&guest_url(imds.addr()), &guest_url(kms.proxy.addr())),
+    );
+    let (model_file, identity) = encrypted_model(&f);
+    let model_arg = model_file.to_str().unwrap();
+
+    // The first deploy makes the key (bound to this release's PCRs); then the secrets are
+    // sealed under it, and the second deploy gives them to the instances.
+    deploy(&f, &proxy, &release, &["--model", model_arg]);
+    let api = seal(&f, &proxy, &release, "api-key", API_KEY);
+    let model_key = seal(&f, &proxy, &release, "model-key", &identity);
+    let secret = |name: &str, p: &Path| format!("{name}={}", p.display());
+    deploy(
+        &f,
+        &proxy,
+        &release,
+        &[
+            "--model",
+            model_arg,
+            "--secret",
+            &secret("api-key", &api),
+            "--secret",
+            &secret("model-key", &model_key),
+        ],
+    );
+    imds.set_user_data(launched_user_data(&proxy));
+    eprintln!("built, deployed and sealed in {:?}", started.elapsed());
+
+    let port = free_port();
+    let button = PowerButton::new();
+    let mut opts = BootOptions::new(release.dir.join("uki.efi"));
+    opts.timeout = Some(Duration::from_secs(900));
+    opts.memory_mib = 1536;
+    opts.extra_disks = vec![model_file.clone()];
+    opts.forwards = vec![(port, 8080)];
+    opts.power_button = Some(button.clone());
+    opts.nitrotpm = true;
+    opts.attestation_root = Some(root);
+    let booted = Instant::now();
+    let guest = std::thread::spawn(move || boot(&opts).unwrap_or_else(|e| panic!("zoa boot: {e}")));
+    let agent = agent();
+    let base = format!("http://127.0.0.1:{port}");
+    if !wait_healthy(&agent, &base, &guest) {
+        button.press();
+        let out = guest.join().expect("the boot thread");
+        panic!(
+            "the server never became healthy (KMS decisions: {:#?}):\n{}",
+            kms.decisions(),
+            out.console
+        );
+    }
+    eprintln!("serving {:?} after the boot began", booted.elapsed());
+    let (status, body) = chat(&agent, &base, Some(API_KEY), 4);
+    assert_eq!(status, 200, "with the API key: {body}");
+    assert!(
+        body["choices"][0]["message"]["content"].is_string(),
+        "{body}"
+    );
+    let (status, body) = chat(&agent, &base, None, 4);
+    assert_eq!(status, 401, "without the API key: {body}");
+    let (status, _) = chat(&agent, &base, Some("not-the-key"), 4);
+    assert_eq!(status, 401, "with another key");
+
+    button.press();
+    let out = guest.join().expect("the boot thread");
+    eprintln!("whole test {:?}", started.elapsed());
+    assert_eq!(out.fatal, None, "{}", out.console);
+    assert!(out.powered_off, "{}", out.console);
+    assert!(
+        out.console
+            .contains("zoa-init: unseal endpoints of this image: imds http://10.0.2.2:"),
+        "{}",
+        out.console
+    );
+    // Both secrets came from KMS, each released by the policy to the attested PCRs, and
+    // no secret appears on the console.
+    let decisions = kms.decisions();
+    let allowed: Vec<_> = decisions.iter().filter(|d| d.allowed()).collect();
+    assert_eq!(allowed.len(), 2, "{decisions:#?}");
+    assert_eq!(decisions.len(), 2, "{decisions:#?}");
+    let document = zoa::attestation::parse(&out.attestation_documents[0]).unwrap();
+    for d in &allowed {
+        assert_eq!(d.principal, role_arn);
+        let pcr4: String = document.document.pcrs[&4]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(d.pcrs[&4], pcr4);
+    }
+    assert!(
+        !out.console.contains(API_KEY),
+        "the API key reached the console"
+    );
+    assert!(
+        !out.console.contains(&identity),
+        "the model key reached the console"
+    );
+}
