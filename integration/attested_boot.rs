@@ -8,9 +8,11 @@
 //! an IMDSv2 stand-in. The image reaches the stand-ins through endpoints in its own
 //! measured configuration (`[init.unseal.endpoints]`), never through user data.
 //!
-//! The refusals (another image, no attestation, a forged document, a rollout's two
-//! releases, Secure Boot's PCR7) run host-side with the same pieces in
-//! `integration/attested_kms.rs`; one boot is the part only a boot can show.
+//! A second boot, of an image one byte of configuration away, shows the refusal end to
+//! end. The other refusals (no attestation, a forged or altered document, a rollout's two
+//! releases, Secure Boot's PCR7) run host-side with the same pieces (zoa-init's unseal,
+//! the emulator over swtpm, the same stand-in and zoa's policy) in
+//! `integration/attested_kms.rs`, where they take seconds instead of minutes of boots.
 
 mod common;
 
@@ -149,7 +151,7 @@ fn launched_user_data(proxy: &FaultProxy) -> Vec<u8> {
 }
 
 #[test]
-fn the_sealed_demo_attests_unseals_and_serves_only_with_its_api_key() {
+fn the_sealed_demo_unseals_and_serves_and_one_byte_away_is_refused() {
     let started = Instant::now();
     let f = Fixture::new();
     let moto = Moto::start();
@@ -207,7 +209,7 @@ fn the_sealed_demo_attests_unseals_and_serves_only_with_its_api_key() {
     opts.forwards = vec![(port, 8080)];
     opts.power_button = Some(button.clone());
     opts.nitrotpm = true;
-    opts.attestation_root = Some(root);
+    opts.attestation_root = Some(root.clone());
     let booted = Instant::now();
     let guest = std::thread::spawn(move || boot(&opts).unwrap_or_else(|e| panic!("zoa boot: {e}")));
     let agent = agent();
@@ -267,4 +269,46 @@ fn the_sealed_demo_attests_unseals_and_serves_only_with_its_api_key() {
         !out.console.contains(&identity),
         "the model key reached the console"
     );
+
+    // One byte of configuration away (the hostname): PCR4 moves, and the same user data
+    // through the same KMS gets nothing. zoa-init powers off naming the denial, before
+    // the model or the server.
+    let recipe = std::fs::read_to_string(f.path("sealed.toml")).unwrap();
+    let other = recipe.replace("hostname = \"llama-server\"", "hostname = \"llama-servex\"");
+    assert_ne!(other, recipe, "the sealed recipe changed shape");
+    let o = f.build(&f.write("other.toml", other), "other");
+    assert!(o.status.success(), "zoa build: {}", stderr(&o));
+    let mut opts = BootOptions::new(f.path("other/uki.efi"));
+    opts.timeout = Some(Duration::from_secs(600));
+    opts.memory_mib = 1536;
+    opts.extra_disks = vec![model_file];
+    opts.forwards = vec![(free_port(), 8080)];
+    opts.nitrotpm = true;
+    opts.attestation_root = Some(root);
+    let out = boot(&opts).unwrap_or_else(|e| panic!("zoa boot of the other image: {e}"));
+    let fatal = out.fatal.clone().unwrap_or_default();
+    assert!(
+        fatal.starts_with("unseal:") && fatal.contains("AccessDeniedException"),
+        "{fatal:?}\n{}",
+        out.console
+    );
+    assert!(out.powered_off, "{}", out.console);
+    assert!(!out.console.contains("zoa-init: model "), "{}", out.console);
+    assert!(
+        !out.console.contains("zoa-init: starting"),
+        "{}",
+        out.console
+    );
+    let denied = kms
+        .decisions()
+        .pop()
+        .expect("a decision for the other image");
+    assert_eq!(
+        denied.outcome,
+        Ok(common::iam::Verdict::ExplicitDeny {
+            sid: "ZoaDenyUnattestedPcr4".into()
+        }),
+        "{denied:#?}"
+    );
+    eprintln!("whole test with the refused image {:?}", started.elapsed());
 }
