@@ -83,12 +83,17 @@ impl Transport for Guest<'_> {
 
 /// An RSA-2048 recipient key (made by OpenSSL: the pure-Rust generator is slow unoptimised).
 fn recipient_key() -> RecipientKey {
-    let rsa = openssl::rsa::Rsa::generate(2048).unwrap();
-    let der = openssl::pkey::PKey::from_rsa(rsa)
-        .unwrap()
-        .private_key_to_pkcs8()
-        .unwrap();
-    RecipientKey::from_pkcs8_der(&der).unwrap()
+    recipient_key_pem().0
+}
+
+/// A recipient key and its private key in PEM, for `openssl cms -decrypt`.
+fn recipient_key_pem() -> (RecipientKey, Vec<u8>) {
+    let pkey = openssl::pkey::PKey::from_rsa(openssl::rsa::Rsa::generate(2048).unwrap()).unwrap();
+    let der = pkey.private_key_to_pkcs8().unwrap();
+    (
+        RecipientKey::from_pkcs8_der(&der).unwrap(),
+        pkey.private_key_to_pem_pkcs8().unwrap(),
+    )
 }
 
 fn binding(release: &str, mode: BootMode, boot_pcr: &str, pcr12: &str) -> PcrBinding {
@@ -496,4 +501,102 @@ mod evaluator {
     fn an_unknown_operator_is_not_guessed() {
         holds("NumericLessThan", Some("1"), &["2"]);
     }
+}
+
+/// The other operations KMS takes a `Recipient` for: GenerateDataKey answers the data key
+/// only inside `CiphertextForRecipient` (and its copy under the KMS key as
+/// `CiphertextBlob`, no `Plaintext`), GenerateRandom likewise; both open with `openssl cms`
+/// and the recipient's private key. And the data key is the one the blob decrypts to.
+#[test]
+fn generate_data_key_and_generate_random_answer_only_the_recipient() {
+    let a = [0xA4; 48];
+    let lab = Lab::new(vec![binding(
+        "demo 1",
+        BootMode::Standard,
+        &extended_once(&a),
+        ZERO_PCR,
+    )]);
+    let (key, pem) = recipient_key_pem();
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("key.pem");
+    std::fs::write(&key_file, pem).unwrap();
+    let mut m = Machine::booted(&lab.nsm, &[(4, a)]);
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let recipient = serde_json::json!({
+        "AttestationDocument": b64.encode(m.attest(&key)),
+        "KeyEncryptionAlgorithm": "RSAES_OAEP_SHA_256",
+    });
+    let call = |target: &str, body: serde_json::Value| {
+        let auth = format!(
+            "AWS4-HMAC-SHA256 Credential={ACCESS_KEY_ID}/20260101/us-east-1/kms/aws4_request, SignedHeaders=host, Signature=00"
+        );
+        let r = http::request(
+            lab.kms.proxy.addr(),
+            "POST",
+            "/",
+            &[
+                ("Authorization", auth.as_str()),
+                ("X-Amz-Target", target),
+                ("Content-Type", "application/x-amz-json-1.1"),
+            ],
+            body.to_string().as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(r.status, 200, "{target}: {}", r.text());
+        serde_json::from_slice::<serde_json::Value>(&r.body).unwrap()
+    };
+    let open = |v: &serde_json::Value| {
+        let cms = b64
+            .decode(
+                v["CiphertextForRecipient"]
+                    .as_str()
+                    .expect("CiphertextForRecipient"),
+            )
+            .unwrap();
+        // openssl, independently of the stand-in's and zoa-init's CMS code.
+        let input = dir.path().join("cms.der");
+        std::fs::write(&input, cms).unwrap();
+        let o = std::process::Command::new("openssl")
+            .args(["cms", "-decrypt", "-inform", "DER", "-binary", "-inkey"])
+            .arg(&key_file)
+            .arg("-in")
+            .arg(&input)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        o.stdout
+    };
+
+    let v = call(
+        "TrentService.GenerateDataKey",
+        serde_json::json!({"KeyId": lab.key_arn, "KeySpec": "AES_256", "Recipient": recipient}),
+    );
+    assert!(v.get("Plaintext").is_none(), "{v}");
+    let data_key = open(&v);
+    assert_eq!(data_key.len(), 32);
+    // The CiphertextBlob is the same data key under the KMS key (moto decrypts it).
+    let plain = lab.moto.json(
+        "kms",
+        "TrentService.Decrypt",
+        &serde_json::json!({"CiphertextBlob": v["CiphertextBlob"]}).to_string(),
+    );
+    let plain: serde_json::Value = serde_json::from_slice(&plain.body).unwrap();
+    assert_eq!(
+        b64.decode(plain["Plaintext"].as_str().unwrap()).unwrap(),
+        data_key
+    );
+
+    let v = call(
+        "TrentService.GenerateRandom",
+        serde_json::json!({"NumberOfBytes": 24, "Recipient": recipient}),
+    );
+    assert!(v.get("Plaintext").is_none(), "{v}");
+    assert_eq!(open(&v).len(), 24);
+    let ops: Vec<String> = lab
+        .kms
+        .decisions()
+        .iter()
+        .map(|d| d.operation.clone())
+        .collect();
+    assert_eq!(ops, ["GenerateDataKey", "GenerateRandom"]);
 }
