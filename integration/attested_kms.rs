@@ -130,6 +130,36 @@ fn policy_for(bindings: Vec<PcrBinding>) -> serde_json::Value {
 }
 
 impl Lab {
+    /// A key bound to one standard-boot release: PCR4 after one extend of `pcr4`, PCR12
+    /// untouched.
+    fn standard(pcr4: &[u8; 48]) -> Lab {
+        Lab::new(vec![binding(
+            "demo 1",
+            BootMode::Standard,
+            &extended_once(pcr4),
+            ZERO_PCR,
+        )])
+    }
+
+    /// A KMS request signed (in name) by the instance role, through the stand-in.
+    fn kms_as_role(&self, target: &str, body: &serde_json::Value) -> http::Response {
+        let auth = format!(
+            "AWS4-HMAC-SHA256 Credential={ACCESS_KEY_ID}/20260101/us-east-1/kms/aws4_request, SignedHeaders=host, Signature=00"
+        );
+        http::request(
+            self.kms.proxy.addr(),
+            "POST",
+            "/",
+            &[
+                ("Authorization", auth.as_str()),
+                ("X-Amz-Target", target),
+                ("Content-Type", "application/x-amz-json-1.1"),
+            ],
+            body.to_string().as_bytes(),
+        )
+        .unwrap()
+    }
+
     fn new(bindings: Vec<PcrBinding>) -> Lab {
         let moto = Moto::start();
         let create = serde_json::json!({
@@ -221,19 +251,10 @@ fn seal(moto: &Moto, dir: &std::path::Path, secret: &[u8]) -> Vec<u8> {
     std::fs::read(&output).unwrap()
 }
 
-fn denied_by(err: &UnsealError) -> String {
-    err.to_string()
-}
-
 #[test]
 fn the_bound_image_unseals_and_one_pcr_away_is_refused_by_the_policy() {
     let (a, b) = ([0xA4; 48], [0xB4; 48]);
-    let lab = Lab::new(vec![binding(
-        "demo 1",
-        BootMode::Standard,
-        &extended_once(&a),
-        ZERO_PCR,
-    )]);
+    let lab = Lab::standard(&a);
     let key = recipient_key();
 
     let mut bound = Machine::booted(&lab.nsm, &[(4, a)]);
@@ -258,7 +279,7 @@ fn the_bound_image_unseals_and_one_pcr_away_is_refused_by_the_policy() {
 
     let mut other = Machine::booted(&lab.nsm, &[(4, b)]);
     let err = lab.unseal(&other.attest(&key), &key).unwrap_err();
-    assert!(denied_by(&err).contains("AccessDeniedException"), "{err}");
+    assert!(err.to_string().contains("AccessDeniedException"), "{err}");
     assert_eq!(
         lab.last_decision().outcome,
         Ok(Verdict::ExplicitDeny {
@@ -268,7 +289,7 @@ fn the_bound_image_unseals_and_one_pcr_away_is_refused_by_the_policy() {
     // A changed PCR12 (a command line given at launch) is refused as well.
     let mut injected = Machine::booted(&lab.nsm, &[(4, a), (12, [0x12; 48])]);
     let err = lab.unseal(&injected.attest(&key), &key).unwrap_err();
-    assert!(denied_by(&err).contains("AccessDeniedException"), "{err}");
+    assert!(err.to_string().contains("AccessDeniedException"), "{err}");
     assert_eq!(
         lab.last_decision().outcome,
         Ok(Verdict::ExplicitDeny {
@@ -280,12 +301,7 @@ fn the_bound_image_unseals_and_one_pcr_away_is_refused_by_the_policy() {
 #[test]
 fn without_a_genuine_document_nothing_is_released() {
     let a = [0xA4; 48];
-    let lab = Lab::new(vec![binding(
-        "demo 1",
-        BootMode::Standard,
-        &extended_once(&a),
-        ZERO_PCR,
-    )]);
+    let lab = Lab::standard(&a);
     let key = recipient_key();
 
     // The instance role without an attestation: the policy denies it.
@@ -294,21 +310,7 @@ fn without_a_genuine_document_nothing_is_released() {
         "EncryptionContext": lab.envelope.encryption_context(),
         "KeyId": lab.key_arn,
     });
-    let auth = format!(
-        "AWS4-HMAC-SHA256 Credential={ACCESS_KEY_ID}/20260101/us-east-1/kms/aws4_request, SignedHeaders=host, Signature=00"
-    );
-    let r = http::request(
-        lab.kms.proxy.addr(),
-        "POST",
-        "/",
-        &[
-            ("Authorization", auth.as_str()),
-            ("X-Amz-Target", "TrentService.Decrypt"),
-            ("Content-Type", "application/x-amz-json-1.1"),
-        ],
-        body.to_string().as_bytes(),
-    )
-    .unwrap();
+    let r = lab.kms_as_role("TrentService.Decrypt", &body);
     assert_eq!(r.status, 400, "{}", r.text());
     assert!(r.text().contains("AccessDeniedException"), "{}", r.text());
     let d = lab.last_decision();
@@ -327,7 +329,7 @@ fn without_a_genuine_document_nothing_is_released() {
     );
     let mut forged = Machine::booted(&forger, &[(4, a)]);
     let err = lab.unseal(&forged.attest(&key), &key).unwrap_err();
-    assert!(denied_by(&err).contains("ValidationException"), "{err}");
+    assert!(err.to_string().contains("ValidationException"), "{err}");
     assert!(
         matches!(&lab.last_decision().outcome, Err(why) if why.contains("chain")),
         "{:?}",
@@ -340,18 +342,13 @@ fn without_a_genuine_document_nothing_is_released() {
     let at = doc.len() / 2;
     doc[at] ^= 1;
     let err = lab.unseal(&doc, &key).unwrap_err();
-    assert!(denied_by(&err).contains("ValidationException"), "{err}");
+    assert!(err.to_string().contains("ValidationException"), "{err}");
 }
 
 #[test]
 fn a_rollout_admits_both_releases_then_only_the_new_one() {
     let (old, new) = ([0x01; 48], [0x02; 48]);
-    let lab = Lab::new(vec![binding(
-        "demo 1",
-        BootMode::Standard,
-        &extended_once(&old),
-        ZERO_PCR,
-    )]);
+    let lab = Lab::standard(&old);
     let key = recipient_key();
     let mut old_machine = Machine::booted(&lab.nsm, &[(4, old)]);
     let mut new_machine = Machine::booted(&lab.nsm, &[(4, new)]);
@@ -510,12 +507,7 @@ mod evaluator {
 #[test]
 fn generate_data_key_and_generate_random_answer_only_the_recipient() {
     let a = [0xA4; 48];
-    let lab = Lab::new(vec![binding(
-        "demo 1",
-        BootMode::Standard,
-        &extended_once(&a),
-        ZERO_PCR,
-    )]);
+    let lab = Lab::standard(&a);
     let (key, pem) = recipient_key_pem();
     let dir = tempfile::tempdir().unwrap();
     let key_file = dir.path().join("key.pem");
@@ -527,21 +519,7 @@ fn generate_data_key_and_generate_random_answer_only_the_recipient() {
         "KeyEncryptionAlgorithm": "RSAES_OAEP_SHA_256",
     });
     let call = |target: &str, body: serde_json::Value| {
-        let auth = format!(
-            "AWS4-HMAC-SHA256 Credential={ACCESS_KEY_ID}/20260101/us-east-1/kms/aws4_request, SignedHeaders=host, Signature=00"
-        );
-        let r = http::request(
-            lab.kms.proxy.addr(),
-            "POST",
-            "/",
-            &[
-                ("Authorization", auth.as_str()),
-                ("X-Amz-Target", target),
-                ("Content-Type", "application/x-amz-json-1.1"),
-            ],
-            body.to_string().as_bytes(),
-        )
-        .unwrap();
+        let r = lab.kms_as_role(target, &body);
         assert_eq!(r.status, 200, "{target}: {}", r.text());
         serde_json::from_slice::<serde_json::Value>(&r.body).unwrap()
     };
