@@ -276,7 +276,7 @@ fn raise_nv_index_max(response: &mut [u8]) {
         r.get(at..at + 4)
             .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
     };
-    if u16::from_be_bytes([response[0], response[1]]) != ST_NO_SESSIONS
+    if response.get(..2) != Some(&ST_NO_SESSIONS.to_be_bytes()[..])
         || u32_at(response, BODY + 1) != Some(wire::CAP_TPM_PROPERTIES)
     {
         return;
