@@ -100,6 +100,39 @@ fn the_emulated_nitrotpm_attested_the_booted_pcrs(
     let uki = zoa::uefi::file::ImageFile::open(&f.path("sealed/uki.efi")).unwrap();
     let predicted =
         zoa::measure::predict(&uki, &zoa::measure::MeasureOptions::default()).expect("predict");
+    // `zoa attest` says it is the signed release: the PCRs its KMS policy binds.
+    let o = run(zoa(&f.cache())
+        .env_remove("ZOA_KEY_PASSWORD")
+        .args(["keygen", "--no-password", "--out"])
+        .arg(f.path("ci")));
+    assert!(o.status.success(), "zoa keygen: {}", stderr(&o));
+    let o = run(zoa(&f.cache())
+        .arg("sign")
+        .arg(f.path("sealed"))
+        .arg("--key")
+        .arg(f.path("ci.key")));
+    assert!(o.status.success(), "zoa sign: {}", stderr(&o));
+    let doc = f.write("document.cbor", &out.attestation_documents[0]);
+    let o = run(zoa(&f.cache())
+        .args(["attest", "--json", "--document"])
+        .arg(&doc)
+        .arg("--root")
+        .arg(root_file)
+        .arg("--release")
+        .arg(f.path("sealed"))
+        .arg("--pubkey")
+        .arg(f.path("ci.pub")));
+    assert_eq!(o.status.code(), Some(0), "zoa attest: {}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["release"]["name"], "llama-server-sealed", "{v:#}");
+    // Without --root it is not AWS's: not genuine.
+    let o = run(zoa(&f.cache()).args(["attest", "--document"]).arg(&doc));
+    assert_eq!(
+        o.status.code(),
+        Some(20),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
     for pcr in [Pcr::PCR4, Pcr::PCR7, Pcr::PCR11, Pcr::PCR12] {
         let i = u32::from(pcr.index());
         let attested: String = d.pcrs[&i].iter().map(|b| format!("{b:02x}")).collect();

@@ -88,6 +88,8 @@ pub enum AttestationError {
     BadSignature(String),
     #[error("attestation document: the certificate chain does not lead to the trusted root: {0}")]
     UntrustedChain(String),
+    #[error("attestation document: a certificate of the chain is not valid at that time: {0}")]
+    Expired(String),
     #[error("attestation document: {0}")]
     Crypto(#[from] openssl::error::ErrorStack),
 }
@@ -343,14 +345,15 @@ impl SignedDocument {
             chain.push(X509::from_der(der).map_err(|e| malformed(format!("cabundle: {e}")))?)?;
         }
         let mut ctx = X509StoreContext::new()?;
-        let (ok, why) = ctx.init(&store, &leaf, &chain, |c| {
+        let (ok, code, why) = ctx.init(&store, &leaf, &chain, |c| {
             let ok = c.verify_cert()?;
-            Ok((ok, c.error().error_string().to_owned()))
+            Ok((ok, c.error().as_raw(), c.error().error_string().to_owned()))
         })?;
-        if ok {
-            Ok(())
-        } else {
-            Err(AttestationError::UntrustedChain(why))
+        // X509_V_ERR_CERT_NOT_YET_VALID (9), X509_V_ERR_CERT_HAS_EXPIRED (10).
+        match (ok, code) {
+            (true, _) => Ok(()),
+            (false, 9 | 10) => Err(AttestationError::Expired(why)),
+            (false, _) => Err(AttestationError::UntrustedChain(why)),
         }
     }
 }
@@ -426,6 +429,8 @@ fn encode_payload(d: &Document) -> Vec<u8> {
 /// (`aws-nitro-enclaves-root-G1`), which signs every NitroTPM and enclave document AWS makes.
 pub const AWS_NITRO_ROOT_G1_SHA256: &str =
     "641a0321a3e244efe456463195d606317ed7cdcc3c1756e09893f3c68f79bb5b";
+
+pub mod check;
 
 #[cfg(test)]
 mod tests;

@@ -59,7 +59,7 @@ fn real_nitrotpm_documents_parse_verify_and_chain_to_the_aws_root() {
         let later = d.timestamp() + Duration::from_secs(3 * 3600 + 60);
         assert!(matches!(
             signed.verify_chain(&d.cabundle[0], later),
-            Err(AttestationError::UntrustedChain(_))
+            Err(AttestationError::Expired(_))
         ));
     }
 }
@@ -169,4 +169,132 @@ fn what_sign_writes_has_the_shape_of_a_real_document_and_reads_back() {
         forged.verify_signature(),
         Err(AttestationError::BadSignature(_))
     ));
+}
+
+mod verdicts {
+    use super::super::check::*;
+    use super::*;
+
+    fn pcr_hex(doc: &Document, i: u32) -> String {
+        doc.pcrs[&i].iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    #[test]
+    fn the_embedded_root_is_the_published_aws_nitro_root() {
+        assert_eq!(sha256_hex(AWS_NITRO_ROOT_G1), AWS_NITRO_ROOT_G1_SHA256);
+    }
+
+    /// A real EC2 document, with no --root: genuine against the embedded AWS root at its
+    /// own time; with its PCR4 expected, the release is named; each expectation it does
+    /// not meet gives its own verdict.
+    #[test]
+    fn real_documents_get_each_verdict() {
+        let bytes = real(REAL[0]);
+        let doc = parse(&bytes).unwrap().document;
+        let now = doc.timestamp() + Duration::from_secs(30);
+        let ok = check(&bytes, &Expectation::default(), now);
+        assert_eq!(ok.verdict, Verdict::Ok, "{:#?}", ok.checks);
+        assert_eq!(ok.kind, Some(Kind::NitroTpm));
+        assert_eq!(ok.timestamp.as_deref(), Some("2026-02-02T07:28:28.379Z"));
+        assert_eq!(ok.pcrs.len(), 24);
+
+        let expect = |pcrs: &[(u32, String)]| Expectation {
+            pcrs: vec![ExpectedPcrs {
+                release: Some("demo 1.0".into()),
+                pcrs: pcrs.iter().cloned().collect(),
+            }],
+            ..Default::default()
+        };
+        let right = expect(&[(4, pcr_hex(&doc, 4)), (12, pcr_hex(&doc, 12))]);
+        let r = check(&bytes, &right, now);
+        assert_eq!(r.verdict, Verdict::Ok);
+        assert_eq!(r.release.unwrap().version, "1.0");
+        let wrong = expect(&[(4, "00".repeat(48))]);
+        let r = check(&bytes, &wrong, now);
+        assert_eq!(r.verdict, Verdict::PcrMismatch);
+        assert!(
+            r.checks.last().unwrap().detail.contains("PCR4 is "),
+            "{:?}",
+            r.checks
+        );
+
+        let stale = Expectation {
+            max_age: Some(Duration::from_secs(10)),
+            ..Default::default()
+        };
+        assert_eq!(check(&bytes, &stale, now).verdict, Verdict::Stale);
+        let nonce = Expectation {
+            nonce: Some(b"another".to_vec()),
+            ..Default::default()
+        };
+        assert_eq!(check(&bytes, &nonce, now).verdict, Verdict::NonceMismatch);
+        let right_nonce = Expectation {
+            nonce: doc.nonce.clone(),
+            ..Default::default()
+        };
+        assert_eq!(check(&bytes, &right_nonce, now).verdict, Verdict::Ok);
+        let key = Expectation {
+            spki_sha384: Some([7; 48]),
+            ..Default::default()
+        };
+        assert_eq!(check(&bytes, &key, now).verdict, Verdict::KeyMismatch);
+
+        // A day later, at the verifier's clock: the leaf has expired.
+        let later = Expectation {
+            at: Some(doc.timestamp() + Duration::from_secs(86_400)),
+            ..Default::default()
+        };
+        assert_eq!(check(&bytes, &later, now).verdict, Verdict::Expired);
+        // Another root: not AWS's chain.
+        let (_, other) = self_signed_p384("other");
+        let rooted = Expectation {
+            root: Some(other.to_der().unwrap()),
+            ..Default::default()
+        };
+        assert_eq!(check(&bytes, &rooted, now).verdict, Verdict::UntrustedChain);
+        let mut flipped = bytes.clone();
+        flipped[3000] ^= 1;
+        assert!(matches!(
+            check(&flipped, &Expectation::default(), now).verdict,
+            Verdict::BadSignature | Verdict::Malformed
+        ));
+        assert_eq!(
+            check(b"junk", &Expectation::default(), now).verdict,
+            Verdict::Malformed
+        );
+    }
+
+    #[test]
+    fn a_tls_key_binding_is_prefix_and_digest() {
+        let (key, cert) = self_signed_p384("leaf");
+        let spki = [9u8; 48];
+        let mut user_data = TLS_BINDING_PREFIX.to_vec();
+        user_data.extend_from_slice(&spki);
+        let doc = Document {
+            kind: Kind::NitroTpm,
+            module_id: "i-0123456789abcdef0-tpm0000000000000000".into(),
+            timestamp_ms: 1_770_017_308_379,
+            pcrs: (0..24).map(|i| (i, vec![0; 48])).collect(),
+            certificate: cert.to_der().unwrap(),
+            cabundle: vec![cert.to_der().unwrap()],
+            public_key: None,
+            user_data: Some(user_data),
+            nonce: None,
+        };
+        let bytes = sign(&doc, &key).unwrap();
+        let expect = |spki| Expectation {
+            root: Some(cert.to_der().unwrap()),
+            at: Some(SystemTime::now()),
+            spki_sha384: Some(spki),
+            ..Default::default()
+        };
+        assert_eq!(
+            check(&bytes, &expect(spki), SystemTime::now()).verdict,
+            Verdict::Ok
+        );
+        assert_eq!(
+            check(&bytes, &expect([8; 48]), SystemTime::now()).verdict,
+            Verdict::KeyMismatch
+        );
+    }
 }

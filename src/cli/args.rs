@@ -147,6 +147,19 @@ pub enum Command {
     /// QEMU uses TCG unless ZOA_ACCEL=kvm; ZOA_OVMF_CODE / ZOA_OVMF_VARS override the
     /// firmware files.
     Boot(BootArgs),
+    /// Verify an attestation document (NitroTPM or Nitro Enclave) before trusting the
+    /// machine that sent it.
+    ///
+    /// Checks, in order: the COSE_Sign1 ES384 signature over the exact payload, the chain
+    /// from the leaf through the document's cabundle to the AWS Nitro root embedded in zoa
+    /// (pinned by its SHA-256 fingerprint; --root replaces it, e.g. with the root of
+    /// `zoa boot --nitrotpm`), valid at the document's own time (or --at); then the PCRs
+    /// against a signed release (--release DIR --pubkey PUB: the PCRs its KMS policy binds),
+    /// any release of a signed log (--log LOG --pubkey PUB), or --pcr values; then, when
+    /// asked, freshness (--max-age), the nonce (--nonce) and the TLS key binding in
+    /// user_data (--spki-sha384). Exit 20: not a genuine document; 21: genuine, not the
+    /// expected image; 22: genuine, not fresh or not bound to this exchange.
+    Attest(AttestArgs),
 }
 
 /// Where inputs come from.
@@ -355,6 +368,104 @@ pub struct BootArgs {
     /// Print the outcome (PCRs, console, ...) as JSON on stdout instead of the live console.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AttestArgs {
+    /// The attestation document (COSE_Sign1 bytes, as the NSM returns it).
+    #[arg(long, value_name = "FILE")]
+    pub document: PathBuf,
+    /// Expect the PCRs of this signed release directory (repeatable; any may match).
+    #[arg(long, value_name = "DIR", requires = "pubkey")]
+    pub release: Vec<PathBuf>,
+    /// Expect the PCRs of any release in this signed release log.
+    #[arg(long, value_name = "LOG", requires = "pubkey")]
+    pub log: Option<PathBuf>,
+    /// The public key(s) the releases or the log are signed with (repeatable).
+    #[arg(long, value_name = "PUB")]
+    pub pubkey: Vec<PathBuf>,
+    /// Expect this SHA-384 PCR value (repeatable), e.g. 4=9f3c...
+    #[arg(long = "pcr", value_name = "N=HEX", value_parser = parse_pcr)]
+    pub pcrs: Vec<(u32, String)>,
+    /// Trust this root certificate (PEM) instead of the AWS Nitro root.
+    #[arg(long, value_name = "PEMFILE")]
+    pub root: Option<PathBuf>,
+    /// Check the chain at TIME (RFC 3339, or Unix seconds) instead of the document's own.
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub at: Option<std::time::SystemTime>,
+    /// Refuse a document older than DUR (e.g. 300s, 5m, 1h).
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub max_age: Option<std::time::Duration>,
+    /// Expect this nonce (1-64 bytes as hex).
+    #[arg(long, value_name = "HEX", value_parser = parse_nonce)]
+    pub nonce: Option<Nonce>,
+    /// Expect user_data to bind the TLS key with this SHA-384 of its SubjectPublicKeyInfo.
+    #[arg(long, value_name = "HEX", value_parser = parse_sha384)]
+    pub spki_sha384: Option<[u8; 48]>,
+    /// Print the verdict and every check as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_hex(s: &str) -> Result<Vec<u8>, String> {
+    if !s.len().is_multiple_of(2) || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!("{s:?} is not hex"));
+    }
+    Ok((0..s.len())
+        .step_by(2)
+        .filter_map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
+        .collect())
+}
+
+fn parse_pcr(s: &str) -> Result<(u32, String), String> {
+    let (n, hex) = s.split_once('=').ok_or("expected N=HEX")?;
+    let n: u32 = n.parse().ok().filter(|n| *n < 24).ok_or("N must be 0-23")?;
+    if parse_hex(hex)?.len() != 48 {
+        return Err("a SHA-384 PCR is 96 hex digits".into());
+    }
+    Ok((n, hex.to_ascii_lowercase()))
+}
+
+/// A nonce's bytes (a type of its own: clap would read `Vec<u8>` as many values).
+#[derive(Debug, Clone)]
+pub struct Nonce(pub Vec<u8>);
+
+fn parse_nonce(s: &str) -> Result<Nonce, String> {
+    let b = parse_hex(s)?;
+    if !(1..=64).contains(&b.len()) {
+        return Err("a nonce is 1-64 bytes".into());
+    }
+    Ok(Nonce(b))
+}
+
+fn parse_sha384(s: &str) -> Result<[u8; 48], String> {
+    parse_hex(s)?
+        .try_into()
+        .map_err(|_| "a SHA-384 is 96 hex digits".to_string())
+}
+
+fn parse_time(s: &str) -> Result<std::time::SystemTime, String> {
+    let ts = match s.parse::<i64>() {
+        Ok(secs) => jiff::Timestamp::from_second(secs).map_err(|e| e.to_string())?,
+        Err(_) => s
+            .parse::<jiff::Timestamp>()
+            .map_err(|e| format!("{s:?} is neither RFC 3339 nor Unix seconds: {e}"))?,
+    };
+    Ok(ts.into())
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("{s:?}: expected e.g. 300s, 5m, 1h"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        _ => return Err(format!("{s:?}: the unit is s, m or h")),
+    };
+    Ok(std::time::Duration::from_secs(secs))
 }
 
 /// Where a secret key's password comes from.

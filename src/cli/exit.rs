@@ -69,10 +69,25 @@ impl ExitStatus {
         name: "not-reproducible",
         meaning: "verify --rebuild: the rebuild differs from the release",
     };
+    pub const NOT_GENUINE: ExitStatus = ExitStatus {
+        code: 20,
+        name: "not-genuine",
+        meaning: "attest: malformed, bad signature, untrusted or expired chain",
+    };
+    pub const NOT_EXPECTED_IMAGE: ExitStatus = ExitStatus {
+        code: 21,
+        name: "pcr-mismatch",
+        meaning: "attest: a genuine document of another image (PCRs)",
+    };
+    pub const NOT_BOUND: ExitStatus = ExitStatus {
+        code: 22,
+        name: "not-bound",
+        meaning: "attest: genuine, but stale, another nonce or another TLS key",
+    };
 }
 
 /// The table, in numeric order. A status that is not here is not used.
-pub const TABLE: [ExitStatus; 10] = [
+pub const TABLE: [ExitStatus; 13] = [
     ExitStatus::OK,
     ExitStatus::ERROR,
     ExitStatus::USAGE,
@@ -83,6 +98,9 @@ pub const TABLE: [ExitStatus; 10] = [
     ExitStatus::ARTIFACT_MISMATCH,
     ExitStatus::MEASUREMENT_MISMATCH,
     ExitStatus::NOT_REPRODUCIBLE,
+    ExitStatus::NOT_GENUINE,
+    ExitStatus::NOT_EXPECTED_IMAGE,
+    ExitStatus::NOT_BOUND,
 ];
 
 impl From<ExitStatus> for ExitCode {

@@ -4,6 +4,7 @@
 //! only parses and dispatches.
 
 pub mod args;
+pub mod attest;
 pub mod aws;
 pub mod boot;
 pub mod build;

@@ -60,6 +60,9 @@ pub struct LoggedRelease {
     pub manifest_sha256: String,
     /// The id of the key that signed it.
     pub key_id: String,
+    /// The verified manifest (its measurements, for verifiers of attestations).
+    #[serde(skip)]
+    pub manifest: Manifest,
 }
 
 fn broken(file: &Path, line: usize, message: impl Into<String>) -> LogError {
@@ -134,6 +137,7 @@ pub fn verify(log: &Path, public_keys: &[PathBuf]) -> Result<LogSummary, LogErro
             version: entry.version,
             manifest_sha256: entry.manifest_sha256,
             key_id: verified.key_id,
+            manifest,
         });
         prev = crate::digest::sha256_bytes(line.as_bytes());
         count += 1;

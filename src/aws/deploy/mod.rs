@@ -297,7 +297,7 @@ fn recipe_port(release: &VerifiedRelease) -> Result<Option<u16>, AwsError> {
 /// The SHA-384 PCR values a KMS policy binds, from the signed manifest: PCR7 and PCR12
 /// when the release was measured with Secure Boot on (its UefiData enrolls a PK), PCR4
 /// and PCR12 otherwise.
-pub(crate) fn binding_of(manifest: &Manifest) -> Result<PcrBinding, AwsError> {
+pub fn binding_of(manifest: &Manifest) -> Result<PcrBinding, AwsError> {
     let mode = if manifest.measurements.secure_boot {
         BootMode::SecureBoot
     } else {

@@ -1,0 +1,114 @@
+//! `zoa attest --document FILE`: the verdict on an attestation document, with the
+//! expectations built from signed releases, a signed log, or PCR values.
+
+use anyhow::{Context, Result};
+
+use super::args::AttestArgs;
+use super::exit::ExitStatus;
+use super::output::print_json;
+use zoa::attestation::check::{check, Expectation, ExpectedPcrs, Verdict};
+
+/// Read one byte past the reader's bound, so an over-long file is refused by it, named.
+const MAX_DOCUMENT_FILE: u64 = zoa::attestation::MAX_DOCUMENT_LEN as u64 + 1;
+
+pub fn attest(args: &AttestArgs) -> Result<ExitStatus> {
+    let bytes = zoa::fsio::read_at_most(&args.document, MAX_DOCUMENT_FILE)
+        .with_context(|| format!("{}: cannot read the document", args.document.display()))?;
+    let expect = Expectation {
+        root: args.root.as_deref().map(read_root).transpose()?,
+        at: args.at,
+        max_age: args.max_age,
+        nonce: args.nonce.as_ref().map(|n| n.0.clone()),
+        spki_sha384: args.spki_sha384,
+        pcrs: expected_pcrs(args)?,
+    };
+    let report = check(&bytes, &expect, std::time::SystemTime::now());
+    if args.json {
+        print_json(&report)?;
+    } else {
+        for c in &report.checks {
+            println!(
+                "{} {:<12} {}",
+                if c.ok { "ok " } else { "BAD" },
+                c.name,
+                c.detail
+            );
+        }
+        match (&report.verdict, &report.release) {
+            (Verdict::Ok, Some(r)) => {
+                println!("verified: {} {} on {}", r.name, r.version, module(&report))
+            }
+            (Verdict::Ok, None) => println!("verified: {}", module(&report)),
+            (v, _) => println!(
+                "refused: {}",
+                serde_json::to_value(v)?.as_str().unwrap_or("")
+            ),
+        }
+    }
+    Ok(match report.verdict {
+        Verdict::Ok => ExitStatus::OK,
+        Verdict::Malformed | Verdict::BadSignature | Verdict::UntrustedChain | Verdict::Expired => {
+            ExitStatus::NOT_GENUINE
+        }
+        Verdict::PcrMismatch => ExitStatus::NOT_EXPECTED_IMAGE,
+        Verdict::KeyMismatch | Verdict::NonceMismatch | Verdict::Stale => ExitStatus::NOT_BOUND,
+    })
+}
+
+fn module(report: &zoa::attestation::check::Report) -> String {
+    format!(
+        "{} at {}",
+        report.module_id.as_deref().unwrap_or("?"),
+        report.timestamp.as_deref().unwrap_or("?")
+    )
+}
+
+fn read_root(path: &std::path::Path) -> Result<Vec<u8>> {
+    let pem = zoa::fsio::read_at_most(path, 64 * 1024)
+        .with_context(|| format!("{}: cannot read the root", path.display()))?;
+    let cert = openssl::x509::X509::from_pem(&pem)
+        .with_context(|| format!("{}: not a PEM certificate", path.display()))?;
+    Ok(cert.to_der()?)
+}
+
+/// The PCR sets any of which the document may match: each --release (verified), each
+/// release of the --log (verified), and the --pcr values as one set.
+fn expected_pcrs(args: &AttestArgs) -> Result<Vec<ExpectedPcrs>> {
+    let mut out = Vec::new();
+    for dir in &args.release {
+        let verified = args
+            .pubkey
+            .iter()
+            .find_map(|k| zoa::release::verify(dir, k, None).ok())
+            .with_context(|| {
+                format!("{}: does not verify with the given --pubkey", dir.display())
+            })?;
+        out.push(bound(verified.manifest())?);
+    }
+    if let Some(log) = &args.log {
+        let summary = zoa::release::log::verify(log, &args.pubkey)?;
+        for r in &summary.releases {
+            out.push(bound(&r.manifest)?);
+        }
+    }
+    if !args.pcrs.is_empty() {
+        out.push(ExpectedPcrs {
+            release: None,
+            pcrs: args.pcrs.iter().cloned().collect(),
+        });
+    }
+    Ok(out)
+}
+
+/// The PCRs a release's KMS policy binds (PCR4 or PCR7, and PCR12).
+fn bound(manifest: &zoa::release::manifest::Manifest) -> Result<ExpectedPcrs> {
+    let binding = zoa::aws::deploy::binding_of(manifest)?;
+    Ok(ExpectedPcrs {
+        release: Some(binding.release.clone()),
+        pcrs: binding
+            .pcrs()
+            .iter()
+            .map(|(i, v)| (u32::from(*i), v.to_ascii_lowercase()))
+            .collect(),
+    })
+}
