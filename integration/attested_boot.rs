@@ -83,21 +83,10 @@ fn build_and_sign(f: &Fixture, recipe: &str) -> Release {
     let recipe = f.write("sealed.toml", recipe);
     let o = f.build(&recipe, "sealed");
     assert!(o.status.success(), "zoa build: {}", stderr(&o));
-    let o = run(zoa(&f.cache())
-        .env_remove("ZOA_KEY_PASSWORD")
-        .args(["keygen", "--no-password", "--out"])
-        .arg(f.path("ci")));
-    assert!(o.status.success(), "zoa keygen: {}", stderr(&o));
-    let o = run(zoa(&f.cache())
-        .env_remove("ZOA_KEY_PASSWORD")
-        .arg("sign")
-        .arg(f.path("sealed"))
-        .arg("--key")
-        .arg(f.path("ci.key")));
-    assert!(o.status.success(), "zoa sign: {}", stderr(&o));
+    let pubkey = sign_with_new_key(f, &f.path("sealed"));
     Release {
         dir: f.path("sealed"),
-        pubkey: f.path("ci.pub"),
+        pubkey,
     }
 }
 
@@ -292,13 +281,7 @@ fn the_sealed_demo_unseals_and_serves_and_one_byte_away_is_refused() {
         "{fatal:?}\n{}",
         out.console
     );
-    assert!(out.powered_off, "{}", out.console);
-    assert!(!out.console.contains("zoa-init: model "), "{}", out.console);
-    assert!(
-        !out.console.contains("zoa-init: starting"),
-        "{}",
-        out.console
-    );
+    assert_stopped_before_model_and_server(&out);
     let denied = kms
         .decisions()
         .pop()

@@ -174,7 +174,13 @@ impl Lab {
         let r = moto.json("kms", "TrentService.CreateAlias", &alias.to_string());
         assert_eq!(r.status, 200, "{}", r.text());
         let dir = tempfile::tempdir().unwrap();
-        let envelope = Envelope::parse(&seal(&moto, dir.path(), b"the API key")).unwrap();
+        let envelope = Envelope::parse(&common::kms::zoa_seal(
+            &moto,
+            dir.path(),
+            "api-key",
+            b"the API key",
+        ))
+        .unwrap();
         let nsm = Nsm::new(
             TestCa::new().unwrap(),
             "i-0123456789abcdef0-tpm0000000000000000".into(),
@@ -225,30 +231,6 @@ impl Lab {
     fn last_decision(&self) -> common::kms::Decision {
         self.kms.decisions().pop().expect("a decision")
     }
-}
-
-/// `zoa seal` of `secret` as `api-key` under `alias/zoa/demo`, against moto.
-fn seal(moto: &Moto, dir: &std::path::Path, secret: &[u8]) -> Vec<u8> {
-    let input = dir.join("api-key.secret");
-    let output = dir.join("api-key.sealed.json");
-    std::fs::write(&input, secret).unwrap();
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_zoa"));
-    moto.apply(&mut cmd);
-    cmd.args([
-        "seal",
-        "--quiet",
-        "--key",
-        "alias/zoa/demo",
-        "--name",
-        "api-key",
-        "--in",
-    ])
-    .arg(&input)
-    .arg("--out")
-    .arg(&output);
-    let o = common::run(&mut cmd);
-    assert!(o.status.success(), "zoa seal: {}", common::stderr(&o));
-    std::fs::read(&output).unwrap()
 }
 
 #[test]

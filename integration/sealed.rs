@@ -46,13 +46,7 @@ fn the_sealed_image_attests_only_with_a_nitro_tpm() {
         "{}",
         out.console
     );
-    assert!(out.powered_off, "{}", out.console);
-    assert!(!out.console.contains("zoa-init: model "), "{}", out.console);
-    assert!(
-        !out.console.contains("zoa-init: starting"),
-        "{}",
-        out.console
-    );
+    assert_stopped_before_model_and_server(&out);
 
     // The same image with the emulated NitroTPM: the attestation succeeds through QEMU's
     // TPM device, and the boot goes on to the instance metadata (absent here).
@@ -101,17 +95,7 @@ fn the_emulated_nitrotpm_attested_the_booted_pcrs(
     let predicted =
         zoa::measure::predict(&uki, &zoa::measure::MeasureOptions::default()).expect("predict");
     // `zoa attest` says it is the signed release: the PCRs its KMS policy binds.
-    let o = run(zoa(&f.cache())
-        .env_remove("ZOA_KEY_PASSWORD")
-        .args(["keygen", "--no-password", "--out"])
-        .arg(f.path("ci")));
-    assert!(o.status.success(), "zoa keygen: {}", stderr(&o));
-    let o = run(zoa(&f.cache())
-        .arg("sign")
-        .arg(f.path("sealed"))
-        .arg("--key")
-        .arg(f.path("ci.key")));
-    assert!(o.status.success(), "zoa sign: {}", stderr(&o));
+    let pubkey = sign_with_new_key(f, &f.path("sealed"));
     let doc = f.write("document.cbor", &out.attestation_documents[0]);
     let o = run(zoa(&f.cache())
         .args(["attest", "--json", "--document"])
@@ -121,7 +105,7 @@ fn the_emulated_nitrotpm_attested_the_booted_pcrs(
         .arg("--release")
         .arg(f.path("sealed"))
         .arg("--pubkey")
-        .arg(f.path("ci.pub")));
+        .arg(&pubkey));
     assert_eq!(o.status.code(), Some(0), "zoa attest: {}", stderr(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["release"]["name"], "llama-server-sealed", "{v:#}");

@@ -80,30 +80,6 @@ fn create_key(moto: &Moto, alias: &str) -> String {
     v["KeyMetadata"]["Arn"].as_str().unwrap().to_owned()
 }
 
-/// `zoa seal --key alias/zoa/demo --name NAME` of `secret` against moto: the envelope's JSON.
-fn zoa_seal(moto: &Moto, dir: &Path, name: &str, secret: &[u8]) -> Vec<u8> {
-    let input = dir.join(format!("{name}.secret"));
-    let output = dir.join(format!("{name}.sealed.json"));
-    std::fs::write(&input, secret).unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_zoa"));
-    moto.apply(&mut cmd);
-    cmd.args([
-        "seal",
-        "--quiet",
-        "--key",
-        "alias/zoa/demo",
-        "--name",
-        name,
-        "--in",
-    ])
-    .arg(&input)
-    .arg("--out")
-    .arg(&output);
-    let o = common::run(&mut cmd);
-    assert!(o.status.success(), "zoa seal: {}", common::stderr(&o));
-    std::fs::read(&output).unwrap()
-}
-
 /// The data key of an envelope, from a plain Decrypt (moto releases it to anyone).
 fn data_key(moto: &Moto, json: &[u8]) -> Vec<u8> {
     let v: serde_json::Value = serde_json::from_slice(json).unwrap();
@@ -237,7 +213,7 @@ impl Lab {
     }
 
     fn seal(&self, name: &str, secret: &[u8]) -> Vec<u8> {
-        zoa_seal(&self.moto, self.dir.path(), name, secret)
+        common::kms::zoa_seal(&self.moto, self.dir.path(), name, secret)
     }
 }
 

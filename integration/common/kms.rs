@@ -360,3 +360,27 @@ pub fn envelope_to(spki: &[u8], data: &[u8]) -> Vec<u8> {
     );
     out.stdout
 }
+
+/// `zoa seal --key alias/zoa/demo --name NAME` of `secret` against moto: the envelope's JSON.
+pub fn zoa_seal(moto: &Moto, dir: &Path, name: &str, secret: &[u8]) -> Vec<u8> {
+    let input = dir.join(format!("{name}.secret"));
+    let output = dir.join(format!("{name}.sealed.json"));
+    std::fs::write(&input, secret).unwrap();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_zoa"));
+    moto.apply(&mut cmd);
+    cmd.args([
+        "seal",
+        "--quiet",
+        "--key",
+        "alias/zoa/demo",
+        "--name",
+        name,
+        "--in",
+    ])
+    .arg(&input)
+    .arg("--out")
+    .arg(&output);
+    let o = super::run(&mut cmd);
+    assert!(o.status.success(), "zoa seal: {}", super::stderr(&o));
+    std::fs::read(&output).unwrap()
+}

@@ -210,3 +210,33 @@ pub fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     l.local_addr().expect("local addr").port()
 }
+
+/// A boot that ended as zoa-init ends a refused boot: powered off, and neither the model
+/// nor the server was started.
+pub fn assert_stopped_before_model_and_server(out: &zoa::boot::BootOutcome) {
+    assert!(out.powered_off, "{}", out.console);
+    assert!(!out.console.contains("zoa-init: model "), "{}", out.console);
+    assert!(
+        !out.console.contains("zoa-init: starting"),
+        "{}",
+        out.console
+    );
+}
+
+/// Signs the release in `dir` with a new password-less key made in the fixture
+/// (`ci.key`, `ci.pub`); the public key's path.
+pub fn sign_with_new_key(f: &Fixture, dir: &Path) -> PathBuf {
+    let o = run(zoa(&f.cache())
+        .env_remove("ZOA_KEY_PASSWORD")
+        .args(["keygen", "--no-password", "--out"])
+        .arg(f.path("ci")));
+    assert!(o.status.success(), "zoa keygen: {}", stderr(&o));
+    let o = run(zoa(&f.cache())
+        .env_remove("ZOA_KEY_PASSWORD")
+        .arg("sign")
+        .arg(dir)
+        .arg("--key")
+        .arg(f.path("ci.key")));
+    assert!(o.status.success(), "zoa sign: {}", stderr(&o));
+    f.path("ci.pub")
+}
