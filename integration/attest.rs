@@ -65,6 +65,27 @@ fn a_real_ec2_document_is_verified_and_each_failed_expectation_has_its_status() 
         (Some(21), Some("pcr-mismatch")),
         "{v:#}"
     );
+    // The project's release log: every release verified, none is the image EC2 booted.
+    let m = Path::new(env!("CARGO_MANIFEST_DIR")).join("measurements");
+    let (code, v) = attest(
+        &f,
+        &[
+            "--document",
+            d,
+            "--log",
+            m.join("releases.log").to_str().unwrap(),
+            "--pubkey",
+            m.join("keys/zoa-release-1.pub").to_str().unwrap(),
+            "--pubkey",
+            m.join("keys/zoa-release-2.pub").to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, Some(21), "{v:#}");
+    let detail = v["checks"][3]["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("matches none of 5 expectation(s)"),
+        "{detail}"
+    );
     // Ten months later the document is stale; a day after it, its leaf had expired.
     let (code, v) = attest(&f, &["--document", d, "--max-age", "5m"]);
     assert_eq!(
