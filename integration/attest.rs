@@ -83,7 +83,7 @@ fn a_real_ec2_document_is_verified_and_each_failed_expectation_has_its_status() 
     assert_eq!(code, Some(21), "{v:#}");
     let detail = v["checks"][3]["detail"].as_str().unwrap();
     assert!(
-        detail.contains("matches none of 5 expectation(s)"),
+        detail.starts_with("matches none of") && detail.contains("PCR4 is"),
         "{detail}"
     );
     // Ten months later the document is stale; a day after it, its leaf had expired.
