@@ -14,12 +14,7 @@ fn real_document(f: &Fixture) -> PathBuf {
             .join("src/attestation/testdata/nitrotpm-vaportpm-21a610c.hex"),
     )
     .unwrap();
-    let hex = hex.trim();
-    let bytes: Vec<u8> = (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
-        .collect();
-    f.write("doc.cbor", bytes)
+    f.write("doc.cbor", hex::decode(hex.trim()).unwrap())
 }
 
 fn attest(f: &Fixture, args: &[&str]) -> (Option<i32>, serde_json::Value) {

@@ -25,10 +25,6 @@ use zoa_init::unseal::{unseal_envelopes, Envelope, RecipientKey, UnsealError};
 
 const ACCOUNT: &str = "123456789012";
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
 fn sha384(b: &[u8]) -> Vec<u8> {
     openssl::hash::hash(openssl::hash::MessageDigest::sha384(), b)
         .unwrap()
@@ -39,7 +35,7 @@ fn sha384(b: &[u8]) -> Vec<u8> {
 fn extended_once(digest: &[u8; 48]) -> String {
     let mut m = vec![0u8; 48];
     m.extend_from_slice(digest);
-    hex(&sha384(&m))
+    hex::encode(sha384(&m))
 }
 
 const ZERO_PCR: &str = "000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000";

@@ -119,7 +119,7 @@ fn the_emulated_nitrotpm_attested_the_booted_pcrs(
     );
     for pcr in [Pcr::PCR4, Pcr::PCR7, Pcr::PCR11, Pcr::PCR12] {
         let i = u32::from(pcr.index());
-        let attested: String = d.pcrs[&i].iter().map(|b| format!("{b:02x}")).collect();
+        let attested = hex::encode(&d.pcrs[&i]);
         assert_eq!(
             Some(attested.as_str()),
             out.pcr(Bank::Sha384, pcr),

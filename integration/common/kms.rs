@@ -198,11 +198,7 @@ impl Setup {
             }
         };
         if let Some(doc) = &document {
-            d.pcrs = doc
-                .pcrs
-                .iter()
-                .map(|(i, v)| (*i, v.iter().map(|b| format!("{b:02x}")).collect()))
-                .collect();
+            d.pcrs = doc.pcrs.iter().map(|(i, v)| (*i, hex::encode(v))).collect();
         }
         // moto does the work without the Recipient (it would answer Plaintext anyway).
         let mut plain = body.clone();

@@ -89,10 +89,6 @@ pub struct ReleaseName {
     pub version: String,
 }
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
 fn rfc3339(t: SystemTime) -> String {
     jiff::Timestamp::try_from(t).map_or_else(|_| format!("{t:?}"), |ts| ts.to_string())
 }
@@ -200,8 +196,8 @@ fn run(bytes: &[u8], expect: &Expectation, now: SystemTime, r: &mut Report) -> V
         let ok = d.nonce.as_deref() == Some(nonce.as_slice());
         let detail = format!(
             "expected {}, document has {}",
-            hex(nonce),
-            d.nonce.as_deref().map_or("none".into(), hex)
+            hex::encode(nonce),
+            d.nonce.as_deref().map_or("none".into(), hex::encode)
         );
         if !record(r, "nonce", ok, detail) {
             return Verdict::NonceMismatch;
@@ -211,7 +207,7 @@ fn run(bytes: &[u8], expect: &Expectation, now: SystemTime, r: &mut Report) -> V
         let mut want = TLS_BINDING_PREFIX.to_vec();
         want.extend_from_slice(spki);
         let ok = d.user_data.as_deref() == Some(want.as_slice());
-        let detail = format!("user_data binds TLS key sha384 {}", hex(spki));
+        let detail = format!("user_data binds TLS key sha384 {}", hex::encode(spki));
         if !record(r, "key-binding", ok, detail) {
             return Verdict::KeyMismatch;
         }
@@ -226,47 +222,45 @@ fn describe(d: &Document, r: &mut Report) {
     r.pcrs = d
         .pcrs
         .iter()
-        .map(|(i, v)| (i.to_string(), hex(v)))
+        .map(|(i, v)| (i.to_string(), hex::encode(v)))
         .collect();
-    r.user_data = d.user_data.as_deref().map(hex);
-    r.nonce = d.nonce.as_deref().map(hex);
-    r.public_key = d.public_key.as_deref().map(hex);
+    r.user_data = d.user_data.as_deref().map(hex::encode);
+    r.nonce = d.nonce.as_deref().map(hex::encode);
+    r.public_key = d.public_key.as_deref().map(hex::encode);
+}
+
+/// The PCRs of `e` the document does not hold (absent, or another value).
+fn differing(d: &Document, e: &ExpectedPcrs) -> Vec<u32> {
+    e.pcrs
+        .iter()
+        .filter(|(i, want)| {
+            !d.pcrs
+                .get(i)
+                .is_some_and(|got| hex::encode(got).eq_ignore_ascii_case(want))
+        })
+        .map(|(i, _)| *i)
+        .collect()
 }
 
 fn pcrs_match(d: &Document, e: &ExpectedPcrs) -> bool {
-    e.pcrs.iter().all(|(i, want)| {
-        d.pcrs
-            .get(i)
-            .is_some_and(|got| hex(got).eq_ignore_ascii_case(want))
-    })
+    differing(d, e).is_empty()
 }
 
 /// Which PCRs differ from the closest expectation (the one with fewest differences).
 fn pcr_mismatch_detail(d: &Document, expected: &[ExpectedPcrs]) -> String {
-    let differing = |e: &ExpectedPcrs| -> Vec<u32> {
-        e.pcrs
-            .iter()
-            .filter(|(i, want)| {
-                !d.pcrs
-                    .get(i)
-                    .is_some_and(|got| hex(got).eq_ignore_ascii_case(want))
-            })
-            .map(|(i, _)| *i)
-            .collect()
-    };
-    let Some(closest) = expected.iter().min_by_key(|e| differing(e).len()) else {
+    let Some(closest) = expected.iter().min_by_key(|e| differing(d, e).len()) else {
         return "nothing expected".into();
     };
     let which = closest
         .release
         .clone()
         .unwrap_or_else(|| "the given values".into());
-    let list: Vec<String> = differing(closest)
+    let list: Vec<String> = differing(d, closest)
         .iter()
         .map(|i| {
             format!(
                 "PCR{i} is {}, {which} has {}",
-                d.pcrs.get(i).map_or("absent".into(), |v| hex(v)),
+                d.pcrs.get(i).map_or("absent".into(), hex::encode),
                 closest.pcrs[i]
             )
         })

@@ -9,11 +9,7 @@ fn real(name: &str) -> Vec<u8> {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("src/attestation/testdata")
         .join(name);
-    let text = std::fs::read_to_string(path).unwrap();
-    (0..text.trim().len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&text.trim()[i..i + 2], 16).unwrap())
-        .collect()
+    hex::decode(std::fs::read_to_string(path).unwrap().trim()).unwrap()
 }
 
 const REAL: [&str; 2] = [
@@ -176,7 +172,7 @@ mod verdicts {
     use super::*;
 
     fn pcr_hex(doc: &Document, i: u32) -> String {
-        doc.pcrs[&i].iter().map(|b| format!("{b:02x}")).collect()
+        hex::encode(&doc.pcrs[&i])
     }
 
     #[test]

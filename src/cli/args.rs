@@ -408,13 +408,7 @@ pub struct AttestArgs {
 }
 
 fn parse_hex(s: &str) -> Result<Vec<u8>, String> {
-    if !s.len().is_multiple_of(2) || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(format!("{s:?} is not hex"));
-    }
-    Ok((0..s.len())
-        .step_by(2)
-        .filter_map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
-        .collect())
+    hex::decode(s).map_err(|_| format!("{s:?} is not hex"))
 }
 
 fn parse_pcr(s: &str) -> Result<(u32, String), String> {
