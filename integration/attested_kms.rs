@@ -20,7 +20,6 @@ use common::kms::{AttestingKms, Trust};
 use common::moto::{http, Moto};
 use zoa::aws::policy::{key_policy, BootMode, KeyPolicyInput, PcrBinding};
 use zoa::nitrotpm::{ca::TestCa, nsm::Nsm, swtpm, Emulator};
-use zoa_init::tpm2::{Transport, TransportError};
 use zoa_init::unseal::{unseal_envelopes, Envelope, RecipientKey, UnsealError};
 
 const ACCOUNT: &str = "123456789012";
@@ -51,7 +50,7 @@ impl Machine {
         let tpm = swtpm::Swtpm::start().expect("swtpm");
         let mut emulator = Emulator::new(tpm.connect().expect("connect"), nsm.clone());
         for (pcr, digest) in extends {
-            swtpm::extend_sha384(&mut Guest(&mut emulator), *pcr, digest).unwrap();
+            swtpm::extend_sha384(&mut emulator, *pcr, digest).unwrap();
         }
         Machine {
             _swtpm: tpm,
@@ -62,18 +61,10 @@ impl Machine {
     /// What zoa-init does at boot: its NSM request, through the (emulated) NitroTPM.
     fn attest(&mut self, key: &RecipientKey) -> Vec<u8> {
         zoa_init::tpm2::nsm::attestation_document(
-            &mut Guest(&mut self.emulator),
+            &mut self.emulator,
             &key.public_key_der().unwrap(),
         )
         .expect("attestation through the emulated NitroTPM")
-    }
-}
-
-struct Guest<'e>(&'e mut Emulator<swtpm::Stream>);
-
-impl Transport for Guest<'_> {
-    fn transact(&mut self, command: &[u8]) -> Result<Vec<u8>, TransportError> {
-        Ok(self.0.handle(command))
     }
 }
 

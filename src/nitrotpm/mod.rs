@@ -292,6 +292,13 @@ fn raise_nv_index_max(response: &mut [u8]) {
     }
 }
 
+/// Seen from the guest, the emulator is a TPM: a command in, its response out.
+impl<T: Transport> Transport for Emulator<T> {
+    fn transact(&mut self, command: &[u8]) -> Result<Vec<u8>, TransportError> {
+        Ok(self.handle(command))
+    }
+}
+
 /// TPM2_PCR_Read of the SHA-384 bank, PCRs 0–23. libtpms returns at most 8 digests per
 /// call and says which in its selection, so this asks until all came, and again from the
 /// start if the PCR update counter moved in between (a snapshot of one moment).

@@ -16,15 +16,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+use super::nsm::Nsm;
+use super::swtpm::Stream;
+use super::Emulator;
 use rustix::net::{
     recvmsg, sendmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
     SendAncillaryMessage, SendFlags,
 };
-use zoa_init::tpm2::transport::exchange;
-use zoa_init::tpm2::{Transport, TransportError};
-
-use super::nsm::Nsm;
-use super::Emulator;
 
 /// Largest TPM command taken from the guest: QEMU's buffer is 4 KiB unless it negotiates
 /// more, and swtpm takes at most this much.
@@ -161,23 +159,14 @@ fn hand_over_data_channel(
         return Err(io::Error::other("short write of CMD_SET_DATAFD"));
     }
     drop(theirs);
-    let emulator = Emulator::new(Swtpm(ours), nsm.clone());
+    let emulator = Emulator::new(Stream(ours), nsm.clone());
     std::thread::Builder::new()
         .name("nitrotpm-data".into())
         .spawn(move || serve_data(UnixStream::from(qemu_data), emulator))
 }
 
-/// swtpm's end of the data channel.
-struct Swtpm(UnixStream);
-
-impl Transport for Swtpm {
-    fn transact(&mut self, command: &[u8]) -> Result<Vec<u8>, TransportError> {
-        exchange(&mut self.0, command).map_err(|e| TransportError(format!("swtpm: {e}")))
-    }
-}
-
 /// One command at a time from QEMU, one response back, until QEMU closes the channel.
-fn serve_data(mut qemu: UnixStream, mut emulator: Emulator<Swtpm>) {
+fn serve_data(mut qemu: UnixStream, mut emulator: Emulator<Stream>) {
     loop {
         let mut command = vec![0u8; 10];
         if qemu.read_exact(&mut command).is_err() {

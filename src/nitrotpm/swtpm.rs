@@ -81,8 +81,9 @@ impl Drop for Swtpm {
     }
 }
 
-/// swtpm's server socket as a [`Transport`].
-pub struct Stream(UnixStream);
+/// A stream carrying raw TPM commands to swtpm (its server socket, or the data channel
+/// the relay hands it) as a [`Transport`].
+pub struct Stream(pub(super) UnixStream);
 
 impl Transport for Stream {
     fn transact(&mut self, command: &[u8]) -> Result<Vec<u8>, TransportError> {

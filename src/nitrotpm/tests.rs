@@ -9,15 +9,6 @@ use nv::{NV_AUTHREAD, NV_AUTHWRITE};
 use std::time::SystemTime;
 use zoa_init::tpm2::marshal::Command;
 
-/// The guest's side: commands go through the emulator.
-struct Guest<'e>(&'e mut Emulator<Stream>);
-
-impl Transport for Guest<'_> {
-    fn transact(&mut self, command: &[u8]) -> Result<Vec<u8>, TransportError> {
-        Ok(self.0.handle(command))
-    }
-}
-
 fn emulator(swtpm: &Swtpm) -> Emulator<Stream> {
     let nsm = nsm::Nsm::new(
         ca::TestCa::new().unwrap(),
@@ -38,9 +29,9 @@ fn zoa_init_gets_a_document_with_the_pcrs_swtpm_holds_now() {
     let mut emu = emulator(&swtpm);
     let root = emu.nsm().ca.root_der().unwrap();
     let spki = vec![0x30, 0x82, 0x01, 0x22, 0xAA];
-    extend_sha384(&mut Guest(&mut emu), 4, &[7; 48]).unwrap();
+    extend_sha384(&mut emu, 4, &[7; 48]).unwrap();
 
-    let doc_bytes = zoa_init::tpm2::nsm::attestation_document(&mut Guest(&mut emu), &spki)
+    let doc_bytes = zoa_init::tpm2::nsm::attestation_document(&mut emu, &spki)
         .expect("zoa-init's NSM request through the emulator");
     let signed = attestation::parse(&doc_bytes).unwrap();
     signed.verify_signature().unwrap();
@@ -58,12 +49,12 @@ fn zoa_init_gets_a_document_with_the_pcrs_swtpm_holds_now() {
     // PCRs 17-22 start as all ones (never reset at locality 0), as in EC2's documents.
     assert_eq!(d.pcrs[&17], vec![0xFF; 48]);
     // And all of them are what swtpm answers a plain PCR_Read passed through.
-    let direct = read_sha384_pcrs(&mut Guest(&mut emu)).unwrap();
+    let direct = read_sha384_pcrs(&mut emu).unwrap();
     assert_eq!(d.pcrs, direct);
 
     // A later document sees a later PCR value: read at the moment of the request.
-    extend_sha384(&mut Guest(&mut emu), 4, &[8; 48]).unwrap();
-    let again = zoa_init::tpm2::nsm::attestation_document(&mut Guest(&mut emu), &spki).unwrap();
+    extend_sha384(&mut emu, 4, &[8; 48]).unwrap();
+    let again = zoa_init::tpm2::nsm::attestation_document(&mut emu, &spki).unwrap();
     let again = attestation::parse(&again).unwrap().document;
     let mut next = d.pcrs[&4].clone();
     next.extend_from_slice(&[8; 48]);
@@ -76,8 +67,7 @@ fn zoa_init_gets_a_document_with_the_pcrs_swtpm_holds_now() {
 fn the_large_index_is_emulated_and_guarded_by_its_password() {
     let swtpm = Swtpm::start().expect("swtpm");
     let mut emu = emulator(&swtpm);
-    let mut guest = Guest(&mut emu);
-    check_large_index(&mut Tpm::new(&mut guest));
+    check_large_index(&mut Tpm::new(&mut emu));
     assert!(emu.nv.is_empty());
 }
 
