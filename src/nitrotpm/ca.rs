@@ -50,13 +50,24 @@ fn asn1_time(t: SystemTime) -> Result<Asn1Time, ErrorStack> {
     Asn1Time::from_unix(i64::try_from(secs).unwrap_or(i64::MAX) as _)
 }
 
+/// What a certificate of the chain is for; its lifetime and extensions follow from it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Ca,
+    Leaf,
+}
+
 fn certificate(
     subject: &str,
     key: &PKey<Private>,
     issuer: Option<&Issuer>,
     from: SystemTime,
-    lifetime: Duration,
+    role: Role,
 ) -> Result<X509, ErrorStack> {
+    let lifetime = match role {
+        Role::Ca => CA_LIFETIME,
+        Role::Leaf => LEAF_LIFETIME,
+    };
     let mut b = X509::builder()?;
     b.set_version(2)?;
     let mut serial = BigNum::new()?;
@@ -73,7 +84,7 @@ fn certificate(
     let (not_before, not_after) = (asn1_time(from)?, asn1_time(from + lifetime)?);
     b.set_not_before(&not_before)?;
     b.set_not_after(&not_after)?;
-    if issuer.is_some() && lifetime == LEAF_LIFETIME {
+    if role == Role::Leaf {
         b.append_extension(BasicConstraints::new().critical().build()?)?;
         b.append_extension(
             KeyUsage::new()
@@ -110,7 +121,7 @@ impl TestCa {
                 &root_key,
                 None,
                 from,
-                CA_LIFETIME,
+                Role::Ca,
             )?,
             key: root_key,
         };
@@ -121,7 +132,7 @@ impl TestCa {
                 &key,
                 Some(&root),
                 from,
-                CA_LIFETIME,
+                Role::Ca,
             )?,
             key,
         };
@@ -164,7 +175,7 @@ impl TestCa {
                 &key,
                 Some(&self.intermediate),
                 now - Duration::from_secs(1),
-                LEAF_LIFETIME,
+                Role::Leaf,
             )?;
             self.leaf = Some((now, Issuer { key, cert }));
         }

@@ -116,7 +116,7 @@ impl<T: Transport> Emulator<T> {
         {
             return None;
         }
-        let response = self.forward(&nv::shadow_define(&guest, &request));
+        let response = self.forward(&nv::shadow_define(&guest, &request)?);
         if wire::response_code(&response) == 0 {
             self.nv.insert(request.index, VirtualIndex::new(&request));
         }

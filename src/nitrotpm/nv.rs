@@ -11,7 +11,7 @@
 //! authorization of these indexes is answered `TPM_RC_AUTH_UNAVAILABLE` and logged.
 
 use openssl::hash::{hash, MessageDigest};
-use zoa_init::tpm2::marshal::Reader;
+use zoa_init::tpm2::marshal::{Command, Reader, ST_SESSIONS};
 
 use super::wire::{self, rc, GuestCommand, PasswordSession};
 
@@ -63,26 +63,32 @@ pub fn parse_define(params: &[u8]) -> Option<DefineRequest<'_>> {
 
 /// The define command for swtpm's one-byte shadow of `request`: the guest's handle and
 /// authorization area, the same public area with a data size of 1.
-pub fn shadow_define(command: &GuestCommand<'_>, request: &DefineRequest<'_>) -> Vec<u8> {
-    let mut public = Vec::new();
-    public.extend_from_slice(&request.index.to_be_bytes());
-    public.extend_from_slice(&request.name_alg.to_be_bytes());
-    public.extend_from_slice(&request.attributes.to_be_bytes());
-    wire::put_tpm2b(&mut public, request.auth_policy);
-    public.extend_from_slice(&1u16.to_be_bytes());
-    let mut body = Vec::new();
+pub fn shadow_define(command: &GuestCommand<'_>, request: &DefineRequest<'_>) -> Option<Vec<u8>> {
+    let public = nv_public(
+        request.index,
+        request.name_alg,
+        request.attributes,
+        request.auth_policy,
+        1,
+    );
+    let mut c = Command::new("TPM2_NV_DefineSpace", ST_SESSIONS, command.code);
     for h in &command.handles {
-        body.extend_from_slice(&h.to_be_bytes());
+        c.u32(*h);
     }
-    body.extend_from_slice(&(command.auth_area.len() as u32).to_be_bytes());
-    body.extend_from_slice(command.auth_area);
-    wire::put_tpm2b(&mut body, request.auth_value);
-    wire::put_tpm2b(&mut body, &public);
-    let mut out = Vec::with_capacity(10 + body.len());
-    out.extend_from_slice(&zoa_init::tpm2::marshal::ST_SESSIONS.to_be_bytes());
-    out.extend_from_slice(&((10 + body.len()) as u32).to_be_bytes());
-    out.extend_from_slice(&command.code.to_be_bytes());
-    out.extend_from_slice(&body);
+    c.u32(u32::try_from(command.auth_area.len()).ok()?)
+        .bytes(command.auth_area);
+    c.tpm2b(request.auth_value).ok()?.tpm2b(&public).ok()?;
+    c.finish().ok()
+}
+
+/// TPMS_NV_PUBLIC: index, nameAlg, attributes, authPolicy (TPM2B), dataSize.
+fn nv_public(index: u32, name_alg: u16, attributes: u32, auth_policy: &[u8], size: u16) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(&index.to_be_bytes());
+    out.extend_from_slice(&name_alg.to_be_bytes());
+    out.extend_from_slice(&attributes.to_be_bytes());
+    wire::put_tpm2b(&mut out, auth_policy);
+    out.extend_from_slice(&size.to_be_bytes());
     out
 }
 
@@ -101,14 +107,14 @@ impl VirtualIndex {
 
     /// TPMS_NV_PUBLIC as the TPM reports it (TPMA_NV_WRITTEN once written).
     pub fn public_area(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        out.extend_from_slice(&self.index.to_be_bytes());
-        out.extend_from_slice(&self.name_alg.to_be_bytes());
         let written = if self.written { wire::NV_WRITTEN } else { 0 };
-        out.extend_from_slice(&(self.attributes | written).to_be_bytes());
-        wire::put_tpm2b(&mut out, &self.auth_policy);
-        out.extend_from_slice(&(self.data.len() as u16).to_be_bytes());
-        out
+        nv_public(
+            self.index,
+            self.name_alg,
+            self.attributes | written,
+            &self.auth_policy,
+            self.data.len() as u16,
+        )
     }
 
     /// The index's Name: nameAlg, then the nameAlg digest of the public area (Part 1, §16).
