@@ -3,7 +3,7 @@
 use crate::config::{Config, DEFAULT_PATH};
 use crate::console::say;
 use crate::power::{fatal, install_panic_hook, power_off};
-use crate::{console, model, mounts, net, secrets, server, supervise, system, tpm};
+use crate::{console, front, model, mounts, net, secrets, server, supervise, system, tpm};
 use std::path::Path;
 use std::sync::mpsc::Receiver;
 use std::time::Duration;
@@ -94,7 +94,12 @@ pub fn run() -> ! {
     }
     drop(model_key);
 
-    // 11. The server, kept up until it gives up or the machine is asked to stop.
+    // 11. The attested TLS front, before the server: clients meet it first.
+    if let Some(tls) = &config.tls {
+        start_front(tls, &config.hostname).unwrap_or_else(|e| fatal(&e));
+    }
+
+    // 12. The server, kept up until it gives up or the machine is asked to stop.
     if let Some(srv) = &config.server {
         let mut srv = srv.clone();
         srv.env.extend(secret_env);
@@ -102,8 +107,38 @@ pub fn run() -> ! {
         supervise::run(&srv, &events, |_| server::reap_ended()).unwrap_or_else(|e| fatal(&e));
     }
 
-    // 12.
+    // 13.
     power_off()
+}
+
+/// Makes the boot's TLS key, asks the NitroTPM for a first document (so the console
+/// says whether clients can attest), binds the serving port and serves it.
+fn start_front(tls: &crate::config::Tls, hostname: &str) -> Result<(), String> {
+    let identity = front::identity::Identity::generate(hostname)?;
+    say(&format!(
+        "tls key spki-sha384 {}",
+        tpm::hex(&identity.binding()[20..])
+    ));
+    let attester =
+        front::attest::Attester::new(front::attest::Attester::device(), &identity.binding());
+    match attester.document(None) {
+        Ok(document) => say(&format!("tls attestation ready ({} bytes)", document.len())),
+        Err(e) => say(&format!("tls attestation unavailable: {e}")),
+    }
+    let listener = front::bind(tls.port)?;
+    let front = front::Front::new(
+        &identity,
+        attester,
+        tls.upstream_port,
+        tls.max_attestations,
+        tls.max_connections,
+    )?;
+    front.spawn(listener)?;
+    say(&format!(
+        "tls serving port {} for 127.0.0.1:{}",
+        tls.port, tls.upstream_port
+    ));
+    Ok(())
 }
 
 /// The supervisor's event sources: signals (SIGCHLD, SIGTERM, and SIGINT, which the

@@ -84,6 +84,12 @@ pub struct Config {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<Model>,
 
+    /// The attested TLS front on the serving port: TLS 1.3 with a key made at boot, the
+    /// attestation endpoint, everything else forwarded to the server on loopback. Needs
+    /// `network` and `server`. Optional: without it the server faces clients itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<Tls>,
+
     /// The inference server. Optional: without it zoa-init prints what it was
     /// asked to print and powers off (a probe image).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -199,6 +205,54 @@ pub struct Model {
     pub age_identity: Option<String>,
 }
 
+/// `tls`: where clients connect and where the server listens behind the front.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    /// The port clients connect to (the image's serving port), on every address. Required.
+    pub port: u16,
+
+    /// The loopback port the server listens on (`127.0.0.1`); requests other than the
+    /// attestation endpoint's are forwarded there. Required, not `port`.
+    pub upstream_port: u16,
+
+    /// Attestation documents made at once (the TPM answers one at a time; the rest
+    /// wait). A request beyond this many waiting gets `429`. 1 to 64, default 4.
+    #[serde(default = "default_max_attestations")]
+    pub max_attestations: u32,
+
+    /// Client connections open at once; more wait in the kernel's accept queue.
+    /// 1 to 65536, default 256.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+}
+
+/// Attestation documents under way at once, by default.
+pub const DEFAULT_MAX_ATTESTATIONS: u32 = 4;
+/// Client connections open at once, by default.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 256;
+
+fn default_max_attestations() -> u32 {
+    DEFAULT_MAX_ATTESTATIONS
+}
+
+fn default_max_connections() -> u32 {
+    DEFAULT_MAX_CONNECTIONS
+}
+
+/// Where the server's standard output and error go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServerLog {
+    /// Nowhere (`/dev/null`): a server may print what clients sent it, and the console
+    /// is readable by the account's operators (EC2 `GetConsoleOutput`). The default.
+    #[default]
+    Discard,
+    /// The console. An exception to zero operator access that the image measures and
+    /// `zoa check` reports.
+    Console,
+}
+
 /// How to start the inference server.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -239,6 +293,16 @@ pub struct Server {
     /// (SIGTERM or Ctrl-Alt-Del to PID 1, the ACPI power button). Default 10.
     #[serde(default = "default_stop_timeout")]
     pub stop_timeout_secs: u32,
+
+    /// Where its standard output and error go: `discard` (default) or `console`.
+    #[serde(default, skip_serializing_if = "is_default_log")]
+    pub log: ServerLog,
+}
+
+// A configuration without `log` keeps its bytes (and an image its measurements) when
+// nothing asks for the server's output.
+fn is_default_log(log: &ServerLog) -> bool {
+    *log == ServerLog::Discard
 }
 
 fn default_true() -> bool {
@@ -380,6 +444,39 @@ impl Config {
         }
         if let Some(server) = &self.server {
             server.validate()?;
+        }
+        if let Some(tls) = &self.tls {
+            tls.validate()?;
+            if self.network.is_none() || self.server.is_none() {
+                return Err(invalid(
+                    "tls",
+                    "needs network and server (it forwards clients to the server)",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Tls {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.port == 0 {
+            return Err(invalid(
+                "tls.port",
+                "must be 1 to 65535 (the image's serving port)",
+            ));
+        }
+        if self.upstream_port == 0 || self.upstream_port == self.port {
+            return Err(invalid(
+                "tls.upstream_port",
+                "must be 1 to 65535 and not tls.port",
+            ));
+        }
+        if !(1..=64).contains(&self.max_attestations) {
+            return Err(invalid("tls.max_attestations", "must be 1 to 64"));
+        }
+        if !(1..=65536).contains(&self.max_connections) {
+            return Err(invalid("tls.max_connections", "must be 1 to 65536"));
         }
         Ok(())
     }

@@ -8,6 +8,7 @@
 pub mod boot;
 pub mod config;
 pub mod console;
+pub mod front;
 pub mod model;
 pub mod mounts;
 pub mod net;

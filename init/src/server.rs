@@ -1,6 +1,6 @@
 //! Starting the inference server and reaping every child until it exits.
 
-use crate::config::Server;
+use crate::config::{Server, ServerLog};
 use rustix::process::{WaitOptions, WaitStatus};
 use std::fmt;
 use std::os::unix::process::CommandExt;
@@ -38,8 +38,8 @@ impl Exit {
 }
 
 /// The command for `server`: exactly its argv, its env and nothing inherited,
-/// its cwd, stdin `/dev/null`, stdout and stderr inherited (the console), and
-/// in the child, before `execve`, [`drop_privileges`].
+/// its cwd, stdin `/dev/null`, stdout and stderr where its `log` says (`/dev/null`, or
+/// inherited: the console), and in the child, before `execve`, [`drop_privileges`].
 pub fn command(server: &Server) -> Command {
     let mut cmd = Command::new(&server.argv[0]);
     cmd.args(&server.argv[1..])
@@ -47,8 +47,8 @@ pub fn command(server: &Server) -> Command {
         .envs(&server.env)
         .current_dir(&server.cwd)
         .stdin(Stdio::null())
-        .stdout(Stdio::inherit())
-        .stderr(Stdio::inherit());
+        .stdout(output(server.log))
+        .stderr(output(server.log));
     let (uid, gid) = (server.uid, server.gid);
     // SAFETY: the closure runs in the forked child before exec; it only makes raw
     // system calls (rustix) and allocates nothing, so it is async-signal-safe.
@@ -56,6 +56,13 @@ pub fn command(server: &Server) -> Command {
         cmd.pre_exec(move || drop_privileges(uid, gid).map_err(std::io::Error::from));
     }
     cmd
+}
+
+fn output(log: ServerLog) -> Stdio {
+    match log {
+        ServerLog::Discard => Stdio::null(),
+        ServerLog::Console => Stdio::inherit(),
+    }
 }
 
 /// Turns the calling (single-threaded, freshly forked) process into an
@@ -142,7 +149,32 @@ mod tests {
             gid: rustix::process::getgid().as_raw(),
             max_restarts: 0,
             stop_timeout_secs: 10,
+            log: ServerLog::Discard,
         }
+    }
+
+    /// Where the child's fds 1 and 2 point, as it sees them, for each `log`.
+    fn child_outputs(log: ServerLog) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("fds");
+        // The shell's own fds, read before it redirects anything.
+        let script = format!(
+            "fds=$(readlink /proc/$$/fd/1 /proc/$$/fd/2); echo \"$fds\" > {}",
+            out.display()
+        );
+        let mut s = server(&["/bin/sh", "-c", &script], &[]);
+        s.log = log;
+        let status = command(&s).status().unwrap();
+        assert!(status.success());
+        std::fs::read_to_string(out).unwrap()
+    }
+
+    #[test]
+    fn server_output_is_discarded_unless_the_console_is_asked_for() {
+        assert_eq!(child_outputs(ServerLog::Discard), "/dev/null\n/dev/null\n");
+        let ours = std::fs::read_link("/proc/self/fd/2").unwrap();
+        let console = child_outputs(ServerLog::Console);
+        assert_eq!(console.lines().nth(1), Some(ours.to_str().unwrap()));
     }
 
     /// `Name:\tvalue` lines of a /proc status file.

@@ -529,6 +529,7 @@ mod tests {
             gid: rustix::process::getgid().as_raw(),
             max_restarts,
             stop_timeout_secs,
+            log: crate::config::ServerLog::Discard,
         }
     }
 

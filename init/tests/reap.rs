@@ -16,6 +16,7 @@ fn a_server_in_its_own_session_is_reaped() {
         gid: rustix::process::getgid().as_raw(),
         max_restarts: 0,
         stop_timeout_secs: 10,
+        log: Default::default(),
     };
     let pid = spawn(&server).expect("spawn /bin/sh");
     let start = Instant::now();

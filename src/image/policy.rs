@@ -274,7 +274,31 @@ pub fn check_tree(tree: &ImageTree) -> std::io::Result<Vec<Finding>> {
             NodeKind::Dir | NodeKind::Symlink { .. } => {}
         }
     }
+    out.extend(check_server_log(tree)?);
     Ok(out)
+}
+
+/// zoa-init's configuration asking for the server's output on the console. Read leniently
+/// (a configuration zoa-init would refuse is refused elsewhere, by its own validation).
+fn check_server_log(tree: &ImageTree) -> std::io::Result<Option<Finding>> {
+    let path = zoa_init::config::DEFAULT_PATH;
+    let Some(NodeKind::File { source, .. }) = tree.get(path).map(|n| &n.kind) else {
+        return Ok(None);
+    };
+    let mut text = Vec::new();
+    source
+        .open()?
+        .take(zoa_init::config::MAX_CONFIG_BYTES)
+        .read_to_end(&mut text)?;
+    let config: serde_json::Value = serde_json::from_slice(&text).unwrap_or_default();
+    let to_console = config["server"]["log"] == "console";
+    Ok(to_console.then(|| {
+        finding(
+            Rule::ServerLogToConsole,
+            path,
+            "server.log is \"console\": the inference server's output goes to the console",
+        )
+    }))
 }
 
 /// Content rules for one file: `#!` scripts, and ELF files carrying a shell's signature.
@@ -448,6 +472,24 @@ mod tests {
 
     fn rules_of(t: &ImageTree) -> Vec<String> {
         check_tree(t).unwrap().into_iter().map(|f| f.rule).collect()
+    }
+
+    #[test]
+    fn the_server_s_log_on_the_console_is_a_finding() {
+        let config = |log: &str| {
+            let json = format!(r#"{{"hostname":"h","server":{{"argv":["/s"]{log}}}}}"#);
+            tree_with("/etc/zoa/init.json", file(json.as_bytes(), 0o644))
+        };
+        assert_eq!(rules_of(&config(r#","log":"console""#)), vec!["ZOA-P009"]);
+        assert!(rules_of(&config(r#","log":"discard""#)).is_empty());
+        assert!(rules_of(&config("")).is_empty());
+        // Elsewhere the same bytes are just a file.
+        let elsewhere = r#"{"server":{"log":"console"}}"#;
+        assert!(rules_of(&tree_with(
+            "/etc/other.json",
+            file(elsewhere.as_bytes(), 0o644)
+        ))
+        .is_empty());
     }
 
     #[test]

@@ -155,6 +155,21 @@ pub struct InitSpec {
     /// `[init.model]`: model weights from a block device, pinned by SHA-256.
     pub model: Option<zoa_init::config::Model>,
     pub server: Option<ServerSpec>,
+    /// `[init.tls]`: zoa-init's attested TLS front on `[image] serving_port`.
+    pub tls: Option<TlsSpec>,
+}
+
+/// `[init.tls]`: clients reach the server only through zoa-init's TLS front, which serves
+/// the image's `serving_port` and forwards to the server on loopback.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSpec {
+    /// The loopback port the server listens on (its argv must say so).
+    pub upstream_port: u16,
+    /// Attestation documents made at once; more get 429 (default 4).
+    pub max_attestations: Option<u32>,
+    /// Client connections open at once (default 256).
+    pub max_connections: Option<u32>,
 }
 
 /// `[init.server]`: the process PID 1 starts.
@@ -172,6 +187,10 @@ pub struct ServerSpec {
     pub max_restarts: Option<u32>,
     /// Seconds between SIGTERM and SIGKILL on shutdown (default 10).
     pub stop_timeout_secs: Option<u32>,
+    /// Where the server's output goes: "discard" (default) or "console", which operators
+    /// can read (`zoa check` reports it).
+    #[serde(default)]
+    pub log: zoa_init::config::ServerLog,
 }
 
 /// `[payload]`: what goes into the initramfs besides PID 1.
@@ -252,7 +271,8 @@ impl Recipe {
     /// own; its `validate` is the recipe's check too).
     pub fn init_config(&self) -> zoa_init::config::Config {
         use zoa_init::config::{
-            Config, Server, DEFAULT_MAX_RESTARTS, DEFAULT_SERVER_ID, DEFAULT_STOP_TIMEOUT_SECS,
+            Config, Server, Tls, DEFAULT_MAX_ATTESTATIONS, DEFAULT_MAX_CONNECTIONS,
+            DEFAULT_MAX_RESTARTS, DEFAULT_SERVER_ID, DEFAULT_STOP_TIMEOUT_SECS,
         };
         let init = &self.spec.init;
         Config {
@@ -274,6 +294,14 @@ impl Recipe {
                 gid: s.gid.unwrap_or(DEFAULT_SERVER_ID),
                 max_restarts: s.max_restarts.unwrap_or(DEFAULT_MAX_RESTARTS),
                 stop_timeout_secs: s.stop_timeout_secs.unwrap_or(DEFAULT_STOP_TIMEOUT_SECS),
+                log: s.log,
+            }),
+            tls: init.tls.as_ref().map(|t| Tls {
+                // Zero when the recipe has no serving port: validation refuses it.
+                port: self.spec.image.serving_port.unwrap_or(0),
+                upstream_port: t.upstream_port,
+                max_attestations: t.max_attestations.unwrap_or(DEFAULT_MAX_ATTESTATIONS),
+                max_connections: t.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
             }),
         }
     }

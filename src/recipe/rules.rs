@@ -22,9 +22,11 @@ pub enum Rule {
     CmdlineEscape,
     /// `init=`/`rdinit=` pointing anywhere but the image's own PID 1.
     CmdlineInit,
+    /// zoa-init hands the inference server's output to the console (`server.log`).
+    ServerLogToConsole,
 }
 
-pub const ALL_RULES: [Rule; 8] = [
+pub const ALL_RULES: [Rule; 9] = [
     Rule::ShellByName,
     Rule::ShellByContent,
     Rule::Script,
@@ -33,6 +35,7 @@ pub const ALL_RULES: [Rule; 8] = [
     Rule::DeviceNode,
     Rule::CmdlineEscape,
     Rule::CmdlineInit,
+    Rule::ServerLogToConsole,
 ];
 
 impl Rule {
@@ -47,6 +50,7 @@ impl Rule {
             Rule::DeviceNode => "ZOA-P006",
             Rule::CmdlineEscape => "ZOA-P007",
             Rule::CmdlineInit => "ZOA-P008",
+            Rule::ServerLogToConsole => "ZOA-P009",
         }
     }
 
@@ -61,6 +65,9 @@ impl Rule {
             Rule::DeviceNode => "device nodes beyond /dev/console bypass the kernel's devtmpfs",
             Rule::CmdlineEscape => "this kernel argument opens a shell, debugger or rescue mode",
             Rule::CmdlineInit => "init=/rdinit= would replace the image's measured PID 1",
+            Rule::ServerLogToConsole => {
+                "operators read the console, and a server's log can hold what clients sent"
+            }
         }
     }
 

@@ -15,9 +15,9 @@ use super::{
 /// would fail; swtpm takes 2048).
 pub const NV_BUFFER_SIZE: u16 = 8192;
 
-/// Largest public key we put in a request: the NSM takes up to 1 KiB for each optional field
+/// Largest field we put in a request: the NSM takes up to 1 KiB for each optional field
 /// (nitro-tpm-attest's sizing comment); an RSA-2048 SubjectPublicKeyInfo is 294 bytes.
-pub const MAX_PUBLIC_KEY_LEN: usize = 1024;
+pub const MAX_FIELD_LEN: usize = 1024;
 
 /// Length of the NV index's random authValue: the SHA-512 digest size, the most a SHA-512
 /// index takes (nitro-tpm-attest uses the same).
@@ -25,6 +25,18 @@ const AUTH_LEN: usize = 64;
 
 /// NV handles tried when others are defined first between our look and our define.
 const MAX_DEFINE_TRIES: usize = 16;
+
+/// The optional fields of an NSM `Attestation` request, each at most 1 KiB (the NSM's limit,
+/// nitro-tpm-attest's sizing comment), each copied into the document as given.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Fields<'a> {
+    /// Data the requester binds into the document (`user_data`).
+    pub user_data: Option<&'a [u8]>,
+    /// A verifier's challenge (`nonce`).
+    pub nonce: Option<&'a [u8]>,
+    /// A DER SubjectPublicKeyInfo (`public_key`): KMS encrypts to it (`Recipient`).
+    pub public_key: Option<&'a [u8]>,
+}
 
 /// Asks the NSM, through the NitroTPM behind `transport`, for an attestation document that
 /// carries `public_key_der` (a DER SubjectPublicKeyInfo) as its `public_key`, with no
@@ -37,9 +49,25 @@ pub fn attestation_document(
     public_key_der: &[u8],
 ) -> Result<Vec<u8>, Tpm2Error> {
     let request = attestation_request(public_key_der)?;
+    document_for_request(transport, &request)
+}
+
+/// Like [`attestation_document`], with any of the three fields (none is required).
+pub fn document_with(
+    transport: &mut dyn Transport,
+    fields: &Fields<'_>,
+) -> Result<Vec<u8>, Tpm2Error> {
+    let request = encode_request(fields)?;
+    document_for_request(transport, &request)
+}
+
+fn document_for_request(
+    transport: &mut dyn Transport,
+    request: &[u8],
+) -> Result<Vec<u8>, Tpm2Error> {
     let mut tpm = Tpm::new(transport);
     let size = nv_buffer_size(&mut tpm)?;
-    let response = exchange_through_nv(&mut tpm, &request, size)?;
+    let response = exchange_through_nv(&mut tpm, request, size)?;
     document_from_response(&response)
 }
 
@@ -57,23 +85,50 @@ pub fn attestation_request(public_key_der: &[u8]) -> Result<Vec<u8>, Tpm2Error> 
     if public_key_der.is_empty() {
         return Err(Tpm2Error::EmptyPublicKey);
     }
-    if public_key_der.len() > MAX_PUBLIC_KEY_LEN {
-        return Err(Tpm2Error::TooLarge {
-            what: "public key for the NSM attestation request",
-            len: public_key_der.len(),
-            max: MAX_PUBLIC_KEY_LEN,
-        });
-    }
-    let fields = vec![
-        (text("user_data"), Value::Null),
-        (text("nonce"), Value::Null),
-        (text("public_key"), Value::Bytes(public_key_der.to_vec())),
+    encode_request(&Fields {
+        public_key: Some(public_key_der),
+        ..Fields::default()
+    })
+}
+
+/// The CBOR of `Request::Attestation { user_data, nonce, public_key }` as
+/// aws-nitro-enclaves-nsm-api's serde encoding makes it (absent fields are `null`).
+pub fn encode_request(fields: &Fields<'_>) -> Result<Vec<u8>, Tpm2Error> {
+    let named = [
+        ("user_data", fields.user_data),
+        ("nonce", fields.nonce),
+        ("public_key", fields.public_key),
     ];
-    let request = Value::Map(vec![(text("Attestation"), Value::Map(fields))]);
+    let mut map = Vec::with_capacity(named.len());
+    for (name, value) in named {
+        map.push((text(name), optional_bytes(name, value)?));
+    }
+    let request = Value::Map(vec![(text("Attestation"), Value::Map(map))]);
     let mut out = Vec::new();
     ciborium::ser::into_writer(&request, &mut out)
         .map_err(|e| Tpm2Error::NsmMessage(format!("encoding the request: {e}")))?;
     Ok(out)
+}
+
+/// One request field as CBOR: `null`, or a byte string of at most [`MAX_FIELD_LEN`] bytes.
+fn optional_bytes(name: &'static str, value: Option<&[u8]>) -> Result<Value, Tpm2Error> {
+    match value {
+        None => Ok(Value::Null),
+        Some(bytes) if bytes.len() > MAX_FIELD_LEN => Err(Tpm2Error::TooLarge {
+            what: field_description(name),
+            len: bytes.len(),
+            max: MAX_FIELD_LEN,
+        }),
+        Some(bytes) => Ok(Value::Bytes(bytes.to_vec())),
+    }
+}
+
+fn field_description(name: &str) -> &'static str {
+    match name {
+        "user_data" => "user data for the NSM attestation request",
+        "nonce" => "nonce for the NSM attestation request",
+        _ => "public key for the NSM attestation request",
+    }
 }
 
 fn text(s: &str) -> Value {
@@ -351,6 +406,43 @@ mod tests {
         )
         .unwrap();
         assert_eq!(attestation_request(&key).unwrap(), serde_bytes);
+
+        // Every field given: the TLS front's user data and nonce, no key.
+        let (user_data, nonce) = (vec![1u8; 68], vec![2u8; 64]);
+        let mut serde_bytes = Vec::new();
+        ciborium::ser::into_writer(
+            &Request::Attestation {
+                user_data: Some(Bytes(&user_data)),
+                nonce: Some(Bytes(&nonce)),
+                public_key: None,
+            },
+            &mut serde_bytes,
+        )
+        .unwrap();
+        let fields = Fields {
+            user_data: Some(&user_data),
+            nonce: Some(&nonce),
+            public_key: None,
+        };
+        assert_eq!(encode_request(&fields).unwrap(), serde_bytes);
+    }
+
+    #[test]
+    fn every_field_is_limited_to_1_kib() {
+        let big = [0u8; 1025];
+        let nonce = Fields {
+            nonce: Some(&big),
+            ..Fields::default()
+        };
+        assert_eq!(
+            encode_request(&nonce).unwrap_err().to_string(),
+            "nonce for the NSM attestation request of 1025 bytes; at most 1024 are allowed"
+        );
+        let user_data = Fields {
+            user_data: Some(&big[..1024]),
+            ..Fields::default()
+        };
+        assert!(encode_request(&user_data).is_ok());
     }
 
     #[test]
