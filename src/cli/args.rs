@@ -147,10 +147,13 @@ pub enum Command {
     /// QEMU uses TCG unless ZOA_ACCEL=kvm; ZOA_OVMF_CODE / ZOA_OVMF_VARS override the
     /// firmware files.
     Boot(BootArgs),
-    /// Verify an attestation document (NitroTPM or Nitro Enclave) before trusting the
-    /// machine that sent it.
+    /// Verify a server (https://HOST[:PORT]) or a saved attestation document (NitroTPM or
+    /// Nitro Enclave) before trusting the machine that sent it.
     ///
-    /// Checks, in order: the COSE_Sign1 ES384 signature over the exact payload, the chain
+    /// With a URL: opens TLS 1.3 to the image's front (its certificate is self-signed:
+    /// trust comes from the document), fetches a document with a random nonce over that
+    /// connection, and checks it as below with freshness (--max-age, default 5m), the
+    /// nonce, and user_data binding the key this very connection presented. Checks, in order: the COSE_Sign1 ES384 signature over the exact payload, the chain
     /// from the leaf through the document's cabundle to the AWS Nitro root embedded in zoa
     /// (pinned by its SHA-256 fingerprint; --root replaces it, e.g. with the root of
     /// `zoa boot --nitrotpm`), valid at the document's own time (or --at); then the PCRs
@@ -372,9 +375,17 @@ pub struct BootArgs {
 
 #[derive(Debug, Args)]
 pub struct AttestArgs {
-    /// The attestation document (COSE_Sign1 bytes, as the NSM returns it).
-    #[arg(long, value_name = "FILE")]
-    pub document: PathBuf,
+    /// The server: https://HOST[:PORT] of a zoa image's TLS front. A fresh document is
+    /// fetched with a random nonce over a TLS connection, and must bind the key that very
+    /// connection presented.
+    #[arg(value_name = "URL", required_unless_present = "document")]
+    pub url: Option<String>,
+    /// A saved attestation document instead (COSE_Sign1 bytes, as the NSM returns it).
+    #[arg(long, value_name = "FILE", conflicts_with = "url")]
+    pub document: Option<PathBuf>,
+    /// With URL: give up on the server after this long (e.g. 30s).
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "30s", conflicts_with = "document")]
+    pub timeout: std::time::Duration,
     /// Expect the PCRs of this signed release directory (repeatable; any may match).
     #[arg(long, value_name = "DIR", requires = "pubkey")]
     pub release: Vec<PathBuf>,
@@ -393,14 +404,15 @@ pub struct AttestArgs {
     /// Check the chain at TIME (RFC 3339, or Unix seconds) instead of the document's own.
     #[arg(long, value_name = "TIME", value_parser = parse_time)]
     pub at: Option<std::time::SystemTime>,
-    /// Refuse a document older than DUR (e.g. 300s, 5m, 1h).
+    /// Refuse a document older than DUR (e.g. 300s, 5m, 1h) [default with URL: 5m].
     #[arg(long, value_name = "DUR", value_parser = parse_duration)]
     pub max_age: Option<std::time::Duration>,
-    /// Expect this nonce (1-64 bytes as hex).
-    #[arg(long, value_name = "HEX", value_parser = parse_nonce)]
+    /// With --document: expect this nonce (1-64 bytes as hex).
+    #[arg(long, value_name = "HEX", value_parser = parse_nonce, conflicts_with = "url")]
     pub nonce: Option<Nonce>,
-    /// Expect user_data to bind the TLS key with this SHA-384 of its SubjectPublicKeyInfo.
-    #[arg(long, value_name = "HEX", value_parser = parse_sha384)]
+    /// With --document: expect user_data to bind the TLS key with this SHA-384 of its
+    /// SubjectPublicKeyInfo.
+    #[arg(long, value_name = "HEX", value_parser = parse_sha384, conflicts_with = "url")]
     pub spki_sha384: Option<[u8; 48]>,
     /// Print the verdict and every check as JSON.
     #[arg(long)]

@@ -1,4 +1,4 @@
-//! `zoa attest --document FILE`: the verdict on an attestation document, with the
+//! `zoa attest URL | --document FILE`: the verdict on an attestation document, with the
 //! expectations built from signed releases, a signed log, or PCR values.
 
 use anyhow::{Context, Result};
@@ -6,21 +6,49 @@ use anyhow::{Context, Result};
 use super::args::AttestArgs;
 use super::exit::ExitStatus;
 use super::output::print_json;
+use std::path::Path;
+use std::time::Duration;
 use zoa::attestation::check::{check, Expectation, ExpectedPcrs, Verdict};
+use zoa::attestation::online::{self, Target};
 
 /// Read one byte past the reader's bound, so an over-long file is refused by it, named.
 const MAX_DOCUMENT_FILE: u64 = zoa::attestation::MAX_DOCUMENT_LEN as u64 + 1;
 
+/// A document is this old at most, by default, when zoa fetches it itself.
+const DEFAULT_MAX_AGE: Duration = Duration::from_secs(300);
+
+/// Bytes of the random nonce sent to a server.
+const NONCE_LEN: usize = 32;
+
 pub fn attest(args: &AttestArgs) -> Result<ExitStatus> {
-    let bytes = zoa::fsio::read_at_most(&args.document, MAX_DOCUMENT_FILE)
-        .with_context(|| format!("{}: cannot read the document", args.document.display()))?;
-    let expect = Expectation {
+    if args.root.is_some() {
+        eprintln!(
+            "zoa: warning: trusting {} instead of the AWS Nitro root: documents it signs are not AWS's",
+            args.root.as_deref().map(Path::display).map(|d| d.to_string()).unwrap_or_default()
+        );
+    }
+    let mut expect = Expectation {
         root: args.root.as_deref().map(read_root).transpose()?,
         at: args.at,
         max_age: args.max_age,
         nonce: args.nonce.as_ref().map(|n| n.0.clone()),
         spki_sha384: args.spki_sha384,
         pcrs: expected_pcrs(args)?,
+    };
+    let bytes = match (&args.url, &args.document) {
+        (Some(url), _) => {
+            let fetched = fetch_fresh(url, args.timeout, &mut expect)?;
+            if !args.json {
+                println!(
+                    "connected to {url}: key spki-sha384 {}",
+                    hex::encode(openssl::sha::sha384(&fetched.spki))
+                );
+            }
+            fetched.document
+        }
+        (None, Some(path)) => zoa::fsio::read_at_most(path, MAX_DOCUMENT_FILE)
+            .with_context(|| format!("{}: cannot read the document", path.display()))?,
+        (None, None) => anyhow::bail!("give a server URL or a saved document"),
     };
     let report = check(&bytes, &expect, std::time::SystemTime::now());
     if args.json {
@@ -53,6 +81,23 @@ pub fn attest(args: &AttestArgs) -> Result<ExitStatus> {
         Verdict::PcrMismatch => ExitStatus::NOT_EXPECTED_IMAGE,
         Verdict::KeyMismatch | Verdict::NonceMismatch | Verdict::Stale => ExitStatus::NOT_BOUND,
     })
+}
+
+/// A document fetched from `url` with a random nonce; `expect` then also asks for that
+/// nonce, the key the connection presented, and freshness.
+fn fetch_fresh(
+    url: &str,
+    timeout: Duration,
+    expect: &mut Expectation,
+) -> Result<zoa::attestation::online::Fetched> {
+    let target: Target = url.parse()?;
+    let mut nonce = [0u8; NONCE_LEN];
+    openssl::rand::rand_bytes(&mut nonce).context("a random nonce")?;
+    let fetched = online::fetch(&target, &nonce, timeout)?;
+    expect.nonce = Some(nonce.to_vec());
+    expect.spki_sha384 = Some(openssl::sha::sha384(&fetched.spki));
+    expect.max_age.get_or_insert(DEFAULT_MAX_AGE);
+    Ok(fetched)
 }
 
 fn module(report: &zoa::attestation::check::Report) -> String {
