@@ -16,9 +16,10 @@
 //!
 //! The host parses these lines from the serial console. Each is written whole
 //! with one trailing `\n` and flushed; control characters inside a message are
-//! replaced by spaces, so a message never spans lines. Kernel messages and the
-//! server's own output may appear between them: match on the `zoa-init: `
-//! prefix at the start of a line. In boot order:
+//! replaced by spaces, so a message never spans lines. Kernel messages (and the
+//! server's own output, when its `log` is `console`) may appear between them: match on
+//! the `zoa-init: ` prefix at the start of a line. Nothing a client sends is ever
+//! printed. In boot order:
 //!
 //! ```text
 //! zoa-init: version <semver>                   first line
@@ -35,6 +36,15 @@
 //!                                              of the whole log
 //! zoa-init: eventlog-end <sha256 hex>          SHA-256 of the raw log, lowercase
 //! zoa-init: eventlog unavailable: <reason>     instead of the three above; boot goes on
+//! zoa-init: tls key spki-sha384 <hex>          the TLS front's key, made at boot (its
+//!                                              SubjectPublicKeyInfo's SHA-384)
+//! zoa-init: tls attestation ready (<n> bytes)  a first NitroTPM document was made
+//! zoa-init: tls attestation unavailable: <why> none could be (no NitroTPM); serving
+//!                                              goes on, the endpoint answers 503
+//! zoa-init: tls serving port <p> for 127.0.0.1:<u>   the front is up
+//! zoa-init: tls attestation failed: <why>      the first failed document request only
+//! zoa-init: tls counts requests <n> attestations <n> attestation-failures <n> refused <n> upstream-errors <n>
+//!                                              every 60 s when changed; never content
 //! zoa-init: starting <argv0>                   just before spawning the server
 //! zoa-init: server exited with code <n>        or `... with signal <n>`
 //! zoa-init: fatal: <what>                      unrecoverable (bad config, module,

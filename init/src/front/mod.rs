@@ -18,6 +18,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use rustls::ServerConfig;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
@@ -31,6 +32,9 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 
 type Body = BoxBody<Bytes, hyper::Error>;
 
+/// How often the front prints its counts on the console (when they changed).
+const COUNTS_EVERY: Duration = Duration::from_secs(60);
+
 /// What the front serves with, shared by every connection.
 pub struct Front {
     tls: Arc<ServerConfig>,
@@ -38,6 +42,37 @@ pub struct Front {
     upstream: SocketAddr,
     attestations: Semaphore,
     connections: Arc<Semaphore>,
+    counts: Counts,
+}
+
+/// What the console may learn about the traffic: numbers, never content.
+#[derive(Default)]
+pub struct Counts {
+    forwarded: AtomicU64,
+    documents: AtomicU64,
+    attestation_failures: AtomicU64,
+    refused: AtomicU64,
+    upstream_errors: AtomicU64,
+}
+
+impl Counts {
+    fn add(counter: &AtomicU64) -> u64 {
+        counter.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// `tls counts requests <n> attestations <n> attestation-failures <n> refused <n>
+    /// upstream-errors <n>`.
+    pub fn line(&self) -> String {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        format!(
+            "tls counts requests {} attestations {} attestation-failures {} refused {} upstream-errors {}",
+            get(&self.forwarded),
+            get(&self.documents),
+            get(&self.attestation_failures),
+            get(&self.refused),
+            get(&self.upstream_errors)
+        )
+    }
 }
 
 impl Front {
@@ -56,6 +91,7 @@ impl Front {
             upstream: SocketAddr::from((Ipv4Addr::LOCALHOST, upstream_port)),
             attestations: Semaphore::new(max_attestations as usize),
             connections: Arc::new(Semaphore::new(max_connections as usize)),
+            counts: Counts::default(),
         })
     }
 
@@ -85,6 +121,7 @@ impl Front {
             Err(e) => return crate::console::say(&format!("tls: the serving socket: {e}")),
         };
         let acceptor = TlsAcceptor::from(self.tls.clone());
+        tokio::spawn(self.clone().print_counts());
         loop {
             let Ok(permit) = self.connections.clone().acquire_owned().await else {
                 return;
@@ -116,12 +153,41 @@ impl Front {
         }
     }
 
-    async fn route(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
-        if req.uri().path() == attest::PATH {
-            self.attestation(req.method(), req.uri().query()).await
-        } else {
-            forward(req, self.upstream).await
+    /// Prints [`Counts::line`] every [`COUNTS_EVERY`] when it changed.
+    async fn print_counts(self: Arc<Self>) {
+        let mut last = self.counts.line();
+        loop {
+            tokio::time::sleep(COUNTS_EVERY).await;
+            let now = self.counts.line();
+            if now != last {
+                crate::console::say(&now);
+                last = now;
+            }
         }
+    }
+
+    async fn route(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
+        let response = if req.uri().path() == attest::PATH {
+            self.clone()
+                .attestation(req.method(), req.uri().query())
+                .await
+        } else {
+            Counts::add(&self.counts.forwarded);
+            forward(req, self.upstream).await
+        };
+        match response.status() {
+            StatusCode::BAD_GATEWAY => Counts::add(&self.counts.upstream_errors),
+            StatusCode::BAD_REQUEST
+            | StatusCode::METHOD_NOT_ALLOWED
+            | StatusCode::TOO_MANY_REQUESTS => Counts::add(&self.counts.refused),
+            _ => 0,
+        };
+        response
+    }
+
+    /// The counts so far.
+    pub fn counts(&self) -> &Counts {
+        &self.counts
     }
 
     /// The attestation endpoint: `200` with the document, `400` for a bad query, `405` for
@@ -145,6 +211,7 @@ impl Front {
         let made = tokio::task::spawn_blocking(move || front.attester.document(nonce.as_deref()));
         match made.await {
             Ok(Ok(document)) => {
+                Counts::add(&self.counts.documents);
                 let mut response = Response::new(full(Bytes::from(document)));
                 response
                     .headers_mut()
@@ -152,10 +219,17 @@ impl Front {
                 response
             }
             Ok(Err(e)) => {
-                crate::console::say(&format!("tls: attestation failed: {e}"));
+                // The first failure's reason, then only the count: a client must not be
+                // able to flood the console.
+                if Counts::add(&self.counts.attestation_failures) == 0 {
+                    crate::console::say(&format!("tls attestation failed: {e}"));
+                }
                 fixed(StatusCode::SERVICE_UNAVAILABLE, "no attestation document\n")
             }
-            Err(_) => fixed(StatusCode::SERVICE_UNAVAILABLE, "no attestation document\n"),
+            Err(_) => {
+                Counts::add(&self.counts.attestation_failures);
+                fixed(StatusCode::SERVICE_UNAVAILABLE, "no attestation document\n")
+            }
         }
     }
 }
