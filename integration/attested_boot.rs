@@ -90,6 +90,63 @@ fn build_and_sign(f: &Fixture, recipe: &str) -> Release {
     }
 }
 
+/// A client verifies the server before it sends a prompt (`zoa attest https://…`): a fresh
+/// document over that very connection, chained to the emulator's root, binding the key
+/// the front presented, carrying this release's PCRs. Other expectations get the verdicts
+/// the contract names.
+fn check_attested_tls(f: &Fixture, url: &str, root: &Path, release: &Release) {
+    let attest = |extra: &[&str]| {
+        run(zoa(&f.cache())
+            .args(["attest", url, "--json", "--pubkey"])
+            .arg(&release.pubkey)
+            .args(extra))
+    };
+    let root = root.to_str().unwrap();
+    let dir = release.dir.to_str().unwrap();
+    let started = Instant::now();
+    let o = attest(&["--root", root, "--release", dir]);
+    eprintln!("zoa attest {url} in {:?}", started.elapsed());
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("zoa attest --json ({e}): {}", stderr(&o)));
+    assert!(o.status.success(), "{report:#}\n{}", stderr(&o));
+    assert_eq!(report["verdict"], "ok", "{report:#}");
+    assert_eq!(
+        report["release"]["name"], "llama-server-sealed",
+        "{report:#}"
+    );
+    let names: Vec<&str> = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    for name in ["freshness", "nonce", "key-binding"] {
+        assert!(names.contains(&name), "{name} not checked: {names:?}");
+    }
+    assert!(
+        stderr(&o).contains("warning: trusting"),
+        "--root warns: {}",
+        stderr(&o)
+    );
+    // Genuine, but not the expected image: 21.
+    let other = format!("4={}", "00".repeat(48));
+    let o = attest(&["--root", root, "--pcr", &other]);
+    assert_eq!(
+        o.status.code(),
+        Some(21),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    // The emulator's documents do not chain to the AWS Nitro root: 20.
+    let o = attest(&["--release", dir]);
+    assert_eq!(
+        o.status.code(),
+        Some(20),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+}
+
 fn zoa_aws(f: &Fixture, proxy: &FaultProxy) -> std::process::Command {
     let mut cmd = zoa(&f.cache());
     proxy.apply(&mut cmd);
@@ -202,7 +259,7 @@ fn the_sealed_demo_unseals_and_serves_and_one_byte_away_is_refused() {
     let booted = Instant::now();
     let guest = std::thread::spawn(move || boot(&opts).unwrap_or_else(|e| panic!("zoa boot: {e}")));
     let agent = agent();
-    let base = format!("http://127.0.0.1:{port}");
+    let base = common::serve::base(port);
     if !wait_healthy(&agent, &base, &guest) {
         button.press();
         let out = guest.join().expect("the boot thread");
@@ -223,6 +280,7 @@ fn the_sealed_demo_unseals_and_serves_and_one_byte_away_is_refused() {
     assert_eq!(status, 401, "without the API key: {body}");
     let (status, _) = chat(&agent, &base, Some("not-the-key"), 4);
     assert_eq!(status, 401, "with another key");
+    check_attested_tls(&f, &base, &root, &release);
 
     button.press();
     let out = guest.join().expect("the boot thread");

@@ -225,7 +225,7 @@ fn check_sbom(out_a: &Path, out_b: &Path, report: &serde_json::Value) {
 }
 
 /// The project's current reference release, under measurements/ (measurements/README.md).
-const REFERENCE_RELEASE: &str = "llama-server-0.7.0-7";
+const REFERENCE_RELEASE: &str = "llama-server-0.7.0-8";
 
 /// The project's reference release in measurements/: its measurement files equal a fresh
 /// `zoa measure` of this build, its signature and artifact digests verify against the

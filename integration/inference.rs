@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::serve::{agent, chat, wait_healthy};
+use common::serve::{agent, chat, send_markers, wait_healthy};
 use common::*;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -19,6 +19,13 @@ use zoa::boot::{boot, BootOptions, PowerButton};
 /// other tests build images.
 const TIMEOUT: Duration = Duration::from_secs(900);
 const MODEL_SHA256: &str = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818";
+
+/// A value no earlier run could have printed.
+fn rand_u64() -> u64 {
+    let mut bytes = [0u8; 8];
+    openssl::rand::rand_bytes(&mut bytes).expect("random bytes");
+    u64::from_le_bytes(bytes)
+}
 
 fn model() -> PathBuf {
     let path = std::env::var_os("ZOA_MODEL")
@@ -58,7 +65,7 @@ fn demo_image_serves_a_chat_completion_and_stops_on_the_power_button() {
     let guest = std::thread::spawn(move || boot(&opts).unwrap_or_else(|e| panic!("zoa boot: {e}")));
 
     let agent = agent();
-    let base = format!("http://127.0.0.1:{port}");
+    let base = common::serve::base(port);
     if !wait_healthy(&agent, &base, &guest) {
         button.press();
         let out = guest.join().expect("the boot thread");
@@ -80,9 +87,33 @@ fn demo_image_serves_a_chat_completion_and_stops_on_the_power_button() {
         "completion_tokens {tokens}: {body}"
     );
 
+    // Nothing a client sends reaches the console, whatever the field (issue 18's leak:
+    // llama-server logs a grammar that does not parse, verbatim).
+    let marker = format!("zoa-marker-{:016x}", rand_u64());
+    let answered = send_markers(&agent, &base, &marker);
+    eprintln!("marker requests: {answered:?}");
+
     button.press();
     let out = guest.join().expect("the boot thread");
     eprintln!("whole run {:?}", started.elapsed());
+    assert!(
+        !out.console.contains(&marker),
+        "a client's bytes reached the console:\n{}",
+        out.console
+    );
+    // The front served TLS on the serving port; without a NitroTPM it said so.
+    assert!(
+        out.console
+            .contains("zoa-init: tls serving port 8080 for 127.0.0.1:8081"),
+        "{}",
+        out.console
+    );
+    assert!(
+        out.console
+            .contains("zoa-init: tls attestation unavailable: "),
+        "{}",
+        out.console
+    );
     let c = zoa::boot::parse_console(&out.console);
     assert_eq!(out.fatal, None, "{}", out.console);
     assert!(out.powered_off, "{}", out.console);

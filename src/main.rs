@@ -35,6 +35,7 @@ fn run(cli: &Cli) -> Result<ExitStatus> {
         Command::Manpage(args) => cli::docs::manpage(args),
         Command::Boot(args) => cli::boot::boot(args, quiet),
         Command::Attest(args) => cli::attest::attest(args),
+        Command::Proxy(args) => cli::proxy::proxy(args),
         Command::Keygen(args) => cli::release::keygen(args, quiet),
         Command::SignUki(args) => cli::secureboot::sign_uki(args, quiet),
         Command::Sign(args) => cli::release::sign(args, quiet),

@@ -432,6 +432,7 @@ pub const AWS_NITRO_ROOT_G1_SHA256: &str =
 
 pub mod check;
 pub mod online;
+pub mod proxy;
 
 #[cfg(test)]
 mod tests;

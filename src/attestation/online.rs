@@ -155,8 +155,30 @@ pub async fn fetch_async(
 async fn fetch_unbounded(target: &Target, nonce: &[u8]) -> Result<Fetched, FetchError> {
     let tls = connect(target).await?;
     let spki = presented_spki(target, &tls)?;
-    let document = get_document(target, tls, nonce).await?;
+    let mut http = http_over(target, tls).await?;
+    let document = document_over(&mut http, target, nonce).await?;
     Ok(Fetched { document, spki })
+}
+
+/// A request or response body of any kind (the proxy forwards clients' bodies on the
+/// connections it attests over).
+pub type Body = http_body_util::combinators::BoxBody<Bytes, hyper::Error>;
+
+/// HTTP/1.1 over an established TLS connection; the connection's task runs on the current
+/// runtime until the returned sender is dropped.
+pub async fn http_over(
+    target: &Target,
+    tls: TlsStream<TcpStream>,
+) -> Result<hyper::client::conn::http1::SendRequest<Body>, FetchError> {
+    let (sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+            .await
+            .map_err(|e| FetchError::Http {
+                target: target.to_string(),
+                detail: e.to_string(),
+            })?;
+    tokio::spawn(connection);
+    Ok(sender)
 }
 
 /// A TLS 1.3 connection (ALPN `http/1.1`) that accepts the server's self-signed
@@ -215,34 +237,33 @@ pub fn presented_spki(target: &Target, tls: &TlsStream<TcpStream>) -> Result<Vec
     Ok(parsed.subject_public_key_info().as_ref().to_vec())
 }
 
-/// `GET` the document over `tls` (HTTP/1.1), its body bounded by [`MAX_DOCUMENT_LEN`].
-async fn get_document(
+/// `GET` a document with `nonce` over `http` (an attested connection's HTTP/1.1), its body
+/// bounded by [`MAX_DOCUMENT_LEN`].
+pub async fn document_over(
+    http: &mut hyper::client::conn::http1::SendRequest<Body>,
     target: &Target,
-    tls: TlsStream<TcpStream>,
     nonce: &[u8],
 ) -> Result<Vec<u8>, FetchError> {
-    let http = |detail: String| FetchError::Http {
+    let failed = |detail: String| FetchError::Http {
         target: target.to_string(),
         detail,
     };
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
-            .await
-            .map_err(|e| http(e.to_string()))?;
-    tokio::spawn(connection);
+    let empty = Empty::<Bytes>::new()
+        .map_err(|never| match never {})
+        .boxed();
     let request = hyper::Request::get(format!("{ATTESTATION_PATH}?nonce={}", hex::encode(nonce)))
         .header(hyper::header::HOST, host_header(target))
-        .body(Empty::<Bytes>::new())
-        .map_err(|e| http(e.to_string()))?;
-    let response = sender
+        .body(empty)
+        .map_err(|e| failed(e.to_string()))?;
+    let response = http
         .send_request(request)
         .await
-        .map_err(|e| http(e.to_string()))?;
+        .map_err(|e| failed(e.to_string()))?;
     let status = response.status().as_u16();
     let body = Limited::new(response.into_body(), MAX_DOCUMENT_LEN)
         .collect()
         .await
-        .map_err(|e| http(format!("reading the document: {e}")))?
+        .map_err(|e| failed(format!("reading the document: {e}")))?
         .to_bytes();
     if status != 200 {
         return Err(FetchError::Status {
@@ -254,7 +275,8 @@ async fn get_document(
     Ok(body.to_vec())
 }
 
-fn host_header(target: &Target) -> String {
+/// The `Host` header for `target`.
+pub fn host_header(target: &Target) -> String {
     let host = if target.host.contains(':') {
         format!("[{}]", target.host)
     } else {

@@ -163,6 +163,16 @@ pub enum Command {
     /// user_data (--spki-sha384). Exit 20: not a genuine document; 21: genuine, not the
     /// expected image; 22: genuine, not fresh or not bound to this exchange.
     Attest(AttestArgs),
+    /// A local verifying proxy: unchanged clients (curl, the OpenAI SDKs) send plain HTTP
+    /// to --listen on loopback, and it reaches the server only over attested TLS.
+    ///
+    /// Attests the server (as `zoa attest URL` does, with the same expectations) before
+    /// serving anything, pins the attested TLS key, checks it on every new upstream
+    /// connection, re-attests over a new connection once the last attestation is older
+    /// than --max-age, and refuses (502, connection closed) when the key or the PCRs
+    /// change. Logs each attestation on stderr. Exits with `zoa attest`'s status when the
+    /// first attestation fails.
+    Proxy(ProxyArgs),
 }
 
 /// Where inputs come from.
@@ -386,21 +396,8 @@ pub struct AttestArgs {
     /// With URL: give up on the server after this long (e.g. 30s).
     #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "30s", conflicts_with = "document")]
     pub timeout: std::time::Duration,
-    /// Expect the PCRs of this signed release directory (repeatable; any may match).
-    #[arg(long, value_name = "DIR", requires = "pubkey")]
-    pub release: Vec<PathBuf>,
-    /// Expect the PCRs of any release in this signed release log.
-    #[arg(long, value_name = "LOG", requires = "pubkey")]
-    pub log: Option<PathBuf>,
-    /// The public key(s) the releases or the log are signed with (repeatable).
-    #[arg(long, value_name = "PUB")]
-    pub pubkey: Vec<PathBuf>,
-    /// Expect this SHA-384 PCR value (repeatable), e.g. 4=9f3c...
-    #[arg(long = "pcr", value_name = "N=HEX", value_parser = parse_pcr)]
-    pub pcrs: Vec<(u32, String)>,
-    /// Trust this root certificate (PEM) instead of the AWS Nitro root.
-    #[arg(long, value_name = "PEMFILE")]
-    pub root: Option<PathBuf>,
+    #[command(flatten)]
+    pub expect: ExpectArgs,
     /// Check the chain at TIME (RFC 3339, or Unix seconds) instead of the document's own.
     #[arg(long, value_name = "TIME", value_parser = parse_time)]
     pub at: Option<std::time::SystemTime>,
@@ -417,6 +414,44 @@ pub struct AttestArgs {
     /// Print the verdict and every check as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// What `zoa attest` and `zoa proxy` expect of a server.
+#[derive(Debug, Args)]
+pub struct ExpectArgs {
+    /// Expect the PCRs of this signed release directory (repeatable; any may match).
+    #[arg(long, value_name = "DIR", requires = "pubkey")]
+    pub release: Vec<PathBuf>,
+    /// Expect the PCRs of any release in this signed release log.
+    #[arg(long, value_name = "LOG", requires = "pubkey")]
+    pub log: Option<PathBuf>,
+    /// The public key(s) the releases or the log are signed with (repeatable).
+    #[arg(long, value_name = "PUB")]
+    pub pubkey: Vec<PathBuf>,
+    /// Expect this SHA-384 PCR value (repeatable), e.g. 4=9f3c...
+    #[arg(long = "pcr", value_name = "N=HEX", value_parser = parse_pcr)]
+    pub pcrs: Vec<(u32, String)>,
+    /// Trust this root certificate (PEM) instead of the AWS Nitro root (warns every time).
+    #[arg(long, value_name = "PEMFILE")]
+    pub root: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ProxyArgs {
+    /// The attested server: https://HOST[:PORT] of a zoa image's TLS front.
+    #[arg(value_name = "URL")]
+    pub url: String,
+    /// Where clients connect, plain HTTP, on a loopback address only (e.g. 127.0.0.1:8080).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: std::net::SocketAddr,
+    #[command(flatten)]
+    pub expect: ExpectArgs,
+    /// Re-attest on the next new connection once the last attestation is this old.
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "5m")]
+    pub max_age: std::time::Duration,
+    /// Give up connecting to, or attesting, the server after this long.
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "30s")]
+    pub timeout: std::time::Duration,
 }
 
 fn parse_hex(s: &str) -> Result<Vec<u8>, String> {

@@ -3,10 +3,9 @@
 
 use anyhow::{Context, Result};
 
-use super::args::AttestArgs;
+use super::args::{AttestArgs, ExpectArgs};
 use super::exit::ExitStatus;
 use super::output::print_json;
-use std::path::Path;
 use std::time::Duration;
 use zoa::attestation::check::{check, Expectation, ExpectedPcrs, Verdict};
 use zoa::attestation::online::{self, Target};
@@ -21,19 +20,12 @@ const DEFAULT_MAX_AGE: Duration = Duration::from_secs(300);
 const NONCE_LEN: usize = 32;
 
 pub fn attest(args: &AttestArgs) -> Result<ExitStatus> {
-    if args.root.is_some() {
-        eprintln!(
-            "zoa: warning: trusting {} instead of the AWS Nitro root: documents it signs are not AWS's",
-            args.root.as_deref().map(Path::display).map(|d| d.to_string()).unwrap_or_default()
-        );
-    }
     let mut expect = Expectation {
-        root: args.root.as_deref().map(read_root).transpose()?,
         at: args.at,
         max_age: args.max_age,
         nonce: args.nonce.as_ref().map(|n| n.0.clone()),
         spki_sha384: args.spki_sha384,
-        pcrs: expected_pcrs(args)?,
+        ..expectation(&args.expect)?
     };
     let bytes = match (&args.url, &args.document) {
         (Some(url), _) => {
@@ -73,14 +65,7 @@ pub fn attest(args: &AttestArgs) -> Result<ExitStatus> {
             ),
         }
     }
-    Ok(match report.verdict {
-        Verdict::Ok => ExitStatus::OK,
-        Verdict::Malformed | Verdict::BadSignature | Verdict::UntrustedChain | Verdict::Expired => {
-            ExitStatus::NOT_GENUINE
-        }
-        Verdict::PcrMismatch => ExitStatus::NOT_EXPECTED_IMAGE,
-        Verdict::KeyMismatch | Verdict::NonceMismatch | Verdict::Stale => ExitStatus::NOT_BOUND,
-    })
+    Ok(status_of(report.verdict))
 }
 
 /// A document fetched from `url` with a random nonce; `expect` then also asks for that
@@ -116,9 +101,36 @@ fn read_root(path: &std::path::Path) -> Result<Vec<u8>> {
     Ok(cert.to_der()?)
 }
 
+/// The trust anchor and the PCRs the flags ask for (warning when the root is not AWS's).
+pub fn expectation(args: &ExpectArgs) -> Result<Expectation> {
+    if let Some(root) = &args.root {
+        eprintln!(
+            "zoa: warning: trusting {} instead of the AWS Nitro root: documents it signs are not AWS's",
+            root.display()
+        );
+    }
+    Ok(Expectation {
+        root: args.root.as_deref().map(read_root).transpose()?,
+        pcrs: expected_pcrs(args)?,
+        ..Expectation::default()
+    })
+}
+
+/// The exit status for a verdict (the interface contract's table).
+pub fn status_of(verdict: Verdict) -> ExitStatus {
+    match verdict {
+        Verdict::Ok => ExitStatus::OK,
+        Verdict::Malformed | Verdict::BadSignature | Verdict::UntrustedChain | Verdict::Expired => {
+            ExitStatus::NOT_GENUINE
+        }
+        Verdict::PcrMismatch => ExitStatus::NOT_EXPECTED_IMAGE,
+        Verdict::KeyMismatch | Verdict::NonceMismatch | Verdict::Stale => ExitStatus::NOT_BOUND,
+    }
+}
+
 /// The PCR sets any of which the document may match: each --release (verified), each
 /// release of the --log (verified), and the --pcr values as one set.
-fn expected_pcrs(args: &AttestArgs) -> Result<Vec<ExpectedPcrs>> {
+fn expected_pcrs(args: &ExpectArgs) -> Result<Vec<ExpectedPcrs>> {
     let mut out = Vec::new();
     for dir in &args.release {
         let verified = args

@@ -14,6 +14,7 @@ mod hints;
 pub mod inputs;
 pub mod measure;
 pub mod output;
+pub mod proxy;
 pub mod release;
 pub mod secureboot;
 

@@ -210,7 +210,7 @@ mod tests {
     fn reference() -> Vec<u8> {
         let path = concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/measurements/llama-server-0.7.0-7/build.json"
+            "/measurements/llama-server-0.7.0-8/build.json"
         );
         std::fs::read(path).unwrap()
     }
