@@ -407,88 +407,12 @@ mod tests {
 mod with_the_image_front {
     use super::*;
     use crate::attestation::check::{check, Expectation, Verdict};
-    use crate::nitrotpm::swtpm::{extend_sha384, Stream, Swtpm};
-    use crate::nitrotpm::{ca::TestCa, nsm::Nsm, Emulator};
-    use std::io::{Read, Write};
-    use std::sync::Mutex;
+    use crate::attestation::front_fixture::{front, opener, pcr4_after_setup, setup, Setup};
     use std::time::SystemTime;
-    use zoa_init::front::attest::{Attester, OpenTpm};
+    use zoa_init::front::attest::OpenTpm;
     use zoa_init::front::identity::Identity;
-    use zoa_init::front::{bind, Front};
-    use zoa_init::tpm2::{Transport, TransportError};
 
     const LIMIT: Duration = Duration::from_secs(30);
-
-    type SharedTpm = Arc<Mutex<Emulator<Stream>>>;
-
-    /// One emulated NitroTPM several fronts open, as `/dev/tpm0` would be.
-    struct Shared(SharedTpm);
-
-    impl Transport for Shared {
-        fn transact(&mut self, command: &[u8]) -> Result<Vec<u8>, TransportError> {
-            self.0.lock().unwrap().transact(command)
-        }
-    }
-
-    fn opener(tpm: &SharedTpm) -> OpenTpm {
-        let tpm = tpm.clone();
-        Box::new(move || Ok(Box::new(Shared(tpm.clone())) as Box<dyn Transport + Send>))
-    }
-
-    /// An inference server stand-in on loopback: answers every request with `hello`.
-    fn upstream() -> u16 {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                let Ok(mut conn) = conn else { continue };
-                let mut seen = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match conn.read(&mut buf) {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => seen.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let _ = conn.write_all(
-                    b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: close\r\n\r\nhello",
-                );
-            }
-        });
-        port
-    }
-
-    /// A front serving `served`'s key whose documents bind `bound`'s (the same identity for
-    /// an honest image; another for a relay that passes the image's documents through).
-    fn front(served: &Identity, bound: &Identity, open: OpenTpm, upstream: u16) -> Target {
-        let attester = Attester::new(open, &bound.binding());
-        let front = Front::new(served, attester, upstream, 4, 16).unwrap();
-        let listener = bind(0).unwrap();
-        let port = listener.local_addr().unwrap().port();
-        front.spawn(listener).unwrap();
-        format!("https://127.0.0.1:{port}").parse().unwrap()
-    }
-
-    struct Setup {
-        _swtpm: Swtpm,
-        tpm: SharedTpm,
-        root: Vec<u8>,
-        upstream: u16,
-    }
-
-    fn setup() -> Setup {
-        let swtpm = Swtpm::start().expect("swtpm");
-        let nsm = Nsm::new(TestCa::new().unwrap(), "i-0123456789abcdef0-tpm0".into());
-        let mut emulator = Emulator::new(swtpm.connect().unwrap(), nsm);
-        extend_sha384(&mut emulator, 4, &[4; 48]).unwrap();
-        let root = emulator.nsm().ca.root_der().unwrap();
-        Setup {
-            _swtpm: swtpm,
-            tpm: Arc::new(Mutex::new(emulator)),
-            root,
-            upstream: upstream(),
-        }
-    }
 
     fn expectation(s: &Setup, nonce: &[u8], fetched: &Fetched) -> Expectation {
         let spki_sha384: [u8; 48] = openssl::sha::sha384(&fetched.spki);

@@ -22,6 +22,10 @@ use std::time::{Duration, Instant, SystemTime};
 /// Bytes of each attestation's random nonce.
 const NONCE_LEN: usize = 32;
 
+/// A document's timestamp may be this old (clocks differ; the nonce already proves that
+/// the document was made for this request).
+const FRESHNESS: Duration = Duration::from_secs(300);
+
 /// What the proxy is told.
 pub struct Settings {
     pub upstream: Target,
@@ -216,7 +220,7 @@ async fn attest_over(
     let mut expect = settings.expect.clone();
     expect.nonce = Some(nonce.to_vec());
     expect.spki_sha384 = Some(openssl::sha::sha384(spki));
-    expect.max_age = Some(settings.max_age);
+    expect.max_age = Some(FRESHNESS);
     let report = check(&document, &expect, SystemTime::now());
     if report.verdict != Verdict::Ok {
         let detail = report
@@ -339,5 +343,168 @@ pub fn check_listen(addr: SocketAddr) -> Result<(), String> {
         Err(format!(
             "{addr}: the proxy speaks plain HTTP to its clients, so it listens on a loopback address only (127.0.0.1 or ::1)"
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::attestation::check::ExpectedPcrs;
+    use crate::attestation::front_fixture::{
+        front, opener, pcr4_after_setup, setup, Setup, Switch,
+    };
+    use crate::nitrotpm::swtpm::extend_sha384;
+    use zoa_init::front::identity::Identity;
+
+    fn settings(s: &Setup, upstream: Target, pcr4: &str, max_age: Duration) -> Settings {
+        Settings {
+            upstream,
+            expect: Expectation {
+                root: Some(s.root.clone()),
+                pcrs: vec![ExpectedPcrs {
+                    release: None,
+                    pcrs: [(4, pcr4.to_owned())].into(),
+                }],
+                ..Expectation::default()
+            },
+            max_age,
+            timeout: Duration::from_secs(30),
+        }
+    }
+
+    /// A proxy for `settings` on loopback, with its log lines: (base URL, log).
+    fn start(
+        rt: &tokio::runtime::Runtime,
+        settings: Settings,
+    ) -> (String, Arc<Mutex<Vec<String>>>) {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let sink = log.clone();
+        let (proxy, _) = rt
+            .block_on(Proxy::attest_first(
+                settings,
+                Box::new(move |line| sink.lock().unwrap().push(line.to_owned())),
+            ))
+            .unwrap();
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        rt.spawn(Arc::new(proxy).serve(listener));
+        (base, log)
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    /// A plain-HTTP client, as curl would be.
+    fn get(base: &str) -> (u16, String) {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut r = agent.get(format!("{base}/v1/models")).call().unwrap();
+        (r.status().as_u16(), r.body_mut().read_to_string().unwrap())
+    }
+
+    #[test]
+    fn clients_reach_the_attested_server_and_each_attestation_is_logged() {
+        let s = setup();
+        let image = Identity::generate("llama-server").unwrap();
+        let target = front(&image, &image, opener(&s.tpm), s.upstream);
+        let rt = runtime();
+        let (base, log) = start(
+            &rt,
+            settings(&s, target, &pcr4_after_setup(), Duration::ZERO),
+        );
+        assert_eq!(get(&base), (200, "hello".into()));
+        assert_eq!(get(&base), (200, "hello".into()));
+        // max_age 0: every new connection re-attested, each logged with the key.
+        let log = log.lock().unwrap();
+        assert_eq!(log.len(), 3, "{log:#?}");
+        let key = hex::encode(openssl::sha::sha384(&image.spki));
+        assert!(
+            log.iter()
+                .all(|l| l.starts_with("zoa proxy: attested https://127.0.0.1:")
+                    && l.ends_with(&key)),
+            "{log:#?}"
+        );
+    }
+
+    #[test]
+    fn another_image_is_refused_before_anything_is_served() {
+        let s = setup();
+        let image = Identity::generate("llama-server").unwrap();
+        let target = front(&image, &image, opener(&s.tpm), s.upstream);
+        let rt = runtime();
+        let refused = rt
+            .block_on(Proxy::attest_first(
+                settings(&s, target, &"00".repeat(48), Duration::from_secs(300)),
+                Box::new(|_| {}),
+            ))
+            .err()
+            .expect("refused");
+        assert_eq!(refused.verdict(), Some(Verdict::PcrMismatch), "{refused}");
+    }
+
+    #[test]
+    fn a_server_with_another_key_at_the_same_address_is_refused() {
+        let s = setup();
+        let image = Identity::generate("llama-server").unwrap();
+        let first = front(&image, &image, opener(&s.tpm), s.upstream);
+        let switch = Switch::new(first.port);
+        let target: Target = format!("https://127.0.0.1:{}", switch.port)
+            .parse()
+            .unwrap();
+        let rt = runtime();
+        let (base, log) = start(
+            &rt,
+            settings(&s, target, &pcr4_after_setup(), Duration::from_secs(300)),
+        );
+        assert_eq!(get(&base).0, 200);
+        // The same PCRs, honestly attested, but a new key (a reboot, or another instance):
+        // the pinned key decides.
+        let rebooted = Identity::generate("llama-server").unwrap();
+        let second = front(&rebooted, &rebooted, opener(&s.tpm), s.upstream);
+        switch.point_to(second.port);
+        let (status, body) = get(&base);
+        assert_eq!(status, 502, "{body}");
+        assert!(log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("presents another TLS key")));
+    }
+
+    #[test]
+    fn changed_pcrs_are_refused_at_the_next_attestation() {
+        let s = setup();
+        let image = Identity::generate("llama-server").unwrap();
+        let target = front(&image, &image, opener(&s.tpm), s.upstream);
+        let rt = runtime();
+        let mut settings = settings(&s, target, &pcr4_after_setup(), Duration::ZERO);
+        // Any PCR4 is accepted; only a change since the first attestation is refused.
+        settings.expect.pcrs.clear();
+        let (base, log) = start(&rt, settings);
+        assert_eq!(get(&base).0, 200);
+        extend_sha384(&mut *s.tpm.lock().unwrap(), 4, &[5; 48]).unwrap();
+        assert_eq!(get(&base).0, 502);
+        assert!(log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("PCRs changed")));
+    }
+
+    #[test]
+    fn the_proxy_listens_on_loopback_only() {
+        assert!(check_listen("127.0.0.1:8080".parse().unwrap()).is_ok());
+        assert!(check_listen("[::1]:8080".parse().unwrap()).is_ok());
+        assert!(check_listen("0.0.0.0:8080".parse().unwrap()).is_err());
+        assert!(check_listen("10.0.0.5:8080".parse().unwrap()).is_err());
     }
 }
