@@ -255,6 +255,7 @@ pub async fn document_over(
         .header(hyper::header::HOST, host_header(target))
         .body(empty)
         .map_err(|e| failed(e.to_string()))?;
+    http.ready().await.map_err(|e| failed(e.to_string()))?;
     let response = http
         .send_request(request)
         .await

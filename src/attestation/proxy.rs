@@ -273,7 +273,12 @@ async fn forward(
     }
     let request = Request::from_parts(parts, body.boxed());
     let mut http = http.lock().await;
-    match http.send_request(request).await {
+    // The previous request's response must be finished before the next goes out.
+    let sent = match http.ready().await {
+        Ok(()) => http.send_request(request).await,
+        Err(e) => Err(e),
+    };
+    match sent {
         Ok(response) => {
             let (mut parts, body) = response.into_parts();
             remove_hop_by_hop(&mut parts.headers);
