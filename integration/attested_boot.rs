@@ -147,6 +147,53 @@ fn check_attested_tls(f: &Fixture, url: &str, root: &Path, release: &Release) {
     );
 }
 
+/// An unchanged client (plain HTTP, no idea of attestation) gets a completion through
+/// `zoa proxy`, which attested the server first and logged it.
+fn chat_through_the_proxy(f: &Fixture, url: &str, root: &Path, release: &Release) {
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut proxy = zoa(&f.cache())
+        .args(["proxy", url, "--listen", &listen, "--root"])
+        .arg(root)
+        .arg("--release")
+        .arg(&release.dir)
+        .arg("--pubkey")
+        .arg(&release.pubkey)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start zoa proxy");
+    let mut log = std::io::BufReader::new(proxy.stderr.take().unwrap());
+    let mut lines = Vec::new();
+    loop {
+        let mut line = String::new();
+        let n = std::io::BufRead::read_line(&mut log, &mut line).unwrap();
+        assert!(n > 0, "zoa proxy ended: {lines:#?}");
+        lines.push(line.clone());
+        if line.starts_with("zoa proxy: http://") {
+            break;
+        }
+    }
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("zoa proxy: attested ")
+                && l.contains("llama-server-sealed 0.7.0-8")),
+        "{lines:#?}"
+    );
+    let plain: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(300)))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let (status, body) = chat(&plain, &format!("http://{listen}"), Some(API_KEY), 4);
+    let _ = proxy.kill();
+    let _ = proxy.wait();
+    assert_eq!(status, 200, "through zoa proxy: {body}");
+    assert!(
+        body["choices"][0]["message"]["content"].is_string(),
+        "{body}"
+    );
+}
+
 fn zoa_aws(f: &Fixture, proxy: &FaultProxy) -> std::process::Command {
     let mut cmd = zoa(&f.cache());
     proxy.apply(&mut cmd);
@@ -281,6 +328,7 @@ fn the_sealed_demo_unseals_and_serves_and_one_byte_away_is_refused() {
     let (status, _) = chat(&agent, &base, Some("not-the-key"), 4);
     assert_eq!(status, 401, "with another key");
     check_attested_tls(&f, &base, &root, &release);
+    chat_through_the_proxy(&f, &base, &root, &release);
 
     button.press();
     let out = guest.join().expect("the boot thread");
