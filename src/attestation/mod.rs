@@ -431,8 +431,6 @@ pub const AWS_NITRO_ROOT_G1_SHA256: &str =
     "641a0321a3e244efe456463195d606317ed7cdcc3c1756e09893f3c68f79bb5b";
 
 pub mod check;
-#[cfg(test)]
-mod front_fixture;
 pub mod online;
 pub mod proxy;
 

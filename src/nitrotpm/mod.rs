@@ -357,4 +357,8 @@ pub fn read_sha384_pcrs(swtpm: &mut dyn Transport) -> Result<BTreeMap<u32, Vec<u
 }
 
 #[cfg(test)]
+mod front_fixture;
+#[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tls_tests;

@@ -2,8 +2,8 @@
 //! NitroTPM behind it and a stand-in inference server behind that — the attested-TLS
 //! exchange without QEMU.
 
-use crate::nitrotpm::swtpm::{extend_sha384, Stream, Swtpm};
-use crate::nitrotpm::{ca::TestCa, nsm::Nsm, Emulator};
+use super::swtpm::{extend_sha384, Stream, Swtpm};
+use super::{ca::TestCa, nsm::Nsm, Emulator};
 use std::io::{Read, Write};
 use std::sync::{Arc, Mutex};
 use zoa_init::front::attest::{Attester, OpenTpm};
@@ -11,7 +11,7 @@ use zoa_init::front::identity::Identity;
 use zoa_init::front::{bind, Front};
 use zoa_init::tpm2::{Transport, TransportError};
 
-use super::online::Target;
+use crate::attestation::online::Target;
 
 pub type SharedTpm = Arc<Mutex<Emulator<Stream>>>;
 
