@@ -131,6 +131,9 @@ impl Front {
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             };
+            // Each streamed event goes out as it comes: no Nagle delay waiting for the
+            // client's ACK (it cost ~40 ms at the 99th percentile of time to first token).
+            let _ = tcp.set_nodelay(true);
             let front = self.clone();
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
