@@ -87,16 +87,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut attest_times = Vec::new();
         for _ in 0..20 {
             let started = Instant::now();
-            let mut nonce = [0u8; 32];
-            openssl::rand::rand_bytes(&mut nonce)?;
+            let nonce = online::random_nonce()?;
             let fetched = online::fetch_async(&target, &nonce, Duration::from_secs(30)).await?;
-            let expect = Expectation {
+            let anchor = Expectation {
                 root: Some(root.clone()),
-                nonce: Some(nonce.to_vec()),
-                spki_sha384: Some(openssl::sha::sha384(&fetched.spki)),
                 max_age: Some(Duration::from_secs(300)),
                 ..Expectation::default()
             };
+            let expect = online::for_exchange(&anchor, &nonce, &fetched.spki);
             let report = check(&fetched.document, &expect, SystemTime::now());
             assert_eq!(report.verdict, Verdict::Ok, "{:?}", report.checks);
             attest_times.push(started.elapsed());

@@ -4,6 +4,7 @@
 //! connection, and the SubjectPublicKeyInfo the server presented on it, which the document
 //! must bind. [`check`](super::check::check) then judges the three together.
 
+use super::check::Expectation;
 use super::MAX_DOCUMENT_LEN;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Limited};
@@ -117,6 +118,28 @@ pub enum FetchError {
     Timeout { target: String, limit: Duration },
     #[error("starting the network runtime: {0}")]
     Runtime(std::io::Error),
+    #[error("no random nonce: {0}")]
+    Random(String),
+}
+
+/// Bytes of the random nonce zoa sends a server.
+pub const NONCE_LEN: usize = 32;
+
+/// A fresh nonce from OpenSSL's random generator.
+pub fn random_nonce() -> Result<[u8; NONCE_LEN], FetchError> {
+    let mut nonce = [0u8; NONCE_LEN];
+    openssl::rand::rand_bytes(&mut nonce).map_err(|e| FetchError::Random(e.to_string()))?;
+    Ok(nonce)
+}
+
+/// `expect` for one exchange: the document must also echo `nonce` and bind `spki`, the
+/// key the connection it came over presented.
+pub fn for_exchange(expect: &Expectation, nonce: &[u8], spki: &[u8]) -> Expectation {
+    Expectation {
+        nonce: Some(nonce.to_vec()),
+        spki_sha384: Some(openssl::sha::sha384(spki)),
+        ..expect.clone()
+    }
 }
 
 /// What one connection gave: the document and the key that connection was made with.

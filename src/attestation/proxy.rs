@@ -19,9 +19,6 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-/// Bytes of each attestation's random nonce.
-const NONCE_LEN: usize = 32;
-
 /// A document's timestamp may be this old (clocks differ; the nonce already proves that
 /// the document was made for this request).
 const FRESHNESS: Duration = Duration::from_secs(300);
@@ -205,21 +202,14 @@ async fn attest_over(
     http: &mut SendRequest<Body>,
     spki: &[u8],
 ) -> Result<Report, Refusal> {
-    let mut nonce = [0u8; NONCE_LEN];
-    openssl::rand::rand_bytes(&mut nonce).map_err(|e| Refusal::NotAttested {
-        upstream: settings.upstream.to_string(),
-        verdict: Verdict::Malformed,
-        detail: format!("no random nonce: {e}"),
-    })?;
+    let nonce = online::random_nonce()?;
     let document = tokio::time::timeout(
         settings.timeout,
         document_over(http, &settings.upstream, &nonce),
     )
     .await
     .map_err(|_| timeout(settings))??;
-    let mut expect = settings.expect.clone();
-    expect.nonce = Some(nonce.to_vec());
-    expect.spki_sha384 = Some(openssl::sha::sha384(spki));
+    let mut expect = online::for_exchange(&settings.expect, &nonce, spki);
     expect.max_age = Some(FRESHNESS);
     let report = check(&document, &expect, SystemTime::now());
     if report.verdict != Verdict::Ok {

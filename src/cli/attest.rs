@@ -16,9 +16,6 @@ const MAX_DOCUMENT_FILE: u64 = zoa::attestation::MAX_DOCUMENT_LEN as u64 + 1;
 /// A document is this old at most, by default, when zoa fetches it itself.
 const DEFAULT_MAX_AGE: Duration = Duration::from_secs(300);
 
-/// Bytes of the random nonce sent to a server.
-const NONCE_LEN: usize = 32;
-
 pub fn attest(args: &AttestArgs) -> Result<ExitStatus> {
     let mut expect = Expectation {
         at: args.at,
@@ -76,11 +73,9 @@ fn fetch_fresh(
     expect: &mut Expectation,
 ) -> Result<zoa::attestation::online::Fetched> {
     let target: Target = url.parse()?;
-    let mut nonce = [0u8; NONCE_LEN];
-    openssl::rand::rand_bytes(&mut nonce).context("a random nonce")?;
+    let nonce = online::random_nonce()?;
     let fetched = online::fetch(&target, &nonce, timeout)?;
-    expect.nonce = Some(nonce.to_vec());
-    expect.spki_sha384 = Some(openssl::sha::sha384(&fetched.spki));
+    *expect = online::for_exchange(expect, &nonce, &fetched.spki);
     expect.max_age.get_or_insert(DEFAULT_MAX_AGE);
     Ok(fetched)
 }
