@@ -88,14 +88,9 @@ impl Proxy {
         settings: Settings,
         log: Box<dyn Fn(&str) + Send + Sync>,
     ) -> Result<(Proxy, Report), Refusal> {
-        let target = settings.upstream.clone();
-        let tls = tokio::time::timeout(settings.timeout, online::connect(&target))
-            .await
-            .map_err(|_| timeout(&settings))??;
-        let spki = presented_spki(&target, &tls)?;
-        let mut http = http_over(&target, tls).await?;
+        let (mut http, spki) = open_upstream(&settings).await?;
         let report = attest_over(&settings, &mut http, &spki).await?;
-        log(&attested_line(&target, &report, &spki));
+        log(&attested_line(&settings.upstream, &report, &spki));
         let pinned = Pinned {
             spki,
             pcrs: report.pcrs.clone(),
@@ -152,10 +147,7 @@ impl Proxy {
     /// the last attestation is older than `max_age`.
     async fn checked_upstream(&self) -> Result<SendRequest<Body>, Refusal> {
         let target = &self.settings.upstream;
-        let tls = tokio::time::timeout(self.settings.timeout, online::connect(target))
-            .await
-            .map_err(|_| timeout(&self.settings))??;
-        let spki = presented_spki(target, &tls)?;
+        let (mut http, spki) = open_upstream(&self.settings).await?;
         let (pinned_spki, stale) = {
             let pinned = self.lock();
             let stale = pinned.attested_at.elapsed() >= self.settings.max_age;
@@ -168,7 +160,6 @@ impl Proxy {
                 now: spki_digest(&spki),
             });
         }
-        let mut http = http_over(target, tls).await?;
         if stale {
             let report = attest_over(&self.settings, &mut http, &spki).await?;
             let mut pinned = self.lock();
@@ -186,6 +177,17 @@ impl Proxy {
     fn lock(&self) -> std::sync::MutexGuard<'_, Pinned> {
         self.pinned.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// A new TLS connection to the upstream (within the timeout), HTTP/1.1 over it, and the
+/// SubjectPublicKeyInfo it presented.
+async fn open_upstream(settings: &Settings) -> Result<(SendRequest<Body>, Vec<u8>), Refusal> {
+    let target = &settings.upstream;
+    let tls = tokio::time::timeout(settings.timeout, online::connect(target))
+        .await
+        .map_err(|_| timeout(settings))??;
+    let spki = presented_spki(target, &tls)?;
+    Ok((http_over(target, tls).await?, spki))
 }
 
 fn timeout(settings: &Settings) -> Refusal {
