@@ -262,8 +262,8 @@ fn with_suffix(prefix: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(s)
 }
 
-/// A minisign key id as the `minisign` tool prints it: the 8 id bytes read as a
-/// little-endian integer, in 16 upper-case hex digits.
+/// A minisign key id: the 8 id bytes read as a little-endian integer, in 16 upper-case
+/// hex digits (as the minisign crate writes it; the `minisign` CLI drops leading zeros).
 fn key_id(keynum: &[u8]) -> String {
     match <[u8; 8]>::try_from(keynum) {
         Ok(bytes) => format!("{:016X}", u64::from_le_bytes(bytes)),
