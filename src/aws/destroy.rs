@@ -727,6 +727,7 @@ impl Destruction {
             if self.state.model_snapshot_id.as_deref() == Some(spec.snapshot.as_str()) {
                 self.state.model_snapshot_id = None;
                 self.state.model_sha256 = None;
+                self.state.model_decrypts_to = None;
             } else {
                 self.state.snapshot_id = None;
             }

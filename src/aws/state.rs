@@ -50,6 +50,10 @@ pub struct DeployState {
     pub model_snapshot_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_sha256: Option<String>,
+    /// For an age-encrypted model: the SHA-256 of the model it decrypts to (the image's
+    /// pin), so that a rollout to a release pinning the same model reuses the snapshot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_decrypts_to: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

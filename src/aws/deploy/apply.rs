@@ -92,6 +92,7 @@ impl Deployment {
         if let (Some(id), Some(m)) = (f.model_snapshot, &self.model) {
             s.model_snapshot_id = Some(id);
             s.model_sha256 = Some(m.sha256.clone());
+            s.model_decrypts_to = m.decrypts_to.clone();
         }
         if let Some(id) = f.image {
             s.image_id = Some(id);
@@ -219,6 +220,7 @@ impl Deployment {
         self.upload(c, &progress, step, &spec, &file, |s, id| {
             s.model_snapshot_id = Some(id);
             s.model_sha256 = Some(model.sha256.clone());
+            s.model_decrypts_to = model.decrypts_to.clone();
         })
         .await
     }

@@ -232,9 +232,15 @@ pub struct Deployment {
 /// finds the snapshot made before).
 #[derive(Debug, Clone)]
 pub struct ModelSpec {
+    /// The file's size; without a file, the pinned size (nothing is uploaded then).
     pub size: u64,
+    /// The SHA-256 of the bytes the snapshot holds (the age file for an encrypted model).
     pub sha256: String,
     pub file: Option<PathBuf>,
+    /// For an age-encrypted model: the SHA-256 of the model it decrypts to, as the image
+    /// pins it (recorded, so that a rollout to a release pinning the same model reuses
+    /// the snapshot without the file).
+    pub decrypts_to: Option<String>,
 }
 
 /// What a deploy did.
@@ -525,6 +531,7 @@ fn rollout_state(from: &RolloutFrom, release: ReleaseRef) -> DeployState {
         snapshot_id: None,
         model_snapshot_id: None,
         model_sha256: None,
+        model_decrypts_to: None,
         image_id: None,
         ..from.state.clone()
     };
@@ -615,16 +622,37 @@ fn model_spec(
                 size,
                 sha256,
                 file: Some(path.clone()),
+                decrypts_to: Some(pin.sha256.clone()),
             }))
         }
-        (Some(pin), None) if pin.age_identity.is_some() => Err(AwsError::refused(
-            "configuration",
-            format!(
-                "the image pins an age-encrypted model ({} bytes decrypted, sha256 {}) and no model file was given (an unchanged one is not uploaded again)",
-                pin.size, pin.sha256
-            ),
-            Remedy::GiveModel { encrypted: true },
-        )),
+        (Some(pin), None) if pin.age_identity.is_some() => {
+            // Only a snapshot recorded as the encryption of this very pin will do: the
+            // encrypted bytes' digest says nothing about what they decrypt to.
+            let recorded = [recorded, options.rollout_from.as_ref().map(|r| &r.state)]
+                .into_iter()
+                .flatten()
+                .find(|s| {
+                    s.model_snapshot_id.is_some()
+                        && s.model_decrypts_to.as_deref() == Some(&pin.sha256)
+                })
+                .and_then(|s| s.model_sha256.clone());
+            match recorded {
+                Some(sha256) => Ok(Some(ModelSpec {
+                    size: pin.size,
+                    sha256,
+                    file: None,
+                    decrypts_to: Some(pin.sha256.clone()),
+                })),
+                None => Err(AwsError::refused(
+                    "configuration",
+                    format!(
+                        "the image pins an age-encrypted model ({} bytes decrypted, sha256 {}), no model file was given, and no snapshot of it is recorded",
+                        pin.size, pin.sha256
+                    ),
+                    Remedy::GiveModel { encrypted: true },
+                )),
+            }
+        }
         (Some(pin), Some(path)) => {
             let (sha256, size) =
                 crate::digest::sha256_file(path).map_err(|e| AwsError::file(path, e))?;
@@ -641,6 +669,7 @@ fn model_spec(
                 size,
                 sha256,
                 file: Some(path.clone()),
+                decrypts_to: None,
             }))
         }
         (Some(pin), None) => {
@@ -664,6 +693,7 @@ fn model_spec(
                 size: pin.size,
                 sha256: pin.sha256.clone(),
                 file: None,
+                decrypts_to: None,
             }))
         }
     }
@@ -803,6 +833,41 @@ mod tests {
         for bad in ["", "-x", "a b", "x/y", &"a".repeat(41)] {
             assert!(validate_deployment_name(bad).is_err(), "{bad}");
         }
+    }
+
+    /// A rollout (or rerun) without `--model` reuses an encrypted model's snapshot only
+    /// when a record says it holds the encryption of this very pin.
+    #[test]
+    fn an_encrypted_model_snapshot_is_reused_only_for_the_same_pin() {
+        let mut image = zoa_init::config::Config::from_json(
+            r#"{"hostname": "h", "model": {"size": 5, "sha256": "00000000000000000000000000000000000000000000000000000000000000ff"}}"#,
+        )
+        .unwrap();
+        let pin_sha = image.model.as_ref().unwrap().sha256.clone();
+        if let Some(m) = image.model.as_mut() {
+            m.age_identity = Some("model-key".into());
+        }
+        let options = DeployOptions::new(Path::new("/rel"), Path::new("/k.pub"));
+        let state = |decrypts_to: Option<&str>| DeployState {
+            model_snapshot_id: Some("snap-1".into()),
+            model_sha256: Some("cd".repeat(32)),
+            model_decrypts_to: decrypts_to.map(str::to_owned),
+            ..DeployState::default()
+        };
+        let reused = model_spec(&options, Some(&image), Some(&state(Some(&pin_sha))))
+            .unwrap()
+            .unwrap();
+        assert_eq!(reused.sha256, "cd".repeat(32), "the snapshot's own digest");
+        assert_eq!(reused.file, None);
+        assert_eq!(reused.decrypts_to.as_deref(), Some(pin_sha.as_str()));
+        for other in [state(Some(&"ee".repeat(32))), state(None)] {
+            let e = model_spec(&options, Some(&image), Some(&other)).unwrap_err();
+            assert!(
+                e.to_string().contains("no snapshot of it is recorded"),
+                "{e}"
+            );
+        }
+        assert!(model_spec(&options, Some(&image), None).is_err());
     }
 
     #[test]
