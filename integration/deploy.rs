@@ -25,7 +25,6 @@ const EXIT_BAD_SIGNATURE: i32 = 10;
 const EXIT_ARTIFACT_MISMATCH: i32 = 11;
 /// The block size the proxy gives coldsnap (AWS's): moto's own answer is 512.
 const EBS_BLOCK_SIZE: usize = 524288;
-const REFRESH_NS: &str = "http://autoscaling.amazonaws.com/doc/2011-01-01/";
 
 // ---- a signed release, built once per test binary ----
 
@@ -244,25 +243,6 @@ impl Lab {
     /// `zoa seal --key DIR --name NAME` of `secret` (the deployment's key).
     fn seal(&self, name: &str, secret: &[u8]) -> PathBuf {
         self.seal_with(self.dir.to_str().expect("UTF-8 path"), name, secret, &[])
-    }
-
-    /// Has the proxy answer AutoScaling's instance refresh calls, which moto lacks, in
-    /// AWS's documented response shape with a refresh that succeeded (see rollout.rs).
-    fn answer_instance_refreshes(&self, asg: &str) {
-        self.proxy.fail(
-            "autoscaling:DescribeInstanceRefreshes",
-            1000,
-            Fault::Answer(format!(
-                "<DescribeInstanceRefreshesResponse xmlns=\"{REFRESH_NS}\"><DescribeInstanceRefreshesResult><InstanceRefreshes><member><InstanceRefreshId>refresh-1</InstanceRefreshId><AutoScalingGroupName>{asg}</AutoScalingGroupName><Status>Successful</Status><PercentageComplete>100</PercentageComplete></member></InstanceRefreshes></DescribeInstanceRefreshesResult><ResponseMetadata><RequestId>r</RequestId></ResponseMetadata></DescribeInstanceRefreshesResponse>"
-            )),
-        );
-        self.proxy.fail(
-            "autoscaling:StartInstanceRefresh",
-            1000,
-            Fault::Answer(format!(
-                "<StartInstanceRefreshResponse xmlns=\"{REFRESH_NS}\"><StartInstanceRefreshResult><InstanceRefreshId>refresh-1</InstanceRefreshId></StartInstanceRefreshResult><ResponseMetadata><RequestId>r</RequestId></ResponseMetadata></StartInstanceRefreshResponse>"
-            )),
-        );
     }
 
     /// The blocks of a snapshot as moto's EBS direct API returns them, by index.
@@ -1753,7 +1733,7 @@ fn secrets_go_into_the_user_data_of_a_replacement_instance() {
 fn a_fleet_gets_secrets_through_a_template_version_and_an_instance_refresh() {
     let lab = Lab::new();
     lab.deploy_ok(&["--fleet"]);
-    lab.answer_instance_refreshes("zoa-tiny");
+    lab.proxy.answer_instance_refreshes("zoa-tiny");
     let a = lab.seal("api-key", b"the api key");
     let sa = format!("api-key={}", a.display());
     let args = ["--fleet", "--secret", sa.as_str()];

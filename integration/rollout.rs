@@ -10,14 +10,12 @@
 
 mod common;
 
-use common::faults::{Fault, FaultProxy};
+use common::faults::FaultProxy;
 use common::moto::Moto;
 use common::planmatch;
 use common::*;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-
-const REFRESH_NS: &str = "http://autoscaling.amazonaws.com/doc/2011-01-01/";
 
 struct Lab {
     f: Fixture,
@@ -105,20 +103,7 @@ fn a_fleet_rolls_forward_with_both_releases_admitted_only_during_the_refresh() {
 
     // Stand-ins for the two calls moto lacks (see the module comment).
     let asg = "zoa-tiny";
-    lab.proxy.fail(
-        "autoscaling:DescribeInstanceRefreshes",
-        1000,
-        Fault::Answer(format!(
-            "<DescribeInstanceRefreshesResponse xmlns=\"{REFRESH_NS}\"><DescribeInstanceRefreshesResult><InstanceRefreshes><member><InstanceRefreshId>refresh-1</InstanceRefreshId><AutoScalingGroupName>{asg}</AutoScalingGroupName><Status>Successful</Status><PercentageComplete>100</PercentageComplete></member></InstanceRefreshes></DescribeInstanceRefreshesResult><ResponseMetadata><RequestId>r</RequestId></ResponseMetadata></DescribeInstanceRefreshesResponse>"
-        )),
-    );
-    lab.proxy.fail(
-        "autoscaling:StartInstanceRefresh",
-        10,
-        Fault::Answer(format!(
-            "<StartInstanceRefreshResponse xmlns=\"{REFRESH_NS}\"><StartInstanceRefreshResult><InstanceRefreshId>refresh-1</InstanceRefreshId></StartInstanceRefreshResult><ResponseMetadata><RequestId>r</RequestId></ResponseMetadata></StartInstanceRefreshResponse>"
-        )),
-    );
+    lab.proxy.answer_instance_refreshes(asg);
 
     // --reseal is for locked keys only: refused before any call.
     let plain = lab.f.write("plain", b"k");
@@ -327,24 +312,6 @@ fn is_read(op: &str) -> bool {
         || name == "GetCallerIdentity"
 }
 
-/// The proxy answers the instance refresh calls moto lacks (see the module comment).
-fn answer_instance_refreshes(proxy: &FaultProxy, asg: &str) {
-    proxy.fail(
-        "autoscaling:DescribeInstanceRefreshes",
-        1000,
-        Fault::Answer(format!(
-            "<DescribeInstanceRefreshesResponse xmlns=\"{REFRESH_NS}\"><DescribeInstanceRefreshesResult><InstanceRefreshes><member><InstanceRefreshId>refresh-1</InstanceRefreshId><AutoScalingGroupName>{asg}</AutoScalingGroupName><Status>Successful</Status><PercentageComplete>100</PercentageComplete></member></InstanceRefreshes></DescribeInstanceRefreshesResult><ResponseMetadata><RequestId>r</RequestId></ResponseMetadata></DescribeInstanceRefreshesResponse>"
-        )),
-    );
-    proxy.fail(
-        "autoscaling:StartInstanceRefresh",
-        1000,
-        Fault::Answer(format!(
-            "<StartInstanceRefreshResponse xmlns=\"{REFRESH_NS}\"><StartInstanceRefreshResult><InstanceRefreshId>refresh-1</InstanceRefreshId></StartInstanceRefreshResult><ResponseMetadata><RequestId>r</RequestId></ResponseMetadata></StartInstanceRefreshResponse>"
-        )),
-    );
-}
-
 fn json_file(path: &Path) -> serde_json::Value {
     serde_json::from_slice(
         &std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
@@ -380,7 +347,7 @@ fn a_locked_key_is_replaced_and_the_secrets_are_resealed() {
         assert!(o.status.success(), "deploy {extra:?}: {}", stderr(&o));
     };
     deploy(&v1, &[]);
-    answer_instance_refreshes(&lab.proxy, "zoa-tiny");
+    lab.proxy.answer_instance_refreshes("zoa-tiny");
     let plain = lab.f.write("api-key.txt", b"the api key");
     let sealed = lab.f.path("api-key.sealed.json");
     let o = lab.zoa(&[
@@ -659,7 +626,7 @@ fn a_rollout_keeps_the_model_snapshot_both_releases_use() {
     let old = json_file(&v1.join("deploy/deploy.json"));
     let model_snapshot = old["model_snapshot_id"].as_str().unwrap().to_owned();
     let old_boot = old["snapshot_id"].as_str().unwrap().to_owned();
-    answer_instance_refreshes(&lab.proxy, "zoa-tiny");
+    lab.proxy.answer_instance_refreshes("zoa-tiny");
 
     lab.moto.start_recording();
     let o = lab.zoa(&[

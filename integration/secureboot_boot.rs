@@ -17,23 +17,14 @@
 mod common;
 
 use common::qemu::{boot_secure, Boot};
+use common::secureboot::*;
 use common::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const BANKS: [&str; 2] = ["sha256", "sha384"];
-/// The owner GUID the tests enroll their entries under (any fixed GUID will do; it is
-/// part of what PCR7 measures).
-const OWNER: &str = "5a4f4100-7a6f-4100-8000-000000000001";
 /// What OVMF prints when Secure Boot refuses the boot option's image.
 const REFUSED: &str = "Access Denied";
-
-fn virt_fw_vars() -> PathBuf {
-    std::env::var_os("VIRT_FW_VARS")
-        .map(PathBuf::from)
-        .filter(|p| p.is_file())
-        .expect("virt-fw-vars not found: run `. .ci/env` after .ci/deps (set VIRT_FW_VARS)")
-}
 
 fn ok(cmd: &mut Command, what: &str) -> std::process::Output {
     let o = cmd
@@ -55,22 +46,6 @@ fn probe(f: &Fixture) -> PathBuf {
     f.path("probe/uki.efi")
 }
 
-/// `zoa keygen --secure-boot` into the fixture: PREFIX-{PK,KEK,db}.{key,crt}.
-fn keygen(f: &Fixture, prefix: &str) -> PathBuf {
-    let p = f.path(prefix);
-    ok(
-        zoa(&f.cache())
-            .args(["keygen", "--secure-boot", "--out"])
-            .arg(&p),
-        "zoa keygen --secure-boot",
-    );
-    p
-}
-
-fn with_suffix(prefix: &Path, suffix: &str) -> PathBuf {
-    PathBuf::from(format!("{}{suffix}", prefix.display()))
-}
-
 fn sign(f: &Fixture, uki: &Path, key: &Path, cert: &Path, chain: &[&Path], out: &str) -> PathBuf {
     let out = f.path(out);
     let mut c = zoa(&f.cache());
@@ -87,99 +62,6 @@ fn sign(f: &Fixture, uki: &Path, key: &Path, cert: &Path, chain: &[&Path], out: 
     }
     ok(&mut c, "zoa sign-uki");
     out
-}
-
-/// A variable store with PK, KEK and every cert in `db` (each its own signature list, as
-/// virt-fw-vars adds them), Secure Boot on; and the enrolled PK/KEK/db/dbx as ESL files,
-/// read back from virt-fw-vars' JSON dump.
-struct Enrolled {
-    vars: PathBuf,
-    esl: [(String, PathBuf); 4],
-    /// The same variables as an AMI UefiData blob, written by virt-fw-vars --output-aws.
-    uefi_data: PathBuf,
-}
-
-impl Enrolled {
-    fn args(&self) -> Vec<String> {
-        self.esl
-            .iter()
-            .flat_map(|(name, p)| [format!("--{name}"), p.display().to_string()])
-            .collect()
-    }
-
-    /// The same files in nitro-tpm-pcr-compute's spelling (--PK --KEK --db --dbx).
-    fn nitro_args(&self) -> Vec<String> {
-        self.esl
-            .iter()
-            .flat_map(|(name, p)| {
-                let flag = match name.as_str() {
-                    "pk" => "--PK",
-                    "kek" => "--KEK",
-                    other => {
-                        if other == "db" {
-                            "--db"
-                        } else {
-                            "--dbx"
-                        }
-                    }
-                };
-                [flag.to_owned(), p.display().to_string()]
-            })
-            .collect()
-    }
-}
-
-fn enroll(f: &Fixture, name: &str, keys: &Path, db: &[&Path]) -> Enrolled {
-    enroll_with(f, name, keys, db, &["--sb".into()])
-}
-
-/// [`enroll`] with other virt-fw-vars arguments: hashes for db or dbx, and `--sb` (Secure
-/// Boot on) or not.
-fn enroll_with(f: &Fixture, name: &str, keys: &Path, db: &[&Path], extra: &[String]) -> Enrolled {
-    let dir = f.path(name);
-    std::fs::create_dir_all(&dir).unwrap();
-    let vars = dir.join("vars.fd");
-    let json = dir.join("vars.json");
-    let mut c = Command::new(virt_fw_vars());
-    c.arg("-i")
-        .arg(common::qemu::OVMF_VARS)
-        .arg("-o")
-        .arg(&vars)
-        .args(["--set-pk", OWNER])
-        .arg(with_suffix(keys, "-PK.crt"))
-        .args(["--add-kek", OWNER])
-        .arg(with_suffix(keys, "-KEK.crt"));
-    for cert in db {
-        c.args(["--add-db", OWNER]).arg(cert);
-    }
-    let uefi_data = dir.join("uefi-data.bin");
-    c.args(extra)
-        .arg("--output-json")
-        .arg(&json)
-        .arg("--output-aws")
-        .arg(&uefi_data);
-    ok(&mut c, "virt-fw-vars");
-    let dump: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
-    // A variable that does not exist is measured as empty, like an empty list file.
-    let data = |var: &str| -> Vec<u8> {
-        dump["variables"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|v| v["name"] == var)
-            .map(|v| hex::decode(v["data"].as_str().unwrap()).unwrap())
-            .unwrap_or_default()
-    };
-    let esl = ["PK", "KEK", "db", "dbx"].map(|var| {
-        let p = dir.join(format!("{var}.esl"));
-        std::fs::write(&p, data(var)).unwrap();
-        (var.to_lowercase(), p)
-    });
-    Enrolled {
-        vars,
-        esl,
-        uefi_data,
-    }
 }
 
 fn measure(f: &Fixture, uki: &Path, enrolled: &Enrolled) -> std::process::Output {
@@ -313,6 +195,51 @@ fn an_image_signed_with_the_projects_own_db_key_boots_as_predicted() {
             "{bank} PCR7 from the UefiData blob"
         );
     }
+    // `zoa boot --secure-boot-vars`, predicting PCR7 from the same keys as a blob: every
+    // PCR in both banks as predicted, PCR7 the firmware's; the caller's variable store is
+    // booted from a copy, never written.
+    let vars_before = std::fs::read(&enrolled.vars).unwrap();
+    let o = run(zoa(&f.cache())
+        .arg("boot")
+        .arg(&signed)
+        .arg("--secure-boot-vars")
+        .arg(&enrolled.vars)
+        .arg("--uefi-data")
+        .arg(&enrolled.uefi_data)
+        .args(["--json", "--timeout", "600"]));
+    let out: serde_json::Value = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("zoa boot --json ({e}): {}", stderr(&o)));
+    assert!(
+        o.status.success(),
+        "zoa boot --secure-boot-vars: {}",
+        stderr(&o)
+    );
+    assert_eq!(out["matches_prediction"], true, "{out:#}");
+    for bank in BANKS {
+        assert_eq!(
+            out["pcrs"]["7"][bank].as_str(),
+            Some(boot.pcr(bank, 7)),
+            "{bank}"
+        );
+        assert_eq!(
+            out["prediction"]["7"][bank], out["pcrs"]["7"][bank],
+            "{bank}"
+        );
+    }
+    assert_eq!(std::fs::read(&enrolled.vars).unwrap(), vars_before);
+    // A blob is not a variable store: refused, naming the layout, before any boot.
+    let o = run(zoa(&f.cache())
+        .arg("boot")
+        .arg(&signed)
+        .arg("--secure-boot-vars")
+        .arg(&enrolled.uefi_data));
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("bytes, but the firmware takes a 540672-byte raw variable store"),
+        "{}",
+        stderr(&o)
+    );
+
     // Signing changes neither PCR4 (Authenticode skips the signature) nor PCR11.
     let unsigned = serde_json::from_slice::<serde_json::Value>(
         &run(zoa(&f.cache()).arg("measure").arg(&uki)).stdout,

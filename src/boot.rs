@@ -42,8 +42,13 @@ pub const DEFAULT_CPUS: u32 = 2;
 pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
 /// Debian's empty OVMF variable store matching [`OVMF_CODE`].
 pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+/// Debian's OVMF firmware with Secure Boot (and SMM, which protects its variables),
+/// same flash layout as [`OVMF_CODE`]: used with [`BootOptions::secure_boot_vars`].
+pub const OVMF_CODE_SECBOOT: &str = "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd";
 /// Environment variable overriding [`OVMF_CODE`].
 pub const ENV_OVMF_CODE: &str = "ZOA_OVMF_CODE";
+/// Environment variable overriding [`OVMF_CODE_SECBOOT`].
+pub const ENV_OVMF_CODE_SECBOOT: &str = "ZOA_OVMF_CODE_SECBOOT";
 /// Environment variable overriding [`OVMF_VARS`].
 pub const ENV_OVMF_VARS: &str = "ZOA_OVMF_VARS";
 /// Environment variable choosing QEMU's accelerator (`tcg`, the default, `kvm`, `kvm:tcg`).
@@ -92,6 +97,12 @@ pub struct BootOptions {
     /// With `nitrotpm`: the test CA's root certificate (PEM) is written here before the
     /// guest starts, for verifiers.
     pub attestation_root: Option<PathBuf>,
+    /// Boot with Secure Boot: OVMF's Secure Boot firmware ([`OVMF_CODE_SECBOOT`], with
+    /// SMM) and a private copy of this variable store, which enrolls PK, KEK and db and
+    /// turns Secure Boot on (made, e.g., by `virt-fw-vars --set-pk ... --add-kek ...
+    /// --add-db ... --sb`). Its variables are what PCR7 measures: predict with the same keys (`zoa measure
+    /// --uefi-data`, or the release's `uefi-data.bin`).
+    pub secure_boot_vars: Option<PathBuf>,
 }
 
 /// A handle that presses the guest's ACPI power button while [`boot`] runs.
@@ -138,6 +149,7 @@ impl BootOptions {
             power_button: None,
             nitrotpm: false,
             attestation_root: None,
+            secure_boot_vars: None,
         }
     }
 }
@@ -278,6 +290,8 @@ pub enum BootError {
     FirmwareMissing { path: PathBuf, var: &'static str },
     #[error("{var}={}: no such file (it names the OVMF firmware to use)", path.display())]
     FirmwareOverrideMissing { path: PathBuf, var: &'static str },
+    #[error("Secure Boot variable store {}: {problem}", path.display())]
+    SecureBootVars { path: PathBuf, problem: String },
     #[error("{}: cannot read the UKI: {source}", path.display())]
     Uki { path: PathBuf, source: io::Error },
     #[error("extra disk {}: {source}", path.display())]
@@ -366,7 +380,7 @@ pub fn boot(opts: &BootOptions) -> Result<BootOutcome, BootError> {
 pub fn boot_image(opts: &BootOptions, uki: &ImageFile) -> Result<BootOutcome, BootError> {
     check_options(opts)?;
     let accel = accel()?;
-    let tools = Tools::find()?;
+    let tools = Tools::find(opts.secure_boot_vars.is_some())?;
     let work = WorkDir::new(opts.work_dir.as_deref())?;
     let paths = WorkPaths::new(work.path())?;
     // Watch for Ctrl-C before the first child starts, so no path leaves one behind.
@@ -383,7 +397,13 @@ pub fn boot_image(opts: &BootOptions, uki: &ImageFile) -> Result<BootOutcome, Bo
         disk_info.size,
         disk_info.disk_guid
     );
-    copy_vars(&tools.ovmf_vars, &paths.vars)?;
+    match &opts.secure_boot_vars {
+        Some(enrolled) => {
+            check_vars_layout(enrolled, &tools.ovmf_vars)?;
+            copy_vars(enrolled, &paths.vars)?;
+        }
+        None => copy_vars(&tools.ovmf_vars, &paths.vars)?,
+    }
 
     // A terminal's Ctrl-C also reaches the children (same process group): their
     // failure is then reported as the interruption it is.
@@ -694,7 +714,8 @@ struct Tools {
 }
 
 impl Tools {
-    fn find() -> Result<Tools, BootError> {
+    /// With `secure_boot`, `ovmf_code` is OVMF's Secure Boot build.
+    fn find(secure_boot: bool) -> Result<Tools, BootError> {
         let tool = |tool: &'static str, package: &'static str| {
             find_in_path(tool).ok_or(BootError::ToolMissing { tool, package })
         };
@@ -722,7 +743,10 @@ impl Tools {
             qemu: tool("qemu-system-x86_64", "qemu-system-x86")?,
             swtpm: tool("swtpm", "swtpm")?,
             swtpm_setup: tool("swtpm_setup", "swtpm-tools")?,
-            ovmf_code: firmware(ENV_OVMF_CODE, OVMF_CODE)?,
+            ovmf_code: match secure_boot {
+                true => firmware(ENV_OVMF_CODE_SECBOOT, OVMF_CODE_SECBOOT)?,
+                false => firmware(ENV_OVMF_CODE, OVMF_CODE)?,
+            },
             ovmf_vars: firmware(ENV_OVMF_VARS, OVMF_VARS)?,
         })
     }
@@ -840,6 +864,30 @@ fn sha256_of(image: &ImageFile) -> io::Result<[u8; 32]> {
     let mut h = Sha256::new();
     io::copy(&mut image.reader(), &mut h)?;
     Ok(h.finalize().into())
+}
+
+/// A variable store for another flash layout (OVMF's 2 MiB builds, a QCOW2 file) stops
+/// OVMF before it prints anything: name the mismatch instead.
+fn check_vars_layout(enrolled: &Path, template: &Path) -> Result<(), BootError> {
+    let size = |p: &Path| {
+        fs::metadata(p)
+            .map(|m| m.len())
+            .map_err(|source| BootError::SecureBootVars {
+                path: p.to_owned(),
+                problem: format!("cannot read it: {source}"),
+            })
+    };
+    let (have, want) = (size(enrolled)?, size(template)?);
+    if have != want {
+        return Err(BootError::SecureBootVars {
+            path: enrolled.to_owned(),
+            problem: format!(
+                "{have} bytes, but the firmware takes a {want}-byte raw variable store (the layout of {})",
+                template.display()
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// A fresh, writable copy of the firmware's variable store (OVMF writes boot variables).
@@ -1018,9 +1066,16 @@ fn qemu_args(
     paths: &WorkPaths,
     accel: &str,
 ) -> Result<Vec<String>, BootError> {
+    // Secure Boot firmware keeps its variables behind SMM: the machine must have it, and
+    // the variable flash must be reachable only from SMM.
+    let secure_boot = opts.secure_boot_vars.is_some();
+    let machine = match secure_boot {
+        true => format!("q35,accel={accel},smm=on"),
+        false => format!("q35,accel={accel}"),
+    };
     let mut a: Vec<String> = vec![
         "-machine".into(),
-        format!("q35,accel={accel}"),
+        machine,
         "-m".into(),
         opts.memory_mib.to_string(),
         "-smp".into(),
@@ -1031,6 +1086,12 @@ fn qemu_args(
         "-no-reboot".into(),
         "-display".into(),
         "none".into(),
+    ];
+    if secure_boot {
+        a.push("-global".into());
+        a.push("driver=cfi.pflash01,property=secure,value=on".into());
+    }
+    a.extend([
         "-drive".into(),
         format!(
             "if=pflash,format=raw,unit=0,readonly=on,file={}",
@@ -1061,7 +1122,7 @@ fn qemu_args(
         ),
         "-device".into(),
         "virtio-blk-pci,drive=disk0,bootindex=0".into(),
-    ];
+    ]);
     for (i, d) in opts.extra_disks.iter().enumerate() {
         let id = i + 1;
         a.push("-drive".into());
@@ -1554,6 +1615,55 @@ mod tests {
             .unwrap();
         assert!(s.find("id=disk0").unwrap() < d1 && d1 < d2, "{s}");
         assert_eq!(s.matches("bootindex").count(), 1);
+    }
+
+    #[test]
+    fn secure_boot_needs_smm_and_a_secure_variable_flash() {
+        let paths = WorkPaths::new(Path::new("/w")).unwrap();
+        let mut opts = BootOptions::new("/u.efi");
+        let plain = qemu_args(&opts, &test_tools(), &paths, "tcg")
+            .unwrap()
+            .join(" ");
+        assert!(
+            !plain.contains("smm") && !plain.contains("-global"),
+            "{plain}"
+        );
+        opts.secure_boot_vars = Some("/enrolled.fd".into());
+        let tools = Tools {
+            ovmf_code: OVMF_CODE_SECBOOT.into(),
+            ..test_tools()
+        };
+        let s = qemu_args(&opts, &tools, &paths, "tcg").unwrap().join(" ");
+        assert!(s.starts_with("-machine q35,accel=tcg,smm=on "), "{s}");
+        let global = s
+            .find("-global driver=cfi.pflash01,property=secure,value=on")
+            .unwrap();
+        let code = s
+            .find(&format!("unit=0,readonly=on,file={OVMF_CODE_SECBOOT}"))
+            .unwrap();
+        // The private copy is booted, never the caller's file.
+        assert!(s.contains("unit=1,file=/w/OVMF_VARS.fd"), "{s}");
+        assert!(!s.contains("enrolled.fd"), "{s}");
+        assert!(global < code, "{s}");
+    }
+
+    #[test]
+    fn a_variable_store_of_another_layout_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let template = dir.path().join("OVMF_VARS_4M.fd");
+        std::fs::write(&template, vec![0u8; 540_672]).unwrap();
+        let small = dir.path().join("OVMF_VARS.fd");
+        std::fs::write(&small, vec![0u8; 131_072]).unwrap();
+        let e = check_vars_layout(&small, &template)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("OVMF_VARS.fd: 131072 bytes"), "{e}");
+        assert!(e.contains("540672-byte"), "{e}");
+        let e = check_vars_layout(&dir.path().join("none.fd"), &template)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("none.fd: cannot read it"), "{e}");
+        assert!(check_vars_layout(&template, &template).is_ok());
     }
 
     #[test]

@@ -235,6 +235,28 @@ impl FaultProxy {
             .push((matcher.into(), Box::new(work)));
     }
 
+    /// Stand-ins for the two AutoScaling calls moto lacks (instance refresh): every
+    /// StartInstanceRefresh starts `refresh-1` of group `asg`, which every
+    /// DescribeInstanceRefreshes then reports `Successful`, in the documented response
+    /// shapes. (A real refresh replaces instances; nothing here boots them.)
+    pub fn answer_instance_refreshes(&self, asg: &str) {
+        const NS: &str = "http://autoscaling.amazonaws.com/doc/2011-01-01/";
+        self.fail(
+            "autoscaling:DescribeInstanceRefreshes",
+            1_000_000,
+            Fault::Answer(format!(
+                "<DescribeInstanceRefreshesResponse xmlns=\"{NS}\"><DescribeInstanceRefreshesResult><InstanceRefreshes><member><InstanceRefreshId>refresh-1</InstanceRefreshId><AutoScalingGroupName>{asg}</AutoScalingGroupName><Status>Successful</Status><PercentageComplete>100</PercentageComplete></member></InstanceRefreshes></DescribeInstanceRefreshesResult><ResponseMetadata><RequestId>r</RequestId></ResponseMetadata></DescribeInstanceRefreshesResponse>"
+            )),
+        );
+        self.fail(
+            "autoscaling:StartInstanceRefresh",
+            1_000_000,
+            Fault::Answer(format!(
+                "<StartInstanceRefreshResponse xmlns=\"{NS}\"><StartInstanceRefreshResult><InstanceRefreshId>refresh-1</InstanceRefreshId></StartInstanceRefreshResult><ResponseMetadata><RequestId>r</RequestId></ResponseMetadata></StartInstanceRefreshResponse>"
+            )),
+        );
+    }
+
     /// Fails the first `times` requests that `matcher` matches.
     pub fn fail(&self, matcher: impl Into<Matcher>, times: usize, fault: Fault) {
         self.fail_nth(matcher, 1, times, fault);

@@ -63,24 +63,33 @@ fn b64() -> base64::engine::GeneralPurpose {
     base64::engine::general_purpose::STANDARD
 }
 
-/// The root documents must chain to.
+/// The roots documents may chain to.
 #[derive(Clone, Debug)]
 pub enum Trust {
     Der(Vec<u8>),
-    /// A PEM file read at each request: `zoa boot --attestation-root` writes it only when
-    /// the guest starts, after the stand-in.
-    PemFile(std::path::PathBuf),
+    /// PEM files read at each request: `zoa boot --attestation-root` writes one only when
+    /// its guest starts, after the stand-in, and each boot makes its own test CA (so
+    /// machines booted side by side are several roots). Files not written yet are skipped.
+    PemFiles(Vec<std::path::PathBuf>),
 }
 
 impl Trust {
-    fn root_der(&self) -> Result<Vec<u8>, String> {
+    fn roots_der(&self) -> Result<Vec<Vec<u8>>, String> {
         match self {
-            Trust::Der(d) => Ok(d.clone()),
-            Trust::PemFile(p) => {
-                let pem = std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))?;
-                openssl::x509::X509::from_pem(&pem)
-                    .and_then(|c| c.to_der())
-                    .map_err(|e| format!("{}: {e}", p.display()))
+            Trust::Der(d) => Ok(vec![d.clone()]),
+            Trust::PemFiles(files) => {
+                let mut roots = Vec::new();
+                for p in files.iter().filter(|p| p.exists()) {
+                    let pem = std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))?;
+                    let der = openssl::x509::X509::from_pem(&pem)
+                        .and_then(|c| c.to_der())
+                        .map_err(|e| format!("{}: {e}", p.display()))?;
+                    roots.push(der);
+                }
+                match roots.is_empty() {
+                    true => Err(format!("no trusted root written yet ({files:?})")),
+                    false => Ok(roots),
+                }
             }
         }
     }
@@ -277,9 +286,17 @@ impl Setup {
             .ok_or("AttestationDocument is not base64")?;
         let signed = zoa::attestation::parse(&bytes).map_err(|e| e.to_string())?;
         signed.verify_signature().map_err(|e| e.to_string())?;
-        signed
-            .verify_chain(&self.root.root_der()?, signed.document.timestamp())
-            .map_err(|e| e.to_string())?;
+        // Chained to any one of the roots; the last failure says why when none fits.
+        let mut why = String::new();
+        let chained = self.root.roots_der()?.iter().any(|root| {
+            signed
+                .verify_chain(root, signed.document.timestamp())
+                .map_err(|e| why = e.to_string())
+                .is_ok()
+        });
+        if !chained {
+            return Err(why);
+        }
         if signed.document.kind != zoa::attestation::Kind::NitroTpm {
             return Err("not a NitroTPM document".into());
         }

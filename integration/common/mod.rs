@@ -154,6 +154,7 @@ pub mod kms;
 pub mod moto;
 pub mod planmatch;
 pub mod qemu;
+pub mod secureboot;
 pub mod serve;
 
 /// sha256 of bytes as lowercase hex.

@@ -378,6 +378,17 @@ pub struct BootArgs {
     /// verifiers of its documents.
     #[arg(long, value_name = "FILE", requires = "nitrotpm")]
     pub attestation_root: Option<PathBuf>,
+    /// Boot with Secure Boot on: OVMF's Secure Boot firmware with a copy of FILE, a raw
+    /// OVMF variable store (4 MiB layout) that enrolls PK, KEK and db, e.g. made by
+    /// `virt-fw-vars --set-pk ... --add-kek ... --add-db ... --sb`. FILE itself is never
+    /// written.
+    #[arg(long, value_name = "FILE")]
+    pub secure_boot_vars: Option<PathBuf>,
+    /// With --secure-boot-vars: the same keys as an AMI UefiData blob, to predict PCR7
+    /// [default: DIR/uefi-data.bin of a Secure Boot release; without either, PCR7 is not
+    /// predicted].
+    #[arg(long, value_name = "FILE", requires = "secure_boot_vars")]
+    pub uefi_data: Option<PathBuf>,
     /// Print the outcome (PCRs, console, ...) as JSON on stdout instead of the live console.
     #[arg(long)]
     pub json: bool,

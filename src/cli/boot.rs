@@ -10,7 +10,8 @@ use super::inputs::uki_path;
 use super::output::print_json;
 use base64::Engine as _;
 use zoa::boot::{BootOptions, BootOutcome, PcrComparison};
-use zoa::measure::{Bank, MeasureError, Measurements, Pcr};
+use zoa::measure::{Bank, Input, MeasureError, MeasureOptions, Measurements, Pcr};
+use zoa::release::manifest::UEFI_DATA_FILE;
 
 /// The PCRs `zoa boot --json` reports (all the guest prints, predicted or not).
 const JSON_PCRS: std::ops::RangeInclusive<u8> = 0..=12;
@@ -28,11 +29,12 @@ pub fn boot(args: &BootArgs, quiet: bool) -> Result<ExitStatus> {
         power_button: None,
         nitrotpm: args.nitrotpm,
         attestation_root: args.attestation_root.clone(),
+        secure_boot_vars: args.secure_boot_vars.clone(),
     };
     // The prediction is made first: a UKI zoa cannot predict still boots, but says so.
     let uki = zoa::uefi::file::ImageFile::open(&opts.uki)
         .with_context(|| format!("{}: cannot read", opts.uki.display()))?;
-    let prediction = zoa::measure::predict(&uki, &zoa::measure::MeasureOptions::default());
+    let prediction = predict(args, &uki);
     let out = zoa::boot::boot_image(&opts, &uki)?;
     let rows = out.compare_with(prediction.as_ref().ok());
     let mismatches: Vec<String> = rows
@@ -63,6 +65,46 @@ pub fn boot(args: &BootArgs, quiet: bool) -> Result<ExitStatus> {
     } else {
         ExitStatus::ERROR
     })
+}
+
+/// What the boot should measure. With Secure Boot, PCR7 measures the enrolled keys, which
+/// zoa reads only from a UefiData blob (`--uefi-data`, or the release's `uefi-data.bin`):
+/// without one, PCR7 is left unpredicted rather than predicted for Secure Boot off.
+fn predict(
+    args: &BootArgs,
+    uki: &zoa::uefi::file::ImageFile,
+) -> Result<Measurements, MeasureError> {
+    if args.secure_boot_vars.is_none() {
+        return zoa::measure::predict(uki, &MeasureOptions::default());
+    }
+    let release_blob = args
+        .target
+        .is_dir()
+        .then(|| args.target.join(UEFI_DATA_FILE))
+        .filter(|p| p.is_file());
+    match args.uefi_data.clone().or(release_blob) {
+        Some(blob) => zoa::measure::predict(
+            uki,
+            &MeasureOptions {
+                uefi_data: Some(Input::File(blob)),
+                ..MeasureOptions::default()
+            },
+        ),
+        None => {
+            let mut m = zoa::measure::predict(uki, &MeasureOptions::default())?;
+            if let Some(pcr7) = Pcr::new(7) {
+                // What was predicted for PCR7 assumed Secure Boot off: none of it stays.
+                m.pcrs.remove(&pcr7);
+                m.events.retain(|e| e.pcr != pcr7);
+                m.secure_boot = true;
+                m.unpredicted.insert(
+                    pcr7,
+                    "the enrolled keys are in --secure-boot-vars, which zoa does not read: give them as --uefi-data".into(),
+                );
+            }
+            Ok(m)
+        }
+    }
 }
 
 /// `zoa boot --json`: the outcome, every PCR the guest printed, and the prediction.
