@@ -14,7 +14,7 @@ use common::faults::{Fault, FaultProxy};
 use common::moto::{http, Call, Moto, Recorded, ACCOUNT_ID};
 use common::planmatch;
 use common::*;
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -685,6 +685,90 @@ fn one_error_line(o: &Output, context: &str) -> String {
 }
 
 // ---- the tests ----
+
+/// A release signed for some regions (`zoa sign --regions`) is refused in any other one
+/// before a single AWS call, naming the allowed ones; in an allowed region the same
+/// deploy goes ahead; `zoa policy --scp` pins an account to them without any call; and
+/// signing again without `--regions` warns that the restriction is lifted.
+#[test]
+fn a_release_signed_for_other_regions_is_refused_before_any_aws_call() {
+    let lab = Lab::new();
+    let dir = lab.copy_of(lab.built, "eu");
+    let sign = |extra: &[&str]| {
+        run(lab
+            .zoa()
+            .arg("sign")
+            .arg(&dir)
+            .arg("--key")
+            .arg(&lab.key)
+            .args(extra))
+    };
+    let o = sign(&["--regions", "eu-west-1, eu-central-1", "--json"]);
+    assert!(o.status.success(), "zoa sign --regions: {}", stderr(&o));
+    let signed: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(signed["regions"], json!(["eu-central-1", "eu-west-1"]));
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("release.json")).unwrap()).unwrap();
+    assert_eq!(manifest["regions"], json!(["eu-central-1", "eu-west-1"]));
+    let o = sign(&["--regions", "eu-west-1,Frankfurt"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("\"Frankfurt\" is not an AWS region name"),
+        "{}",
+        stderr(&o)
+    );
+
+    lab.proxy.reset_counts();
+    let o = lab.deploy_dir(&dir, &["--region", "us-east-1"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("is signed for deployment in eu-central-1, eu-west-1 only, not in us-east-1"),
+        "{err}"
+    );
+    assert!(err.contains("--region eu-central-1 or eu-west-1"), "{err}");
+    assert!(
+        lab.proxy.counts().is_empty(),
+        "calls made before the refusal: {:?}",
+        lab.proxy.counts()
+    );
+    let plan = lab.deploy_dir(&dir, &["--plan", "--json", "--region", "eu-west-1"]);
+    assert!(plan.status.success(), "in eu-west-1: {}", stderr(&plan));
+
+    let policy = |dir: &Path| {
+        run(zoa(&lab.f.cache())
+            .env_remove("AWS_ENDPOINT_URL")
+            .arg("policy")
+            .arg(dir)
+            .arg("--pubkey")
+            .arg(&lab.pubkey)
+            .arg("--scp"))
+    };
+    let o = policy(&dir);
+    assert!(o.status.success(), "zoa policy --scp: {}", stderr(&o));
+    let scp: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        scp["Statement"][0]["Condition"]["StringNotEquals"]["aws:RequestedRegion"],
+        json!(["eu-central-1", "eu-west-1"])
+    );
+    assert_eq!(scp["Statement"][0]["Effect"], "Deny");
+    let o = policy(&lab.dir);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("is signed for every region"),
+        "{}",
+        stderr(&o)
+    );
+
+    let o = sign(&[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o)
+            .contains("allowed only eu-central-1, eu-west-1; this signature allows every region"),
+        "{}",
+        stderr(&o)
+    );
+}
 
 #[test]
 fn full_deploy_matches_its_plan_and_sends_the_attestation_settings() {

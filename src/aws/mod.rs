@@ -62,6 +62,12 @@ pub enum AwsError {
     },
     #[error("no AWS region: none in AWS_REGION or in the AWS profile's `region`")]
     NoRegion,
+    #[error("{release} is signed for deployment in {} only, not in {region} (release.json `regions`)", allowed.join(", "))]
+    RegionNotAllowed {
+        release: String,
+        region: String,
+        allowed: Vec<String>,
+    },
     #[error("no AWS credentials found ({0}): set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or use an instance role")]
     NoCredentials(String),
     #[error("{file}: {message}")]
@@ -253,17 +259,7 @@ pub struct Account {
 /// A region name must look like one (`us-east-1`, `eu-central-2`, `us-gov-west-1`): a typo
 /// would otherwise surface as a DNS failure deep inside the first call.
 fn validate_region(region: &str) -> Result<(), AwsError> {
-    let parts: Vec<&str> = region.split('-').collect();
-    let ok = parts.len() >= 3
-        && parts.iter().all(|p| {
-            !p.is_empty()
-                && p.chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-        })
-        && parts
-            .last()
-            .is_some_and(|n| n.chars().all(|c| c.is_ascii_digit()));
-    if ok {
+    if crate::release::regions::is_region_name(region) {
         Ok(())
     } else {
         Err(AwsError::step(

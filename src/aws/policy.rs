@@ -128,6 +128,11 @@ const INSTANCE_ROLE_POLICY_TEMPLATE: Template = Template {
     text: include_str!("../../templates/instance-role-policy.json"),
 };
 
+const REGION_SCP_TEMPLATE: Template = Template {
+    name: "templates/region-scp.json",
+    text: include_str!("../../templates/region-scp.json"),
+};
+
 /// Placeholders whose name starts with this are per release: a key policy statement that
 /// uses one is rendered once for each admitted release.
 const RELEASE_SCOPE: &str = "RELEASE_";
@@ -302,6 +307,37 @@ pub fn instance_role_policy_for_keys(key_arns: &[&str]) -> Result<Value, PolicyE
     };
     let vars = Vars::from([("KEY_ARN".to_owned(), arns)]);
     render_document(&INSTANCE_ROLE_POLICY_TEMPLATE, &vars, None)
+}
+
+/// A service control policy (AWS Organizations) that pins an account or OU to `regions`,
+/// a release's signed allow-list: every request to another region is denied
+/// (`aws:RequestedRegion`), whoever makes it, so neither a deploy nor a copy of an image,
+/// snapshot or key can leave them.
+///
+/// Exempt, as in AWS's own example of this policy, are the global services whose single
+/// endpoint is in us-east-1 (CloudFront, IAM, Organizations, Route 53, Support) and STS
+/// (its global endpoint): denying them would break the account, and they hold no data of
+/// the deployment. KMS and EC2 are not exempt, unlike in some published variants: they
+/// hold the keys, images and snapshots the allow-list is about.
+pub fn region_scp(regions: &[String]) -> Result<Value, PolicyError> {
+    if regions.is_empty() {
+        return Err(PolicyError::InvalidInput {
+            field: "regions".into(),
+            value: String::new(),
+            why: "no region is allowed: a region policy needs at least one".into(),
+        });
+    }
+    for r in regions {
+        if !crate::release::regions::is_region_name(r) {
+            return Err(PolicyError::InvalidInput {
+                field: "region".into(),
+                value: r.clone(),
+                why: "not an AWS region name".into(),
+            });
+        }
+    }
+    let vars = Vars::from([("REGIONS".to_owned(), Var::List(regions.to_vec()))]);
+    render_document(&REGION_SCP_TEMPLATE, &vars, None)
 }
 
 /// Checks an existing key policy (as returned by GetKeyPolicy, parsed) against `input`.
@@ -2572,6 +2608,40 @@ mod tests {
 
     /// Writes example renderings to $ZOA_POLICY_DUMP_DIR for `.ci/lint-policies`.
     #[test]
+    fn the_region_scp_denies_every_other_region_but_global_services() {
+        let regions = vec!["eu-central-1".to_owned(), "eu-west-1".to_owned()];
+        let doc = region_scp(&regions).unwrap();
+        let st = &doc["Statement"][0];
+        assert_eq!(doc["Statement"].as_array().unwrap().len(), 1);
+        assert_eq!(st["Effect"], "Deny");
+        assert_eq!(st["Resource"], "*");
+        assert_eq!(
+            st["Condition"]["StringNotEquals"]["aws:RequestedRegion"],
+            json!(["eu-central-1", "eu-west-1"])
+        );
+        let exempt: Vec<&str> = st["NotAction"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        assert!(
+            exempt.contains(&"iam:*") && exempt.contains(&"sts:*"),
+            "{exempt:?}"
+        );
+        // What the allow-list protects is never exempt.
+        for service in ["kms", "ec2", "ebs", "autoscaling", "elasticloadbalancing"] {
+            assert!(
+                !exempt.iter().any(|a| a.starts_with(&format!("{service}:"))),
+                "{service} exempt: {exempt:?}"
+            );
+        }
+        assert!(region_scp(&[]).is_err());
+        let e = region_scp(&["eu-west-1\"]".to_owned()]).unwrap_err();
+        assert!(e.to_string().contains("not an AWS region name"), "{e}");
+    }
+
+    #[test]
     fn dump_example_policies() {
         let examples = [
             ("key-policy.json", render(&input())),
@@ -2589,6 +2659,10 @@ mod tests {
             (
                 "instance-role-trust-policy.json",
                 instance_role_trust_policy(),
+            ),
+            (
+                "region-scp.json",
+                region_scp(&["eu-central-1".into(), "eu-west-1".into()]).expect("scp"),
             ),
         ];
         let Some(dir) = std::env::var_os("ZOA_POLICY_DUMP_DIR") else {

@@ -600,6 +600,12 @@ pub struct SignArgs {
     /// the same way; delete it to sign without one.
     #[arg(long, value_name = "BLOB")]
     pub uefi_data: Option<PathBuf>,
+    /// The only AWS regions the release may be deployed in, e.g. eu-central-1,eu-west-1.
+    /// Signed into release.json: `zoa deploy` and `zoa rollout` refuse any other region
+    /// before their first AWS call, and `zoa policy --scp` pins an account to them.
+    /// Without it the release may be deployed in any region.
+    #[arg(long, value_name = "R[,R...]", value_parser = parse_regions)]
+    pub regions: Option<RegionList>,
     #[command(flatten)]
     pub password: PasswordArgs,
     /// Print the result as JSON.
@@ -836,6 +842,11 @@ pub struct PolicyArgs {
     /// Render the locked policy (see `zoa deploy --lock-policy`).
     #[arg(long)]
     pub lock_policy: bool,
+    /// Print only a service control policy (AWS Organizations) that denies requests to
+    /// any region but the release's signed ones (`zoa sign --regions`), for the account or
+    /// OU the release is deployed in. Needs no AWS credentials.
+    #[arg(long, conflicts_with_all = ["account_id", "name", "key_admins", "sealers", "lock_policy"])]
+    pub scp: bool,
     #[command(flatten)]
     pub aws: AwsArgs,
 }
@@ -867,4 +878,13 @@ pub enum LogCommand {
 /// `--allow-cidr`: an IPv4 CIDR, checked as the library checks it.
 fn ipv4_cidr(s: &str) -> Result<String, String> {
     zoa::aws::deploy::check_ipv4_cidr(s).map(|()| s.to_owned())
+}
+
+/// `--regions R[,R...]`, checked and sorted (a newtype: clap reads `Option<Vec<_>>` as a
+/// repeated flag).
+#[derive(Debug, Clone)]
+pub struct RegionList(pub Vec<String>);
+
+fn parse_regions(list: &str) -> Result<RegionList, String> {
+    zoa::release::regions::parse_list(list).map(RegionList)
 }

@@ -185,6 +185,9 @@ pub fn destroy(args: &DestroyArgs, quiet: bool, progress: Progress) -> Result<Ex
 }
 
 pub fn policy(args: &PolicyArgs) -> Result<ExitStatus> {
+    if args.scp {
+        return region_scp(args);
+    }
     let account_id = match &args.account_id {
         Some(a) => a.clone(),
         None => {
@@ -207,6 +210,22 @@ pub fn policy(args: &PolicyArgs) -> Result<ExitStatus> {
         lock: args.lock_policy,
     })?;
     print_json(&docs)?;
+    Ok(ExitStatus::OK)
+}
+
+/// `zoa policy --scp`: the region SCP of a verified release's signed allow-list.
+fn region_scp(args: &PolicyArgs) -> Result<ExitStatus> {
+    let verified = zoa::release::verify(&args.dir, &args.pubkey, None)?;
+    let manifest = verified.manifest();
+    if manifest.regions.is_empty() {
+        anyhow::bail!(
+            "{}: {} {} is signed for every region, so there is nothing to pin: sign it with --regions R[,R...]",
+            args.dir.display(),
+            manifest.name,
+            manifest.version
+        );
+    }
+    print_json(&zoa::aws::policy::region_scp(&manifest.regions)?)?;
     Ok(ExitStatus::OK)
 }
 

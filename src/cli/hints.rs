@@ -48,6 +48,10 @@ fn hint_for(err: &(dyn Error + 'static)) -> Option<String> {
     match err.downcast_ref::<AwsError>()? {
         AwsError::WrongRegion { recorded, .. } => Some(format!("pass --region {recorded}")),
         AwsError::NoRegion => Some("pass --region REGION".to_owned()),
+        AwsError::RegionNotAllowed { allowed, .. } => Some(format!(
+            "pass --region {} (or set AWS_REGION), or sign the release again with --regions naming this region",
+            allowed.join(" or ")
+        )),
         AwsError::Refused { remedy, .. } => Some(remedy_hint(remedy)),
         AwsError::Release(e) => release_hint(e),
         _ => None,

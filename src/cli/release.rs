@@ -37,13 +37,46 @@ pub fn keygen(args: &KeygenArgs, quiet: bool) -> Result<ExitStatus> {
 pub fn sign(args: &SignArgs, quiet: bool) -> Result<ExitStatus> {
     // An unencrypted (CI) key is used as is; an encrypted one asks for its password.
     let password = Password::choose(false, args.password.password_file.clone());
-    let signed = zoa::release::sign(&args.dir, &args.key, &password, args.uefi_data.as_deref())?;
+    let regions = args
+        .regions
+        .as_ref()
+        .map(|r| r.0.clone())
+        .unwrap_or_default();
+    if regions.is_empty() {
+        warn_if_regions_dropped(&args.dir);
+    }
+    let signed = zoa::release::sign(
+        &args.dir,
+        &args.key,
+        &password,
+        args.uefi_data.as_deref(),
+        &regions,
+    )?;
     if args.json {
         print_json(&signed)?;
     } else if !quiet {
         print_signed(&signed);
     }
     Ok(ExitStatus::OK)
+}
+
+/// Signing again without `--regions` lifts a residency restriction the release had: say
+/// so (the old release.json is only read for this warning, not trusted).
+fn warn_if_regions_dropped(dir: &Path) {
+    let path = dir.join(zoa::release::manifest::MANIFEST_FILE);
+    let Ok(bytes) = std::fs::read(&path) else {
+        return;
+    };
+    if let Ok(old) = zoa::release::manifest::Manifest::parse(&path.display().to_string(), &bytes) {
+        if !old.regions.is_empty() {
+            eprintln!(
+                "warning: {} allowed only {}; this signature allows every region (give --regions {} to keep them)",
+                path.display(),
+                old.regions.join(", "),
+                old.regions.join(",")
+            );
+        }
+    }
 }
 
 fn print_signed(signed: &zoa::release::Signed) {
@@ -63,6 +96,9 @@ fn print_signed(signed: &zoa::release::Signed) {
                 "off: it enrolls no PK"
             }
         );
+    }
+    if !signed.regions.is_empty() {
+        println!("       deployable only in {}", signed.regions.join(", "));
     }
 }
 
@@ -112,6 +148,9 @@ fn print_verified(report: &zoa::release::Verification) {
             ""
         }
     );
+    if !report.regions.is_empty() {
+        println!("deployable only in {}", report.regions.join(", "));
+    }
 }
 
 pub fn diff(args: &DiffArgs) -> Result<ExitStatus> {

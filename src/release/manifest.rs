@@ -57,6 +57,10 @@ pub struct Manifest {
     pub artifacts: Vec<Artifact>,
     pub measurements: Measurements,
     pub policy_exceptions: Vec<serde_json::Value>,
+    /// The AWS regions the release may be deployed in (`zoa sign --regions`); absent, any.
+    /// Older zoa refuses a release.json that has them (unknown field): it fails closed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub regions: Vec<String>,
 }
 
 /// The recipe a release was built from.
@@ -164,6 +168,7 @@ impl Manifest {
             artifacts,
             measurements,
             policy_exceptions,
+            regions: Vec::new(),
         })
     }
 
@@ -202,6 +207,17 @@ impl Manifest {
                     message: format!("artifact {:?} is not one zoa signs", a.path),
                 });
             }
+        }
+        // What `zoa sign --regions` writes: real names, sorted, each once.
+        let canonical = super::regions::parse_list(&m.regions.join(","));
+        if !m.regions.is_empty() && canonical.as_deref() != Ok(m.regions.as_slice()) {
+            return Err(ManifestError::Invalid {
+                file: file.to_owned(),
+                message: format!(
+                    "regions {:?} are not a sorted list of distinct AWS region names",
+                    m.regions
+                ),
+            });
         }
         Ok(m)
     }
@@ -322,6 +338,41 @@ mod tests {
             seen += 1;
         }
         assert!(seen >= 4, "{seen} reference releases");
+    }
+
+    /// Regions are signed as `zoa sign --regions` writes them; anything else is refused,
+    /// and a release without them serializes as it always did.
+    #[test]
+    fn regions_are_canonical_or_refused() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("measurements");
+        let dir = std::fs::read_dir(&root)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|d| d.join(MANIFEST_FILE).is_file())
+            .unwrap();
+        let bytes = std::fs::read(dir.join(MANIFEST_FILE)).unwrap();
+        let m = Manifest::parse(MANIFEST_FILE, &bytes).unwrap();
+        assert!(m.regions.is_empty());
+        assert!(!String::from_utf8(bytes).unwrap().contains("regions"));
+        let base = serde_json::to_value(&m).unwrap();
+        let with = |regions: &[&str]| {
+            let mut v = base.clone();
+            v["regions"] = serde_json::json!(regions);
+            Manifest::parse("m", &serde_json::to_vec(&v).unwrap())
+        };
+        let back = with(&["eu-central-1", "eu-west-1"]).unwrap();
+        assert_eq!(back.regions, ["eu-central-1", "eu-west-1"]);
+        for bad in [
+            &["eu-west-1", "eu-central-1"][..],
+            &["eu-west-1", "eu-west-1"],
+            &["Frankfurt"],
+        ] {
+            let e = with(bad).unwrap_err().to_string();
+            assert!(
+                e.contains("not a sorted list of distinct AWS region names"),
+                "{e}"
+            );
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod diff;
 pub mod keys;
 pub mod log;
 pub mod manifest;
+pub mod regions;
 
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -83,6 +84,9 @@ pub struct Signed {
     /// Whether the measurements assume Secure Boot on (only with `uefi_data`).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub secure_boot: bool,
+    /// The regions the release may be deployed in (absent: any).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub regions: Vec<String>,
 }
 
 /// Reads a `UefiData` blob in either form RegisterImage's users meet it (the binary, or
@@ -106,11 +110,15 @@ pub fn read_uefi_data_blob(path: &Path) -> Result<Vec<u8>, ReleaseError> {
 /// (Secure Boot on when it holds a PK) and the manifest covers it. Without, an existing
 /// `DIR/uefi-data.bin` is used the same way (a re-sign keeps a Secure Boot release one);
 /// remove the file to sign a release without it.
+///
+/// `regions` (checked and sorted by [`regions::parse_list`]) become the release's allowed
+/// regions; empty, it may be deployed anywhere.
 pub fn sign(
     dir: &Path,
     secret_key: &Path,
     password: &keys::Password,
     uefi_data: Option<&Path>,
+    regions: &[String],
 ) -> Result<Signed, ReleaseError> {
     let uki_path = dir.join(UKI_FILE);
     let uki = ImageFile::private_copy(&uki_path, &uki_path.display().to_string())
@@ -154,7 +162,8 @@ pub fn sign(
             fsio::persist(tmp, &uefi_path, fsio::Persist::REPLACE)
                 .map_err(|e| io_err(&uefi_path, e))?;
         }
-        let manifest = Manifest::from_build_dir(dir, measurements, blob.is_some())?;
+        let mut manifest = Manifest::from_build_dir(dir, measurements, blob.is_some())?;
+        manifest.regions = regions.to_vec();
         // The manifest hashed uki.efi again: it must be the file that was measured.
         if manifest.artifact(UKI_FILE).map(|a| a.sha256.as_str()) != Some(uki.sha256.as_str()) {
             return Err(io_err(
@@ -175,6 +184,7 @@ pub fn sign(
             trusted_comment: comment,
             uefi_data: blob.is_some().then(|| uefi_path.clone()),
             secure_boot,
+            regions: manifest.regions.clone(),
         })
     })();
     if result.is_err() {
@@ -208,6 +218,9 @@ pub struct Verification {
     pub pcrs_checked: Vec<String>,
     /// Set when a rebuild was requested and matched.
     pub rebuilt: Option<RebuildReport>,
+    /// The regions the release may be deployed in (absent: any).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub regions: Vec<String>,
 }
 
 /// A release whose signature, artifacts and measurements were checked, holding the very
@@ -350,6 +363,7 @@ pub fn verify(
         artifacts_checked: manifest.artifacts.iter().map(|a| a.path.clone()).collect(),
         pcrs_checked,
         rebuilt,
+        regions: manifest.regions.clone(),
     };
     Ok(VerifiedRelease {
         dir: dir.to_owned(),

@@ -375,6 +375,15 @@ pub(crate) fn verify_release(options: &DeployOptions) -> Result<VerifiedRelease,
 pub async fn prepare(clients: &Clients, options: DeployOptions) -> Result<Deployment, AwsError> {
     let verified = verify_release(&options)?;
     let manifest = verified.manifest();
+    // Before any AWS call: a residency rule the release carries is not the deployer's to
+    // bend.
+    if !crate::release::regions::allows(&manifest.regions, &clients.region) {
+        return Err(AwsError::RegionNotAllowed {
+            release: format!("{} {}", manifest.name, manifest.version),
+            region: clients.region.clone(),
+            allowed: manifest.regions.clone(),
+        });
+    }
     let manifest_sha256 = verified.manifest_sha256();
     let deployment = options
         .name
