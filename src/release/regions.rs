@@ -5,6 +5,9 @@
 /// Whether `name` is spelled like an AWS region (`us-east-1`, `eu-central-2`,
 /// `us-gov-west-1`): lowercase words and a number, joined by `-`. Whether the region
 /// exists is AWS's to say; this only refuses what cannot be one.
+///
+/// zoa-init has the same rule for the KMS host name it builds (`init/src/unseal/imds.rs`);
+/// it is not shared because zoa-init's sources are part of every reference release.
 pub fn is_region_name(name: &str) -> bool {
     let parts: Vec<&str> = name.split('-').collect();
     parts.len() >= 3
