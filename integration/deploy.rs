@@ -832,6 +832,19 @@ fn full_deploy_matches_its_plan_and_sends_the_attestation_settings() {
     );
     assert_eq!(str_at(&state, "/key_alias"), "alias/zoa/tiny");
     assert_eq!(inv.aliases, ["alias/zoa/tiny"]);
+    // The key policy's digest is of the very text CreateKey sent (for audits).
+    let create_key = calls
+        .iter()
+        .find(|c| c.is("kms:CreateKey"))
+        .expect("a CreateKey call");
+    let sent = create_key
+        .param("Policy")
+        .expect("CreateKey carries a Policy");
+    assert_eq!(
+        str_at(&state, "/key_policy_sha256"),
+        sha256_hex(sent.as_bytes()),
+        "key_policy_sha256"
+    );
     assert_eq!(str_at(&state, "/role_name"), "zoa-tiny");
     assert_eq!(inv.roles, ["zoa-tiny"]);
     assert_eq!(str_at(&state, "/instance_profile_name"), "zoa-tiny");

@@ -220,6 +220,12 @@ fn a_fleet_rolls_forward_with_both_releases_admitted_only_during_the_refresh() {
         !v1.join("deploy/deploy.json").exists(),
         "the old record stays"
     );
+    // The record keeps the digest of the policy in place: the last one written.
+    assert_eq!(
+        state["key_policy_sha256"].as_str(),
+        Some(sha256_hex(policies[1].as_bytes()).as_str()),
+        "key_policy_sha256"
+    );
 
     // A deploy of v2 now finds everything in place; destroy removes it all.
     lab.moto.clear_recording();

@@ -762,8 +762,14 @@ impl Rollout {
                 self.deployment.state.user_data_sha256 = Some(ud.sha256.clone());
                 self.deployment.state.secrets = ud.secrets.clone();
             }
-        } else if todo("admit-new-only") {
-            self.key_policy_spec(KeyAdmits::New)?.send(c, step).await?;
+        } else {
+            let admit_new = self.key_policy_spec(KeyAdmits::New)?;
+            if todo("admit-new-only") {
+                admit_new.send(c, step).await?;
+            }
+            // The policy in place from here on, also when a resumed rollout finds this
+            // step done.
+            self.deployment.state.key_policy_sha256 = Some(admit_new.policy_sha256());
         }
         if todo("retire-old") {
             let step = "retire old release";

@@ -50,6 +50,11 @@ pub struct DeployState {
     pub model_snapshot_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_sha256: Option<String>,
+    /// The SHA-256 of the key policy exactly as zoa last wrote it (CreateKey, or a
+    /// rollout's final PutKeyPolicy), for audits comparing the live policy with it; absent
+    /// for a key zoa adopted without having recorded its creation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_policy_sha256: Option<String>,
     /// For an age-encrypted model: the SHA-256 of the model it decrypts to (the image's
     /// pin), so that a rollout to a release pinning the same model reuses the snapshot.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -27,6 +27,15 @@ pub struct CreatedKey {
 impl CreateKey {
     pub const API: &'static str = "kms:CreateKey";
 
+    /// The policy exactly as it is sent, and its SHA-256 (recorded for audits).
+    pub fn policy_text(&self) -> String {
+        self.policy.to_string()
+    }
+
+    pub fn policy_sha256(&self) -> String {
+        crate::digest::sha256_bytes(self.policy_text().as_bytes())
+    }
+
     pub fn call(&self) -> Call {
         Call::new(
             Self::API,
@@ -43,7 +52,7 @@ impl CreateKey {
 
     pub async fn send(&self, c: &Clients, step: &str) -> Result<CreatedKey, AwsError> {
         refuse_placeholders(step, "the key policy", &self.policy)?;
-        let policy = self.policy.to_string();
+        let policy = self.policy_text();
         let tags = self
             .tags
             .iter()
@@ -130,6 +139,15 @@ pub struct PutKeyPolicy {
 impl PutKeyPolicy {
     pub const API: &'static str = "kms:PutKeyPolicy";
 
+    /// The policy exactly as it is sent, and its SHA-256 (recorded for audits).
+    pub fn policy_text(&self) -> String {
+        self.policy.to_string()
+    }
+
+    pub fn policy_sha256(&self) -> String {
+        crate::digest::sha256_bytes(self.policy_text().as_bytes())
+    }
+
     pub fn call(&self) -> Call {
         Call::new(
             Self::API,
@@ -143,7 +161,7 @@ impl PutKeyPolicy {
             .put_key_policy()
             .key_id(self.key.require(step)?)
             .policy_name("default")
-            .policy(self.policy.to_string())
+            .policy(self.policy_text())
             .send()
             .await
             .map_err(|e| api_error(step, Self::API, e))?;

@@ -293,7 +293,9 @@ impl Deployment {
     }
 
     pub(super) async fn create_key(&mut self, c: &Clients) -> Result<(), AwsError> {
-        let key = self.create_key_spec()?.send(c, "kms key").await?;
+        let spec = self.create_key_spec()?;
+        let key = spec.send(c, "kms key").await?;
+        self.state.key_policy_sha256 = Some(spec.policy_sha256());
         self.state.key_id = Some(key.id);
         self.state.key_arn = key.arn;
         self.state.key_locked = self.options.lock_policy;
