@@ -100,8 +100,8 @@ pub struct BootOptions {
     /// Boot with Secure Boot: OVMF's Secure Boot firmware ([`OVMF_CODE_SECBOOT`], with
     /// SMM) and a private copy of this variable store, which enrolls PK, KEK and db and
     /// turns Secure Boot on (made, e.g., by `virt-fw-vars --set-pk ... --add-kek ...
-    /// --add-db ... --sb`). Its variables are what PCR7 measures: predict with the same keys (`zoa measure
-    /// --uefi-data`, or the release's `uefi-data.bin`).
+    /// --add-db ... --sb`). Its variables are what PCR7 measures: predict with the same
+    /// keys (`zoa measure --uefi-data`, or the release's `uefi-data.bin`).
     pub secure_boot_vars: Option<PathBuf>,
 }
 

@@ -2606,7 +2606,6 @@ mod tests {
         assert_eq!(instance_role_trust_policy(), template);
     }
 
-    /// Writes example renderings to $ZOA_POLICY_DUMP_DIR for `.ci/lint-policies`.
     #[test]
     fn the_region_scp_denies_every_other_region_but_global_services() {
         let regions = vec!["eu-central-1".to_owned(), "eu-west-1".to_owned()];
@@ -2641,6 +2640,7 @@ mod tests {
         assert!(e.to_string().contains("not an AWS region name"), "{e}");
     }
 
+    /// Writes example renderings to $ZOA_POLICY_DUMP_DIR for `.ci/lint-policies`.
     #[test]
     fn dump_example_policies() {
         let examples = [

@@ -769,7 +769,8 @@ impl Rollout {
             }
             // The policy in place from here on, also when a resumed rollout finds this
             // step done.
-            self.deployment.state.key_policy_sha256 = Some(admit_new.policy_sha256());
+            self.deployment.state.key_policy_sha256 =
+                Some(crate::aws::calls::kms::policy_sha256(&admit_new.policy));
         }
         if todo("retire-old") {
             let step = "retire old release";

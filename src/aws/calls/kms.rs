@@ -24,17 +24,18 @@ pub struct CreatedKey {
     pub arn: Option<String>,
 }
 
+/// A key policy exactly as CreateKey and PutKeyPolicy send it.
+fn policy_text(policy: &Value) -> String {
+    policy.to_string()
+}
+
+/// The SHA-256 of [`policy_text`]: what `deploy.json` records for audits.
+pub fn policy_sha256(policy: &Value) -> String {
+    crate::digest::sha256_bytes(policy_text(policy).as_bytes())
+}
+
 impl CreateKey {
     pub const API: &'static str = "kms:CreateKey";
-
-    /// The policy exactly as it is sent, and its SHA-256 (recorded for audits).
-    pub fn policy_text(&self) -> String {
-        self.policy.to_string()
-    }
-
-    pub fn policy_sha256(&self) -> String {
-        crate::digest::sha256_bytes(self.policy_text().as_bytes())
-    }
 
     pub fn call(&self) -> Call {
         Call::new(
@@ -52,7 +53,7 @@ impl CreateKey {
 
     pub async fn send(&self, c: &Clients, step: &str) -> Result<CreatedKey, AwsError> {
         refuse_placeholders(step, "the key policy", &self.policy)?;
-        let policy = self.policy_text();
+        let policy = policy_text(&self.policy);
         let tags = self
             .tags
             .iter()
@@ -139,15 +140,6 @@ pub struct PutKeyPolicy {
 impl PutKeyPolicy {
     pub const API: &'static str = "kms:PutKeyPolicy";
 
-    /// The policy exactly as it is sent, and its SHA-256 (recorded for audits).
-    pub fn policy_text(&self) -> String {
-        self.policy.to_string()
-    }
-
-    pub fn policy_sha256(&self) -> String {
-        crate::digest::sha256_bytes(self.policy_text().as_bytes())
-    }
-
     pub fn call(&self) -> Call {
         Call::new(
             Self::API,
@@ -161,7 +153,7 @@ impl PutKeyPolicy {
             .put_key_policy()
             .key_id(self.key.require(step)?)
             .policy_name("default")
-            .policy(self.policy_text())
+            .policy(policy_text(&self.policy))
             .send()
             .await
             .map_err(|e| api_error(step, Self::API, e))?;

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use super::{DeployOutcome, Deployment, DISK_NAME, ROLE_POLICY_NAME};
 use crate::aws::calls::ebs::SnapshotUpload;
+use crate::aws::calls::kms;
 use crate::aws::calls::Outcome;
 use crate::aws::plan::{Action, Plan};
 use crate::aws::state::DeployState;
@@ -295,7 +296,7 @@ impl Deployment {
     pub(super) async fn create_key(&mut self, c: &Clients) -> Result<(), AwsError> {
         let spec = self.create_key_spec()?;
         let key = spec.send(c, "kms key").await?;
-        self.state.key_policy_sha256 = Some(spec.policy_sha256());
+        self.state.key_policy_sha256 = Some(kms::policy_sha256(&spec.policy));
         self.state.key_id = Some(key.id);
         self.state.key_arn = key.arn;
         self.state.key_locked = self.options.lock_policy;
