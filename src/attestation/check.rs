@@ -127,7 +127,16 @@ fn run(bytes: &[u8], expect: &Expectation, now: SystemTime, r: &mut Report) -> V
         }
     };
     describe(&signed.document, r);
-    record(r, "format", true, "COSE_Sign1, ES384, NSM payload".into());
+    let kind = match signed.document.kind {
+        super::Kind::NitroTpm => "a NitroTPM document (nitrotpm_pcrs)",
+        super::Kind::Enclave => "a Nitro Enclave document (pcrs)",
+    };
+    record(
+        r,
+        "format",
+        true,
+        format!("COSE_Sign1, ES384, NSM payload: {kind}"),
+    );
     if let Err(e) = signed.verify_signature() {
         record(r, "signature", false, e.to_string());
         return Verdict::BadSignature;

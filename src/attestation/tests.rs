@@ -1,4 +1,4 @@
-//! Against the real NitroTPM documents in `testdata/` (an independent source: EC2 made
+//! Against the real NitroTPM and Nitro Enclave documents in `testdata/` (an independent source: EC2 made
 //! them), and round trips of what [`sign`] writes.
 
 use super::*;
@@ -16,6 +16,8 @@ const REAL: [&str; 2] = [
     "nitrotpm-vaportpm-21a610c.hex",
     "nitrotpm-vaportpm-5ad2647.hex",
 ];
+
+const ENCLAVE: &str = "enclave-eternis-0de6377.hex";
 
 fn sha256_hex(b: &[u8]) -> String {
     crate::digest::sha256_bytes(b)
@@ -58,6 +60,38 @@ fn real_nitrotpm_documents_parse_verify_and_chain_to_the_aws_root() {
             Err(AttestationError::Expired(_))
         ));
     }
+}
+
+/// A real Nitro Enclave document (`pcrs`, 16 of them; a debug-mode enclave, so PCR0-2
+/// are zero): recognised as such, signed, and chained to the same AWS root.
+#[test]
+fn a_real_nitro_enclave_document_is_recognised_and_verified() {
+    use super::check::{check, Expectation, Verdict};
+    let bytes = real(ENCLAVE);
+    let signed = parse(&bytes).unwrap();
+    let d = &signed.document;
+    assert_eq!(d.kind, Kind::Enclave);
+    assert_eq!(d.module_id, "i-0bbf1bfe232b8c2ce-enc0191ba35c9d1b77a");
+    assert_eq!(d.pcrs.len(), 16);
+    assert!(d.pcrs.values().all(|p| p.len() == 48));
+    assert_eq!(d.pcrs[&0], vec![0; 48]);
+    assert_ne!(d.pcrs[&3], vec![0; 48]);
+    assert_eq!(sha256_hex(&d.cabundle[0]), AWS_NITRO_ROOT_G1_SHA256);
+    signed.verify_signature().unwrap();
+    signed.verify_chain(&d.cabundle[0], d.timestamp()).unwrap();
+
+    let now = d.timestamp() + Duration::from_secs(30);
+    let report = check(&bytes, &Expectation::default(), now);
+    assert_eq!(report.verdict, Verdict::Ok, "{:#?}", report.checks);
+    assert_eq!(report.kind, Some(Kind::Enclave));
+    assert!(report.checks[0].detail.contains("Nitro Enclave"));
+    let mut flipped = bytes.clone();
+    let last = flipped.len() - 10;
+    flipped[last] ^= 1;
+    assert_eq!(
+        check(&flipped, &Expectation::default(), now).verdict,
+        Verdict::BadSignature
+    );
 }
 
 #[test]
