@@ -6,6 +6,7 @@
 //! measure → release → deploy. `main.rs` only wires the command line to these calls.
 
 pub mod attestation;
+pub mod audit;
 pub mod aws;
 pub mod boot;
 pub mod deb;

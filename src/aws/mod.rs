@@ -186,6 +186,9 @@ pub struct Clients {
     pub iam: aws_sdk_iam::Client,
     pub autoscaling: aws_sdk_autoscaling::Client,
     pub sts: aws_sdk_sts::Client,
+    /// `zoa audit --lookup`. LookupEvents allows two calls a second: this client retries
+    /// throttling ten times, with backoff, where the others keep the SDK's three.
+    pub cloudtrail: aws_sdk_cloudtrail::Client,
 }
 
 impl Clients {
@@ -222,6 +225,11 @@ impl Clients {
             iam: aws_sdk_iam::Client::new(&config),
             autoscaling: aws_sdk_autoscaling::Client::new(&config),
             sts: aws_sdk_sts::Client::new(&config),
+            cloudtrail: aws_sdk_cloudtrail::Client::from_conf(
+                aws_sdk_cloudtrail::config::Builder::from(&config)
+                    .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(10))
+                    .build(),
+            ),
         })
     }
 
