@@ -15,7 +15,7 @@ use common::moto::{http, Call, Moto, Recorded, ACCOUNT_ID};
 use common::planmatch;
 use common::*;
 use serde_json::{json, Value};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -2101,4 +2101,673 @@ fn the_model_goes_up_as_a_second_snapshot_mapped_by_the_ami() {
     let o = lab.destroy();
     assert!(o.status.success(), "zoa destroy: {}", stderr(&o));
     lab.inventory().assert_empty("after destroy");
+}
+
+// ---- zoa audit: a mixed day of CloudTrail records against a real deploy ----
+
+/// One CloudTrail record (the CloudTrail record contents reference, and the shapes of
+/// the KMS, EC2, Systems Manager and EC2 Instance Connect documentation's examples;
+/// written here, with the deploy's real identifiers).
+fn trail_record(id: &str, minute: u32, source: &str, name: &str, fields: Value) -> Value {
+    let mut r = json!({
+        "eventVersion": "1.08",
+        "eventID": id,
+        "eventTime": format!("2026-12-01T10:{minute:02}:00Z"),
+        "eventSource": format!("{source}.amazonaws.com"),
+        "eventName": name,
+        "awsRegion": "us-east-1",
+        "sourceIPAddress": "192.0.2.10",
+        "userAgent": "aws-cli/2",
+        "userIdentity": {"type": "IAMUser", "principalId": "AIDAEXAMPLE",
+            "arn": format!("arn:aws:iam::{ACCOUNT_ID}:user/operator"), "accountId": ACCOUNT_ID},
+        "requestID": format!("req-{id}"),
+        "readOnly": false,
+        "eventType": "AwsApiCall",
+        "recipientAccountId": ACCOUNT_ID,
+    });
+    for (k, v) in fields.as_object().expect("fields are an object") {
+        r[k] = v.clone();
+    }
+    r
+}
+
+/// What the audit should make of a record: a finding (kind, severity), or nothing.
+type Expected = Option<(&'static str, &'static str)>;
+
+/// The deploy's identifiers, from its record.
+struct Deployed {
+    key_arn: String,
+    alias: String,
+    image: String,
+    snapshot: String,
+    instance: String,
+    pcr4: String,
+    pcr12: String,
+    policy: String,
+}
+
+fn mixed_day(d: &Deployed) -> Vec<(Value, Expected)> {
+    let key = |id, minute, name, extra: Value| {
+        let mut fields = json!({
+            "requestParameters": {"keyId": d.key_arn, "encryptionAlgorithm": "SYMMETRIC_DEFAULT"},
+            "responseElements": null,
+            "resources": [{"accountId": ACCOUNT_ID, "type": "AWS::KMS::Key", "ARN": d.key_arn}],
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            fields[k] = v.clone();
+        }
+        trail_record(id, minute, "kms", name, fields)
+    };
+    let attested = |pcr4: &str| {
+        json!({
+            "userIdentity": {"type": "AssumedRole", "arn": format!("arn:aws:sts::{ACCOUNT_ID}:assumed-role/zoa/i-1")},
+            "additionalEventData": {"recipient": {
+                "attestationDocumentModuleId": format!("{}-tpm0000000000000000", d.instance),
+                "attestationDocumentNitroTPMPCR4": pcr4,
+                "attestationDocumentNitroTPMPCR7": "00".repeat(48),
+                "attestationDocumentNitroTPMPCR12": d.pcr12,
+            }}
+        })
+    };
+    let ec2 = |id, minute, name, params: Value| {
+        trail_record(
+            id,
+            minute,
+            "ec2",
+            name,
+            json!({"requestParameters": params}),
+        )
+    };
+    let unshare = ec2(
+        "e17",
+        17,
+        "ModifySnapshotAttribute",
+        json!({"snapshotId": d.snapshot, "attributeType": "CREATE_VOLUME_PERMISSION",
+               "createVolumePermission": {"remove": {"items": [{"userId": "444455556666"}]}}}),
+    );
+    let mut copy = ec2(
+        "e18",
+        18,
+        "CopyImage",
+        json!({"sourceRegion": "us-east-1", "sourceImageId": d.image, "name": "copy"}),
+    );
+    copy["awsRegion"] = json!("eu-west-1");
+    vec![
+        (key("e01", 1, "Decrypt", attested(&d.pcr4)), None),
+        (
+            key("e02", 2, "GenerateDataKey", attested(&"ab".repeat(48))),
+            Some(("unknown-image", "critical")),
+        ),
+        (
+            key("e03", 3, "Decrypt", json!({})),
+            Some(("unattested-key-use", "critical")),
+        ),
+        (
+            key(
+                "e04",
+                4,
+                "Decrypt",
+                json!({"errorCode": "AccessDeniedException",
+                "errorMessage": "User is not authorized to perform kms:Decrypt"}),
+            ),
+            Some(("unattested-key-use", "warning")),
+        ),
+        // Sealing: the sealer may only encrypt, which releases nothing.
+        (key("e05", 5, "Encrypt", json!({})), None),
+        (
+            key(
+                "e06",
+                6,
+                "PutKeyPolicy",
+                json!({"requestParameters":
+                {"keyId": d.key_arn, "policyName": "default", "policy": d.policy}}),
+            ),
+            Some(("trust-change", "warning")),
+        ),
+        (
+            key(
+                "e07",
+                7,
+                "PutKeyPolicy",
+                json!({"requestParameters":
+                {"keyId": d.key_arn, "policyName": "default", "policy": "{\"Statement\":[]}"}}),
+            ),
+            Some(("trust-change", "critical")),
+        ),
+        (
+            key(
+                "e08",
+                8,
+                "CreateGrant",
+                json!({"requestParameters": {"keyId": d.key_arn,
+                "granteePrincipal": "arn:aws:iam::444455556666:root", "operations": ["Decrypt"]}}),
+            ),
+            Some(("trust-change", "critical")),
+        ),
+        (
+            trail_record(
+                "e09",
+                9,
+                "kms",
+                "UpdateAlias",
+                json!({"requestParameters":
+                {"aliasName": d.alias, "targetKeyId": "arn:aws:kms:us-east-1:444455556666:key/other"}}),
+            ),
+            Some(("trust-change", "critical")),
+        ),
+        (
+            trail_record(
+                "e10",
+                10,
+                "ssm",
+                "StartSession",
+                json!({"requestParameters": {"target": d.instance}}),
+            ),
+            Some(("operator-access", "critical")),
+        ),
+        (
+            trail_record(
+                "e11",
+                11,
+                "ec2-instance-connect",
+                "SendSSHPublicKey",
+                json!({
+                "requestParameters": {"instanceId": d.instance, "instanceOSUser": "ec2-user", "sSHPublicKey": "ssh-ed25519 AAAA"},
+                "errorCode": "EC2InstanceNotFoundException"}),
+            ),
+            Some(("operator-access", "warning")),
+        ),
+        (
+            ec2(
+                "e12",
+                12,
+                "GetConsoleOutput",
+                json!({"instanceId": d.instance}),
+            ),
+            Some(("operator-access", "critical")),
+        ),
+        (
+            ec2(
+                "e13",
+                13,
+                "ModifyInstanceAttribute",
+                json!({"instanceId": d.instance,
+                "userData": "<sensitiveDataRemoved>"}),
+            ),
+            Some(("operator-access", "critical")),
+        ),
+        (
+            trail_record(
+                "e14",
+                14,
+                "ec2",
+                "RunInstances",
+                json!({
+                "requestParameters": {"instancesSet": {"items": [{"imageId": d.image, "minCount": 1, "maxCount": 1, "keyName": "ops-key"}]}},
+                "responseElements": {"instancesSet": {"items": [{"instanceId": "i-0f00000000000000e", "imageId": d.image}]}}}),
+            ),
+            Some(("operator-access", "critical")),
+        ),
+        // The instance launched with a key pair is followed from then on.
+        (
+            ec2(
+                "e15",
+                15,
+                "GetConsoleScreenshot",
+                json!({"instanceId": "i-0f00000000000000e"}),
+            ),
+            Some(("operator-access", "critical")),
+        ),
+        (
+            ec2(
+                "e16",
+                16,
+                "ModifyImageAttribute",
+                json!({"imageId": d.image, "attributeType": "launchPermission",
+                "launchPermission": {"add": {"items": [{"group": "all"}]}}}),
+            ),
+            Some(("copy-out", "critical")),
+        ),
+        // Removing a permission shares nothing.
+        (unshare, None),
+        (copy.clone(), Some(("copy-out", "critical"))),
+        (copy, Some(("region", "critical"))),
+        (
+            ec2(
+                "e19",
+                19,
+                "CreateSnapshots",
+                json!({"instanceSpecification": {"instanceId": d.instance}}),
+            ),
+            Some(("copy-out", "critical")),
+        ),
+        // Noise: another key, another instance, a read-only call, and a record outside
+        // the window.
+        (
+            trail_record(
+                "e20",
+                20,
+                "kms",
+                "Decrypt",
+                json!({"requestParameters":
+                {"keyId": "arn:aws:kms:us-east-1:123456789012:key/someone-else"}}),
+            ),
+            None,
+        ),
+        (
+            ec2(
+                "e21",
+                21,
+                "GetConsoleOutput",
+                json!({"instanceId": "i-0ther"}),
+            ),
+            None,
+        ),
+        (key("e22", 22, "DescribeKey", json!({})), None),
+        (
+            {
+                let mut late = key("e23", 23, "Decrypt", json!({}));
+                late["eventTime"] = json!("2026-12-02T00:00:00Z");
+                late
+            },
+            None,
+        ),
+    ]
+}
+
+/// The (kind, severity, event id) triples a record list should give, sorted as the
+/// report sorts them is not assumed: compared as sets.
+fn expected_findings(day: &[(Value, Expected)]) -> BTreeSet<(String, String, String)> {
+    day.iter()
+        .filter_map(|(r, e)| {
+            e.map(|(kind, severity)| {
+                (
+                    kind.to_string(),
+                    severity.to_string(),
+                    r["eventID"].as_str().unwrap().to_string(),
+                )
+            })
+        })
+        .collect()
+}
+
+fn reported_findings(report: &Value) -> BTreeSet<(String, String, String)> {
+    report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["kind"].as_str().unwrap().to_string(),
+                f["severity"].as_str().unwrap().to_string(),
+                f["event_id"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(bytes).unwrap();
+    gz.finish().unwrap()
+}
+
+/// A deploy of a release signed for us-east-1 only, with its release log.
+fn deployed_for_audit(lab: &Lab) -> (Deployed, PathBuf) {
+    let o = run(lab
+        .zoa()
+        .arg("sign")
+        .arg(&lab.dir)
+        .arg("--key")
+        .arg(&lab.key)
+        .args(["--regions", "us-east-1"]));
+    assert!(o.status.success(), "zoa sign --regions: {}", stderr(&o));
+    lab.deploy_ok(&[]);
+    let log = lab.f.path("releases.log");
+    let o = run(lab
+        .zoa()
+        .args(["log", "append"])
+        .arg(&log)
+        .arg(&lab.dir)
+        .arg("--pubkey")
+        .arg(&lab.pubkey));
+    assert!(o.status.success(), "zoa log append: {}", stderr(&o));
+    let state: Value =
+        serde_json::from_slice(&std::fs::read(lab.dir.join("deploy/deploy.json")).unwrap())
+            .unwrap();
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(lab.dir.join("release.json")).unwrap()).unwrap();
+    let key_arn = str_at(&state, "/key_arn").to_string();
+    let r = lab.moto.json(
+        "kms",
+        "TrentService.GetKeyPolicy",
+        &json!({"KeyId": key_arn, "PolicyName": "default"}).to_string(),
+    );
+    let policy: Value = serde_json::from_slice(&r.body).unwrap();
+    let policy = policy["Policy"].as_str().unwrap().to_string();
+    assert_eq!(
+        sha256_hex(policy.as_bytes()),
+        str_at(&state, "/key_policy_sha256")
+    );
+    let d = Deployed {
+        key_arn,
+        alias: str_at(&state, "/key_alias").to_string(),
+        image: str_at(&state, "/image_id").to_string(),
+        snapshot: str_at(&state, "/snapshot_id").to_string(),
+        instance: str_at(&state, "/instance_ids/0").to_string(),
+        pcr4: str_at(&manifest, "/measurements/pcrs/4/sha384").to_string(),
+        pcr12: str_at(&manifest, "/measurements/pcrs/12/sha384").to_string(),
+        policy,
+    };
+    (d, log)
+}
+
+impl Lab {
+    fn audit(&self, log: &Path, args: &[&str]) -> Output {
+        run(self
+            .zoa()
+            .arg("audit")
+            .args(args)
+            .arg("--deploy")
+            .arg(&self.dir)
+            .arg("--log")
+            .arg(log)
+            .arg("--pubkey")
+            .arg(&self.pubkey))
+    }
+}
+
+#[test]
+fn audit_flags_exactly_the_day_s_findings_from_files_and_from_lookup_events() {
+    let lab = Lab::new();
+    let (d, log) = deployed_for_audit(&lab);
+    let day = mixed_day(&d);
+    // e18 is listed twice (two findings), and is one record.
+    let mut records: Vec<Value> = day.iter().map(|(r, _)| r.clone()).collect();
+    records.dedup();
+
+    // As a trail delivers them: gzip, split over two files, a digest file beside them;
+    // the same records again as plain JSON (duplicates are read once).
+    let base = format!("trail/AWSLogs/{ACCOUNT_ID}/CloudTrail/us-east-1/2026/12/01");
+    let (first, second) = records.split_at(10);
+    for (name, part) in [("a", first), ("b", second)] {
+        lab.f.write(
+            &format!("{base}/{ACCOUNT_ID}_CloudTrail_us-east-1_20261201T1000Z_{name}.json.gz"),
+            gzip(json!({"Records": part}).to_string().as_bytes()),
+        );
+    }
+    lab.f.write(
+        &format!("trail/AWSLogs/{ACCOUNT_ID}/CloudTrail-Digest/us-east-1/2026/12/01/{ACCOUNT_ID}_CloudTrail-Digest_us-east-1_x.json.gz"),
+        gzip(b"{\"digestStartTime\": \"2026-12-01T10:00:00Z\"}"),
+    );
+    let again = lab
+        .f
+        .write("again.json", json!({"Records": records}).to_string());
+    let trail = lab.f.path("trail");
+    let window = ["--since", "2026-12-01", "--until", "2026-12-02T00:00:00Z"];
+
+    let o = lab.audit(
+        &log,
+        &[
+            &[trail.to_str().unwrap(), again.to_str().unwrap(), "--json"][..],
+            &window[..],
+        ]
+        .concat(),
+    );
+    assert_eq!(o.status.code(), Some(30), "zoa audit: {}", stderr(&o));
+    let report: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(report["events"], records.len());
+    assert_eq!(reported_findings(&report), expected_findings(&day));
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(lab.dir.join("release.json")).unwrap()).unwrap();
+    let release = format!(
+        "{} {}",
+        str_at(&manifest, "/name"),
+        str_at(&manifest, "/version")
+    );
+    let attested: Vec<(String, Value)> = report["attested"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["event_id"].as_str().unwrap().to_string(),
+                a["release"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        attested,
+        [
+            ("e01".to_string(), json!(release)),
+            ("e02".to_string(), Value::Null)
+        ]
+    );
+    assert_eq!(report["findings"][0]["severity"], "critical");
+    let severities: Vec<&str> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["severity"].as_str().unwrap())
+        .collect();
+    assert!(
+        severities.windows(2).all(|w| w[0] <= w[1]),
+        "critical first: {severities:?}"
+    );
+    let unattested = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["event_id"] == "e03")
+        .unwrap();
+    assert_eq!(
+        unattested["principal"],
+        format!("arn:aws:iam::{ACCOUNT_ID}:user/operator")
+    );
+    assert_eq!(unattested["event_name"], "Decrypt");
+    assert_eq!(unattested["region"], "us-east-1");
+
+    // Human output: a summary, critical findings first.
+    let o = lab.audit(
+        &log,
+        &[&[trail.to_str().unwrap()][..], &window[..]].concat(),
+    );
+    assert_eq!(o.status.code(), Some(30));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains(&format!(
+            "{} events read; attested key uses: 2 (1 of a signed release)",
+            records.len()
+        )),
+        "{text}"
+    );
+    let first_finding = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("CRITICAL") || l.trim_start().starts_with("warning"))
+        .unwrap();
+    assert!(first_finding.trim_start().starts_with("CRITICAL"), "{text}");
+
+    // A quiet day: only the attested use of the release and sealing.
+    let quiet = lab.f.write(
+        "quiet.json",
+        json!({"Records": records.iter().filter(|r| ["e01", "e05", "e17", "e20", "e22"].contains(&r["eventID"].as_str().unwrap())).collect::<Vec<_>>()}).to_string(),
+    );
+    let o = lab.audit(&log, &[quiet.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("nothing flagged"));
+
+    // The same day from LookupEvents (moto has no CloudTrail lookup: a stand-in answers
+    // from these records, filtered by the request's one attribute and time range, two
+    // records a page).
+    let served = records.clone();
+    lab.proxy.respond(
+        common::faults::Matcher::target_contains("LookupEvents"),
+        Box::new(move |call: &Call| Some(Fault::Answer(lookup_events_page(&served, call)))),
+    );
+    lab.proxy.reset_counts();
+    let o = lab.audit(&log, &[&["--lookup", "--json"][..], &window[..]].concat());
+    assert_eq!(
+        o.status.code(),
+        Some(30),
+        "zoa audit --lookup: {}",
+        stderr(&o)
+    );
+    let looked_up: Value = serde_json::from_slice(&o.stdout).unwrap();
+    // e18 happened in eu-west-1: only a lookup there finds it.
+    let mut without_eu = expected_findings(&day);
+    without_eu.retain(|(_, _, id)| id != "e18");
+    assert_eq!(reported_findings(&looked_up), without_eu);
+    let lookups = lab
+        .proxy
+        .calls()
+        .into_iter()
+        .filter(|c| c.operation == "LookupEvents")
+        .collect::<Vec<_>>();
+    assert!(
+        lookups.iter().any(|c| c
+            .json
+            .as_ref()
+            .is_some_and(|j| j.get("NextToken").is_some())),
+        "pages followed"
+    );
+    assert_eq!(
+        lab.proxy.count("kms:GetKeyPolicy"),
+        1,
+        "{:?}",
+        lab.proxy.counts()
+    );
+
+    let o = lab.audit(
+        &log,
+        &[
+            &["--lookup", "--json", "--lookup-region", "eu-west-1"][..],
+            &window[..],
+        ]
+        .concat(),
+    );
+    assert_eq!(o.status.code(), Some(30), "{}", stderr(&o));
+    let both: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(reported_findings(&both), expected_findings(&day));
+
+    // Someone replaces the key policy behind zoa's back: the live check says so.
+    let r = lab.moto.json(
+        "kms",
+        "TrentService.PutKeyPolicy",
+        &json!({"KeyId": d.key_arn, "PolicyName": "default", "Policy": d.policy.replace("zoa", "zoA")}).to_string(),
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let o = lab.audit(&log, &[&["--lookup", "--json"][..], &window[..]].concat());
+    let live: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let changed = live["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["event_id"].is_null())
+        .unwrap_or_else(|| panic!("no live finding: {live:#}"));
+    assert_eq!(changed["kind"], "trust-change");
+    assert_eq!(changed["severity"], "critical");
+    assert!(changed["detail"]
+        .as_str()
+        .unwrap()
+        .contains("is not the one zoa wrote"));
+}
+
+/// One LookupEvents answer from `records`: those matching the request's attribute and
+/// time range, two a page, NextToken the index of the next.
+fn lookup_events_page(records: &[Value], call: &Call) -> String {
+    let req = call.json.clone().unwrap_or_default();
+    let attr = &req["LookupAttributes"][0];
+    let (key, value) = (
+        attr["AttributeKey"].as_str().unwrap_or(""),
+        attr["AttributeValue"].as_str().unwrap_or(""),
+    );
+    let secs = |v: &Value| v.as_f64().map(|f| f as i64);
+    let (start, end) = (secs(&req["StartTime"]), secs(&req["EndTime"]));
+    let matching: Vec<&Value> = records
+        .iter()
+        .filter(|r| match key {
+            "EventSource" => r["eventSource"] == value,
+            "EventName" => r["eventName"] == value,
+            _ => false,
+        })
+        .filter(|r| r["awsRegion"] == call_region(call))
+        .filter(|r| {
+            let t = jiff_seconds(r["eventTime"].as_str().unwrap());
+            start.is_none_or(|s| t >= s) && end.is_none_or(|e| t <= e)
+        })
+        .collect();
+    let from: usize = req["NextToken"].as_str().map_or(0, |t| t.parse().unwrap());
+    let page: Vec<Value> = matching
+        .iter()
+        .skip(from)
+        .take(2)
+        .map(|r| json!({"EventId": r["eventID"], "EventName": r["eventName"], "CloudTrailEvent": r.to_string()}))
+        .collect();
+    let mut answer = json!({"Events": page});
+    if from + 2 < matching.len() {
+        answer["NextToken"] = json!((from + 2).to_string());
+    }
+    answer.to_string()
+}
+
+/// The region a request was signed for (the credential scope).
+fn call_region(call: &Call) -> String {
+    let auth = call.header("authorization").unwrap_or_default();
+    auth.split("Credential=")
+        .nth(1)
+        .and_then(|c| c.split('/').nth(2))
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn jiff_seconds(rfc3339: &str) -> i64 {
+    rfc3339.parse::<jiff::Timestamp>().unwrap().as_second()
+}
+
+#[test]
+fn audit_refuses_bad_input_naming_it() {
+    let lab = Lab::new();
+    let log = lab.f.path("releases.log");
+    let o = run(lab
+        .zoa()
+        .args(["log", "append"])
+        .arg(&log)
+        .arg(&lab.dir)
+        .arg("--pubkey")
+        .arg(&lab.pubkey));
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Not deployed: no deploy.json.
+    let trail = lab.f.write("t.json", "{\"Records\": []}");
+    let o = lab.audit(&log, &[trail.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("no deploy record"), "{}", stderr(&o));
+    // Neither files nor --lookup; both.
+    let o = run(lab
+        .zoa()
+        .args(["audit", "--log"])
+        .arg(&log)
+        .arg("--pubkey")
+        .arg(&lab.pubkey));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let o = run(lab
+        .zoa()
+        .arg("audit")
+        .arg(&trail)
+        .args(["--lookup", "--log"])
+        .arg(&log)
+        .arg("--pubkey")
+        .arg(&lab.pubkey));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    // Broken files, named with the record.
+    for (name, body, says) in [
+        ("bad.json", &b"{\"Records\": [{\"eventName\": \"Decrypt\"}]}"[..], "record 0: missing field"),
+        ("bad2.json.gz", &b"plain text"[..], "bad2.json.gz"),
+        ("bad3.json", &b"{\"Records\": [{\"eventTime\": \"yesterday\", \"eventSource\": \"kms.amazonaws.com\", \"eventName\": \"Decrypt\"}]}"[..], "is not an RFC 3339 time"),
+    ] {
+        let path = lab.f.write(name, body);
+        let o = run(lab.zoa().arg("audit").arg(&path).arg("--log").arg(&log).arg("--pubkey").arg(&lab.pubkey));
+        assert_eq!(o.status.code(), Some(1), "{name}: {}", stderr(&o));
+        assert!(stderr(&o).contains(says), "{name}: {}", stderr(&o));
+    }
 }

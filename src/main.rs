@@ -47,5 +47,6 @@ fn run(cli: &Cli) -> Result<ExitStatus> {
         Command::Destroy(args) => cli::aws::destroy(args, quiet, progress),
         Command::Policy(args) => cli::aws::policy(args),
         Command::Seal(args) => cli::aws::seal(args, quiet),
+        Command::Audit(args) => cli::audit::audit(args),
     }
 }

@@ -519,7 +519,7 @@ fn serve(shared: &Shared, client: TcpStream) -> io::Result<()> {
                 ..
             }) => {
                 let content_type = match call.service.as_str() {
-                    "kms" => "application/x-amz-json-1.1",
+                    "kms" | "cloudtrail" => "application/x-amz-json-1.1",
                     "ebs" => "application/json",
                     _ => "text/xml",
                 };

@@ -531,7 +531,9 @@ impl Call {
             .map(str::to_string);
 
         if let Some(t) = target_header {
-            let (prefix, op) = t.split_once('.').unwrap_or(("", t));
+            // `TrentService.Decrypt`; CloudTrail's prefix has dots of its own
+            // (`com.amazonaws.cloudtrail.v20131101.CloudTrail_20131101.LookupEvents`).
+            let (prefix, op) = t.rsplit_once('.').unwrap_or(("", t));
             call.operation = op.to_string();
             call.service = signed.clone().unwrap_or_else(|| json_service(prefix));
         } else if let Some(action) = action {
@@ -655,6 +657,7 @@ fn signing_service(auth: &str) -> Option<String> {
 fn json_service(target_prefix: &str) -> String {
     match target_prefix {
         "TrentService" => "kms".to_string(),
+        p if p.starts_with("com.amazonaws.cloudtrail.") => "cloudtrail".to_string(),
         other => other.to_ascii_lowercase(),
     }
 }

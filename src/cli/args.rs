@@ -173,6 +173,26 @@ pub enum Command {
     /// change. Logs each attestation on stderr. Exits with `zoa attest`'s status when the
     /// first attestation fails.
     Proxy(ProxyArgs),
+    /// Audit CloudTrail for every use of a deployment's key and every access to its image
+    /// and instances.
+    ///
+    /// Reads delivered log files (PATH: a file, plain or .json.gz, or a directory of them
+    /// as a trail writes them to S3) or, with --lookup, CloudTrail's LookupEvents (the last
+    /// 90 days of management events, in the deployments' regions and each --lookup-region).
+    /// Reports every attested key use with the signed release of --log whose PCRs it
+    /// carries, and flags: unknown-image (an attested use no signed release matches),
+    /// unattested-key-use (Decrypt, GenerateDataKey(Pair), DeriveSharedSecret or ReEncrypt
+    /// without an attestation document, allowed or refused), trust-change (key policy,
+    /// grants, aliases, replication, deletion, disabling; and with --lookup, a live key
+    /// policy other than the one zoa wrote), operator-access (Session Manager, EC2
+    /// Instance Connect, serial console keys, console output or screenshots, instance
+    /// attribute changes, launches with a key pair), copy-out (image or snapshot sharing,
+    /// copies, images or snapshots of the instances) and region (an event on the
+    /// deployment's resources outside the regions its release is signed for). Critical
+    /// findings first. With --deploy, only those deployments' resources are audited;
+    /// without, every key, image and instance in the records. Exit 0: nothing flagged;
+    /// 30: at least one finding.
+    Audit(AuditArgs),
 }
 
 /// Where inputs come from.
@@ -445,6 +465,53 @@ pub struct ExpectArgs {
     /// Trust this root certificate (PEM) instead of the AWS Nitro root (warns every time).
     #[arg(long, value_name = "PEMFILE")]
     pub root: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["paths", "lookup"])))]
+pub struct AuditArgs {
+    /// CloudTrail log files (.json or .json.gz) or directories of them.
+    #[arg(value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// Read CloudTrail's LookupEvents instead of files (standard credential chain,
+    /// AWS_ENDPOINT_URL), and compare each deployment's live key policy with deploy.json.
+    #[arg(long, conflicts_with = "paths")]
+    pub lookup: bool,
+    /// Also look up events in this region (repeatable; the deployments' regions always).
+    #[arg(long = "lookup-region", value_name = "REGION", requires = "lookup")]
+    pub lookup_regions: Vec<String>,
+    /// A deployed release directory (its deploy/deploy.json names the resources;
+    /// repeatable).
+    #[arg(long = "deploy", value_name = "DIR")]
+    pub deploys: Vec<PathBuf>,
+    /// The signed release log: attested key uses are matched to its releases.
+    #[arg(long, value_name = "LOG")]
+    pub log: PathBuf,
+    /// The public key(s) the log and the deployed releases are signed with (repeatable).
+    #[arg(long, value_name = "PUB", required = true)]
+    pub pubkey: Vec<PathBuf>,
+    /// Only events at or after this time (RFC 3339, a date, or Unix seconds).
+    #[arg(long, value_name = "T", value_parser = parse_instant)]
+    pub since: Option<jiff::Timestamp>,
+    /// Only events before this time (RFC 3339, a date, or Unix seconds).
+    #[arg(long, value_name = "T", value_parser = parse_instant)]
+    pub until: Option<jiff::Timestamp>,
+    /// Print the report as JSON (the interface contract's shape).
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub aws: AwsArgs,
+}
+
+/// RFC 3339, a date (midnight UTC), or Unix seconds.
+fn parse_instant(s: &str) -> Result<jiff::Timestamp, String> {
+    if let Ok(date) = s.parse::<jiff::civil::Date>() {
+        return date
+            .to_zoned(jiff::tz::TimeZone::UTC)
+            .map(|z| z.timestamp())
+            .map_err(|e| e.to_string());
+    }
+    parse_time(s).and_then(|t| jiff::Timestamp::try_from(t).map_err(|e| e.to_string()))
 }
 
 #[derive(Debug, Args)]

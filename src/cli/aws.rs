@@ -14,7 +14,7 @@ use zoa::aws::{AwsOptions, Clients};
 use zoa::fsio::{self, ReadBoundedError};
 use zoa::progress::Progress;
 
-fn aws_options(args: &AwsArgs) -> AwsOptions {
+pub(super) fn aws_options(args: &AwsArgs) -> AwsOptions {
     AwsOptions {
         region: args.region.clone(),
         profile: args.profile.clone(),

@@ -84,10 +84,15 @@ impl ExitStatus {
         name: "not-bound",
         meaning: "attest: genuine, but stale, another nonce or another TLS key",
     };
+    pub const FLAGGED: ExitStatus = ExitStatus {
+        code: 30,
+        name: "flagged",
+        meaning: "audit: at least one finding",
+    };
 }
 
 /// The table, in numeric order. A status that is not here is not used.
-pub const TABLE: [ExitStatus; 13] = [
+pub const TABLE: [ExitStatus; 14] = [
     ExitStatus::OK,
     ExitStatus::ERROR,
     ExitStatus::USAGE,
@@ -101,6 +106,7 @@ pub const TABLE: [ExitStatus; 13] = [
     ExitStatus::NOT_GENUINE,
     ExitStatus::NOT_EXPECTED_IMAGE,
     ExitStatus::NOT_BOUND,
+    ExitStatus::FLAGGED,
 ];
 
 impl From<ExitStatus> for ExitCode {

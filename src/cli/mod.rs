@@ -5,6 +5,7 @@
 
 pub mod args;
 pub mod attest;
+pub mod audit;
 pub mod aws;
 pub mod boot;
 pub mod build;
