@@ -112,6 +112,7 @@ fn policy_for(bindings: Vec<PcrBinding>) -> serde_json::Value {
         sealer_principals: vec![format!("arn:aws:iam::{ACCOUNT}:user/moto")],
         bindings,
         lock: false,
+        vpc_endpoint: None,
     })
     .expect("zoa's key policy renders")
 }

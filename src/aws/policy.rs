@@ -29,6 +29,7 @@
 //!         pcr12: "00".repeat(48),
 //!     }],
 //!     lock: false,
+//!     vpc_endpoint: None,
 //! };
 //! let policy = key_policy(&input)?;
 //! assert_eq!(policy["Statement"][1]["Sid"], "ZoaInstanceUse0");
@@ -183,6 +184,10 @@ pub struct KeyPolicyInput {
     pub bindings: Vec<PcrBinding>,
     /// `--lock-policy`: deny kms:PutKeyPolicy to everyone, forever.
     pub lock: bool,
+    /// A private deploy's KMS interface endpoint (`vpce-…`): the plaintext operations are
+    /// denied to every request that does not come through it (`aws:SourceVpce`), so a
+    /// valid attestation document is of no use anywhere else.
+    pub vpc_endpoint: Option<String>,
 }
 
 /// Why a policy could not be rendered, or why a key policy was refused.
@@ -259,6 +264,60 @@ pub fn key_policy(input: &KeyPolicyInput) -> Result<Value, PolicyError> {
         return Err(PolicyError::TooLarge { bytes });
     }
     Ok(doc)
+}
+
+/// A VPC endpoint policy: typed statements serialised as IAM writes them.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct EndpointPolicy {
+    pub version: &'static str,
+    pub statement: Vec<EndpointStatement>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct EndpointStatement {
+    pub sid: &'static str,
+    pub effect: &'static str,
+    pub principal: Value,
+    pub action: Vec<&'static str>,
+    pub resource: String,
+}
+
+/// The operations zoa-init's instances call through the endpoint (the instance role's
+/// only permissions).
+pub const ENDPOINT_ACTIONS: [&str; 2] = ["kms:Decrypt", "kms:GenerateDataKey"];
+
+/// The private deploy's KMS endpoint admits the instance role's calls on the
+/// deployment's key and nothing else: no other key, no other caller, no other operation.
+pub fn kms_endpoint_policy(key_arn: &str, instance_role_arn: &str) -> Result<Value, PolicyError> {
+    check_key_arn(key_arn)?;
+    let doc = EndpointPolicy {
+        version: POLICY_VERSION,
+        statement: vec![EndpointStatement {
+            sid: "ZoaOnlyThisKey",
+            effect: "Allow",
+            principal: json!({ "AWS": instance_role_arn }),
+            action: ENDPOINT_ACTIONS.to_vec(),
+            resource: key_arn.to_owned(),
+        }],
+    };
+    serde_json::to_value(doc).map_err(|e| malformed(e.to_string()))
+}
+
+/// The endpoint's policy from its creation until the key exists (its ARN is the
+/// policy's resource): nothing passes.
+pub fn kms_endpoint_closed_policy() -> Value {
+    json!({
+        "Version": POLICY_VERSION,
+        "Statement": [{
+            "Sid": "ZoaNothingYet",
+            "Effect": "Deny",
+            "Principal": "*",
+            "Action": "*",
+            "Resource": "*"
+        }]
+    })
 }
 
 /// Whether CreateKey/PutKeyPolicy must pass `BypassPolicyLockoutSafetyCheck=true`.
@@ -388,6 +447,7 @@ struct Checked {
     instance_role: String,
     releases: Vec<Release>,
     lock: bool,
+    vpc_endpoint: Option<String>,
 }
 
 struct Release {
@@ -521,7 +581,33 @@ fn validate(input: &KeyPolicyInput) -> Result<Checked, PolicyError> {
         instance_role: role.clone(),
         releases,
         lock: input.lock,
+        vpc_endpoint: input
+            .vpc_endpoint
+            .as_deref()
+            .map(check_vpc_endpoint_id)
+            .transpose()?,
     })
+}
+
+/// The id a plan shows for a VPC endpoint not made yet.
+pub const PENDING_VPC_ENDPOINT_ID: &str = "<vpc-endpoint-id>";
+
+/// `vpce-` and 8 or 17 lowercase hex digits (or the plan's placeholder).
+fn check_vpc_endpoint_id(id: &str) -> Result<String, PolicyError> {
+    let hex = id.strip_prefix("vpce-").unwrap_or("");
+    let ok = id == PENDING_VPC_ENDPOINT_ID
+        || (matches!(hex.len(), 8 | 17)
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
+    if !ok {
+        return Err(invalid(
+            "VPC endpoint id",
+            id,
+            "an interface endpoint id is vpce- and 8 or 17 hex digits",
+        ));
+    }
+    Ok(id.to_owned())
 }
 
 fn is_account_id(s: &str) -> bool {
@@ -701,6 +787,17 @@ fn render_key_policy(checked: &Checked) -> Result<Value, PolicyError> {
             Var::List(unless_locked),
         ),
         ("PUT_KEY_POLICY_IF_LOCKED".to_owned(), Var::List(if_locked)),
+        (
+            "PLAINTEXT_ACTIONS_IF_PRIVATE".to_owned(),
+            Var::List(match &checked.vpc_endpoint {
+                Some(_) => PLAINTEXT_ACTIONS.iter().map(|a| a.to_string()).collect(),
+                None => Vec::new(),
+            }),
+        ),
+        (
+            "VPC_ENDPOINT".to_owned(),
+            Var::Str(checked.vpc_endpoint.clone().unwrap_or_default()),
+        ),
     ]);
     // The boot PCR's number is a placeholder too (in the condition keys and the Deny's
     // Sid), so both modes render from one template and cannot drift apart.
@@ -1167,6 +1264,9 @@ fn check_safety(doc: &Value, checked: &Checked) -> Result<(), PolicyError> {
     for pcr in checked.mode.bound_pcrs() {
         check_pcr_deny(&statements, pcr, &checked.admitted(pcr))?;
     }
+    if let Some(endpoint) = &checked.vpc_endpoint {
+        check_endpoint_deny(&statements, endpoint)?;
+    }
 
     let mut always: Vec<&str> = ALWAYS_DENIED_ACTIONS.to_vec();
     if checked.lock {
@@ -1273,6 +1373,24 @@ fn check_pcr_deny(
     Err(unsafe_policy(near_miss.unwrap_or_else(|| {
         format!("no statement denies the plaintext operations to every principal when {key} is not an admitted value")
     })))
+}
+
+/// A private deploy's key: a blanket Deny of every plaintext operation unless the request
+/// came through the deploy's endpoint, and nothing else in that statement.
+fn check_endpoint_deny(statements: &[Statement], endpoint: &str) -> Result<(), PolicyError> {
+    let key = "aws:sourcevpce";
+    let found = statements.iter().filter(|s| s.is_blanket_deny()).any(|s| {
+        s.sole_condition("StringNotEquals")
+            .is_some_and(|(k, v)| k == key && v == [endpoint])
+            && PLAINTEXT_ACTIONS.iter().all(|a| s.grants(a))
+    });
+    if found {
+        Ok(())
+    } else {
+        Err(unsafe_policy(format!(
+            "no statement denies the plaintext operations to every request that does not come through {endpoint} (aws:SourceVpce)"
+        )))
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1465,6 +1583,7 @@ mod tests {
             sealer_principals: vec![CI.into()],
             bindings: vec![binding("demo 1.0.0", 'a', '0')],
             lock: false,
+            vpc_endpoint: None,
         }
     }
 
@@ -1483,6 +1602,86 @@ mod tests {
         KeyPolicyInput {
             lock: true,
             ..rollout()
+        }
+    }
+
+    #[test]
+    fn the_endpoint_admits_the_role_on_the_key_only() {
+        let doc = kms_endpoint_policy(KEY_ARN, ROLE).unwrap();
+        assert_eq!(
+            doc,
+            json!({"Version": "2012-10-17", "Statement": [{"Sid": "ZoaOnlyThisKey", "Effect": "Allow",
+                "Principal": {"AWS": ROLE}, "Action": ["kms:Decrypt", "kms:GenerateDataKey"],
+                "Resource": KEY_ARN}]})
+        );
+        assert!(kms_endpoint_policy("arn:aws:kms:us-east-1:111122223333:alias/x", ROLE).is_err());
+        assert_eq!(
+            kms_endpoint_closed_policy()["Statement"][0]["Effect"],
+            "Deny"
+        );
+    }
+
+    /// A private deploy: the key is of use only through its VPC endpoint.
+    fn private() -> KeyPolicyInput {
+        KeyPolicyInput {
+            vpc_endpoint: Some("vpce-0123456789abcdef0".into()),
+            ..input()
+        }
+    }
+
+    #[test]
+    fn a_private_key_denies_plaintext_outside_its_endpoint() {
+        let doc = render(&private());
+        let deny = doc["Statement"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["Sid"] == "ZoaDenyOutsideVpcEndpoint")
+            .expect("the endpoint deny");
+        assert_eq!(deny["Effect"], "Deny");
+        assert_eq!(
+            deny["Condition"]["StringNotEquals"]["aws:SourceVpce"],
+            "vpce-0123456789abcdef0"
+        );
+        assert_eq!(
+            deny["Action"].as_array().unwrap().len(),
+            PLAINTEXT_ACTIONS.len()
+        );
+        // Not private: no such statement.
+        assert!(!render(&input())["Statement"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["Sid"] == "ZoaDenyOutsideVpcEndpoint"));
+        // The checker wants it: without, or for another endpoint, the policy is unsafe.
+        let checked = validate(&private()).unwrap();
+        let mut without = doc.clone();
+        without["Statement"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|s| s["Sid"] != "ZoaDenyOutsideVpcEndpoint");
+        assert!(matches!(
+            check_safety(&without, &checked),
+            Err(PolicyError::Unsafe { .. })
+        ));
+        let other = KeyPolicyInput {
+            vpc_endpoint: Some("vpce-0fffffffffffffff0".into()),
+            ..private()
+        };
+        assert!(check_safety(&doc, &validate(&other).unwrap()).is_err());
+        for bad in [
+            "vpce-12",
+            "vpc-0123456789abcdef0",
+            "vpce-0123456789ABCDEF0",
+            "vpce-*",
+        ] {
+            let e = validate(&KeyPolicyInput {
+                vpc_endpoint: Some(bad.into()),
+                ..input()
+            })
+            .err()
+            .unwrap_or_else(|| panic!("{bad} accepted"));
+            assert!(e.to_string().contains("VPC endpoint id"), "{e}");
         }
     }
 
@@ -1517,6 +1716,7 @@ mod tests {
             },
             secure_boot(),
             secure_boot_rollout(),
+            private(),
         ]
     }
 
@@ -2129,6 +2329,8 @@ mod tests {
             "RELEASE_INDEX",
             "RELEASE_BOOT_PCR",
             "RELEASE_PCR12",
+            "PLAINTEXT_ACTIONS_IF_PRIVATE",
+            "VPC_ENDPOINT",
         ]
         .map(str::to_owned)
         .into();
@@ -2659,6 +2861,15 @@ mod tests {
             (
                 "instance-role-trust-policy.json",
                 instance_role_trust_policy(),
+            ),
+            ("key-policy-private.json", render(&private())),
+            (
+                "kms-endpoint-policy.json",
+                kms_endpoint_policy(KEY_ARN, ROLE).expect("endpoint policy"),
+            ),
+            (
+                "kms-endpoint-closed-policy.json",
+                kms_endpoint_closed_policy(),
             ),
             (
                 "region-scp.json",

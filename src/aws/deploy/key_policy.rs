@@ -41,6 +41,7 @@ pub(super) fn key_policy_input(
         sealer_principals: sealers,
         bindings,
         lock,
+        vpc_endpoint: None,
     }
 }
 
