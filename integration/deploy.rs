@@ -518,6 +518,28 @@ impl Lab {
                 &q("autoscaling", "DescribeAutoScalingGroups", &[]),
                 "AutoScalingGroupName",
             ),
+            vpc_endpoints: {
+                let xml = q(
+                    "ec2",
+                    "DescribeVpcEndpoints",
+                    &[
+                        ("Filter.1.Name", "tag-key"),
+                        ("Filter.1.Value.1", "zoa:deployment"),
+                    ],
+                );
+                // One <item> per endpoint: its id, unless its state is deleted.
+                xml.split("<vpcEndpointId>")
+                    .skip(1)
+                    .filter(|item| {
+                        !item
+                            .split("</item>")
+                            .next()
+                            .unwrap_or("")
+                            .contains("<state>deleted</state>")
+                    })
+                    .filter_map(|item| item.split('<').next().map(str::to_string))
+                    .collect()
+            },
         }
     }
 }
@@ -541,6 +563,8 @@ struct Inventory {
     snapshots: Vec<String>,
     launch_templates: Vec<String>,
     auto_scaling_groups: Vec<String>,
+    /// VPC endpoints tagged `zoa:deployment`, not deleted.
+    vpc_endpoints: Vec<String>,
 }
 
 impl Inventory {
@@ -566,7 +590,8 @@ impl Inventory {
                 && self.images.is_empty()
                 && self.snapshots.is_empty()
                 && self.launch_templates.is_empty()
-                && self.auto_scaling_groups.is_empty(),
+                && self.auto_scaling_groups.is_empty()
+                && self.vpc_endpoints.is_empty(),
             "{context}: resources remain: {self:#?}"
         );
     }
@@ -2770,4 +2795,145 @@ fn audit_refuses_bad_input_naming_it() {
         assert_eq!(o.status.code(), Some(1), "{name}: {}", stderr(&o));
         assert!(stderr(&o).contains(says), "{name}: {}", stderr(&o));
     }
+}
+
+// ---- --private: no public address, the key usable only through its VPC endpoint ----
+
+#[test]
+fn a_private_deploy_keeps_off_the_internet_and_its_key_answers_only_through_its_endpoint() {
+    let lab = Lab::new();
+    let args = [
+        "--private",
+        "--allow-cidr",
+        "172.31.0.0/16",
+        "--port",
+        "8080",
+    ];
+
+    let mut plan = Value::Null;
+    let calls = lab.record(|| plan = lab.plan(&args));
+    assert!(calls.iter().all(is_read_only), "--plan changed something");
+    let steps: Vec<&str> = plan["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["step"].as_str().unwrap())
+        .collect();
+    for s in [
+        "kms-endpoint-group",
+        "kms-endpoint-group-rules",
+        "kms-endpoint",
+        "kms-endpoint-policy",
+    ] {
+        assert!(steps.contains(&s), "plan steps {steps:?} lack {s}");
+    }
+    // The endpoint comes before the key (whose policy names it), its policy after.
+    let at = |s: &str| steps.iter().position(|x| *x == s).unwrap();
+    assert!(at("kms-endpoint") < at("kms-key") && at("kms-key") < at("kms-endpoint-policy"));
+    let planned = |api: &str| -> Value {
+        plan["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|s| s["calls"].as_array().unwrap().iter())
+            .find(|c| c["api"] == api)
+            .unwrap_or_else(|| panic!("no {api} in the plan: {plan:#}"))["params"]
+            .clone()
+    };
+    let endpoint = planned("ec2:CreateVpcEndpoint");
+    assert_eq!(endpoint["ServiceName"], "com.amazonaws.us-east-1.kms");
+    assert_eq!(endpoint["PrivateDnsEnabled"], true);
+    assert_eq!(endpoint["VpcEndpointType"], "Interface");
+    let key_policy = planned("kms:CreateKey")["Policy"].clone();
+    let deny = key_policy["Statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["Sid"] == "ZoaDenyOutsideVpcEndpoint")
+        .unwrap_or_else(|| panic!("no endpoint deny: {key_policy:#}"))
+        .clone();
+    assert_eq!(
+        deny["Condition"]["StringNotEquals"]["aws:SourceVpce"],
+        "<vpc-endpoint-id>"
+    );
+    let run = planned("ec2:RunInstances");
+    assert_eq!(
+        run["NetworkInterfaces"][0]["AssociatePublicIpAddress"],
+        false
+    );
+    assert!(run.get("SecurityGroupIds").is_none(), "{run:#}");
+
+    let calls = lab.record(|| {
+        lab.deploy_ok(&args);
+    });
+    planmatch::assert_calls_match_plan(&plan, &calls);
+    let state = lab.state();
+    assert_eq!(state["private"], true);
+    let vpce = str_at(&state, "/vpc_endpoint_id").to_string();
+    assert!(vpce.starts_with("vpce-"), "{state:#}");
+    let key_arn = str_at(&state, "/key_arn").to_string();
+
+    // The key policy as KMS keeps it denies everything outside this endpoint.
+    let r = lab.moto.json(
+        "kms",
+        "TrentService.GetKeyPolicy",
+        &json!({"KeyId": key_arn, "PolicyName": "default"}).to_string(),
+    );
+    let live: Value = serde_json::from_str(
+        serde_json::from_slice::<Value>(&r.body).unwrap()["Policy"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    let deny = live["Statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["Sid"] == "ZoaDenyOutsideVpcEndpoint")
+        .expect("the endpoint deny in the live policy");
+    assert_eq!(deny["Condition"]["StringNotEquals"]["aws:SourceVpce"], vpce);
+
+    // The endpoint admits the instance role on this key only.
+    let r = lab.moto.query(
+        "ec2",
+        "DescribeVpcEndpoints",
+        &[("VpcEndpointId.1", vpce.as_str())],
+    );
+    let text = r.text();
+    let doc = xml_values(&text, "policyDocument");
+    let doc: Value = serde_json::from_str(&doc[0].replace("&quot;", "\"")).unwrap();
+    assert_eq!(doc["Statement"][0]["Resource"], key_arn);
+    assert_eq!(
+        doc["Statement"][0]["Principal"]["AWS"],
+        format!("arn:aws:iam::{ACCOUNT_ID}:role/zoa-tiny")
+    );
+    assert_eq!(xml_values(&text, "privateDnsEnabled"), ["true"]);
+
+    // Egress: HTTPS inside the VPC only; the endpoint's group: HTTPS in from the VPC.
+    let vpc_cidr = "172.31.0.0/16";
+    let (ingress, egress) = lab.security_group_rules("zoa-tiny");
+    assert_eq!(egress, [format!("tcp 443-443 {vpc_cidr}")]);
+    assert_eq!(ingress, [format!("tcp 8080-8080 {vpc_cidr}")]);
+    let (ingress, egress) = lab.security_group_rules("zoa-tiny-kms-endpoint");
+    assert_eq!(ingress, [format!("tcp 443-443 {vpc_cidr}")]);
+    assert!(egress.is_empty(), "{egress:?}");
+
+    // A rerun finds everything in place.
+    let calls = lab.record(|| {
+        lab.deploy_ok(&args);
+    });
+    assert_eq!(mutating(&calls), Vec::<String>::new(), "a rerun");
+    // A rerun without the flag stays private.
+    let o = lab.deploy(&[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(lab.state()["private"], true);
+
+    let destroy_plan = lab.destroy_plan();
+    assert!(
+        destroy_plan.to_string().contains("ec2:DeleteVpcEndpoints"),
+        "{destroy_plan:#}"
+    );
+    let o = lab.destroy();
+    assert!(o.status.success(), "zoa destroy: {}", stderr(&o));
+    lab.inventory().assert_empty("after destroy");
 }

@@ -140,6 +140,8 @@ enum ListStyle {
 fn ec2_member_name(list: &str) -> String {
     match list {
         "IpPermissions" | "IpRanges" | "Ipv6Ranges" => list.to_owned(),
+        // A network interface's groups (InstanceNetworkInterfaceSpecification.Groups).
+        "Groups" => "SecurityGroupId".to_owned(),
         _ => list.strip_suffix('s').unwrap_or(list).to_owned(),
     }
 }

@@ -16,8 +16,8 @@ use aws_sdk_ec2::types as ec2t;
 
 use super::calls::autoscaling::DeleteAutoScalingGroup;
 use super::calls::ec2::{
-    ec2_filter, DeleteLaunchTemplate, DeleteSecurityGroup, DeleteSnapshot, DeregisterImage,
-    TerminateInstances,
+    ec2_filter, endpoint_state_in, DeleteLaunchTemplate, DeleteSecurityGroup, DeleteSnapshot,
+    DeleteVpcEndpoints, DeregisterImage, TerminateInstances,
 };
 use super::calls::iam::{
     DeleteInstanceProfile, DeleteRole, DeleteRolePolicy, RemoveRoleFromInstanceProfile,
@@ -71,6 +71,8 @@ struct Existing {
     auto_scaling_group: Option<String>,
     launch_templates: Vec<String>,
     instances: Vec<String>,
+    /// A private deploy's KMS endpoints (before their security group can go).
+    vpc_endpoints: Vec<String>,
     security_groups: Vec<String>,
     /// The profile and the roles in it.
     instance_profile: Option<(String, Vec<String>)>,
@@ -142,6 +144,7 @@ pub async fn prepare(
         auto_scaling_group: finder.auto_scaling_group().await?,
         launch_templates: finder.launch_templates().await?,
         instances: finder.live_instances().await?,
+        vpc_endpoints: finder.vpc_endpoints().await?,
         security_groups: finder.security_groups().await?,
         instance_profile: finder.instance_profile().await?,
         role: finder.role().await?,
@@ -226,6 +229,12 @@ impl Finder<'_> {
     async fn live_instances(&self) -> Result<Vec<String>, AwsError> {
         let mut ids = live_instances(self.c, self.deployment(), "destroy instances").await?;
         ids.sort();
+        Ok(ids)
+    }
+
+    async fn vpc_endpoints(&self) -> Result<Vec<String>, AwsError> {
+        let mut ids = live_vpc_endpoints(self.c, self.deployment(), "destroy kms endpoint").await?;
+        with_recorded(&mut ids, &self.state.vpc_endpoint_id);
         Ok(ids)
     }
 
@@ -469,6 +478,12 @@ impl Destruction {
         })
     }
 
+    fn vpc_endpoint_spec(&self) -> Option<DeleteVpcEndpoints> {
+        (!self.existing.vpc_endpoints.is_empty()).then(|| DeleteVpcEndpoints {
+            ids: self.existing.vpc_endpoints.clone(),
+        })
+    }
+
     fn security_group_specs(&self) -> Vec<DeleteSecurityGroup> {
         self.existing
             .security_groups
@@ -564,6 +579,13 @@ impl Destruction {
             format!("instances {}", e.instances.join(", ")),
             self.terminate_spec().iter().map(|s| s.call()).collect(),
         );
+        if let Some(s) = self.vpc_endpoint_spec() {
+            push(
+                "kms-endpoint",
+                format!("KMS endpoints {}", s.ids.join(", ")),
+                vec![s.call()],
+            );
+        }
         push(
             "security-group",
             format!("security groups {}", e.security_groups.join(", ")),
@@ -673,9 +695,25 @@ impl Destruction {
             self.state.instance_ids.clear();
             self.removed(&mut report, format!("instances {}", spec.ids.join(",")))?;
         }
+        if let Some(spec) = self.vpc_endpoint_spec() {
+            let step = "destroy kms endpoint";
+            spec.send(c, step).await?;
+            let deployment = self.state.deployment.clone();
+            // The endpoint's interfaces hold its security group until they are gone.
+            wait_until(step, wait, || async {
+                Ok(live_vpc_endpoints(c, &deployment, step).await?.is_empty())
+            })
+            .await?;
+            self.state.vpc_endpoint_id = None;
+            self.removed(&mut report, format!("kms-endpoint {}", spec.ids.join(",")))?;
+        }
         for spec in self.security_group_specs() {
             spec.send(c, "destroy security group", wait).await?;
-            self.state.security_group_id = None;
+            if self.state.endpoint_security_group_id.as_deref() == Some(spec.id.as_str()) {
+                self.state.endpoint_security_group_id = None;
+            } else {
+                self.state.security_group_id = None;
+            }
             self.removed(&mut report, format!("security-group {}", spec.id))?;
         }
         if let Some((removes, delete)) = self.instance_profile_specs() {
@@ -743,6 +781,29 @@ impl Destruction {
         report.removed.push(what);
         self.state.save(&self.dir)
     }
+}
+
+/// The deployment's VPC endpoints (by tag) that are not deleted yet.
+async fn live_vpc_endpoints(
+    c: &Clients,
+    deployment: &str,
+    step: &str,
+) -> Result<Vec<String>, AwsError> {
+    let out = c
+        .ec2
+        .describe_vpc_endpoints()
+        .filters(ec2_filter(&format!("tag:{TAG_DEPLOYMENT}"), deployment))
+        .send()
+        .await
+        .map_err(|e| api_error(step, "ec2:DescribeVpcEndpoints", e))?;
+    let mut ids: Vec<String> = out
+        .vpc_endpoints()
+        .iter()
+        .filter(|e| !endpoint_state_in(e.state(), &["deleted"]))
+        .filter_map(|e| e.vpc_endpoint_id().map(str::to_owned))
+        .collect();
+    ids.sort();
+    Ok(ids)
 }
 
 /// Polls `done` every few seconds until it says so or `wait` runs out.

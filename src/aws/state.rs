@@ -78,6 +78,16 @@ pub struct DeployState {
     pub key_locked: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub security_group_id: Option<String>,
+    /// `--private`: instances without public addresses, the key usable only through the
+    /// deployment's KMS interface endpoint.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub private: bool,
+    /// A private deploy's KMS interface endpoint (`vpce-…`), as the key policy names it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vpc_endpoint_id: Option<String>,
+    /// The endpoint's security group (HTTPS from the VPC only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint_security_group_id: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub instance_ids: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -767,6 +767,13 @@ pub struct DeployArgs {
     /// Subnet to launch in (repeatable; default: the default VPC's subnets).
     #[arg(long = "subnet", value_name = "SUBNET_ID")]
     pub subnets: Vec<String>,
+    /// Keep the deployment off the internet: instances without public addresses, HTTPS
+    /// egress only inside the VPC, and a KMS interface endpoint (private DNS) whose policy
+    /// admits the instance role on this key only; the key denies its plaintext operations
+    /// to any request not made through that endpoint (aws:SourceVpce), attested or not.
+    /// A deploy made private stays private (reruns and rollouts keep the endpoint).
+    #[arg(long)]
+    pub private: bool,
     /// Key administrator ARN (repeatable; default: the account root). Administrators
     /// manage the key but can never use it.
     #[arg(long = "key-admin", value_name = "ARN")]

@@ -38,6 +38,7 @@ pub fn deploy(args: &DeployArgs, quiet: bool, progress: Progress) -> Result<Exit
     options.secrets = args.secrets.clone();
     options.model = args.model.clone();
     options.secure_boot = args.secure_boot;
+    options.private = args.private;
     let rt = zoa::aws::runtime()?;
     rt.block_on(async {
         let clients = Clients::connect(&aws_options(&args.aws)).await?;

@@ -119,6 +119,9 @@ pub struct InstanceSpec {
     pub user_data: Option<UserDataSpec>,
     pub instance_tags: Tags,
     pub volume_tags: Tags,
+    /// `false` for a private deploy: the primary interface gets no public address,
+    /// whatever the subnet's default (a default VPC's subnets give one).
+    pub public_address: bool,
 }
 
 impl InstanceSpec {
@@ -126,16 +129,33 @@ impl InstanceSpec {
         json!({"HttpTokens": "required", "HttpPutResponseHopLimit": 1, "HttpEndpoint": "enabled", "InstanceMetadataTags": "disabled"})
     }
 
-    /// The parameters RunInstances and a launch template's data share.
-    fn params(&self) -> Value {
+    /// The parameters RunInstances and a launch template's data share. Without a public
+    /// address, the group goes on the primary network interface (EC2 takes the group
+    /// there, not beside an interface), with the subnet when one is given.
+    fn params(&self, subnet: Option<&str>) -> Value {
         let mut p = json!({
             "ImageId": self.image.render(),
             "InstanceType": self.instance_type,
             "IamInstanceProfile": {"Name": self.instance_profile},
             "MetadataOptions": Self::metadata_options_json(),
-            "SecurityGroupIds": [self.security_group.render()],
             "TagSpecifications": [{"ResourceType": "instance", "Tags": tags_json(&self.instance_tags)}, {"ResourceType": "volume", "Tags": tags_json(&self.volume_tags)}],
         });
+        if self.public_address {
+            p["SecurityGroupIds"] = json!([self.security_group.render()]);
+            if let Some(s) = subnet {
+                p["SubnetId"] = json!(s);
+            }
+        } else {
+            let mut interface = json!({
+                "DeviceIndex": 0,
+                "AssociatePublicIpAddress": false,
+                "Groups": [self.security_group.render()],
+            });
+            if let Some(s) = subnet {
+                interface["SubnetId"] = json!(s);
+            }
+            p["NetworkInterfaces"] = json!([interface]);
+        }
         if let Some(ud) = &self.user_data {
             // The plan names the user data (size, sources); the contents never show.
             p["UserData"] = json!(ud.summary());
@@ -161,10 +181,9 @@ impl RunInstances {
     pub const API: &'static str = "ec2:RunInstances";
 
     pub fn call(&self) -> Call {
-        let mut p = self.instance.params();
+        let mut p = self.instance.params(self.subnet.as_deref());
         p["MinCount"] = json!(1);
         p["MaxCount"] = json!(1);
-        p["SubnetId"] = json!(self.subnet);
         p["ClientToken"] = json!(self.client_token.render());
         Call::new(Self::API, p)
     }
@@ -197,12 +216,23 @@ impl RunInstances {
                         .instance_metadata_tags(ec2t::InstanceMetadataTagsState::Disabled)
                         .build(),
                 )
-                .security_group_ids(sg)
-                .set_subnet_id(self.subnet.clone())
                 .tag_specifications(ec2_tag_spec(ec2t::ResourceType::Instance, &i.instance_tags))
                 .tag_specifications(ec2_tag_spec(ec2t::ResourceType::Volume, &i.volume_tags))
                 .set_user_data(i.user_data_b64())
                 .client_token(token);
+            let req = if i.public_address {
+                req.security_group_ids(sg)
+                    .set_subnet_id(self.subnet.clone())
+            } else {
+                req.network_interfaces(
+                    ec2t::InstanceNetworkInterfaceSpecification::builder()
+                        .device_index(0)
+                        .associate_public_ip_address(false)
+                        .groups(sg)
+                        .set_subnet_id(self.subnet.clone())
+                        .build(),
+                )
+            };
             match req.send().await {
                 Ok(out) => break out,
                 // A new instance profile takes a few seconds to be usable by EC2.
@@ -243,7 +273,7 @@ impl CreateLaunchTemplate {
             Self::API,
             json!({
                 "LaunchTemplateName": self.name,
-                "LaunchTemplateData": self.instance.params(),
+                "LaunchTemplateData": self.instance.params(None),
                 "TagSpecifications": [{"ResourceType": "launch-template", "Tags": tags_json(&self.tags)}],
                 "ClientToken": self.client_token.render(),
             }),
@@ -263,7 +293,19 @@ impl CreateLaunchTemplate {
             }
             b.build()
         };
-        let data = ec2t::RequestLaunchTemplateData::builder()
+        let data = ec2t::RequestLaunchTemplateData::builder();
+        let data = if i.public_address {
+            data.security_group_ids(sg)
+        } else {
+            data.network_interfaces(
+                ec2t::LaunchTemplateInstanceNetworkInterfaceSpecificationRequest::builder()
+                    .device_index(0)
+                    .associate_public_ip_address(false)
+                    .groups(sg)
+                    .build(),
+            )
+        };
+        let data = data
             .image_id(image)
             .instance_type(ec2t::InstanceType::from(i.instance_type.as_str()))
             .iam_instance_profile(
@@ -279,7 +321,6 @@ impl CreateLaunchTemplate {
                     .instance_metadata_tags(ec2t::LaunchTemplateInstanceMetadataTagsState::Disabled)
                     .build(),
             )
-            .security_group_ids(sg)
             .tag_specifications(tags(ec2t::ResourceType::Instance, &i.instance_tags))
             .tag_specifications(tags(ec2t::ResourceType::Volume, &i.volume_tags))
             .set_user_data(i.user_data_b64())
@@ -757,6 +798,147 @@ impl DeleteSecurityGroup {
             }
         }
     }
+}
+
+/// `ec2:CreateVpcEndpoint`: an interface endpoint for one service, private DNS on (so
+/// the service's usual name resolves to it inside the VPC), behind its own group.
+#[derive(Debug, Clone)]
+pub struct CreateVpcEndpoint {
+    pub vpc: String,
+    /// `com.amazonaws.REGION.kms`
+    pub service: String,
+    /// One subnet per Availability Zone (an interface endpoint takes no more).
+    pub subnets: Vec<String>,
+    pub security_group: Id,
+    pub policy: Value,
+    pub tags: Tags,
+    /// Idempotency: derived from the endpoint's group, so known once it is (a deploy
+    /// after `zoa destroy` has a new group, and so a new token).
+    pub client_token: Id,
+}
+
+impl CreateVpcEndpoint {
+    pub const API: &'static str = "ec2:CreateVpcEndpoint";
+
+    pub fn call(&self) -> Call {
+        Call::new(
+            Self::API,
+            json!({
+                "VpcEndpointType": "Interface",
+                "VpcId": self.vpc,
+                "ServiceName": self.service,
+                "SubnetIds": self.subnets,
+                "SecurityGroupIds": [self.security_group.render()],
+                "PrivateDnsEnabled": true,
+                "PolicyDocument": self.policy,
+                "TagSpecifications": [{"ResourceType": "vpc-endpoint", "Tags": tags_json(&self.tags)}],
+                "ClientToken": self.client_token.render(),
+            }),
+        )
+    }
+
+    /// Creates the endpoint; its id.
+    pub async fn send(&self, c: &Clients, step: &str) -> Result<String, AwsError> {
+        let sg = self.security_group.require(step)?;
+        let token = self.client_token.require(step)?;
+        super::refuse_placeholders(step, "the endpoint policy", &self.policy)?;
+        let out = c
+            .ec2
+            .create_vpc_endpoint()
+            .vpc_endpoint_type(ec2t::VpcEndpointType::Interface)
+            .vpc_id(&self.vpc)
+            .service_name(&self.service)
+            .set_subnet_ids(Some(self.subnets.clone()))
+            .security_group_ids(sg)
+            .private_dns_enabled(true)
+            .policy_document(self.policy.to_string())
+            .tag_specifications(ec2_tag_spec(ec2t::ResourceType::VpcEndpoint, &self.tags))
+            .client_token(token)
+            .send()
+            .await
+            .map_err(|e| api_error(step, Self::API, e))?;
+        out.vpc_endpoint()
+            .and_then(|e| e.vpc_endpoint_id())
+            .map(str::to_owned)
+            .ok_or_else(|| AwsError::step(step, "CreateVpcEndpoint returned no id"))
+    }
+}
+
+/// `ec2:ModifyVpcEndpoint` of the policy only.
+#[derive(Debug, Clone)]
+pub struct SetVpcEndpointPolicy {
+    pub endpoint: Id,
+    pub policy: Value,
+}
+
+impl SetVpcEndpointPolicy {
+    pub const API: &'static str = "ec2:ModifyVpcEndpoint";
+
+    pub fn call(&self) -> Call {
+        Call::new(
+            Self::API,
+            json!({"VpcEndpointId": self.endpoint.render(), "PolicyDocument": self.policy}),
+        )
+    }
+
+    pub async fn send(&self, c: &Clients, step: &str) -> Result<(), AwsError> {
+        let endpoint = self.endpoint.require(step)?;
+        super::refuse_placeholders(step, "the endpoint policy", &self.policy)?;
+        c.ec2
+            .modify_vpc_endpoint()
+            .vpc_endpoint_id(endpoint)
+            .policy_document(self.policy.to_string())
+            .send()
+            .await
+            .map_err(|e| api_error(step, Self::API, e))?;
+        Ok(())
+    }
+}
+
+/// `ec2:DeleteVpcEndpoints`; an endpoint already gone is no error (EC2 answers it in
+/// the response's `Unsuccessful` list, not as an error).
+#[derive(Debug, Clone)]
+pub struct DeleteVpcEndpoints {
+    pub ids: Vec<String>,
+}
+
+impl DeleteVpcEndpoints {
+    pub const API: &'static str = "ec2:DeleteVpcEndpoints";
+
+    pub fn call(&self) -> Call {
+        Call::new(Self::API, json!({"VpcEndpointIds": self.ids}))
+    }
+
+    pub async fn send(&self, c: &Clients, step: &str) -> Result<Outcome, AwsError> {
+        let out = c
+            .ec2
+            .delete_vpc_endpoints()
+            .set_vpc_endpoint_ids(Some(self.ids.clone()))
+            .send()
+            .await
+            .map_err(|e| api_error(step, Self::API, e))?;
+        let failed: Vec<String> = out
+            .unsuccessful()
+            .iter()
+            .filter_map(|u| u.error())
+            .filter(|e| !e.code().is_some_and(|c| c.contains("NotFound")))
+            .map(|e| format!("{}: {}", e.code().unwrap_or("?"), e.message().unwrap_or("")))
+            .collect();
+        if failed.is_empty() {
+            Ok(Outcome::Done)
+        } else {
+            Err(AwsError::step(
+                step,
+                format!("DeleteVpcEndpoints refused: {}", failed.join("; ")),
+            ))
+        }
+    }
+}
+
+/// Whether a VPC endpoint's state is one of `names`. EC2 answers in lower case
+/// (`deleted`), which the SDK's enum (`Deleted`) does not parse, so compare the text.
+pub(crate) fn endpoint_state_in(state: Option<&ec2t::State>, names: &[&str]) -> bool {
+    state.is_some_and(|s| names.iter().any(|n| s.as_str().eq_ignore_ascii_case(n)))
 }
 
 pub(crate) fn ec2_filter(name: &str, value: &str) -> ec2t::Filter {

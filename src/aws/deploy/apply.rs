@@ -118,6 +118,12 @@ impl Deployment {
         if let Some(id) = f.security_group {
             s.security_group_id = Some(id);
         }
+        if let Some(id) = f.endpoint_group {
+            s.endpoint_security_group_id = Some(id);
+        }
+        if let Some(id) = f.vpc_endpoint {
+            s.vpc_endpoint_id = Some(id);
+        }
         if !f.instances.is_empty() {
             s.instance_ids = f.instances;
             // A single instance is found by the digest of the user data it booted with;
@@ -163,6 +169,10 @@ impl Deployment {
             "kms-key" => self.create_key(c).await,
             "kms-alias" => self.create_alias(c).await,
             "role-policy" => self.put_role_policy(c).await,
+            "kms-endpoint-group" => self.create_endpoint_group(c).await,
+            "kms-endpoint-group-rules" => self.set_endpoint_group_rules(c).await,
+            "kms-endpoint" => self.create_vpc_endpoint(c).await,
+            "kms-endpoint-policy" => self.set_vpc_endpoint_policy(c).await,
             "security-group" => self.create_security_group(c).await,
             "security-group-rules" => self.set_security_group_rules(c).await,
             "instance" => self.run_instance(c).await,
@@ -172,6 +182,18 @@ impl Deployment {
             "user-data" => self.roll_in_user_data(c, progress).await,
             other => Err(AwsError::step(other, "unknown step (a bug in zoa)")),
         }
+    }
+
+    pub(super) async fn create_vpc_endpoint(&mut self, c: &Clients) -> Result<(), AwsError> {
+        let id = self.create_endpoint_spec().send(c, "kms endpoint").await?;
+        self.state.vpc_endpoint_id = Some(id);
+        self.save()
+    }
+
+    pub(super) async fn set_vpc_endpoint_policy(&mut self, c: &Clients) -> Result<(), AwsError> {
+        self.endpoint_policy_spec()?
+            .send(c, "kms endpoint policy")
+            .await
     }
 
     pub(super) async fn create_snapshot(

@@ -5,7 +5,9 @@ use aws_sdk_ec2::types as ec2t;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
 use super::{Deployment, KeyAdmits, Network, DEFAULT_INSTANCE_TYPE, ROLE_POLICY_NAME};
-use crate::aws::calls::ec2::{ec2_filter, latest_template_data, IpRule, IpRules};
+use crate::aws::calls::ec2::{
+    ec2_filter, endpoint_state_in, latest_template_data, IpRule, IpRules,
+};
 use crate::aws::policy;
 use crate::aws::state::{
     TAG_DEPLOYMENT, TAG_DISK, TAG_MANIFEST, TAG_MODEL, TAG_RELEASE, TAG_USER_DATA,
@@ -34,6 +36,12 @@ pub(super) struct Found {
     /// Instances that booted with other user data: replaced.
     pub(super) outdated_instances: Vec<String>,
     pub(super) launch_template: Option<String>,
+    /// A private deploy's KMS endpoint group and its rules.
+    pub(super) endpoint_group: Option<String>,
+    pub(super) endpoint_group_rules: IpRules,
+    /// A private deploy's KMS endpoint and its policy.
+    pub(super) vpc_endpoint: Option<String>,
+    pub(super) vpc_endpoint_policy: Option<serde_json::Value>,
     /// SHA-256 of the user data in the launch template's latest version.
     pub(super) template_user_data: Option<String>,
     pub(super) auto_scaling_group: bool,
@@ -141,10 +149,40 @@ pub(super) async fn find_network(
             ))
         }
     };
+    let vpc_cidr = clients
+        .ec2
+        .describe_vpcs()
+        .vpc_ids(&vpc_id)
+        .send()
+        .await
+        .map_err(|e| api_error(step, "ec2:DescribeVpcs", e))?
+        .vpcs()
+        .first()
+        .and_then(|v| v.cidr_block())
+        .ok_or_else(|| AwsError::step(step, format!("{vpc_id} has no IPv4 range")))?
+        .to_owned();
     Ok(Network {
         vpc_id,
         subnet_ids: ids,
+        vpc_cidr,
+        endpoint_subnets: one_per_zone(&subnets),
     })
+}
+
+/// The first subnet (by id) of each Availability Zone.
+fn one_per_zone(subnets: &[ec2t::Subnet]) -> Vec<String> {
+    let mut by_zone: std::collections::BTreeMap<&str, &str> = std::collections::BTreeMap::new();
+    for s in subnets {
+        if let (Some(zone), Some(id)) = (s.availability_zone(), s.subnet_id()) {
+            by_zone
+                .entry(zone)
+                .and_modify(|first| *first = (*first).min(id))
+                .or_insert(id);
+        }
+    }
+    let mut ids: Vec<String> = by_zone.into_values().map(str::to_owned).collect();
+    ids.sort();
+    ids
 }
 
 impl Deployment {
@@ -166,6 +204,16 @@ impl Deployment {
         if let Some((id, rules)) = self.find_security_group(c).await? {
             f.security_group = Some(id);
             f.security_group_rules = rules;
+        }
+        if self.state.private {
+            if let Some((id, rules)) = self.find_group(c, &self.names.kms_endpoint_group).await? {
+                f.endpoint_group = Some(id);
+                f.endpoint_group_rules = rules;
+            }
+            if let Some((id, policy)) = self.find_vpc_endpoint(c).await? {
+                f.vpc_endpoint = Some(id);
+                f.vpc_endpoint_policy = policy;
+            }
         }
         if self.options.uses_fleet() {
             f.launch_template = self.find_launch_template(c).await?;
@@ -536,10 +584,52 @@ impl Deployment {
         &self,
         c: &Clients,
     ) -> Result<Option<(String, IpRules)>, AwsError> {
+        self.find_group(c, &self.names.security_group).await
+    }
+
+    /// The deployment's KMS interface endpoint (by tag, in its VPC, not being deleted)
+    /// and its policy.
+    pub(super) async fn find_vpc_endpoint(
+        &self,
+        c: &Clients,
+    ) -> Result<Option<(String, Option<serde_json::Value>)>, AwsError> {
+        let out = c
+            .ec2
+            .describe_vpc_endpoints()
+            .filters(ec2_filter("vpc-id", &self.network.vpc_id))
+            .filters(ec2_filter("service-name", &self.kms_service_name()))
+            .filters(ec2_filter(
+                &format!("tag:{TAG_DEPLOYMENT}"),
+                &self.deployment,
+            ))
+            .send()
+            .await
+            .map_err(|e| api_error("kms endpoint", "ec2:DescribeVpcEndpoints", e))?;
+        let gone = |s: Option<&ec2t::State>| {
+            endpoint_state_in(s, &["deleted", "deleting", "failed", "rejected", "expired"])
+        };
+        Ok(out
+            .vpc_endpoints()
+            .iter()
+            .find(|e| !gone(e.state()))
+            .and_then(|e| {
+                let policy = e
+                    .policy_document()
+                    .and_then(|p| serde_json::from_str(p).ok());
+                Some((e.vpc_endpoint_id()?.to_owned(), policy))
+            }))
+    }
+
+    /// A security group of the deployment's VPC, by name, with its rules.
+    pub(super) async fn find_group(
+        &self,
+        c: &Clients,
+        name: &str,
+    ) -> Result<Option<(String, IpRules)>, AwsError> {
         let out = c
             .ec2
             .describe_security_groups()
-            .filters(ec2_filter("group-name", &self.names.security_group))
+            .filters(ec2_filter("group-name", name))
             .filters(ec2_filter("vpc-id", &self.network.vpc_id))
             .send()
             .await

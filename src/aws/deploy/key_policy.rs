@@ -8,6 +8,7 @@ use super::{
     binding_of, validate_deployment_name, verify_release, DeployOptions, Deployment, KeyAdmits,
     Names,
 };
+use crate::aws::calls::Id;
 use crate::aws::policy::{self, KeyPolicyInput, PcrBinding};
 use crate::aws::state::DeployState;
 use crate::aws::AwsError;
@@ -128,7 +129,7 @@ impl Deployment {
             (KeyAdmits::Both, Some(old)) => vec![old, self.binding.clone()],
             _ => vec![self.binding.clone()],
         };
-        key_policy_input(
+        let mut input = key_policy_input(
             &self.account.partition,
             &self.account.account_id,
             &self.names.role,
@@ -136,7 +137,12 @@ impl Deployment {
             &self.options.sealer_principals,
             bindings,
             self.options.lock_policy,
-        )
+        );
+        input.vpc_endpoint = self.state.private.then(|| match self.vpc_endpoint_id() {
+            Id::Known(id) => id,
+            Id::Pending(_) => policy::PENDING_VPC_ENDPOINT_ID.to_owned(),
+        });
+        input
     }
 
     /// The rendered KMS key policy.

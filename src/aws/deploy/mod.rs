@@ -92,6 +92,9 @@ pub struct DeployOptions {
     /// `--secure-boot`: refuse unless the release is a Secure Boot release (its
     /// `uefi-data.bin` enrolls a PK). The mode itself always comes from the release.
     pub secure_boot: bool,
+    /// `--private`: no public addresses; a KMS interface endpoint in the VPC, the only
+    /// place the key's plaintext operations are allowed from (`aws:SourceVpce`).
+    pub private: bool,
 }
 
 /// The release a rollout replaces: its directory (with the deploy record) and PCRs.
@@ -137,6 +140,7 @@ impl DeployOptions {
             refresh_wait: Duration::from_secs(3600),
             rollout_from: None,
             secure_boot: false,
+            private: false,
         }
     }
 
@@ -160,6 +164,8 @@ pub struct Names {
     pub security_group: String,
     pub launch_template: String,
     pub auto_scaling_group: String,
+    /// A private deploy's KMS endpoint group.
+    pub kms_endpoint_group: String,
 }
 
 impl Names {
@@ -184,6 +190,7 @@ impl Names {
             key_alias: Names::default_key_alias(deployment),
             security_group: base.clone(),
             launch_template: base.clone(),
+            kms_endpoint_group: format!("{base}-kms-endpoint"),
             auto_scaling_group: base,
         }
     }
@@ -194,6 +201,10 @@ impl Names {
 pub struct Network {
     pub vpc_id: String,
     pub subnet_ids: Vec<String>,
+    /// The VPC's IPv4 range: a private deploy's HTTPS stays inside it.
+    pub vpc_cidr: String,
+    /// One of the subnets per Availability Zone (an interface endpoint takes one each).
+    pub endpoint_subnets: Vec<String>,
 }
 
 /// A verified release, the account, and everything derived from them.
@@ -493,6 +504,14 @@ pub async fn prepare(clients: &Clients, options: DeployOptions) -> Result<Deploy
         },
     };
     state.boot_mode = binding.mode;
+    if options.private && !state.private && state.security_group_id.is_some() {
+        return Err(AwsError::file(
+            &DeployState::path(&options.dir),
+            "records a deploy with public addresses: a private deploy needs new instances and a new key policy; run `zoa destroy` first, or deploy under another name",
+        ));
+    }
+    // A private deploy stays private: its rollouts and reruns keep the endpoint.
+    state.private |= options.private;
     check_instance_type(clients, &options.instance_type).await?;
     let network = find_network(clients, &options.subnet_ids).await?;
     let mut names = Names::new(&deployment, manifest_sha256);

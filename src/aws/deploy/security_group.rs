@@ -17,6 +17,34 @@ fn rule_diff(have: &BTreeSet<IpRule>, want: &BTreeSet<IpRule>) -> (Vec<IpRule>, 
     )
 }
 
+/// The calls that turn a group's `have` into `want`, in a safe order (egress narrowed
+/// before anything is opened).
+fn changes(
+    group: Id,
+    have: &IpRules,
+    want: &IpRules,
+    egress_description: Option<&'static str>,
+    ingress_description: Option<&'static str>,
+) -> Vec<SecurityGroupRules> {
+    let (revoke_in, add_in) = rule_diff(&have.0, &want.0);
+    let (revoke_out, add_out) = rule_diff(&have.1, &want.1);
+    [
+        (RuleCall::RevokeEgress, revoke_out, None),
+        (RuleCall::AuthorizeEgress, add_out, egress_description),
+        (RuleCall::RevokeIngress, revoke_in, None),
+        (RuleCall::AuthorizeIngress, add_in, ingress_description),
+    ]
+    .into_iter()
+    .filter(|(_, rules, _)| !rules.is_empty())
+    .map(|(which, rules, description)| SecurityGroupRules {
+        which,
+        group: group.clone(),
+        rules,
+        description,
+    })
+    .collect()
+}
+
 impl Deployment {
     pub(super) fn security_group_id(&self) -> Id {
         Id::first_of(
@@ -29,13 +57,70 @@ impl Deployment {
     }
 
     pub(super) fn ingress_summary(&self) -> String {
+        let egress = if self.state.private {
+            format!(
+                "egress HTTPS inside the VPC ({}) only",
+                self.network.vpc_cidr
+            )
+        } else {
+            "egress HTTPS only".to_owned()
+        };
         match (self.port, self.options.allow_cidr.is_empty()) {
-            (_, true) | (None, _) => "no ingress; egress HTTPS only".to_owned(),
+            (_, true) | (None, _) => format!("no ingress; {egress}"),
             (Some(p), false) => format!(
-                "tcp/{p} from {}; egress HTTPS only",
+                "tcp/{p} from {}; {egress}",
                 self.options.allow_cidr.join(", ")
             ),
         }
+    }
+
+    pub(super) fn endpoint_group_id(&self) -> Id {
+        Id::first_of(
+            [
+                self.found.endpoint_group.as_ref(),
+                self.state.endpoint_security_group_id.as_ref(),
+            ],
+            "endpoint-security-group-id",
+        )
+    }
+
+    pub(super) fn create_endpoint_group_spec(&self) -> CreateSecurityGroup {
+        CreateSecurityGroup {
+            name: self.names.kms_endpoint_group.clone(),
+            description: format!(
+                "zoa {}: the KMS endpoint, HTTPS from the VPC only",
+                self.deployment
+            ),
+            vpc: self.network.vpc_id.clone(),
+            tags: self.tags(),
+        }
+    }
+
+    /// The endpoint group's rules: HTTPS in from the VPC, nothing out (the endpoint's
+    /// interfaces answer; they never call out).
+    pub(super) fn wanted_endpoint_rules(&self) -> IpRules {
+        (
+            BTreeSet::from([IpRule::tcp(443, &self.network.vpc_cidr)]),
+            BTreeSet::new(),
+        )
+    }
+
+    pub(super) fn current_endpoint_rules(&self) -> IpRules {
+        if self.found.endpoint_group.is_some() {
+            self.found.endpoint_group_rules.clone()
+        } else {
+            (BTreeSet::new(), BTreeSet::from([IpRule::allow_all()]))
+        }
+    }
+
+    pub(super) fn endpoint_rule_changes(&self, have: &IpRules) -> Vec<SecurityGroupRules> {
+        changes(
+            self.endpoint_group_id(),
+            have,
+            &self.wanted_endpoint_rules(),
+            None,
+            Some("HTTPS from the VPC"),
+        )
     }
 
     pub(super) fn create_security_group_spec(&self) -> CreateSecurityGroup {
@@ -50,7 +135,8 @@ impl Deployment {
     /// The group's rules: the serving port from each --allow-cidr (nothing without one),
     /// and egress HTTPS only. The default allow-all egress goes: the image only needs
     /// HTTPS (KMS, and S3 when models come from there); DNS to the VPC resolver and IMDS
-    /// are not subject to security groups.
+    /// are not subject to security groups. A private deploy's HTTPS stays inside the
+    /// VPC, where the KMS endpoint is: nothing outside it is reachable.
     pub(super) fn wanted_rules(&self) -> IpRules {
         let ingress = match self.port {
             Some(p) => self
@@ -61,7 +147,12 @@ impl Deployment {
                 .collect(),
             None => BTreeSet::new(),
         };
-        (ingress, BTreeSet::from([IpRule::tcp(443, "0.0.0.0/0")]))
+        let https_to = if self.state.private {
+            self.network.vpc_cidr.as_str()
+        } else {
+            "0.0.0.0/0"
+        };
+        (ingress, BTreeSet::from([IpRule::tcp(443, https_to)]))
     }
 
     /// The rules the group has (a group about to be created has EC2's defaults).
@@ -76,28 +167,13 @@ impl Deployment {
     /// The calls that turn `have` into the wanted rules, in a safe order (egress narrowed
     /// before anything is opened); the plan and the apply both take them from here.
     pub(super) fn rule_changes(&self, have: &IpRules) -> Vec<SecurityGroupRules> {
-        let want = self.wanted_rules();
-        let (revoke_in, add_in) = rule_diff(&have.0, &want.0);
-        let (revoke_out, add_out) = rule_diff(&have.1, &want.1);
-        [
-            (RuleCall::RevokeEgress, revoke_out, None),
-            (
-                RuleCall::AuthorizeEgress,
-                add_out,
-                Some("HTTPS to AWS APIs"),
-            ),
-            (RuleCall::RevokeIngress, revoke_in, None),
-            (RuleCall::AuthorizeIngress, add_in, Some("serving port")),
-        ]
-        .into_iter()
-        .filter(|(_, rules, _)| !rules.is_empty())
-        .map(|(which, rules, description)| SecurityGroupRules {
-            which,
-            group: self.security_group_id(),
-            rules,
-            description,
-        })
-        .collect()
+        changes(
+            self.security_group_id(),
+            have,
+            &self.wanted_rules(),
+            Some("HTTPS to AWS APIs"),
+            Some("serving port"),
+        )
     }
 
     pub(super) async fn create_security_group(&mut self, c: &Clients) -> Result<(), AwsError> {
@@ -107,6 +183,28 @@ impl Deployment {
             .await?;
         self.state.security_group_id = Some(id);
         self.save()
+    }
+
+    pub(super) async fn create_endpoint_group(&mut self, c: &Clients) -> Result<(), AwsError> {
+        let id = self
+            .create_endpoint_group_spec()
+            .send(c, "kms endpoint group")
+            .await?;
+        self.state.endpoint_security_group_id = Some(id);
+        self.save()
+    }
+
+    pub(super) async fn set_endpoint_group_rules(&mut self, c: &Clients) -> Result<(), AwsError> {
+        let step = "kms endpoint group rules";
+        let (id, have) = self
+            .find_group(c, &self.names.kms_endpoint_group)
+            .await?
+            .ok_or_else(|| AwsError::step(step, "the endpoint's security group is gone"))?;
+        self.found.endpoint_group = Some(id);
+        for change in self.endpoint_rule_changes(&have) {
+            change.send(c, step).await?;
+        }
+        Ok(())
     }
 
     /// Brings the group's rules to the wanted ones, from what it has now.

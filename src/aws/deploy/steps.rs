@@ -6,8 +6,9 @@ use std::collections::BTreeSet;
 use crate::aws::calls::autoscaling::{CreateAutoScalingGroup, StartInstanceRefresh};
 use crate::aws::calls::ebs::SnapshotUpload;
 use crate::aws::calls::ec2::{
-    CreateLaunchTemplate, InstanceSpec, NewDefaultTemplateVersion, RegisterImage, RunInstances,
-    TemplateUserData, TerminateInstances, Volume,
+    CreateLaunchTemplate, CreateVpcEndpoint, InstanceSpec, NewDefaultTemplateVersion,
+    RegisterImage, RunInstances, SetVpcEndpointPolicy, TemplateUserData, TerminateInstances,
+    Volume,
 };
 use crate::aws::calls::iam::{
     AddRoleToInstanceProfile, CreateInstanceProfile, CreateRole, PutRolePolicy,
@@ -129,6 +130,9 @@ impl Deployment {
                 .then(|| self.names.instance_profile.clone()),
             vec![profile.call(), add_role.call()],
         ));
+        if self.state.private {
+            steps.extend(self.endpoint_steps());
+        }
         steps.push(step(
             "kms-key",
             format!(
@@ -150,6 +154,23 @@ impl Deployment {
             f.key_alias.then(|| self.names.key_alias.clone()),
             vec![self.create_alias_spec().call()],
         ));
+        if self.state.private {
+            let wanted = self.endpoint_policy_spec()?;
+            let in_place = self
+                .found
+                .vpc_endpoint_policy
+                .as_ref()
+                .is_some_and(|p| policy::same_policy(p, &wanted.policy));
+            steps.push(step(
+                "kms-endpoint-policy",
+                format!(
+                    "the KMS endpoint admits {} on the deployment's key only",
+                    policy::ENDPOINT_ACTIONS.join(" and ")
+                ),
+                in_place.then(|| "in place".to_owned()),
+                vec![wanted.call()],
+            ));
+        }
         steps.push(step(
             "role-policy",
             format!("the role's only permission: {ROLE_POLICY_NAME}"),
@@ -230,6 +251,95 @@ impl Deployment {
             region: self.region.clone(),
             steps,
             warnings: self.warnings(),
+        })
+    }
+
+    /// A private deploy's KMS endpoint: its security group and rules, then the endpoint,
+    /// closed until the key exists (its policy names the key).
+    fn endpoint_steps(&self) -> Vec<Step> {
+        let f = &self.found;
+        let rule_calls: Vec<Call> = self
+            .endpoint_rule_changes(&self.current_endpoint_rules())
+            .iter()
+            .map(|r| r.call())
+            .collect();
+        vec![
+            step(
+                "kms-endpoint-group",
+                format!(
+                    "security group {} for the KMS endpoint",
+                    self.names.kms_endpoint_group
+                ),
+                f.endpoint_group.clone(),
+                vec![self.create_endpoint_group_spec().call()],
+            ),
+            step(
+                "kms-endpoint-group-rules",
+                format!(
+                    "rules of {}: tcp/443 from {} only, no egress",
+                    self.names.kms_endpoint_group, self.network.vpc_cidr
+                ),
+                rule_calls.is_empty().then(|| "in place".to_owned()),
+                rule_calls,
+            ),
+            step(
+                "kms-endpoint",
+                format!(
+                    "interface endpoint for {} in {} (private DNS, subnets {}); the key answers only requests through it",
+                    self.kms_service_name(),
+                    self.network.vpc_id,
+                    self.network.endpoint_subnets.join(", ")
+                ),
+                f.vpc_endpoint.clone(),
+                vec![self.create_endpoint_spec().call()],
+            ),
+        ]
+    }
+
+    pub(super) fn kms_service_name(&self) -> String {
+        format!("com.amazonaws.{}.kms", self.region)
+    }
+
+    /// The deployment's KMS endpoint, for the key policy (a private deploy only).
+    pub(super) fn vpc_endpoint_id(&self) -> Id {
+        Id::first_of(
+            [
+                self.found.vpc_endpoint.as_ref(),
+                self.state.vpc_endpoint_id.as_ref(),
+            ],
+            "vpc-endpoint-id",
+        )
+    }
+
+    pub(super) fn create_endpoint_spec(&self) -> CreateVpcEndpoint {
+        let group = self.endpoint_group_id();
+        CreateVpcEndpoint {
+            vpc: self.network.vpc_id.clone(),
+            service: self.kms_service_name(),
+            subnets: self.network.endpoint_subnets.clone(),
+            client_token: match &group {
+                Id::Known(g) => Id::Known(client_token(
+                    &self.deployment,
+                    self.release.manifest_sha256(),
+                    "kms-endpoint",
+                    &[g, &self.network.vpc_id],
+                )),
+                Id::Pending(_) => Id::Pending("derived from the endpoint's security group id"),
+            },
+            security_group: group,
+            policy: policy::kms_endpoint_closed_policy(),
+            tags: self.tags(),
+        }
+    }
+
+    pub(super) fn endpoint_policy_spec(&self) -> Result<SetVpcEndpointPolicy, AwsError> {
+        let role = format!(
+            "arn:{}:iam::{}:role/{}",
+            self.account.partition, self.account.account_id, self.names.role
+        );
+        Ok(SetVpcEndpointPolicy {
+            endpoint: self.vpc_endpoint_id(),
+            policy: policy::kms_endpoint_policy(&self.key_arn_or_placeholder(), &role)?,
         })
     }
 
@@ -545,6 +655,7 @@ impl Deployment {
             user_data: self.user_data.clone(),
             instance_tags,
             volume_tags: self.tags(),
+            public_address: !self.state.private,
         }
     }
 
