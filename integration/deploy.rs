@@ -2698,6 +2698,21 @@ fn audit_flags_exactly_the_day_s_findings_from_files_and_from_lookup_events() {
         .contains("is not the one zoa wrote"));
 }
 
+/// Two policy documents alike up to the order of their statements.
+fn planmatch_same_policy(a: &Value, b: &Value) -> bool {
+    let sorted = |v: &Value| {
+        let mut s: Vec<String> = v["Statement"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.to_string())
+            .collect();
+        s.sort();
+        s
+    };
+    sorted(a) == sorted(b)
+}
+
 /// One LookupEvents answer from `records`: those matching the request's attribute and
 /// time range, two a page, NextToken the index of the next.
 fn lookup_events_page(records: &[Value], call: &Call) -> String {
@@ -2856,12 +2871,12 @@ fn a_private_deploy_keeps_off_the_internet_and_its_key_answers_only_through_its_
         deny["Condition"]["StringNotEquals"]["aws:SourceVpce"],
         "<vpc-endpoint-id>"
     );
-    let run = planned("ec2:RunInstances");
+    let launch = planned("ec2:RunInstances");
     assert_eq!(
-        run["NetworkInterfaces"][0]["AssociatePublicIpAddress"],
+        launch["NetworkInterfaces"][0]["AssociatePublicIpAddress"],
         false
     );
-    assert!(run.get("SecurityGroupIds").is_none(), "{run:#}");
+    assert!(launch.get("SecurityGroupIds").is_none(), "{launch:#}");
 
     let calls = lab.record(|| {
         lab.deploy_ok(&args);
@@ -2927,6 +2942,18 @@ fn a_private_deploy_keeps_off_the_internet_and_its_key_answers_only_through_its_
     let o = lab.deploy(&[]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(lab.state()["private"], true);
+    // `zoa policy` renders what the deploy made, endpoint included (for IaC reviews).
+    let o = run(lab
+        .zoa()
+        .arg("policy")
+        .arg(&lab.dir)
+        .arg("--pubkey")
+        .arg(&lab.pubkey));
+    assert!(o.status.success(), "zoa policy: {}", stderr(&o));
+    let docs: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(docs["vpc_endpoint"], vpce);
+    assert_eq!(docs["kms_endpoint_policy"], doc);
+    assert!(planmatch_same_policy(&docs["key_policy"], &live));
 
     let destroy_plan = lab.destroy_plan();
     assert!(

@@ -916,10 +916,16 @@ pub struct PolicyArgs {
     /// Render the locked policy (see `zoa deploy --lock-policy`).
     #[arg(long)]
     pub lock_policy: bool,
+    /// The KMS interface endpoint (vpce-…) of a private deployment made elsewhere (IaC):
+    /// the key policy denies its plaintext operations to requests not made through it,
+    /// and the endpoint's own policy is printed too (default: the deploy record's, for a
+    /// `zoa deploy --private`).
+    #[arg(long, value_name = "VPCE_ID")]
+    pub vpc_endpoint: Option<String>,
     /// Print only a service control policy (AWS Organizations) that denies requests to
     /// any region but the release's signed ones (`zoa sign --regions`), for the account or
     /// OU the release is deployed in. Needs no AWS credentials.
-    #[arg(long, conflicts_with_all = ["account_id", "name", "key_admins", "sealers", "lock_policy"])]
+    #[arg(long, conflicts_with_all = ["account_id", "name", "key_admins", "sealers", "lock_policy", "vpc_endpoint"])]
     pub scp: bool,
     #[command(flatten)]
     pub aws: AwsArgs,

@@ -209,6 +209,7 @@ pub fn policy(args: &PolicyArgs) -> Result<ExitStatus> {
         admin_principals: args.key_admins.clone(),
         sealer_principals: args.sealers.clone(),
         lock: args.lock_policy,
+        vpc_endpoint: args.vpc_endpoint.clone(),
     })?;
     print_json(&docs)?;
     Ok(ExitStatus::OK)

@@ -59,6 +59,8 @@ pub struct PolicyRequest {
     pub admin_principals: Vec<String>,
     pub sealer_principals: Vec<String>,
     pub lock: bool,
+    /// A private deploy's KMS endpoint (default: the deploy record's, when private).
+    pub vpc_endpoint: Option<String>,
 }
 
 /// The documents a deploy of a verified release would create: the KMS key policy, the
@@ -71,7 +73,7 @@ pub fn render_policies(req: &PolicyRequest) -> Result<serde_json::Value, AwsErro
     let deployment = req.name.clone().unwrap_or_else(|| manifest.name.clone());
     validate_deployment_name(&deployment)?;
     let names = Names::new(&deployment, digest);
-    let input = key_policy_input(
+    let mut input = key_policy_input(
         &req.partition,
         &req.account_id,
         &names.role,
@@ -81,6 +83,12 @@ pub fn render_policies(req: &PolicyRequest) -> Result<serde_json::Value, AwsErro
         req.lock,
     );
     let recorded = DeployState::load(&req.dir)?;
+    input.vpc_endpoint = req.vpc_endpoint.clone().or_else(|| {
+        recorded
+            .as_ref()
+            .filter(|s| s.private)
+            .and_then(|s| s.vpc_endpoint_id.clone())
+    });
     let key_alias = recorded
         .as_ref()
         .and_then(|s| s.key_alias.clone())
@@ -93,7 +101,14 @@ pub fn render_policies(req: &PolicyRequest) -> Result<serde_json::Value, AwsErro
             req.account_id
         )
     });
-    Ok(json!({
+    let endpoint_policy = match &input.vpc_endpoint {
+        Some(_) => Some(policy::kms_endpoint_policy(
+            &key_arn,
+            &input.instance_role_arn,
+        )?),
+        None => None,
+    };
+    let mut docs = json!({
         "deployment": deployment,
         "release": format!("{} {}", manifest.name, manifest.version),
         "manifest_sha256": digest,
@@ -103,7 +118,12 @@ pub fn render_policies(req: &PolicyRequest) -> Result<serde_json::Value, AwsErro
         "instance_role": names.role,
         "instance_role_trust_policy": policy::instance_role_trust_policy(),
         "instance_role_policy": policy::instance_role_policy(&key_arn)?,
-    }))
+    });
+    if let (Some(endpoint), Some(doc)) = (&input.vpc_endpoint, endpoint_policy) {
+        docs["vpc_endpoint"] = json!(endpoint);
+        docs["kms_endpoint_policy"] = doc;
+    }
+    Ok(docs)
 }
 
 impl Deployment {
