@@ -679,3 +679,109 @@ fn a_rollout_keeps_the_model_snapshot_both_releases_use() {
         "{report:#}"
     );
 }
+
+#[test]
+fn a_private_fleet_rolls_forward_and_stays_behind_its_endpoint() {
+    let lab = Lab::new();
+    let v1 = lab.release("1");
+    let v2 = lab.release("2");
+    lab.moto.start_recording();
+    let o = lab.zoa(&[
+        "deploy",
+        s(&v1),
+        "--pubkey",
+        s(&lab.pubkey),
+        "--fleet",
+        "--private",
+    ]);
+    assert!(o.status.success(), "deploy v1: {}", stderr(&o));
+    let calls = lab.moto.calls();
+    let template = calls
+        .iter()
+        .find(|c| c.is("ec2:CreateLaunchTemplate"))
+        .expect("a launch template");
+    // The fleet launches without public addresses.
+    assert_eq!(
+        template
+            .param("LaunchTemplateData.NetworkInterface.1.AssociatePublicIpAddress")
+            .as_deref(),
+        Some("false")
+    );
+    assert!(template
+        .param("LaunchTemplateData.SecurityGroupId.1")
+        .is_none());
+    let old = json_file(&v1.join("deploy/deploy.json"));
+    let vpce = old["vpc_endpoint_id"]
+        .as_str()
+        .expect("an endpoint")
+        .to_owned();
+    lab.moto.clear_recording();
+
+    lab.proxy.answer_instance_refreshes("zoa-tiny");
+    let o = lab.zoa(&[
+        "rollout",
+        s(&v2),
+        "--from",
+        s(&v1),
+        "--pubkey",
+        s(&lab.pubkey),
+        "--plan",
+        "--json",
+    ]);
+    assert!(o.status.success(), "plan: {}", stderr(&o));
+    let plan: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let kept: Vec<&str> = plan["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|st| st["action"] != "create")
+        .map(|st| st["step"].as_str().unwrap())
+        .collect();
+    for step in ["kms-endpoint-group", "kms-endpoint", "kms-endpoint-policy"] {
+        assert!(kept.contains(&step), "{step} not kept: {plan:#}");
+    }
+    lab.proxy.reset_counts();
+    let o = lab.zoa(&[
+        "rollout",
+        s(&v2),
+        "--from",
+        s(&v1),
+        "--pubkey",
+        s(&lab.pubkey),
+    ]);
+    assert!(o.status.success(), "rollout: {}", stderr(&o));
+    planmatch::assert_calls_match_plan(&plan, &lab.proxy.calls());
+    // Every key policy the rollout wrote keeps the endpoint's deny.
+    let policies: Vec<serde_json::Value> = lab
+        .moto
+        .calls()
+        .iter()
+        .filter(|c| c.is("kms:PutKeyPolicy"))
+        .map(|c| serde_json::from_str(&c.param("Policy").unwrap()).unwrap())
+        .collect();
+    assert_eq!(policies.len(), 2);
+    for p in &policies {
+        let deny = p["Statement"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|st| st["Sid"] == "ZoaDenyOutsideVpcEndpoint")
+            .unwrap_or_else(|| panic!("no endpoint deny: {p:#}"));
+        assert_eq!(deny["Condition"]["StringNotEquals"]["aws:SourceVpce"], vpce);
+    }
+    let new = json_file(&v2.join("deploy/deploy.json"));
+    assert_eq!(new["private"], true);
+    assert_eq!(new["vpc_endpoint_id"], old["vpc_endpoint_id"]);
+    assert_eq!(
+        new["endpoint_security_group_id"],
+        old["endpoint_security_group_id"]
+    );
+    let o = lab.zoa(&["destroy", s(&v2), "--key-deletion-days", "7"]);
+    assert!(o.status.success(), "destroy: {}", stderr(&o));
+    let destroyed = lab
+        .moto
+        .calls()
+        .iter()
+        .any(|c| c.is("ec2:DeleteVpcEndpoints"));
+    assert!(destroyed, "the endpoint was not deleted");
+}
