@@ -50,6 +50,19 @@ impl Lab {
         run(&mut cmd)
     }
 
+    /// `zoa rollout NEW --from OLD --pubkey PUB EXTRA`.
+    fn rollout(&self, new: &Path, old: &Path, extra: &[&str]) -> Output {
+        let base = [
+            "rollout",
+            s(new),
+            "--from",
+            s(old),
+            "--pubkey",
+            s(&self.pubkey),
+        ];
+        self.zoa(&[&base[..], extra].concat())
+    }
+
     fn release(&self, version: &str) -> PathBuf {
         self.release_with(version, "")
     }
@@ -718,16 +731,7 @@ fn a_private_fleet_rolls_forward_and_stays_behind_its_endpoint() {
     lab.moto.clear_recording();
 
     lab.proxy.answer_instance_refreshes("zoa-tiny");
-    let o = lab.zoa(&[
-        "rollout",
-        s(&v2),
-        "--from",
-        s(&v1),
-        "--pubkey",
-        s(&lab.pubkey),
-        "--plan",
-        "--json",
-    ]);
+    let o = lab.rollout(&v2, &v1, &["--plan", "--json"]);
     assert!(o.status.success(), "plan: {}", stderr(&o));
     let plan: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let kept: Vec<&str> = plan["steps"]
@@ -741,14 +745,7 @@ fn a_private_fleet_rolls_forward_and_stays_behind_its_endpoint() {
         assert!(kept.contains(&step), "{step} not kept: {plan:#}");
     }
     lab.proxy.reset_counts();
-    let o = lab.zoa(&[
-        "rollout",
-        s(&v2),
-        "--from",
-        s(&v1),
-        "--pubkey",
-        s(&lab.pubkey),
-    ]);
+    let o = lab.rollout(&v2, &v1, &[]);
     assert!(o.status.success(), "rollout: {}", stderr(&o));
     planmatch::assert_calls_match_plan(&plan, &lab.proxy.calls());
     // Every key policy the rollout wrote keeps the endpoint's deny.
