@@ -317,7 +317,9 @@ fn the_deployer_policy_is_enough_and_each_statement_is_needed() {
     let mut seen: Vec<Vec<String>> = Vec::new();
     for p in &phases {
         lab.proxy.reset_counts();
+        let t = std::time::Instant::now();
         let o = lab.zoa_as_deployer(&p.args);
+        eprintln!("{:<26} as the deployer: {:.1?}", p.name, t.elapsed());
         assert!(
             o.status.success(),
             "{} as the deployer: {}\nmoto: {}",

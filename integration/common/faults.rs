@@ -674,13 +674,11 @@ fn refused_upstream(
     Ok(true)
 }
 
+/// An HTTP answer: status, headers, body.
+type Answer = (u16, Vec<(String, String)>, Vec<u8>);
+
 /// See [`FaultProxy::readable_refusals`]: moto's `AccessDenied` in the service's format.
-fn readable_refusal(
-    shared: &Shared,
-    call: &Call,
-    status: u16,
-    body: &[u8],
-) -> Option<(u16, Vec<(String, String)>, Vec<u8>)> {
+fn readable_refusal(shared: &Shared, call: &Call, status: u16, body: &[u8]) -> Option<Answer> {
     if status != 403 || !shared.readable_refusals.load(Ordering::SeqCst) {
         return None;
     }
@@ -957,11 +955,7 @@ fn error_code(service: &str, fault: &Fault) -> (u16, String, String) {
 /// - EBS (restJson1): `{"message": ..}` with the code in `x-amzn-ErrorType`
 ///
 /// all with the id in `x-amzn-RequestId`.
-fn error_response(
-    call: &Call,
-    fault: &Fault,
-    request_id: &str,
-) -> (u16, Vec<(String, String)>, Vec<u8>) {
+fn error_response(call: &Call, fault: &Fault, request_id: &str) -> Answer {
     let (status, code, message) = error_code(&call.service, fault);
     let mut headers = vec![("x-amzn-RequestId".to_string(), request_id.to_string())];
     let body = match call.service.as_str() {

@@ -361,7 +361,7 @@ pub fn deployer_policy(input: &DeployerPolicyInput) -> Result<PolicyDocument, Aw
             "ZoaLaunchNetwork",
             "The network a deploy uses but does not own: RunInstances makes a network \
              interface in a subnet, CreateSecurityGroup names the VPC. Any subnet and VPC of \
-             the account (the default VPC's, or --subnet).",
+             the account (the default VPC's, or the subnets given).",
             &["ec2:CreateSecurityGroup", "ec2:RunInstances"],
             vec![
                 s.ec2("network-interface/*"),
@@ -889,6 +889,33 @@ mod tests {
                 .insert("aws:RequestedRegion".into(), "us-east-1".into());
             denied(a, "a region the release is not signed for");
         }
+    }
+
+    /// IAM's quotas, whitespace not counted: 6,144 characters for a managed policy,
+    /// 10,240 for a role's inline policies. With the longest deployment name, the policy
+    /// fits a managed policy for two regions and an inline one for five (each region is
+    /// repeated in each regional statement).
+    #[test]
+    fn fits_iam_quotas() {
+        let size = |regions: &[&str]| {
+            let doc = deployer_policy(&DeployerPolicyInput {
+                deployment: "a".repeat(40),
+                regions: regions.iter().map(|r| (*r).to_owned()).collect(),
+                ..input()
+            })
+            .unwrap();
+            serde_json::to_string(&doc).unwrap().len()
+        };
+        let two = size(&["eu-central-1", "eu-central-2"]);
+        assert!(two <= 6144, "{two} characters");
+        let five = size(&[
+            "eu-central-1",
+            "eu-central-2",
+            "eu-west-1",
+            "eu-west-2",
+            "eu-west-3",
+        ]);
+        assert!(five <= 10240, "{five} characters");
     }
 
     #[test]
