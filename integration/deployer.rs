@@ -260,6 +260,31 @@ fn the_deployer_policy_is_enough_and_each_statement_is_needed() {
         "{role}"
     );
 
+    // With --account-id and --name, no AWS call is made (no credentials here at all).
+    let o = run(zoa(&lab.f.cache())
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env("AWS_CONFIG_FILE", "/nonexistent")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+        .args(["policy", &s(&v1), "--pubkey", &pubkey, "--deployer"])
+        .args(["--account-id", "111122223333", "--name", "other"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let other: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(
+        other
+            .to_string()
+            .contains("arn:aws:iam::111122223333:role/zoa-other"),
+        "{other}"
+    );
+    let o = run(zoa(&lab.f.cache()).args([
+        "policy",
+        &s(&v1),
+        "--pubkey",
+        &pubkey,
+        "--deployer",
+        "--scp",
+    ]));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+
     lab.create_deployer();
     let full = moto_view(&policy);
     lab.attach(&full);
@@ -338,6 +363,35 @@ fn the_deployer_policy_is_enough_and_each_statement_is_needed() {
             "{op} was called and allowed, but the policy does not name it"
         );
     }
+
+    // Granted but not called in this scenario: permissions AWS checks on the side of a
+    // call (moto does not), and calls of other paths. Anything else granted and never
+    // needed would be a permission too many.
+    let side_or_other_paths: BTreeSet<String> = [
+        // Checked on the side of a call: tags on create, the role passed to EC2, Auto
+        // Scaling's service-linked role.
+        "autoscaling:CreateOrUpdateTags",
+        "ec2:CreateTags",
+        "iam:CreateServiceLinkedRole",
+        "iam:PassRole",
+        "iam:TagInstanceProfile",
+        "iam:TagRole",
+        "kms:TagResource",
+        // --allow-cidr (ingress rules), and a rule set changed on a rerun.
+        "ec2:AuthorizeSecurityGroupIngress",
+        "ec2:RevokeSecurityGroupIngress",
+        // A rollout from a locked key re-seals the secrets under the new key.
+        "kms:Encrypt",
+    ]
+    .iter()
+    .map(|a| (*a).to_owned())
+    .collect();
+    let uncalled: BTreeSet<String> = granted
+        .iter()
+        .filter(|a| !called.contains(a))
+        .cloned()
+        .collect();
+    assert_eq!(uncalled, side_or_other_paths, "granted, never called");
 
     // 2. Which call first needs each statement: the first call of an action no other
     //    statement grants (moto tells statements apart by action only).

@@ -118,7 +118,6 @@ pub fn for_release(
 ) -> Result<PolicyDocument, AwsError> {
     let manifest = release.manifest();
     let deployment = name.unwrap_or(&manifest.name).to_owned();
-    validate_deployment_name(&deployment)?;
     deployer_policy(&DeployerPolicyInput {
         partition: partition.to_owned(),
         account_id: account_id.to_owned(),
