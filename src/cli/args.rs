@@ -851,7 +851,8 @@ pub struct PolicyArgs {
     /// Print only the IAM policy a CI role (or user) needs to deploy, roll out and destroy
     /// this release as deployment --name: every call those commands make, scoped to the
     /// deployment's names and tags and to the release's signed regions. Attach it to the
-    /// role the CI job assumes.
+    /// role the CI job assumes. The account comes from the credentials unless --account-id
+    /// is given.
     #[arg(long, conflicts_with_all = ["key_admins", "sealers", "lock_policy"])]
     pub deployer: bool,
     #[command(flatten)]
