@@ -134,6 +134,8 @@ struct State {
     /// Every request seen, decoded (block uploads without their data).
     calls: Vec<Call>,
     injected: Vec<Injected>,
+    /// `service:Operation` of each request moto refused (AccessDenied), with its message.
+    refusals: Vec<(String, String)>,
 }
 
 /// Work run once, when the first request a matcher claims arrives (before it is forwarded).
@@ -148,6 +150,14 @@ struct Shared {
     hooks: Mutex<Vec<Hook>>,
     responders: Mutex<Vec<(Matcher, Arc<Responder>)>>,
     ebs_block_size: Mutex<Option<u64>>,
+    /// Stand-in answers to requests these match go to moto first, and its refusal (401,
+    /// 403) wins.
+    authorize_answers: Mutex<Vec<Matcher>>,
+    /// An access key (id, secret) whose form-encoded requests are re-encoded and
+    /// re-signed the way moto checks them (see [`FaultProxy::resign_for_moto`]).
+    resign: Mutex<Option<(String, String)>>,
+    /// moto's IAM refusals are re-written in the service's own error format.
+    readable_refusals: AtomicBool,
     state: Mutex<State>,
     stop: AtomicBool,
     next_fault: AtomicU64,
@@ -177,6 +187,9 @@ impl FaultProxy {
             hooks: Mutex::new(Vec::new()),
             responders: Mutex::new(Vec::new()),
             ebs_block_size: Mutex::new(None),
+            authorize_answers: Mutex::new(Vec::new()),
+            resign: Mutex::new(None),
+            readable_refusals: AtomicBool::new(false),
             state: Mutex::new(State::default()),
             stop: AtomicBool::new(false),
             next_fault: AtomicU64::new(1),
@@ -255,6 +268,41 @@ impl FaultProxy {
                 "<StartInstanceRefreshResponse xmlns=\"{NS}\"><StartInstanceRefreshResult><InstanceRefreshId>refresh-1</InstanceRefreshId></StartInstanceRefreshResult><ResponseMetadata><RequestId>r</RequestId></ResponseMetadata></StartInstanceRefreshResponse>"
             )),
         );
+    }
+
+    /// Sends each request `matcher` matches that a stand-in answers ([`Fault::Answer`]) to
+    /// moto first, and passes moto's answer on instead when moto refuses it (HTTP 401 or
+    /// 403): with moto's IAM enforcement on, moto checks the caller's permission for an
+    /// operation it does not implement before it says so, so the stand-in is authorized
+    /// as moto's own operations are.
+    pub fn authorize_answers_upstream(&self, matcher: impl Into<Matcher>) {
+        self.shared
+            .authorize_answers
+            .lock()
+            .unwrap()
+            .push(matcher.into());
+    }
+
+    /// With moto's IAM enforcement on, moto checks a request's SigV4 signature over the
+    /// form body *it* re-encodes from the parameters it parsed (werkzeug consumes the body:
+    /// moto/core/responses.py), with Python's `urlencode`, which writes a space as `+`;
+    /// the Rust SDK writes `%20`, so every query-protocol request with a space in a value
+    /// (a description, a tag such as `zoa:release=tiny 1`) fails with AuthFailure. For
+    /// requests signed with this access key, the proxy writes spaces as `+` (the same
+    /// parameters) and signs the request again with the key, exactly as the SDK did
+    /// (same headers, date and scope): moto then verifies a real signature and checks
+    /// the caller's permissions as for any other request.
+    pub fn resign_for_moto(&self, access_key_id: &str, secret: &str) {
+        *self.shared.resign.lock().unwrap() = Some((access_key_id.to_owned(), secret.to_owned()));
+    }
+
+    /// moto writes its IAM refusals (`AccessDenied`, HTTP 403) in one XML shape for every
+    /// service (`<ErrorResponse><Errors><Error>`), which the SDK's parsers of EC2, IAM,
+    /// Auto Scaling (other XML shapes), KMS and EBS (JSON) cannot read: zoa would report
+    /// an "unhandled error". From now on the proxy re-writes them in the service's own
+    /// format, code and message unchanged.
+    pub fn readable_refusals(&self) {
+        self.shared.readable_refusals.store(true, Ordering::SeqCst);
     }
 
     /// Fails the first `times` requests that `matcher` matches.
@@ -343,6 +391,14 @@ impl FaultProxy {
         state.operations.clear();
         state.calls.clear();
         state.injected.clear();
+        state.refusals.clear();
+    }
+
+    /// The requests moto refused (`AccessDenied`) since the last `reset_counts`, as
+    /// `(service:Operation, message)`, when [`readable_refusals`](Self::readable_refusals)
+    /// is on.
+    pub fn refusals(&self) -> Vec<(String, String)> {
+        self.shared.state.lock().unwrap().refusals.clone()
     }
 }
 
@@ -458,7 +514,11 @@ fn serve(shared: &Shared, client: TcpStream) -> io::Result<()> {
         {
             writer.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
         }
-        let body = http::read_request_body(&mut reader, &head)?;
+        let mut body = http::read_request_body(&mut reader, &head)?;
+        let mut head = head;
+        if let Some((id, secret)) = shared.resign.lock().unwrap().clone() {
+            resign_form(&mut head, &mut body, &target, &method, &id, &secret);
+        }
         let connection = head.header("connection").unwrap_or("").to_ascii_lowercase();
         let close = connection.contains("close")
             || (version == "HTTP/1.0" && !connection.contains("keep-alive"));
@@ -480,7 +540,10 @@ fn serve(shared: &Shared, client: TcpStream) -> io::Result<()> {
                                 }
                                 _ => body,
                             };
-                            (status, reason, up.headers, body)
+                            match readable_refusal(shared, &call, status, &body) {
+                                Some((status, headers, body)) => (status, reason, headers, body),
+                                None => (status, reason, up.headers, body),
+                            }
                         }
                         Err(e) => (
                             502,
@@ -512,6 +575,31 @@ fn serve(shared: &Shared, client: TcpStream) -> io::Result<()> {
                 shared.hold(d);
                 let _ = writer.shutdown(Shutdown::Both);
                 return Ok(());
+            }
+            Some(Injected {
+                fault: Fault::Answer(_),
+                ..
+            }) if shared
+                .authorize_answers
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|m| m.matches(&call))
+                && refused_upstream(
+                    shared,
+                    &method,
+                    &target,
+                    &head,
+                    &body,
+                    &mut writer,
+                    close,
+                )? =>
+            {
+                if close {
+                    let _ = writer.shutdown(Shutdown::Both);
+                    return Ok(());
+                }
+                continue;
             }
             Some(Injected {
                 fault: Fault::Answer(body),
@@ -557,6 +645,155 @@ fn serve(shared: &Shared, client: TcpStream) -> io::Result<()> {
             return Ok(());
         }
     }
+}
+
+/// Asks moto whether it lets the caller make the request (see
+/// [`FaultProxy::authorize_answers_upstream`]); when it does not, writes moto's refusal to
+/// the client and returns true.
+fn refused_upstream(
+    shared: &Shared,
+    method: &str,
+    target: &str,
+    head: &Head,
+    body: &[u8],
+    writer: &mut TcpStream,
+    close: bool,
+) -> io::Result<bool> {
+    let (up, up_body) = forward(shared.upstream, method, target, head, body)?;
+    let status = http::status_of(&up);
+    if status != 401 && status != 403 {
+        return Ok(false);
+    }
+    let reason = up.start.splitn(3, ' ').nth(2).unwrap_or("").to_string();
+    let call = Call::decode(method, target, &head.headers, body);
+    let (headers, up_body) = match readable_refusal(shared, &call, status, &up_body) {
+        Some((_, headers, body)) => (headers, body),
+        None => (up.headers, up_body),
+    };
+    write_response(writer, status, &reason, &headers, &up_body, method, close)?;
+    Ok(true)
+}
+
+/// An HTTP answer: status, headers, body.
+type Answer = (u16, Vec<(String, String)>, Vec<u8>);
+
+/// See [`FaultProxy::readable_refusals`]: moto's `AccessDenied` in the service's format.
+fn readable_refusal(shared: &Shared, call: &Call, status: u16, body: &[u8]) -> Option<Answer> {
+    if status != 403 || !shared.readable_refusals.load(Ordering::SeqCst) {
+        return None;
+    }
+    let text = String::from_utf8_lossy(body);
+    let field = |tag: &str| {
+        let start = text.find(&format!("<{tag}>"))? + tag.len() + 2;
+        let end = start + text[start..].find(&format!("</{tag}>"))?;
+        Some(text[start..end].to_owned())
+    };
+    let code = field("Code")?;
+    if code != "AccessDenied" {
+        return None;
+    }
+    let message = field("Message").unwrap_or_default();
+    shared
+        .state
+        .lock()
+        .unwrap()
+        .refusals
+        .push((call.name(), message.clone()));
+    let fault = Fault::Error {
+        status,
+        code,
+        message,
+    };
+    Some(error_response(call, &fault, "moto-refusal"))
+}
+
+/// See [`FaultProxy::resign_for_moto`]: a form body with `%20` in it, signed with key
+/// `id`, gets `+` instead and a new signature over it.
+fn resign_form(
+    head: &mut Head,
+    body: &mut Vec<u8>,
+    target: &str,
+    method: &str,
+    id: &str,
+    secret: &str,
+) {
+    use sha2::{Digest, Sha256};
+    let form = head
+        .header("content-type")
+        .is_some_and(|t| t.starts_with("application/x-www-form-urlencoded"));
+    let Some(auth) = head.header("authorization").map(str::to_owned) else {
+        return;
+    };
+    let credential = format!("Credential={id}/");
+    if !form || !auth.contains(&credential) || !body.windows(3).any(|w| w == b"%20") {
+        return;
+    }
+    let field = |name: &str| {
+        auth.split(&format!("{name}="))
+            .nth(1)
+            .and_then(|rest| rest.split(',').next())
+            .map(|v| v.trim().to_owned())
+            .unwrap_or_default()
+    };
+    // "ID/DATE/REGION/SERVICE/aws4_request" → the part after "ID/".
+    let scope = field("Credential")[id.len() + 1..].to_owned();
+    let signed = field("SignedHeaders");
+    *body = String::from_utf8_lossy(body)
+        .replace("%20", "+")
+        .into_bytes();
+    let date = head.header("x-amz-date").unwrap_or_default().to_owned();
+    let mut canonical_headers = String::new();
+    for name in signed.split(';') {
+        let value = if name == "content-length" {
+            body.len().to_string()
+        } else {
+            head.header(name).unwrap_or_default().trim().to_owned()
+        };
+        canonical_headers.push_str(&format!("{name}:{value}\n"));
+    }
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let canonical = format!(
+        "{method}\n{path}\n{query}\n{canonical_headers}\n{signed}\n{}",
+        hex::encode(Sha256::digest(&body[..]))
+    );
+    let to_sign = format!(
+        "AWS4-HMAC-SHA256\n{date}\n{scope}\n{}",
+        hex::encode(Sha256::digest(canonical.as_bytes()))
+    );
+    let mut key = format!("AWS4{secret}").into_bytes();
+    for part in scope.split('/') {
+        key = hmac_sha256(&key, part.as_bytes());
+    }
+    let signature = hex::encode(hmac_sha256(&key, to_sign.as_bytes()));
+    let new_auth = format!(
+        "AWS4-HMAC-SHA256 Credential={id}/{scope}, SignedHeaders={signed}, Signature={signature}"
+    );
+    for (k, v) in head.headers.iter_mut() {
+        if k.eq_ignore_ascii_case("authorization") {
+            *v = new_auth.clone();
+        }
+    }
+}
+
+/// HMAC-SHA256 (RFC 2104), for [`resign_form`].
+fn hmac_sha256(key: &[u8], message: &[u8]) -> Vec<u8> {
+    use sha2::{Digest, Sha256};
+    let mut block = [0u8; 64];
+    if key.len() > 64 {
+        block[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        block[..key.len()].copy_from_slice(key);
+    }
+    let pad = |byte: u8| block.iter().map(|b| b ^ byte).collect::<Vec<u8>>();
+    let inner = Sha256::new()
+        .chain_update(pad(0x36))
+        .chain_update(message)
+        .finalize();
+    Sha256::new()
+        .chain_update(pad(0x5c))
+        .chain_update(inner)
+        .finalize()
+        .to_vec()
 }
 
 /// A StartSnapshot answer with another `BlockSize`.
@@ -718,11 +955,7 @@ fn error_code(service: &str, fault: &Fault) -> (u16, String, String) {
 /// - EBS (restJson1): `{"message": ..}` with the code in `x-amzn-ErrorType`
 ///
 /// all with the id in `x-amzn-RequestId`.
-fn error_response(
-    call: &Call,
-    fault: &Fault,
-    request_id: &str,
-) -> (u16, Vec<(String, String)>, Vec<u8>) {
+fn error_response(call: &Call, fault: &Fault, request_id: &str) -> Answer {
     let (status, code, message) = error_code(&call.service, fault);
     let mut headers = vec![("x-amzn-RequestId".to_string(), request_id.to_string())];
     let body = match call.service.as_str() {

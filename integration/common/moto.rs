@@ -203,6 +203,19 @@ impl Moto {
         self.moto_api("/moto-api/reset");
     }
 
+    /// Turns moto's IAM enforcement on or off, from the next request on: moto's
+    /// `INITIAL_NO_AUTH_ACTION_COUNT` (the number of requests it serves before it checks
+    /// each one's signature and the caller's IAM policies), set through its
+    /// `/moto-api/reset-auth` to 0 (on) or infinity (off, moto's default). The same
+    /// setting as the environment variable, but switchable between a test's steps: the
+    /// test's own set-up calls (unsigned) run with it off.
+    pub fn set_iam_enforcement(&self, on: bool) {
+        let count: &[u8] = if on { b"0" } else { b"inf" };
+        let r = http::request(self.addr, "POST", "/moto-api/reset-auth", &[], count)
+            .unwrap_or_else(|e| panic!("moto reset-auth: {e}\n{}", self.log_tail()));
+        assert_eq!(r.status, 200, "moto reset-auth: {}", r.text());
+    }
+
     /// Records every request from now on (except those to /moto-api).
     pub fn start_recording(&self) {
         self.moto_api("/moto-api/recorder/start-recording");

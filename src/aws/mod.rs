@@ -4,7 +4,8 @@
 //! role's IAM policies from `templates/`; [`state`] is the deploy record (`deploy.json`)
 //! that makes a rerun resume; [`plan`] is the list of API calls a deploy makes, printed by
 //! `--plan` and executed by [`deploy`]; [`destroy`] removes what a deploy created;
-//! [`rollout`] moves a fleet to a new release; [`seal`] makes the envelopes that
+//! [`rollout`] moves a fleet to a new release; [`deployer`] is the least-privilege IAM
+//! policy a CI role needs for those three; [`seal`] makes the envelopes that
 //! [`userdata`] puts in the instances' user data; [`image_config`] reads what the image
 //! expects of a deploy (the model it pins, the secrets it unseals).
 //!
@@ -14,6 +15,7 @@
 
 pub mod calls;
 pub mod deploy;
+pub mod deployer;
 pub mod destroy;
 pub mod image_config;
 pub mod plan;

@@ -2875,6 +2875,21 @@ mod tests {
                 "region-scp.json",
                 region_scp(&["eu-central-1".into(), "eu-west-1".into()]).expect("scp"),
             ),
+            (
+                "deployer-policy.json",
+                serde_json::to_value(
+                    crate::aws::deployer::deployer_policy(
+                        &crate::aws::deployer::DeployerPolicyInput {
+                            partition: "aws".into(),
+                            account_id: "111122223333".into(),
+                            deployment: "demo".into(),
+                            regions: vec!["eu-central-1".into(), "eu-west-1".into()],
+                        },
+                    )
+                    .expect("deployer policy"),
+                )
+                .expect("json"),
+            ),
         ];
         let Some(dir) = std::env::var_os("ZOA_POLICY_DUMP_DIR") else {
             return;

@@ -123,7 +123,8 @@ pub enum Command {
     /// until when `aws kms cancel-key-deletion` can still bring it back.
     Destroy(DestroyArgs),
     /// Print the KMS key policy and IAM policies a deploy of DIR would create, for review
-    /// and for infrastructure-as-code users.
+    /// and for infrastructure-as-code users; with --scp, the region SCP of its signed
+    /// regions; with --deployer, the IAM policy the deploying CI role needs.
     Policy(PolicyArgs),
     /// Seal a secret (e.g. a model key) for a deployment: only an instance that booted the
     /// release can open it.
@@ -925,8 +926,15 @@ pub struct PolicyArgs {
     /// Print only a service control policy (AWS Organizations) that denies requests to
     /// any region but the release's signed ones (`zoa sign --regions`), for the account or
     /// OU the release is deployed in. Needs no AWS credentials.
-    #[arg(long, conflicts_with_all = ["account_id", "name", "key_admins", "sealers", "lock_policy", "vpc_endpoint"])]
+    #[arg(long, conflicts_with_all = ["account_id", "name", "key_admins", "sealers", "lock_policy", "vpc_endpoint", "deployer"])]
     pub scp: bool,
+    /// Print only the IAM policy a CI role (or user) needs to deploy, roll out and destroy
+    /// this release as deployment --name: every call those commands make, scoped to the
+    /// deployment's names and tags and to the release's signed regions. Attach it to the
+    /// role the CI job assumes. The account comes from the credentials unless --account-id
+    /// is given.
+    #[arg(long, conflicts_with_all = ["key_admins", "sealers", "lock_policy"])]
+    pub deployer: bool,
     #[command(flatten)]
     pub aws: AwsArgs,
 }

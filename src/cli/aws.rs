@@ -199,6 +199,17 @@ pub fn policy(args: &PolicyArgs) -> Result<ExitStatus> {
             })?
         }
     };
+    if args.deployer {
+        let verified = zoa::release::verify(&args.dir, &args.pubkey, None)?;
+        let policy = zoa::aws::deployer::for_release(
+            &verified,
+            args.name.as_deref(),
+            &args.partition,
+            &account_id,
+        )?;
+        print_json(&policy)?;
+        return Ok(ExitStatus::OK);
+    }
     let docs = deploy::render_policies(&PolicyRequest {
         dir: args.dir.clone(),
         pubkey: args.pubkey.clone(),

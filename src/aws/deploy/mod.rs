@@ -262,7 +262,7 @@ pub struct DeployOutcome {
 }
 
 /// Deployment names become resource names: keep them to what every AWS name accepts.
-fn validate_deployment_name(name: &str) -> Result<(), AwsError> {
+pub(crate) fn validate_deployment_name(name: &str) -> Result<(), AwsError> {
     let ok = !name.is_empty()
         && name.len() <= 40
         && name
