@@ -540,6 +540,29 @@ impl Lab {
                     .filter_map(|item| item.split('<').next().map(str::to_string))
                     .collect()
             },
+            load_balancers: xml_values(
+                &q("elasticloadbalancing", "DescribeLoadBalancers", &[]),
+                "LoadBalancerName",
+            ),
+            target_groups: xml_values(
+                &q("elasticloadbalancing", "DescribeTargetGroups", &[]),
+                "TargetGroupName",
+            ),
+            endpoint_services: {
+                let xml = q("ec2", "DescribeVpcEndpointServiceConfigurations", &[]);
+                xml.split("<serviceId>")
+                    .skip(1)
+                    .filter(|item| {
+                        !item
+                            .split("</item>")
+                            .next()
+                            .unwrap_or("")
+                            .to_ascii_lowercase()
+                            .contains("<servicestate>deleted</servicestate>")
+                    })
+                    .filter_map(|item| item.split('<').next().map(str::to_string))
+                    .collect()
+            },
         }
     }
 }
@@ -565,6 +588,10 @@ struct Inventory {
     auto_scaling_groups: Vec<String>,
     /// VPC endpoints tagged `zoa:deployment`, not deleted.
     vpc_endpoints: Vec<String>,
+    /// Load balancers, target groups and endpoint services (PrivateLink exposure).
+    load_balancers: Vec<String>,
+    target_groups: Vec<String>,
+    endpoint_services: Vec<String>,
 }
 
 impl Inventory {
@@ -591,7 +618,10 @@ impl Inventory {
                 && self.snapshots.is_empty()
                 && self.launch_templates.is_empty()
                 && self.auto_scaling_groups.is_empty()
-                && self.vpc_endpoints.is_empty(),
+                && self.vpc_endpoints.is_empty()
+                && self.load_balancers.is_empty()
+                && self.target_groups.is_empty()
+                && self.endpoint_services.is_empty(),
             "{context}: resources remain: {self:#?}"
         );
     }
@@ -2960,6 +2990,122 @@ fn a_private_deploy_keeps_off_the_internet_and_its_key_answers_only_through_its_
         destroy_plan.to_string().contains("ec2:DeleteVpcEndpoints"),
         "{destroy_plan:#}"
     );
+    let o = lab.destroy();
+    assert!(o.status.success(), "zoa destroy: {}", stderr(&o));
+    lab.inventory().assert_empty("after destroy");
+}
+
+// ---- --expose privatelink: the serving port for the allowed principals only ----
+
+#[test]
+fn privatelink_exposes_the_serving_port_to_the_allowed_principals_only() {
+    let lab = Lab::new();
+    let consumer = "arn:aws:iam::444455556666:root";
+    let args = [
+        "--private",
+        "--expose",
+        "privatelink",
+        "--allow-principal",
+        consumer,
+        "--port",
+        "8443",
+    ];
+
+    // Refused before any AWS call: without --private (clap), a wildcard principal, and
+    // an exposure nobody may connect to.
+    lab.proxy.reset_counts();
+    let o = lab.deploy(&["--expose", "privatelink", "--allow-principal", consumer]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let o = lab.deploy(&[
+        "--private",
+        "--expose",
+        "privatelink",
+        "--allow-principal",
+        "*",
+        "--port",
+        "8443",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("never *"), "{}", stderr(&o));
+    let o = lab.deploy(&["--private", "--expose", "privatelink", "--port", "8443"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("serves nobody"), "{}", stderr(&o));
+    assert!(
+        !lab.proxy.counts().keys().any(|op| !op.starts_with("sts:")
+            && !op.contains(":Describe")
+            && !op.contains(":Get")
+            && !op.contains(":List")),
+        "a refused deploy changed something: {:?}",
+        lab.proxy.counts()
+    );
+
+    let plan = lab.plan(&args);
+    let steps: Vec<&str> = plan["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["step"].as_str().unwrap())
+        .collect();
+    for s in [
+        "target-group",
+        "load-balancer",
+        "listener",
+        "endpoint-service",
+        "endpoint-service-principals",
+        "targets",
+    ] {
+        assert!(steps.contains(&s), "plan steps {steps:?} lack {s}");
+    }
+    let calls = lab.record(|| {
+        lab.deploy_ok(&args);
+    });
+    planmatch::assert_calls_match_plan(&plan, &calls);
+    let state = lab.state();
+    assert_eq!(state["exposure"], "privatelink");
+    assert_eq!(state["allowed_principals"], json!([consumer]));
+    let service = str_at(&state, "/endpoint_service_id").to_string();
+    assert!(
+        str_at(&state, "/endpoint_service_name").starts_with("com.amazonaws.vpce."),
+        "{state:#}"
+    );
+    // Who may connect, as EC2 keeps it.
+    let r = lab.moto.query(
+        "ec2",
+        "DescribeVpcEndpointServicePermissions",
+        &[("ServiceId", service.as_str())],
+    );
+    assert_eq!(
+        xml_values(&r.text(), "principal"),
+        [consumer],
+        "{}",
+        r.text()
+    );
+    // The instance is the load balancer's target, on the serving port.
+    let r = lab.moto.query(
+        "elasticloadbalancing",
+        "DescribeTargetHealth",
+        &[("TargetGroupArn", str_at(&state, "/target_group_arn"))],
+    );
+    let instance = str_at(&state, "/instance_ids/0");
+    assert!(r.text().contains(instance), "{}", r.text());
+    let (ingress, _) = lab.security_group_rules("zoa-tiny");
+    assert_eq!(ingress, ["tcp 8443-8443 172.31.0.0/16"]);
+
+    let calls = lab.record(|| {
+        lab.deploy_ok(&args);
+    });
+    assert_eq!(mutating(&calls), Vec::<String>::new(), "a rerun");
+    let destroy_plan = lab.destroy_plan();
+    for api in [
+        "ec2:DeleteVpcEndpointServiceConfigurations",
+        "elasticloadbalancing:DeleteLoadBalancer",
+        "elasticloadbalancing:DeleteTargetGroup",
+    ] {
+        assert!(
+            destroy_plan.to_string().contains(api),
+            "{api}: {destroy_plan:#}"
+        );
+    }
     let o = lab.destroy();
     assert!(o.status.success(), "zoa destroy: {}", stderr(&o));
     lab.inventory().assert_empty("after destroy");

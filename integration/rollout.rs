@@ -694,7 +694,7 @@ fn a_rollout_keeps_the_model_snapshot_both_releases_use() {
 }
 
 #[test]
-fn a_private_fleet_rolls_forward_and_stays_behind_its_endpoint() {
+fn a_private_fleet_behind_privatelink_rolls_forward_and_stays_behind_its_endpoints() {
     let lab = Lab::new();
     let v1 = lab.release("1");
     let v2 = lab.release("2");
@@ -706,6 +706,14 @@ fn a_private_fleet_rolls_forward_and_stays_behind_its_endpoint() {
         s(&lab.pubkey),
         "--fleet",
         "--private",
+        "--expose",
+        "privatelink",
+        "--allow-principal",
+        "arn:aws:iam::444455556666:root",
+        "--port",
+        "8443",
+        "--allow-cidr",
+        "172.31.16.0/20",
     ]);
     assert!(o.status.success(), "deploy v1: {}", stderr(&o));
     let calls = lab.moto.calls();
@@ -723,7 +731,16 @@ fn a_private_fleet_rolls_forward_and_stays_behind_its_endpoint() {
     assert!(template
         .param("LaunchTemplateData.SecurityGroupId.1")
         .is_none());
+    // The group registers its instances with the load balancer's target group.
+    let group = calls
+        .iter()
+        .find(|c| c.is("autoscaling:CreateAutoScalingGroup"))
+        .expect("an Auto Scaling group");
     let old = json_file(&v1.join("deploy/deploy.json"));
+    assert_eq!(
+        group.param("TargetGroupARNs.member.1"),
+        old["target_group_arn"].as_str().map(str::to_owned)
+    );
     let vpce = old["vpc_endpoint_id"]
         .as_str()
         .expect("an endpoint")
@@ -741,7 +758,18 @@ fn a_private_fleet_rolls_forward_and_stays_behind_its_endpoint() {
         .filter(|st| st["action"] != "create")
         .map(|st| st["step"].as_str().unwrap())
         .collect();
-    for step in ["kms-endpoint-group", "kms-endpoint", "kms-endpoint-policy"] {
+    // The serving port and its ranges stay as deployed.
+    for step in [
+        "security-group-rules",
+        "kms-endpoint-group",
+        "kms-endpoint",
+        "kms-endpoint-policy",
+        "target-group",
+        "load-balancer",
+        "listener",
+        "endpoint-service",
+        "endpoint-service-principals",
+    ] {
         assert!(kept.contains(&step), "{step} not kept: {plan:#}");
     }
     lab.proxy.reset_counts();
@@ -769,10 +797,15 @@ fn a_private_fleet_rolls_forward_and_stays_behind_its_endpoint() {
     let new = json_file(&v2.join("deploy/deploy.json"));
     assert_eq!(new["private"], true);
     assert_eq!(new["vpc_endpoint_id"], old["vpc_endpoint_id"]);
-    assert_eq!(
-        new["endpoint_security_group_id"],
-        old["endpoint_security_group_id"]
-    );
+    for field in [
+        "endpoint_security_group_id",
+        "exposure",
+        "allowed_principals",
+        "endpoint_service_name",
+        "target_group_arn",
+    ] {
+        assert_eq!(new[field], old[field], "{field}");
+    }
     let o = lab.zoa(&["destroy", s(&v2), "--key-deletion-days", "7"]);
     assert!(o.status.success(), "destroy: {}", stderr(&o));
     let destroyed = lab
@@ -781,4 +814,13 @@ fn a_private_fleet_rolls_forward_and_stays_behind_its_endpoint() {
         .iter()
         .any(|c| c.is("ec2:DeleteVpcEndpoints"));
     assert!(destroyed, "the endpoint was not deleted");
+    for api in [
+        "elasticloadbalancing:DeleteLoadBalancer",
+        "ec2:DeleteVpcEndpointServiceConfigurations",
+    ] {
+        assert!(
+            lab.moto.calls().iter().any(|c| c.is(api)),
+            "destroy did not call {api}"
+        );
+    }
 }

@@ -681,6 +681,7 @@ fn query_service(version: &str) -> &'static str {
         "2010-05-08" => "iam",
         "2011-01-01" => "autoscaling",
         "2011-06-15" => "sts",
+        "2015-12-01" => "elasticloadbalancing",
         _ => "",
     }
 }
@@ -1038,6 +1039,7 @@ pub mod http {
             "iam" => "2010-05-08",
             "autoscaling" => "2011-01-01",
             "sts" => "2011-06-15",
+            "elasticloadbalancing" => "2015-12-01",
             other => panic!("no query-protocol version known for {other}"),
         }
     }

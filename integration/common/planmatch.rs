@@ -118,7 +118,9 @@ fn flatten_for(sent: &Call, planned: &Value) -> BTreeMap<String, Value> {
     let mut out = BTreeMap::new();
     match sent.service.as_str() {
         "ec2" => flatten_query("", planned, &mut out, ListStyle::Ec2),
-        "iam" | "autoscaling" | "sts" => flatten_query("", planned, &mut out, ListStyle::Member),
+        "iam" | "autoscaling" | "sts" | "elasticloadbalancing" => {
+            flatten_query("", planned, &mut out, ListStyle::Member)
+        }
         // JSON protocols: compare the top-level members as values.
         _ => {
             for (k, v) in planned.as_object().expect("params are an object") {
@@ -142,6 +144,8 @@ fn ec2_member_name(list: &str) -> String {
         "IpPermissions" | "IpRanges" | "Ipv6Ranges" => list.to_owned(),
         // A network interface's groups (InstanceNetworkInterfaceSpecification.Groups).
         "Groups" => "SecurityGroupId".to_owned(),
+        // Their members are named like the list itself on the wire.
+        "AddAllowedPrincipals" | "RemoveAllowedPrincipals" => list.to_owned(),
         _ => list.strip_suffix('s').unwrap_or(list).to_owned(),
     }
 }

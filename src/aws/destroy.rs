@@ -13,12 +13,14 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use aws_sdk_ec2::types as ec2t;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
 use super::calls::autoscaling::DeleteAutoScalingGroup;
 use super::calls::ec2::{
-    ec2_filter, endpoint_state_in, DeleteLaunchTemplate, DeleteSecurityGroup, DeleteSnapshot,
-    DeleteVpcEndpoints, DeregisterImage, TerminateInstances,
+    ec2_filter, endpoint_state_in, DeleteEndpointServices, DeleteLaunchTemplate,
+    DeleteSecurityGroup, DeleteSnapshot, DeleteVpcEndpoints, DeregisterImage, TerminateInstances,
 };
+use super::calls::elb::{DeleteLoadBalancer, DeleteTargetGroup};
 use super::calls::iam::{
     DeleteInstanceProfile, DeleteRole, DeleteRolePolicy, RemoveRoleFromInstanceProfile,
 };
@@ -71,6 +73,11 @@ struct Existing {
     auto_scaling_group: Option<String>,
     launch_templates: Vec<String>,
     instances: Vec<String>,
+    /// A PrivateLink exposure: the endpoint service, then its load balancer, then the
+    /// target group.
+    endpoint_services: Vec<String>,
+    load_balancers: Vec<String>,
+    target_groups: Vec<String>,
     /// A private deploy's KMS endpoints (before their security group can go).
     vpc_endpoints: Vec<String>,
     security_groups: Vec<String>,
@@ -144,6 +151,9 @@ pub async fn prepare(
         auto_scaling_group: finder.auto_scaling_group().await?,
         launch_templates: finder.launch_templates().await?,
         instances: finder.live_instances().await?,
+        endpoint_services: finder.endpoint_services().await?,
+        load_balancers: finder.load_balancers().await?,
+        target_groups: finder.target_groups().await?,
         vpc_endpoints: finder.vpc_endpoints().await?,
         security_groups: finder.security_groups().await?,
         instance_profile: finder.instance_profile().await?,
@@ -230,6 +240,69 @@ impl Finder<'_> {
         let mut ids = live_instances(self.c, self.deployment(), "destroy instances").await?;
         ids.sort();
         Ok(ids)
+    }
+
+    async fn endpoint_services(&self) -> Result<Vec<String>, AwsError> {
+        let mut ids =
+            live_endpoint_services(self.c, self.deployment(), "destroy endpoint service").await?;
+        with_recorded(&mut ids, &self.state.endpoint_service_id);
+        Ok(ids)
+    }
+
+    async fn load_balancers(&self) -> Result<Vec<String>, AwsError> {
+        let step = "destroy load balancer";
+        let mut arns = match self
+            .c
+            .elb
+            .describe_load_balancers()
+            .names(&self.names.load_balancer)
+            .send()
+            .await
+        {
+            Ok(out) => out
+                .load_balancers()
+                .iter()
+                .filter_map(|l| l.load_balancer_arn().map(str::to_owned))
+                .collect(),
+            Err(e) if e.code() == Some("LoadBalancerNotFound") => Vec::new(),
+            Err(e) => {
+                return Err(api_error(
+                    step,
+                    "elasticloadbalancing:DescribeLoadBalancers",
+                    e,
+                ))
+            }
+        };
+        // By name only: a recorded ARN that no longer exists is gone for good.
+        arns.sort();
+        Ok(arns)
+    }
+
+    async fn target_groups(&self) -> Result<Vec<String>, AwsError> {
+        let step = "destroy target group";
+        let arns = match self
+            .c
+            .elb
+            .describe_target_groups()
+            .names(&self.names.target_group)
+            .send()
+            .await
+        {
+            Ok(out) => out
+                .target_groups()
+                .iter()
+                .filter_map(|g| g.target_group_arn().map(str::to_owned))
+                .collect(),
+            Err(e) if e.code() == Some("TargetGroupNotFound") => Vec::new(),
+            Err(e) => {
+                return Err(api_error(
+                    step,
+                    "elasticloadbalancing:DescribeTargetGroups",
+                    e,
+                ))
+            }
+        };
+        Ok(arns)
     }
 
     async fn vpc_endpoints(&self) -> Result<Vec<String>, AwsError> {
@@ -478,6 +551,28 @@ impl Destruction {
         })
     }
 
+    fn endpoint_service_spec(&self) -> Option<DeleteEndpointServices> {
+        (!self.existing.endpoint_services.is_empty()).then(|| DeleteEndpointServices {
+            ids: self.existing.endpoint_services.clone(),
+        })
+    }
+
+    fn load_balancer_specs(&self) -> Vec<DeleteLoadBalancer> {
+        self.existing
+            .load_balancers
+            .iter()
+            .map(|arn| DeleteLoadBalancer { arn: arn.clone() })
+            .collect()
+    }
+
+    fn target_group_specs(&self) -> Vec<DeleteTargetGroup> {
+        self.existing
+            .target_groups
+            .iter()
+            .map(|arn| DeleteTargetGroup { arn: arn.clone() })
+            .collect()
+    }
+
     fn vpc_endpoint_spec(&self) -> Option<DeleteVpcEndpoints> {
         (!self.existing.vpc_endpoints.is_empty()).then(|| DeleteVpcEndpoints {
             ids: self.existing.vpc_endpoints.clone(),
@@ -578,6 +673,26 @@ impl Destruction {
             "instances",
             format!("instances {}", e.instances.join(", ")),
             self.terminate_spec().iter().map(|s| s.call()).collect(),
+        );
+        if let Some(s) = self.endpoint_service_spec() {
+            push(
+                "endpoint-service",
+                format!("endpoint services {}", s.ids.join(", ")),
+                vec![s.call()],
+            );
+        }
+        push(
+            "load-balancer",
+            format!("load balancers {}", e.load_balancers.join(", ")),
+            self.load_balancer_specs()
+                .iter()
+                .map(|s| s.call())
+                .collect(),
+        );
+        push(
+            "target-group",
+            format!("target groups {}", e.target_groups.join(", ")),
+            self.target_group_specs().iter().map(|s| s.call()).collect(),
         );
         if let Some(s) = self.vpc_endpoint_spec() {
             push(
@@ -695,6 +810,53 @@ impl Destruction {
             self.state.instance_ids.clear();
             self.removed(&mut report, format!("instances {}", spec.ids.join(",")))?;
         }
+        if let Some(spec) = self.endpoint_service_spec() {
+            let step = "destroy endpoint service";
+            spec.send(c, step).await?;
+            let deployment = self.state.deployment.clone();
+            wait_until(step, wait, || async {
+                Ok(live_endpoint_services(c, &deployment, step)
+                    .await?
+                    .is_empty())
+            })
+            .await?;
+            self.state.endpoint_service_id = None;
+            self.state.endpoint_service_name = None;
+            self.removed(
+                &mut report,
+                format!("endpoint-service {}", spec.ids.join(",")),
+            )?;
+        }
+        for spec in self.load_balancer_specs() {
+            let step = "destroy load balancer";
+            spec.send(c, step).await?;
+            let arn = spec.arn.clone();
+            wait_until(step, wait, || async {
+                match c
+                    .elb
+                    .describe_load_balancers()
+                    .load_balancer_arns(&arn)
+                    .send()
+                    .await
+                {
+                    Ok(out) => Ok(out.load_balancers().is_empty()),
+                    Err(e) if e.code() == Some("LoadBalancerNotFound") => Ok(true),
+                    Err(e) => Err(api_error(
+                        step,
+                        "elasticloadbalancing:DescribeLoadBalancers",
+                        e,
+                    )),
+                }
+            })
+            .await?;
+            self.state.load_balancer_arn = None;
+            self.removed(&mut report, format!("load-balancer {}", spec.arn))?;
+        }
+        for spec in self.target_group_specs() {
+            spec.send(c, "destroy target group", wait).await?;
+            self.state.target_group_arn = None;
+            self.removed(&mut report, format!("target-group {}", spec.arn))?;
+        }
         if let Some(spec) = self.vpc_endpoint_spec() {
             let step = "destroy kms endpoint";
             spec.send(c, step).await?;
@@ -781,6 +943,32 @@ impl Destruction {
         report.removed.push(what);
         self.state.save(&self.dir)
     }
+}
+
+/// The deployment's endpoint services (by tag) that are not deleted yet.
+async fn live_endpoint_services(
+    c: &Clients,
+    deployment: &str,
+    step: &str,
+) -> Result<Vec<String>, AwsError> {
+    let out = c
+        .ec2
+        .describe_vpc_endpoint_service_configurations()
+        .filters(ec2_filter(&format!("tag:{TAG_DEPLOYMENT}"), deployment))
+        .send()
+        .await
+        .map_err(|e| api_error(step, "ec2:DescribeVpcEndpointServiceConfigurations", e))?;
+    let mut ids: Vec<String> = out
+        .service_configurations()
+        .iter()
+        .filter(|s| {
+            !s.service_state()
+                .is_some_and(|st| st.as_str().eq_ignore_ascii_case("deleted"))
+        })
+        .filter_map(|s| s.service_id().map(str::to_owned))
+        .collect();
+    ids.sort();
+    Ok(ids)
 }
 
 /// The deployment's VPC endpoints (by tag) that are not deleted yet.

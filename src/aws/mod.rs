@@ -191,6 +191,8 @@ pub struct Clients {
     /// `zoa audit --lookup`. LookupEvents allows two calls a second: this client retries
     /// throttling ten times, with backoff, where the others keep the SDK's three.
     pub cloudtrail: aws_sdk_cloudtrail::Client,
+    /// `zoa deploy --expose privatelink`: the internal Network Load Balancer.
+    pub elb: aws_sdk_elasticloadbalancingv2::Client,
 }
 
 impl Clients {
@@ -227,6 +229,7 @@ impl Clients {
             iam: aws_sdk_iam::Client::new(&config),
             autoscaling: aws_sdk_autoscaling::Client::new(&config),
             sts: aws_sdk_sts::Client::new(&config),
+            elb: aws_sdk_elasticloadbalancingv2::Client::new(&config),
             cloudtrail: aws_sdk_cloudtrail::Client::from_conf(
                 aws_sdk_cloudtrail::config::Builder::from(&config)
                     .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(10))

@@ -78,6 +78,12 @@ pub struct DeployState {
     pub key_locked: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub security_group_id: Option<String>,
+    /// The serving port, and the ranges admitted to it, as deployed (a rollout keeps
+    /// them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serving_port: Option<u16>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_cidr: Vec<String>,
     /// `--private`: instances without public addresses, the key usable only through the
     /// deployment's KMS interface endpoint.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -88,6 +94,22 @@ pub struct DeployState {
     /// The endpoint's security group (HTTPS from the VPC only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint_security_group_id: Option<String>,
+    /// How clients reach the serving port: absent (the security group's own ranges), or
+    /// `privatelink` (an internal Network Load Balancer behind a VPC endpoint service).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exposure: Option<String>,
+    /// The principals allowed to connect an endpoint to the endpoint service.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_principals: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_group_arn: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_balancer_arn: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint_service_id: Option<String>,
+    /// What consumers give `CreateVpcEndpoint` (`com.amazonaws.vpce.REGION.vpce-svc-…`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint_service_name: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub instance_ids: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

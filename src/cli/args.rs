@@ -729,6 +729,13 @@ pub struct AwsArgs {
     pub endpoint_url: Option<String>,
 }
 
+/// How a deployment's serving port is reached (`--expose`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Exposure {
+    /// An internal Network Load Balancer behind a VPC endpoint service.
+    Privatelink,
+}
+
 #[derive(Debug, Args)]
 pub struct DeployArgs {
     /// The signed release directory (uki.efi, build.json, release.json, .minisig).
@@ -775,6 +782,16 @@ pub struct DeployArgs {
     /// A deploy made private stays private (reruns and rollouts keep the endpoint).
     #[arg(long)]
     pub private: bool,
+    /// How clients in other VPCs or accounts reach the serving port: `privatelink` puts it
+    /// behind an internal Network Load Balancer (TCP passed through to the attested TLS
+    /// front) and a VPC endpoint service that only the --allow-principal ARNs may connect
+    /// to. Needs --private.
+    #[arg(long, value_enum, requires = "private")]
+    pub expose: Option<Exposure>,
+    /// A principal allowed to connect an endpoint to the endpoint service (repeatable):
+    /// arn:aws:iam::ACCOUNT:root, or a role or user ARN.
+    #[arg(long = "allow-principal", value_name = "ARN", requires = "expose")]
+    pub allow_principals: Vec<String>,
     /// Key administrator ARN (repeatable; default: the account root). Administrators
     /// manage the key but can never use it.
     #[arg(long = "key-admin", value_name = "ARN")]

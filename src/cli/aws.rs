@@ -39,6 +39,8 @@ pub fn deploy(args: &DeployArgs, quiet: bool, progress: Progress) -> Result<Exit
     options.model = args.model.clone();
     options.secure_boot = args.secure_boot;
     options.private = args.private;
+    options.privatelink = args.expose == Some(super::args::Exposure::Privatelink);
+    options.allowed_principals = args.allow_principals.clone();
     let rt = zoa::aws::runtime()?;
     rt.block_on(async {
         let clients = Clients::connect(&aws_options(&args.aws)).await?;

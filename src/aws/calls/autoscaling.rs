@@ -15,6 +15,8 @@ pub struct CreateAutoScalingGroup {
     pub template: Id,
     pub count: i32,
     pub subnets: Vec<String>,
+    /// A PrivateLink exposure's target group: the group registers its instances.
+    pub target_groups: Vec<Id>,
     pub tags: Tags,
 }
 
@@ -22,9 +24,7 @@ impl CreateAutoScalingGroup {
     pub const API: &'static str = "autoscaling:CreateAutoScalingGroup";
 
     pub fn call(&self) -> Call {
-        Call::new(
-            Self::API,
-            json!({
+        let mut p = json!({
                 "AutoScalingGroupName": self.name,
                 "LaunchTemplate": {"LaunchTemplateId": self.template.render(), "Version": "$Latest"},
                 "MinSize": self.count,
@@ -32,8 +32,15 @@ impl CreateAutoScalingGroup {
                 "DesiredCapacity": self.count,
                 "VPCZoneIdentifier": self.subnets.join(","),
                 "Tags": self.tags.iter().map(|(k, v)| json!({"Key": k, "Value": v, "PropagateAtLaunch": true})).collect::<Vec<_>>(),
-            }),
-        )
+        });
+        if !self.target_groups.is_empty() {
+            p["TargetGroupARNs"] = json!(self
+                .target_groups
+                .iter()
+                .map(Id::render)
+                .collect::<Vec<_>>());
+        }
+        Call::new(Self::API, p)
     }
 
     pub async fn send(&self, c: &Clients, step: &str) -> Result<Outcome, AwsError> {
@@ -62,6 +69,16 @@ impl CreateAutoScalingGroup {
             .max_size(self.count)
             .desired_capacity(self.count)
             .vpc_zone_identifier(self.subnets.join(","))
+            .set_target_group_arns(if self.target_groups.is_empty() {
+                None
+            } else {
+                Some(
+                    self.target_groups
+                        .iter()
+                        .map(|t| t.require(step).map(str::to_owned))
+                        .collect::<Result<Vec<_>, _>>()?,
+                )
+            })
             .set_tags(Some(tags))
             .send()
             .await;

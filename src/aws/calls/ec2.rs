@@ -935,6 +935,149 @@ impl DeleteVpcEndpoints {
     }
 }
 
+/// `ec2:CreateVpcEndpointServiceConfiguration`: a PrivateLink endpoint service in front
+/// of the internal Network Load Balancer. Connections from the allowed principals are
+/// accepted without a manual step: the allow-list is the gate.
+#[derive(Debug, Clone)]
+pub struct CreateEndpointService {
+    pub load_balancer: Id,
+    pub tags: Tags,
+    /// Idempotency: derived from the load balancer, so known once it is.
+    pub client_token: Id,
+}
+
+/// An endpoint service: its id and the service name consumers connect to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointService {
+    pub id: String,
+    pub name: String,
+}
+
+impl CreateEndpointService {
+    pub const API: &'static str = "ec2:CreateVpcEndpointServiceConfiguration";
+
+    pub fn call(&self) -> Call {
+        Call::new(
+            Self::API,
+            json!({
+                "NetworkLoadBalancerArns": [self.load_balancer.render()],
+                "AcceptanceRequired": false,
+                "TagSpecifications": [{"ResourceType": "vpc-endpoint-service", "Tags": tags_json(&self.tags)}],
+                "ClientToken": self.client_token.render(),
+            }),
+        )
+    }
+
+    pub async fn send(&self, c: &Clients, step: &str) -> Result<EndpointService, AwsError> {
+        let out = c
+            .ec2
+            .create_vpc_endpoint_service_configuration()
+            .network_load_balancer_arns(self.load_balancer.require(step)?)
+            .acceptance_required(false)
+            .tag_specifications(ec2_tag_spec(
+                ec2t::ResourceType::VpcEndpointService,
+                &self.tags,
+            ))
+            .client_token(self.client_token.require(step)?)
+            .send()
+            .await
+            .map_err(|e| api_error(step, Self::API, e))?;
+        let config = out.service_configuration();
+        match (
+            config.and_then(|s| s.service_id()),
+            config.and_then(|s| s.service_name()),
+        ) {
+            (Some(id), Some(name)) => Ok(EndpointService {
+                id: id.to_owned(),
+                name: name.to_owned(),
+            }),
+            _ => Err(AwsError::step(
+                step,
+                "CreateVpcEndpointServiceConfiguration returned no service id or name",
+            )),
+        }
+    }
+}
+
+/// `ec2:ModifyVpcEndpointServicePermissions`: the principals (accounts, roles) allowed
+/// to connect an endpoint to the service.
+#[derive(Debug, Clone)]
+pub struct AllowEndpointServicePrincipals {
+    pub service: Id,
+    pub add: Vec<String>,
+    pub remove: Vec<String>,
+}
+
+impl AllowEndpointServicePrincipals {
+    pub const API: &'static str = "ec2:ModifyVpcEndpointServicePermissions";
+
+    pub fn call(&self) -> Call {
+        let mut p = json!({"ServiceId": self.service.render()});
+        if !self.add.is_empty() {
+            p["AddAllowedPrincipals"] = json!(self.add);
+        }
+        if !self.remove.is_empty() {
+            p["RemoveAllowedPrincipals"] = json!(self.remove);
+        }
+        Call::new(Self::API, p)
+    }
+
+    pub async fn send(&self, c: &Clients, step: &str) -> Result<(), AwsError> {
+        let nonempty = |v: &Vec<String>| (!v.is_empty()).then(|| v.clone());
+        c.ec2
+            .modify_vpc_endpoint_service_permissions()
+            .service_id(self.service.require(step)?)
+            .set_add_allowed_principals(nonempty(&self.add))
+            .set_remove_allowed_principals(nonempty(&self.remove))
+            .send()
+            .await
+            .map_err(|e| api_error(step, Self::API, e))?;
+        Ok(())
+    }
+}
+
+/// `ec2:DeleteVpcEndpointServiceConfigurations`; one already gone is no error.
+#[derive(Debug, Clone)]
+pub struct DeleteEndpointServices {
+    pub ids: Vec<String>,
+}
+
+impl DeleteEndpointServices {
+    pub const API: &'static str = "ec2:DeleteVpcEndpointServiceConfigurations";
+
+    pub fn call(&self) -> Call {
+        Call::new(Self::API, json!({"ServiceIds": self.ids}))
+    }
+
+    pub async fn send(&self, c: &Clients, step: &str) -> Result<Outcome, AwsError> {
+        let out = c
+            .ec2
+            .delete_vpc_endpoint_service_configurations()
+            .set_service_ids(Some(self.ids.clone()))
+            .send()
+            .await
+            .map_err(|e| api_error(step, Self::API, e))?;
+        let failed: Vec<String> = out
+            .unsuccessful()
+            .iter()
+            .filter_map(|u| u.error())
+            .filter(|e| !e.code().is_some_and(|c| c.contains("NotFound")))
+            .map(|e| format!("{}: {}", e.code().unwrap_or("?"), e.message().unwrap_or("")))
+            .collect();
+        if failed.is_empty() {
+            Ok(Outcome::Done)
+        } else {
+            Err(AwsError::step(
+                step,
+                format!(
+                    "DeleteVpcEndpointServiceConfigurations refused: {}",
+                    failed.join("; ")
+                ),
+            ))
+        }
+    }
+}
+
 /// Whether a VPC endpoint's state is one of `names`. EC2 answers in lower case
 /// (`deleted`), which the SDK's enum (`Deleted`) does not parse, so compare the text.
 pub(crate) fn endpoint_state_in(state: Option<&ec2t::State>, names: &[&str]) -> bool {

@@ -15,6 +15,7 @@
 pub mod autoscaling;
 pub mod ebs;
 pub mod ec2;
+pub mod elb;
 pub mod iam;
 pub mod kms;
 

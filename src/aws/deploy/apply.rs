@@ -124,6 +124,16 @@ impl Deployment {
         if let Some(id) = f.vpc_endpoint {
             s.vpc_endpoint_id = Some(id);
         }
+        if let Some(arn) = f.target_group {
+            s.target_group_arn = Some(arn);
+        }
+        if let Some(arn) = f.load_balancer {
+            s.load_balancer_arn = Some(arn);
+        }
+        if let Some(service) = f.endpoint_service {
+            s.endpoint_service_id = Some(service.id);
+            s.endpoint_service_name = Some(service.name);
+        }
         if !f.instances.is_empty() {
             s.instance_ids = f.instances;
             // A single instance is found by the digest of the user data it booted with;
@@ -173,6 +183,12 @@ impl Deployment {
             "kms-endpoint-group-rules" => self.set_endpoint_group_rules(c).await,
             "kms-endpoint" => self.create_vpc_endpoint(c).await,
             "kms-endpoint-policy" => self.set_vpc_endpoint_policy(c).await,
+            "target-group" => self.create_target_group(c).await,
+            "load-balancer" => self.create_load_balancer(c).await,
+            "listener" => self.create_listener(c).await,
+            "endpoint-service" => self.create_endpoint_service(c).await,
+            "endpoint-service-principals" => self.set_service_principals(c).await,
+            "targets" => self.register_targets(c).await,
             "security-group" => self.create_security_group(c).await,
             "security-group-rules" => self.set_security_group_rules(c).await,
             "instance" => self.run_instance(c).await,

@@ -42,6 +42,14 @@ pub(super) struct Found {
     /// A private deploy's KMS endpoint and its policy.
     pub(super) vpc_endpoint: Option<String>,
     pub(super) vpc_endpoint_policy: Option<serde_json::Value>,
+    /// The PrivateLink exposure: target group (and the instances registered in it), load
+    /// balancer, whether its listener exists, the endpoint service and who may connect.
+    pub(super) target_group: Option<String>,
+    pub(super) registered: Vec<String>,
+    pub(super) load_balancer: Option<String>,
+    pub(super) listener: bool,
+    pub(super) endpoint_service: Option<crate::aws::calls::ec2::EndpointService>,
+    pub(super) service_principals: Vec<String>,
     /// SHA-256 of the user data in the launch template's latest version.
     pub(super) template_user_data: Option<String>,
     pub(super) auto_scaling_group: bool,
@@ -214,6 +222,9 @@ impl Deployment {
                 f.vpc_endpoint = Some(id);
                 f.vpc_endpoint_policy = policy;
             }
+        }
+        if self.privatelink() {
+            self.find_exposure(c, &mut f).await?;
         }
         if self.options.uses_fleet() {
             f.launch_template = self.find_launch_template(c).await?;
@@ -618,6 +629,128 @@ impl Deployment {
                     .and_then(|p| serde_json::from_str(p).ok());
                 Some((e.vpc_endpoint_id()?.to_owned(), policy))
             }))
+    }
+
+    /// The PrivateLink exposure's parts, by name (Elastic Load Balancing) and tag (the
+    /// endpoint service).
+    async fn find_exposure(&self, c: &Clients, f: &mut Found) -> Result<(), AwsError> {
+        let step = "privatelink";
+        match c
+            .elb
+            .describe_target_groups()
+            .names(&self.names.target_group)
+            .send()
+            .await
+        {
+            Ok(out) => {
+                f.target_group = out
+                    .target_groups()
+                    .first()
+                    .and_then(|g| g.target_group_arn())
+                    .map(str::to_owned)
+            }
+            Err(e) if e.code() == Some("TargetGroupNotFound") => {}
+            Err(e) => {
+                return Err(api_error(
+                    step,
+                    "elasticloadbalancing:DescribeTargetGroups",
+                    e,
+                ))
+            }
+        }
+        if let Some(tg) = &f.target_group {
+            let out = c
+                .elb
+                .describe_target_health()
+                .target_group_arn(tg)
+                .send()
+                .await
+                .map_err(|e| api_error(step, "elasticloadbalancing:DescribeTargetHealth", e))?;
+            f.registered = out
+                .target_health_descriptions()
+                .iter()
+                .filter_map(|d| d.target().and_then(|t| t.id()).map(str::to_owned))
+                .collect();
+            f.registered.sort();
+        }
+        match c
+            .elb
+            .describe_load_balancers()
+            .names(&self.names.load_balancer)
+            .send()
+            .await
+        {
+            Ok(out) => {
+                f.load_balancer = out
+                    .load_balancers()
+                    .first()
+                    .and_then(|l| l.load_balancer_arn())
+                    .map(str::to_owned)
+            }
+            Err(e) if e.code() == Some("LoadBalancerNotFound") => {}
+            Err(e) => {
+                return Err(api_error(
+                    step,
+                    "elasticloadbalancing:DescribeLoadBalancers",
+                    e,
+                ))
+            }
+        }
+        if let Some(lb) = &f.load_balancer {
+            let out = c
+                .elb
+                .describe_listeners()
+                .load_balancer_arn(lb)
+                .send()
+                .await
+                .map_err(|e| api_error(step, "elasticloadbalancing:DescribeListeners", e))?;
+            f.listener = out
+                .listeners()
+                .iter()
+                .any(|l| l.port() == self.port.map(i32::from));
+        }
+        let out = c
+            .ec2
+            .describe_vpc_endpoint_service_configurations()
+            .filters(ec2_filter(
+                &format!("tag:{TAG_DEPLOYMENT}"),
+                &self.deployment,
+            ))
+            .send()
+            .await
+            .map_err(|e| api_error(step, "ec2:DescribeVpcEndpointServiceConfigurations", e))?;
+        f.endpoint_service = out
+            .service_configurations()
+            .iter()
+            .filter(|s| {
+                !s.service_state().is_some_and(|st| {
+                    ["deleted", "deleting", "failed"]
+                        .iter()
+                        .any(|n| st.as_str().eq_ignore_ascii_case(n))
+                })
+            })
+            .find_map(|s| {
+                Some(crate::aws::calls::ec2::EndpointService {
+                    id: s.service_id()?.to_owned(),
+                    name: s.service_name()?.to_owned(),
+                })
+            });
+        if let Some(service) = &f.endpoint_service {
+            let out = c
+                .ec2
+                .describe_vpc_endpoint_service_permissions()
+                .service_id(&service.id)
+                .send()
+                .await
+                .map_err(|e| api_error(step, "ec2:DescribeVpcEndpointServicePermissions", e))?;
+            f.service_principals = out
+                .allowed_principals()
+                .iter()
+                .filter_map(|p| p.principal().map(str::to_owned))
+                .collect();
+            f.service_principals.sort();
+        }
+        Ok(())
     }
 
     /// A security group of the deployment's VPC, by name, with its rules.

@@ -11,6 +11,7 @@
 
 mod apply;
 mod discover;
+mod exposure;
 mod key_policy;
 mod security_group;
 mod steps;
@@ -95,6 +96,11 @@ pub struct DeployOptions {
     /// `--private`: no public addresses; a KMS interface endpoint in the VPC, the only
     /// place the key's plaintext operations are allowed from (`aws:SourceVpce`).
     pub private: bool,
+    /// `--expose privatelink`: the serving port behind an internal Network Load Balancer
+    /// and a VPC endpoint service that `allowed_principals` may connect to.
+    pub privatelink: bool,
+    /// `--allow-principal`: who may connect to the endpoint service.
+    pub allowed_principals: Vec<String>,
 }
 
 /// The release a rollout replaces: its directory (with the deploy record) and PCRs.
@@ -141,6 +147,8 @@ impl DeployOptions {
             rollout_from: None,
             secure_boot: false,
             private: false,
+            privatelink: false,
+            allowed_principals: Vec::new(),
         }
     }
 
@@ -166,6 +174,10 @@ pub struct Names {
     pub auto_scaling_group: String,
     /// A private deploy's KMS endpoint group.
     pub kms_endpoint_group: String,
+    /// The PrivateLink exposure's load balancer and target group (Elastic Load Balancing
+    /// names: at most 32 characters).
+    pub load_balancer: String,
+    pub target_group: String,
 }
 
 impl Names {
@@ -191,9 +203,21 @@ impl Names {
             security_group: base.clone(),
             launch_template: base.clone(),
             kms_endpoint_group: format!("{base}-kms-endpoint"),
+            load_balancer: elb_name(&base),
+            target_group: elb_name(&base),
             auto_scaling_group: base,
         }
     }
+}
+
+/// An Elastic Load Balancing name: at most 32 characters; a longer one keeps its start and
+/// gets a digest of the whole, so two deployments never share one.
+fn elb_name(base: &str) -> String {
+    if base.len() <= 32 {
+        return base.to_owned();
+    }
+    let digest = crate::digest::sha256_bytes(base.as_bytes());
+    format!("{}-{}", base[..23].trim_end_matches('-'), &digest[..8])
 }
 
 /// The network a deploy uses.
@@ -259,6 +283,39 @@ pub struct ModelSpec {
 pub struct DeployOutcome {
     pub plan: Plan,
     pub state: DeployState,
+}
+
+/// `DeployState::exposure` of a deployment behind a PrivateLink endpoint service.
+pub const EXPOSURE_PRIVATELINK: &str = "privatelink";
+
+/// An endpoint service principal: an IAM ARN (account root, role or user). `*` would let
+/// every AWS account connect: refused.
+fn validate_service_principal(p: &str) -> Result<(), AwsError> {
+    let parts: Vec<&str> = p.splitn(6, ':').collect();
+    let ok = match parts[..] {
+        ["arn", partition, "iam", "", account, resource] => {
+            !partition.is_empty()
+                && account.len() == 12
+                && account.bytes().all(|b| b.is_ascii_digit())
+                && (resource == "root"
+                    || resource
+                        .strip_prefix("role/")
+                        .is_some_and(|r| !r.is_empty())
+                    || resource
+                        .strip_prefix("user/")
+                        .is_some_and(|r| !r.is_empty()))
+                && !resource.contains('*')
+        }
+        _ => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(AwsError::step(
+            "configuration",
+            format!("allowed principal {p:?}: give an IAM ARN, arn:PARTITION:iam::ACCOUNT:root, ...:role/NAME or ...:user/NAME (never *)"),
+        ))
+    }
 }
 
 /// Deployment names become resource names: keep them to what every AWS name accepts.
@@ -383,7 +440,20 @@ pub(crate) fn verify_release(options: &DeployOptions) -> Result<VerifiedRelease,
 
 /// Checks everything local, then reads (never changes) the account: identity, network,
 /// instance type, and what exists of this deployment already.
-pub async fn prepare(clients: &Clients, options: DeployOptions) -> Result<Deployment, AwsError> {
+pub async fn prepare(
+    clients: &Clients,
+    mut options: DeployOptions,
+) -> Result<Deployment, AwsError> {
+    // A rollout keeps how the deployment is reached: the serving port and the ranges
+    // admitted to it, as the deploy recorded them (its command line names neither).
+    if let Some(from) = &options.rollout_from {
+        if options.allow_cidr.is_empty() {
+            options.allow_cidr = from.state.allow_cidr.clone();
+        }
+        if options.port.is_none() {
+            options.port = from.state.serving_port;
+        }
+    }
     let verified = verify_release(&options)?;
     let manifest = verified.manifest();
     // Before any AWS call: a residency rule the release carries is not the deployer's to
@@ -504,6 +574,8 @@ pub async fn prepare(clients: &Clients, options: DeployOptions) -> Result<Deploy
         },
     };
     state.boot_mode = binding.mode;
+    state.serving_port = port;
+    state.allow_cidr = options.allow_cidr.clone();
     if options.private && !state.private && state.security_group_id.is_some() {
         return Err(AwsError::file(
             &DeployState::path(&options.dir),
@@ -512,6 +584,42 @@ pub async fn prepare(clients: &Clients, options: DeployOptions) -> Result<Deploy
     }
     // A private deploy stays private: its rollouts and reruns keep the endpoint.
     state.private |= options.private;
+    if options.privatelink {
+        if !state.private {
+            return Err(AwsError::step(
+                "configuration",
+                "PrivateLink exposure is for private deployments (no public address, the KMS endpoint)",
+            ));
+        }
+        if port.is_none() {
+            return Err(AwsError::step(
+                "configuration",
+                "exposing the serving port needs a serving port, and the recipe sets no serving_port",
+            ));
+        }
+        if state.exposure.is_none() && state.security_group_id.is_some() {
+            return Err(AwsError::file(
+                &DeployState::path(&options.dir),
+                "records a deploy without PrivateLink exposure: the fleet would need a new load balancer in front; run `zoa destroy` first, or deploy under another name",
+            ));
+        }
+        for p in &options.allowed_principals {
+            validate_service_principal(p)?;
+        }
+        if options.allowed_principals.is_empty() && state.allowed_principals.is_empty() {
+            return Err(AwsError::step(
+                "configuration",
+                "an endpoint service nobody may connect to serves nobody: name the allowed principals (account roots, roles or users)",
+            ));
+        }
+        state.exposure = Some(EXPOSURE_PRIVATELINK.to_owned());
+        if !options.allowed_principals.is_empty() {
+            let mut principals = options.allowed_principals.clone();
+            principals.sort();
+            principals.dedup();
+            state.allowed_principals = principals;
+        }
+    }
     check_instance_type(clients, &options.instance_type).await?;
     let network = find_network(clients, &options.subnet_ids).await?;
     let mut names = Names::new(&deployment, manifest_sha256);

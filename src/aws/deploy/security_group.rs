@@ -138,7 +138,7 @@ impl Deployment {
     /// are not subject to security groups. A private deploy's HTTPS stays inside the
     /// VPC, where the KMS endpoint is: nothing outside it is reachable.
     pub(super) fn wanted_rules(&self) -> IpRules {
-        let ingress = match self.port {
+        let mut ingress: BTreeSet<IpRule> = match self.port {
             Some(p) => self
                 .options
                 .allow_cidr
@@ -147,6 +147,11 @@ impl Deployment {
                 .collect(),
             None => BTreeSet::new(),
         };
+        // Behind PrivateLink, connections and health checks come from the load
+        // balancer's addresses in the VPC.
+        if let (true, Some(p)) = (self.privatelink(), self.port) {
+            ingress.insert(IpRule::tcp(i32::from(p), &self.network.vpc_cidr));
+        }
         let https_to = if self.state.private {
             self.network.vpc_cidr.as_str()
         } else {

@@ -31,7 +31,12 @@ use super::{
 /// The image and security group ids are part of it: a retry or a rerun after a crash uses
 /// the same ones, while a deploy after `zoa destroy` has new ones, and so a new token (EC2
 /// answers a repeated token with the original, possibly terminated, instance).
-fn client_token(deployment: &str, manifest_sha256: &str, what: &str, ids: &[&str]) -> String {
+pub(super) fn client_token(
+    deployment: &str,
+    manifest_sha256: &str,
+    what: &str,
+    ids: &[&str],
+) -> String {
     let digest = crate::digest::sha256_bytes(
         format!(
             "{deployment}\n{manifest_sha256}\n{what}\n{}",
@@ -43,7 +48,12 @@ fn client_token(deployment: &str, manifest_sha256: &str, what: &str, ids: &[&str
 }
 
 /// A step: `Keep` when the resource exists, else `Create` with its calls.
-fn step(name: &'static str, resource: String, existing: Option<String>, calls: Vec<Call>) -> Step {
+pub(super) fn step(
+    name: &'static str,
+    resource: String,
+    existing: Option<String>,
+    calls: Vec<Call>,
+) -> Step {
     match existing {
         Some(id) => Step {
             step: name,
@@ -202,6 +212,9 @@ impl Deployment {
             rule_calls.is_empty().then(|| "in place".to_owned()),
             rule_calls,
         ));
+        if self.privatelink() {
+            steps.extend(self.exposure_steps());
+        }
         if self.options.uses_fleet() {
             steps.push(step(
                 "launch-template",
@@ -230,6 +243,9 @@ impl Deployment {
                 (!f.instances.is_empty()).then(|| f.instances.join(",")),
                 vec![self.run_instances_spec().call()],
             ));
+            if self.privatelink() {
+                steps.extend(self.registration_step());
+            }
             if let Some(terminate) = self.terminate_outdated_spec() {
                 steps.push(step(
                     "old-instances",
@@ -439,6 +455,11 @@ impl Deployment {
             ),
             count: self.options.count as i32,
             subnets: self.network.subnet_ids.clone(),
+            target_groups: if self.privatelink() {
+                vec![self.target_group_id()]
+            } else {
+                Vec::new()
+            },
             tags: self.tags(),
         }
     }
