@@ -235,13 +235,16 @@ fn the_deployer_policy_is_enough_and_each_statement_is_needed() {
     let (v1, v2) = (lab.release("1"), lab.release("2"));
     let pubkey = s(&lab.pubkey);
 
-    // The policy as `zoa policy --deployer` prints it (the account from the credentials).
+    // The policy as `zoa policy --deployer` prints it (the account from the credentials),
+    // for a private deployment exposed through PrivateLink (the scenario uses both).
     let o = lab.zoa_as_admin(&[
         "policy".into(),
         s(&v1),
         "--pubkey".into(),
         pubkey.clone(),
         "--deployer".into(),
+        "--expose".into(),
+        "privatelink".into(),
     ]);
     assert!(o.status.success(), "zoa policy --deployer: {}", stderr(&o));
     let policy: Value = serde_json::from_slice(&o.stdout).expect("the policy is JSON");
@@ -318,8 +321,17 @@ fn the_deployer_policy_is_enough_and_each_statement_is_needed() {
             args: vec!["destroy".into(), s(&v1)],
         },
         Phase {
-            name: "deploy --fleet",
-            args: deploy(&["--fleet"]),
+            name: "deploy --fleet --private --expose privatelink",
+            args: deploy(&[
+                "--fleet",
+                "--private",
+                "--expose",
+                "privatelink",
+                "--allow-principal",
+                "arn:aws:iam::444455556666:root",
+                "--port",
+                "8443",
+            ]),
         },
         Phase {
             name: "rollout",
@@ -377,6 +389,10 @@ fn the_deployer_policy_is_enough_and_each_statement_is_needed() {
         "iam:TagInstanceProfile",
         "iam:TagRole",
         "kms:TagResource",
+        "elasticloadbalancing:AddTags",
+        // A single instance behind PrivateLink is registered by zoa; a fleet's Auto
+        // Scaling group registers its own.
+        "elasticloadbalancing:RegisterTargets",
         // A rule set changed on a rerun (the private deploy's endpoint group authorizes
         // its ingress).
         "ec2:RevokeSecurityGroupIngress",

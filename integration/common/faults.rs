@@ -927,7 +927,7 @@ fn error_code(service: &str, fault: &Fault) -> (u16, String, String) {
         Fault::Throttle => {
             let (status, code) = match service {
                 "ec2" => (503, "RequestLimitExceeded"),
-                "iam" | "autoscaling" | "sts" => (400, "Throttling"),
+                "iam" | "autoscaling" | "sts" | "elasticloadbalancing" => (400, "Throttling"),
                 _ => (400, "ThrottlingException"),
             };
             (
@@ -949,7 +949,7 @@ fn error_code(service: &str, fault: &Fault) -> (u16, String, String) {
 
 /// An error response in `call`'s service's format:
 /// - EC2: `<Response><Errors><Error><Code/><Message/></Error></Errors><RequestID/></Response>`
-/// - IAM, AutoScaling, STS (awsQuery):
+/// - IAM, AutoScaling, STS, Elastic Load Balancing (awsQuery):
 ///   `<ErrorResponse><Error><Type/><Code/><Message/></Error><RequestId/></ErrorResponse>`
 /// - KMS (awsJson1.1): `{"__type": CODE, "message": ..}`
 /// - EBS (restJson1): `{"message": ..}` with the code in `x-amzn-ErrorType`
@@ -970,11 +970,14 @@ fn error_response(call: &Call, fault: &Fault, request_id: &str) -> Answer {
                 xml_escape(request_id)
             )
         }
-        "iam" | "autoscaling" | "sts" => {
+        "iam" | "autoscaling" | "sts" | "elasticloadbalancing" => {
             headers.push(("Content-Type".into(), "text/xml".into()));
             let ns = match call.service.as_str() {
                 "iam" => "https://iam.amazonaws.com/doc/2010-05-08/",
                 "sts" => "https://sts.amazonaws.com/doc/2011-06-15/",
+                "elasticloadbalancing" => {
+                    "http://elasticloadbalancing.amazonaws.com/doc/2015-12-01/"
+                }
                 _ => "http://autoscaling.amazonaws.com/doc/2011-01-01/",
             };
             let kind = if status >= 500 { "Receiver" } else { "Sender" };

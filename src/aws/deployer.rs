@@ -30,6 +30,8 @@
 //!     account_id: "111122223333".into(),
 //!     deployment: "demo".into(),
 //!     regions: vec!["eu-central-1".into()],
+//!     private: false,
+//!     privatelink: false,
 //! })?;
 //! let role = policy.statement("ZoaInstanceRole").expect("a statement for the role");
 //! assert!(role.resource.contains(&"arn:aws:iam::111122223333:role/zoa-demo".to_owned()));
@@ -106,6 +108,32 @@ pub struct DeployerPolicyInput {
     pub deployment: String,
     /// The release's signed regions; empty: any region.
     pub regions: Vec<String>,
+    /// `zoa deploy --private`: the KMS interface endpoint's calls too.
+    pub private: bool,
+    /// `--expose privatelink`: the load balancer's and the endpoint service's calls too.
+    pub privatelink: bool,
+}
+
+/// Actions only a private deploy makes.
+const PRIVATE_ONLY: [&str; 4] = [
+    "ec2:CreateVpcEndpoint",
+    "ec2:DeleteVpcEndpoints",
+    "ec2:DescribeVpcEndpoints",
+    "ec2:ModifyVpcEndpoint",
+];
+
+/// Resources only a private deploy names (`vpc-endpoint/*`, not the endpoint services).
+fn private_only_resource(r: &str) -> bool {
+    r.ends_with(":vpc-endpoint/*")
+}
+
+/// Actions and resources only a PrivateLink exposure uses.
+fn privatelink_only_action(a: &str) -> bool {
+    a.starts_with("elasticloadbalancing:") || a.contains("VpcEndpointService")
+}
+
+fn privatelink_only_resource(r: &str) -> bool {
+    r.contains(":elasticloadbalancing:") || r.ends_with(":vpc-endpoint-service/*")
 }
 
 /// The policy for deploying `release` as `name` (default: the release name), in the
@@ -115,6 +143,8 @@ pub fn for_release(
     name: Option<&str>,
     partition: &str,
     account_id: &str,
+    private: bool,
+    privatelink: bool,
 ) -> Result<PolicyDocument, AwsError> {
     let manifest = release.manifest();
     let deployment = name.unwrap_or(&manifest.name).to_owned();
@@ -123,6 +153,8 @@ pub fn for_release(
         account_id: account_id.to_owned(),
         deployment,
         regions: manifest.regions.clone(),
+        private: private || privatelink,
+        privatelink,
     })
 }
 
@@ -178,6 +210,14 @@ impl Scope<'_> {
         format!("arn:{}:iam::{}:{resource}", i.partition, i.account_id)
     }
 
+    fn elb(&self, resource: &str) -> String {
+        let i = self.input;
+        format!(
+            "arn:{}:elasticloadbalancing:*:{}:{resource}",
+            i.partition, i.account_id
+        )
+    }
+
     fn kms(&self, resource: &str) -> String {
         let i = self.input;
         format!("arn:{}:kms:*:{}:{resource}", i.partition, i.account_id)
@@ -207,10 +247,11 @@ impl Scope<'_> {
 }
 
 /// The EC2 API calls that create a resource, as `ec2:CreateAction` names them.
-const EC2_CREATE_ACTIONS: [&str; 5] = [
+const EC2_CREATE_ACTIONS: [&str; 6] = [
     "CreateLaunchTemplate",
     "CreateSecurityGroup",
     "CreateVpcEndpoint",
+    "CreateVpcEndpointServiceConfiguration",
     "RegisterImage",
     "RunInstances",
 ];
@@ -245,6 +286,7 @@ pub fn deployer_policy(input: &DeployerPolicyInput) -> Result<PolicyDocument, Aw
         s.ec2("launch-template/*"),
         s.ec2("security-group/*"),
         s.ec2("vpc-endpoint/*"),
+        s.ec2("vpc-endpoint-service/*"),
     ];
     let launched = vec![s.ec2("instance/*"), s.ec2("volume/*")];
     let mut tag_on_create = s.tagged("aws:RequestTag");
@@ -280,8 +322,13 @@ pub fn deployer_policy(input: &DeployerPolicyInput) -> Result<PolicyDocument, Aw
                 "ec2:DescribeSecurityGroups",
                 "ec2:DescribeSnapshots",
                 "ec2:DescribeSubnets",
+                "ec2:DescribeVpcEndpointServiceConfigurations",
                 "ec2:DescribeVpcEndpoints",
                 "ec2:DescribeVpcs",
+                "elasticloadbalancing:DescribeListeners",
+                "elasticloadbalancing:DescribeLoadBalancers",
+                "elasticloadbalancing:DescribeTargetGroups",
+                "elasticloadbalancing:DescribeTargetHealth",
                 "kms:ListKeys",
             ],
             vec!["*".to_owned()],
@@ -305,6 +352,7 @@ pub fn deployer_policy(input: &DeployerPolicyInput) -> Result<PolicyDocument, Aw
                 "ec2:CreateLaunchTemplate",
                 "ec2:CreateSecurityGroup",
                 "ec2:CreateVpcEndpoint",
+                "ec2:CreateVpcEndpointServiceConfiguration",
                 "ec2:RegisterImage",
             ],
             created_here.clone(),
@@ -346,10 +394,13 @@ pub fn deployer_policy(input: &DeployerPolicyInput) -> Result<PolicyDocument, Aw
                 "ec2:DeleteLaunchTemplate",
                 "ec2:DeleteSecurityGroup",
                 "ec2:DeleteSnapshot",
+                "ec2:DeleteVpcEndpointServiceConfigurations",
                 "ec2:DeleteVpcEndpoints",
                 "ec2:DeregisterImage",
+                "ec2:DescribeVpcEndpointServicePermissions",
                 "ec2:ModifyLaunchTemplate",
                 "ec2:ModifyVpcEndpoint",
+                "ec2:ModifyVpcEndpointServicePermissions",
                 "ec2:RegisterImage",
                 "ec2:RevokeSecurityGroupEgress",
                 "ec2:RevokeSecurityGroupIngress",
@@ -363,6 +414,7 @@ pub fn deployer_policy(input: &DeployerPolicyInput) -> Result<PolicyDocument, Aw
                 s.ec2("launch-template/*"),
                 s.ec2("security-group/*"),
                 s.ec2("vpc-endpoint/*"),
+                s.ec2("vpc-endpoint-service/*"),
             ],
             s.tagged("aws:ResourceTag"),
         ),
@@ -471,6 +523,28 @@ pub fn deployer_policy(input: &DeployerPolicyInput) -> Result<PolicyDocument, Aw
             s.regional(),
         ),
         statement(
+            "ZoaLoadBalancer",
+            "--expose privatelink: the internal Network Load Balancer, its target group and \
+             listener (tagged on create: elasticloadbalancing:AddTags), the instance's \
+             registration, their removal (destroy). By name: the deployment's load balancer \
+             and target group only.",
+            &[
+                "elasticloadbalancing:AddTags",
+                "elasticloadbalancing:CreateListener",
+                "elasticloadbalancing:CreateLoadBalancer",
+                "elasticloadbalancing:CreateTargetGroup",
+                "elasticloadbalancing:DeleteLoadBalancer",
+                "elasticloadbalancing:DeleteTargetGroup",
+                "elasticloadbalancing:RegisterTargets",
+            ],
+            vec![
+                s.elb(&format!("loadbalancer/net/{}/*", names.load_balancer)),
+                s.elb(&format!("listener/net/{}/*", names.load_balancer)),
+                s.elb(&format!("targetgroup/{}/*", names.target_group)),
+            ],
+            s.regional(),
+        ),
+        statement(
             "ZoaAutoScalingServiceRole",
             "The first Auto Scaling group of an account makes Auto Scaling's service-linked \
              role: that role only.",
@@ -481,6 +555,29 @@ pub fn deployer_policy(input: &DeployerPolicyInput) -> Result<PolicyDocument, Aw
             service_role,
         ),
     ];
+    // What a deploy that is not private, or not exposed through PrivateLink, never
+    // calls is left out: least privilege for the way the deployment is reached.
+    let dropped_action = |a: &str| {
+        (!input.private && PRIVATE_ONLY.contains(&a))
+            || (!input.privatelink && privatelink_only_action(a))
+    };
+    let dropped_resource = |r: &str| {
+        (!input.private && private_only_resource(r))
+            || (!input.privatelink && privatelink_only_resource(r))
+    };
+    let mut statements = statements;
+    for st in &mut statements {
+        st.action.retain(|a| !dropped_action(a));
+        st.resource.retain(|r| !dropped_resource(r));
+        if let Some(actions) = st
+            .condition
+            .get_mut("StringEquals")
+            .and_then(|c| c.get_mut("ec2:CreateAction"))
+        {
+            actions.retain(|a| !dropped_action(&format!("ec2:{a}")));
+        }
+    }
+    statements.retain(|st| !st.action.is_empty() && !st.resource.is_empty());
     Ok(PolicyDocument {
         version: POLICY_VERSION,
         statement: statements,
@@ -490,7 +587,7 @@ pub fn deployer_policy(input: &DeployerPolicyInput) -> Result<PolicyDocument, Aw
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::aws::calls::{autoscaling, ebs, ec2, iam, kms};
+    use crate::aws::calls::{autoscaling, ebs, ec2, elb, iam, kms};
 
     const ACCOUNT: &str = "111122223333";
     const REGION: &str = "eu-central-1";
@@ -501,6 +598,8 @@ mod tests {
             account_id: ACCOUNT.into(),
             deployment: "demo".into(),
             regions: vec![REGION.into(), "eu-west-1".into()],
+            private: true,
+            privatelink: true,
         }
     }
 
@@ -595,6 +694,11 @@ mod tests {
             "ec2:DescribeLaunchTemplates",
             "ec2:DescribeLaunchTemplateVersions",
             "ec2:DescribeVpcEndpoints",
+            "ec2:DescribeVpcEndpointServiceConfigurations",
+            "elasticloadbalancing:DescribeTargetGroups",
+            "elasticloadbalancing:DescribeLoadBalancers",
+            "elasticloadbalancing:DescribeListeners",
+            "elasticloadbalancing:DescribeTargetHealth",
             "autoscaling:DescribeAutoScalingGroups",
             "autoscaling:DescribeInstanceRefreshes",
             "kms:ListKeys",
@@ -629,6 +733,11 @@ mod tests {
                 "ec2:CreateVpcEndpoint",
                 "CreateVpcEndpoint",
                 ec2("vpc-endpoint/vpce-1"),
+            ),
+            (
+                "ec2:CreateVpcEndpointServiceConfiguration",
+                "CreateVpcEndpointServiceConfiguration",
+                ec2("vpc-endpoint-service/vpce-svc-1"),
             ),
         ];
         for (action, create_action, resource) in creates {
@@ -694,8 +803,38 @@ mod tests {
             ("ec2:DeregisterImage", image.clone()),
             ("ec2:ModifyVpcEndpoint", ec2("vpc-endpoint/vpce-1")),
             ("ec2:DeleteVpcEndpoints", ec2("vpc-endpoint/vpce-1")),
+            (
+                "ec2:ModifyVpcEndpointServicePermissions",
+                ec2("vpc-endpoint-service/vpce-svc-1"),
+            ),
+            (
+                "ec2:DescribeVpcEndpointServicePermissions",
+                ec2("vpc-endpoint-service/vpce-svc-1"),
+            ),
+            (
+                "ec2:DeleteVpcEndpointServiceConfigurations",
+                ec2("vpc-endpoint-service/vpce-svc-1"),
+            ),
         ] {
             out.push(auth(action, resource, owned, true));
+        }
+        // --expose privatelink: the load balancer, its listener and target group, by name.
+        let elb = |r: &str| format!("arn:aws:elasticloadbalancing:{REGION}:{ACCOUNT}:{r}");
+        let lb = elb("loadbalancer/net/zoa-demo/50dc6c495c0c9188");
+        let tg = elb("targetgroup/zoa-demo/73e2d6bc24d8a067");
+        let listener = elb("listener/net/zoa-demo/50dc6c495c0c9188/f2f7dc8efc522ab2");
+        for (action, resource) in [
+            ("elasticloadbalancing:CreateLoadBalancer", lb.clone()),
+            ("elasticloadbalancing:AddTags", lb.clone()),
+            ("elasticloadbalancing:DeleteLoadBalancer", lb.clone()),
+            ("elasticloadbalancing:CreateTargetGroup", tg.clone()),
+            ("elasticloadbalancing:AddTags", tg.clone()),
+            ("elasticloadbalancing:RegisterTargets", tg.clone()),
+            ("elasticloadbalancing:DeleteTargetGroup", tg.clone()),
+            ("elasticloadbalancing:CreateListener", lb.clone()),
+            ("elasticloadbalancing:CreateListener", listener),
+        ] {
+            out.push(auth(action, resource, &[], true));
         }
         // IAM: by name, global (no region).
         for action in [
@@ -823,6 +962,15 @@ mod tests {
             ec2::CreateVpcEndpoint::API,
             ec2::SetVpcEndpointPolicy::API,
             ec2::DeleteVpcEndpoints::API,
+            ec2::CreateEndpointService::API,
+            ec2::AllowEndpointServicePrincipals::API,
+            ec2::DeleteEndpointServices::API,
+            elb::CreateTargetGroup::API,
+            elb::CreateLoadBalancer::API,
+            elb::CreateListener::API,
+            elb::RegisterTargets::API,
+            elb::DeleteLoadBalancer::API,
+            elb::DeleteTargetGroup::API,
             autoscaling::CreateAutoScalingGroup::API,
             autoscaling::StartInstanceRefresh::API,
             autoscaling::DeleteAutoScalingGroup::API,
@@ -929,29 +1077,58 @@ mod tests {
 
     /// IAM's quotas, whitespace not counted: 6,144 characters for a managed policy,
     /// 10,240 for a role's inline policies. With the longest deployment name, the policy
-    /// fits a managed policy for two regions and an inline one for five (each region is
-    /// repeated in each regional statement).
+    /// of a deployment with public addresses fits a managed policy for two regions, and
+    /// every policy (private and PrivateLink included) an inline one for five (each region
+    /// is repeated in each regional statement).
     #[test]
     fn fits_iam_quotas() {
-        let size = |regions: &[&str]| {
+        let size = |regions: &[&str], private: bool| {
             let doc = deployer_policy(&DeployerPolicyInput {
                 deployment: "a".repeat(40),
                 regions: regions.iter().map(|r| (*r).to_owned()).collect(),
+                private,
+                privatelink: private,
                 ..input()
             })
             .unwrap();
             serde_json::to_string(&doc).unwrap().len()
         };
-        let two = size(&["eu-central-1", "eu-central-2"]);
+        let two = size(&["eu-central-1", "eu-central-2"], false);
         assert!(two <= 6144, "{two} characters");
-        let five = size(&[
-            "eu-central-1",
-            "eu-central-2",
-            "eu-west-1",
-            "eu-west-2",
-            "eu-west-3",
-        ]);
+        let five = size(
+            &[
+                "eu-central-1",
+                "eu-central-2",
+                "eu-west-1",
+                "eu-west-2",
+                "eu-west-3",
+            ],
+            true,
+        );
         assert!(five <= 10240, "{five} characters");
+    }
+
+    #[test]
+    fn a_public_deployment_s_deployer_gets_no_endpoint_or_load_balancer_rights() {
+        let public = deployer_policy(&DeployerPolicyInput {
+            private: false,
+            privatelink: false,
+            ..input()
+        })
+        .unwrap();
+        let text = serde_json::to_string(&public).unwrap();
+        for absent in ["VpcEndpoint", "elasticloadbalancing", "vpc-endpoint"] {
+            assert!(!text.contains(absent), "{absent} in {text}");
+        }
+        let private = deployer_policy(&DeployerPolicyInput {
+            privatelink: false,
+            ..input()
+        })
+        .unwrap();
+        let text = serde_json::to_string(&private).unwrap();
+        assert!(text.contains("ec2:CreateVpcEndpoint\""), "{text}");
+        assert!(!text.contains("elasticloadbalancing"), "{text}");
+        assert!(!text.contains("VpcEndpointService"), "{text}");
     }
 
     #[test]

@@ -242,7 +242,16 @@ impl Finder<'_> {
         Ok(ids)
     }
 
+    /// Whether the record is of a PrivateLink exposure (only then are its parts looked
+    /// up: a deployer of a public deployment has no rights on them).
+    fn exposed(&self) -> bool {
+        self.state.exposure.is_some()
+    }
+
     async fn endpoint_services(&self) -> Result<Vec<String>, AwsError> {
+        if !self.exposed() {
+            return Ok(Vec::new());
+        }
         let mut ids =
             live_endpoint_services(self.c, self.deployment(), "destroy endpoint service").await?;
         with_recorded(&mut ids, &self.state.endpoint_service_id);
@@ -250,6 +259,9 @@ impl Finder<'_> {
     }
 
     async fn load_balancers(&self) -> Result<Vec<String>, AwsError> {
+        if !self.exposed() {
+            return Ok(Vec::new());
+        }
         let step = "destroy load balancer";
         let mut arns = match self
             .c
@@ -279,6 +291,9 @@ impl Finder<'_> {
     }
 
     async fn target_groups(&self) -> Result<Vec<String>, AwsError> {
+        if !self.exposed() {
+            return Ok(Vec::new());
+        }
         let step = "destroy target group";
         let arns = match self
             .c
@@ -306,6 +321,9 @@ impl Finder<'_> {
     }
 
     async fn vpc_endpoints(&self) -> Result<Vec<String>, AwsError> {
+        if !self.state.private {
+            return Ok(Vec::new());
+        }
         let mut ids = live_vpc_endpoints(self.c, self.deployment(), "destroy kms endpoint").await?;
         with_recorded(&mut ids, &self.state.vpc_endpoint_id);
         Ok(ids)

@@ -2884,6 +2884,9 @@ mod tests {
                             account_id: "111122223333".into(),
                             deployment: "demo".into(),
                             regions: vec!["eu-central-1".into(), "eu-west-1".into()],
+                            // Everything: the private and PrivateLink statements linted too.
+                            private: true,
+                            privatelink: true,
                         },
                     )
                     .expect("deployer policy"),

@@ -952,6 +952,14 @@ pub struct PolicyArgs {
     /// is given.
     #[arg(long, conflicts_with_all = ["key_admins", "sealers", "lock_policy"])]
     pub deployer: bool,
+    /// With --deployer: the deployment is private (`zoa deploy --private`), so the KMS
+    /// endpoint's calls are granted too.
+    #[arg(long, requires = "deployer")]
+    pub private: bool,
+    /// With --deployer: the deployment is exposed this way (`--expose privatelink`: the
+    /// load balancer's and the endpoint service's calls too; implies --private).
+    #[arg(long, value_enum, requires = "deployer")]
+    pub expose: Option<Exposure>,
     #[command(flatten)]
     pub aws: AwsArgs,
 }

@@ -208,6 +208,8 @@ pub fn policy(args: &PolicyArgs) -> Result<ExitStatus> {
             args.name.as_deref(),
             &args.partition,
             &account_id,
+            args.private,
+            args.expose == Some(super::args::Exposure::Privatelink),
         )?;
         print_json(&policy)?;
         return Ok(ExitStatus::OK);
