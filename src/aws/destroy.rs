@@ -20,7 +20,9 @@ use super::calls::ec2::{
     ec2_filter, endpoint_state_in, DeleteEndpointServices, DeleteLaunchTemplate,
     DeleteSecurityGroup, DeleteSnapshot, DeleteVpcEndpoints, DeregisterImage, TerminateInstances,
 };
-use super::calls::elb::{DeleteLoadBalancer, DeleteTargetGroup};
+use super::calls::elb::{
+    find_load_balancer, find_target_group, DeleteLoadBalancer, DeleteTargetGroup,
+};
 use super::calls::iam::{
     DeleteInstanceProfile, DeleteRole, DeleteRolePolicy, RemoveRoleFromInstanceProfile,
 };
@@ -262,62 +264,19 @@ impl Finder<'_> {
         if !self.exposed() {
             return Ok(Vec::new());
         }
-        let step = "destroy load balancer";
-        let mut arns = match self
-            .c
-            .elb
-            .describe_load_balancers()
-            .names(&self.names.load_balancer)
-            .send()
-            .await
-        {
-            Ok(out) => out
-                .load_balancers()
-                .iter()
-                .filter_map(|l| l.load_balancer_arn().map(str::to_owned))
-                .collect(),
-            Err(e) if e.code() == Some("LoadBalancerNotFound") => Vec::new(),
-            Err(e) => {
-                return Err(api_error(
-                    step,
-                    "elasticloadbalancing:DescribeLoadBalancers",
-                    e,
-                ))
-            }
-        };
         // By name only: a recorded ARN that no longer exists is gone for good.
-        arns.sort();
-        Ok(arns)
+        let found =
+            find_load_balancer(self.c, &self.names.load_balancer, "destroy load balancer").await?;
+        Ok(found.into_iter().collect())
     }
 
     async fn target_groups(&self) -> Result<Vec<String>, AwsError> {
         if !self.exposed() {
             return Ok(Vec::new());
         }
-        let step = "destroy target group";
-        let arns = match self
-            .c
-            .elb
-            .describe_target_groups()
-            .names(&self.names.target_group)
-            .send()
-            .await
-        {
-            Ok(out) => out
-                .target_groups()
-                .iter()
-                .filter_map(|g| g.target_group_arn().map(str::to_owned))
-                .collect(),
-            Err(e) if e.code() == Some("TargetGroupNotFound") => Vec::new(),
-            Err(e) => {
-                return Err(api_error(
-                    step,
-                    "elasticloadbalancing:DescribeTargetGroups",
-                    e,
-                ))
-            }
-        };
-        Ok(arns)
+        let found =
+            find_target_group(self.c, &self.names.target_group, "destroy target group").await?;
+        Ok(found.into_iter().collect())
     }
 
     async fn vpc_endpoints(&self) -> Result<Vec<String>, AwsError> {

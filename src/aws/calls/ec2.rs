@@ -917,21 +917,7 @@ impl DeleteVpcEndpoints {
             .send()
             .await
             .map_err(|e| api_error(step, Self::API, e))?;
-        let failed: Vec<String> = out
-            .unsuccessful()
-            .iter()
-            .filter_map(|u| u.error())
-            .filter(|e| !e.code().is_some_and(|c| c.contains("NotFound")))
-            .map(|e| format!("{}: {}", e.code().unwrap_or("?"), e.message().unwrap_or("")))
-            .collect();
-        if failed.is_empty() {
-            Ok(Outcome::Done)
-        } else {
-            Err(AwsError::step(
-                step,
-                format!("DeleteVpcEndpoints refused: {}", failed.join("; ")),
-            ))
-        }
+        unsuccessful_items(out.unsuccessful(), step, "DeleteVpcEndpoints")
     }
 }
 
@@ -1057,24 +1043,34 @@ impl DeleteEndpointServices {
             .send()
             .await
             .map_err(|e| api_error(step, Self::API, e))?;
-        let failed: Vec<String> = out
-            .unsuccessful()
-            .iter()
-            .filter_map(|u| u.error())
-            .filter(|e| !e.code().is_some_and(|c| c.contains("NotFound")))
-            .map(|e| format!("{}: {}", e.code().unwrap_or("?"), e.message().unwrap_or("")))
-            .collect();
-        if failed.is_empty() {
-            Ok(Outcome::Done)
-        } else {
-            Err(AwsError::step(
-                step,
-                format!(
-                    "DeleteVpcEndpointServiceConfigurations refused: {}",
-                    failed.join("; ")
-                ),
-            ))
-        }
+        unsuccessful_items(
+            out.unsuccessful(),
+            step,
+            "DeleteVpcEndpointServiceConfigurations",
+        )
+    }
+}
+
+/// The answer of a batch delete that reports failures per item (`Unsuccessful`) instead
+/// of as an error: an item already gone is no failure.
+fn unsuccessful_items(
+    items: &[ec2t::UnsuccessfulItem],
+    step: &str,
+    operation: &str,
+) -> Result<Outcome, AwsError> {
+    let failed: Vec<String> = items
+        .iter()
+        .filter_map(|u| u.error())
+        .filter(|e| !e.code().is_some_and(|c| c.contains("NotFound")))
+        .map(|e| format!("{}: {}", e.code().unwrap_or("?"), e.message().unwrap_or("")))
+        .collect();
+    if failed.is_empty() {
+        Ok(Outcome::Done)
+    } else {
+        Err(AwsError::step(
+            step,
+            format!("{operation} refused: {}", failed.join("; ")),
+        ))
     }
 }
 

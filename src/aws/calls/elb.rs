@@ -268,3 +268,45 @@ impl DeleteTargetGroup {
         }
     }
 }
+
+/// The ARN of the load balancer named `name`, if there is one.
+pub async fn find_load_balancer(
+    c: &Clients,
+    name: &str,
+    step: &str,
+) -> Result<Option<String>, AwsError> {
+    match c.elb.describe_load_balancers().names(name).send().await {
+        Ok(out) => Ok(out
+            .load_balancers()
+            .first()
+            .and_then(|l| l.load_balancer_arn())
+            .map(str::to_owned)),
+        Err(e) if e.code() == Some("LoadBalancerNotFound") => Ok(None),
+        Err(e) => Err(api_error(
+            step,
+            "elasticloadbalancing:DescribeLoadBalancers",
+            e,
+        )),
+    }
+}
+
+/// The ARN of the target group named `name`, if there is one.
+pub async fn find_target_group(
+    c: &Clients,
+    name: &str,
+    step: &str,
+) -> Result<Option<String>, AwsError> {
+    match c.elb.describe_target_groups().names(name).send().await {
+        Ok(out) => Ok(out
+            .target_groups()
+            .first()
+            .and_then(|g| g.target_group_arn())
+            .map(str::to_owned)),
+        Err(e) if e.code() == Some("TargetGroupNotFound") => Ok(None),
+        Err(e) => Err(api_error(
+            step,
+            "elasticloadbalancing:DescribeTargetGroups",
+            e,
+        )),
+    }
+}

@@ -8,6 +8,7 @@ use super::{Deployment, KeyAdmits, Network, DEFAULT_INSTANCE_TYPE, ROLE_POLICY_N
 use crate::aws::calls::ec2::{
     ec2_filter, endpoint_state_in, latest_template_data, IpRule, IpRules,
 };
+use crate::aws::calls::elb::{find_load_balancer, find_target_group};
 use crate::aws::policy;
 use crate::aws::state::{
     TAG_DEPLOYMENT, TAG_DISK, TAG_MANIFEST, TAG_MODEL, TAG_RELEASE, TAG_USER_DATA,
@@ -635,29 +636,7 @@ impl Deployment {
     /// endpoint service).
     async fn find_exposure(&self, c: &Clients, f: &mut Found) -> Result<(), AwsError> {
         let step = "privatelink";
-        match c
-            .elb
-            .describe_target_groups()
-            .names(&self.names.target_group)
-            .send()
-            .await
-        {
-            Ok(out) => {
-                f.target_group = out
-                    .target_groups()
-                    .first()
-                    .and_then(|g| g.target_group_arn())
-                    .map(str::to_owned)
-            }
-            Err(e) if e.code() == Some("TargetGroupNotFound") => {}
-            Err(e) => {
-                return Err(api_error(
-                    step,
-                    "elasticloadbalancing:DescribeTargetGroups",
-                    e,
-                ))
-            }
-        }
+        f.target_group = find_target_group(c, &self.names.target_group, step).await?;
         if let Some(tg) = &f.target_group {
             let out = c
                 .elb
@@ -673,29 +652,7 @@ impl Deployment {
                 .collect();
             f.registered.sort();
         }
-        match c
-            .elb
-            .describe_load_balancers()
-            .names(&self.names.load_balancer)
-            .send()
-            .await
-        {
-            Ok(out) => {
-                f.load_balancer = out
-                    .load_balancers()
-                    .first()
-                    .and_then(|l| l.load_balancer_arn())
-                    .map(str::to_owned)
-            }
-            Err(e) if e.code() == Some("LoadBalancerNotFound") => {}
-            Err(e) => {
-                return Err(api_error(
-                    step,
-                    "elasticloadbalancing:DescribeLoadBalancers",
-                    e,
-                ))
-            }
-        }
+        f.load_balancer = find_load_balancer(c, &self.names.load_balancer, step).await?;
         if let Some(lb) = &f.load_balancer {
             let out = c
                 .elb
