@@ -72,12 +72,8 @@ pub fn known_releases(
         .iter()
         .filter_map(|r| crate::aws::deploy::binding_of(&r.manifest).ok())
         .map(|b| KnownRelease {
-            release: b.release.clone(),
-            pcrs: b
-                .pcrs()
-                .iter()
-                .map(|(i, v)| (u32::from(*i), v.to_ascii_lowercase()))
-                .collect(),
+            pcrs: b.expected(),
+            release: b.release,
         })
         .collect())
 }

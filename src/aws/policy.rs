@@ -158,6 +158,15 @@ impl PcrBinding {
         [(self.mode.boot_pcr(), &self.boot_pcr), (12, &self.pcr12)]
     }
 
+    /// The bound PCR values as an attestation carries them: PCR number → lowercase hex,
+    /// for verifiers matching a document or a CloudTrail record to this release.
+    pub fn expected(&self) -> BTreeMap<u32, String> {
+        self.pcrs()
+            .iter()
+            .map(|(i, v)| (u32::from(*i), v.to_ascii_lowercase()))
+            .collect()
+    }
+
     /// Whether two bindings admit the same boots (the release names aside).
     pub fn same_pcrs(&self, other: &PcrBinding) -> bool {
         self.mode == other.mode

@@ -157,10 +157,6 @@ fn bound(manifest: &zoa::release::manifest::Manifest) -> Result<ExpectedPcrs> {
     let binding = zoa::aws::deploy::binding_of(manifest)?;
     Ok(ExpectedPcrs {
         release: Some(binding.release.clone()),
-        pcrs: binding
-            .pcrs()
-            .iter()
-            .map(|(i, v)| (u32::from(*i), v.to_ascii_lowercase()))
-            .collect(),
+        pcrs: binding.expected(),
     })
 }
