@@ -80,15 +80,12 @@ impl Deployment {
     pub(super) fn endpoint_service_spec(&self) -> CreateEndpointService {
         let lb = self.load_balancer_id();
         CreateEndpointService {
-            client_token: match &lb {
-                Id::Known(arn) => Id::Known(super::steps::client_token(
-                    &self.deployment,
-                    self.release.manifest_sha256(),
-                    "endpoint-service",
-                    &[arn],
-                )),
-                Id::Pending(_) => Id::Pending("derived from the load balancer's ARN"),
-            },
+            client_token: self.token_once_known(
+                "endpoint-service",
+                &lb,
+                &[],
+                "derived from the load balancer's ARN",
+            ),
             load_balancer: lb,
             tags: self.tags(),
         }

@@ -31,12 +31,7 @@ use super::{
 /// The image and security group ids are part of it: a retry or a rerun after a crash uses
 /// the same ones, while a deploy after `zoa destroy` has new ones, and so a new token (EC2
 /// answers a repeated token with the original, possibly terminated, instance).
-pub(super) fn client_token(
-    deployment: &str,
-    manifest_sha256: &str,
-    what: &str,
-    ids: &[&str],
-) -> String {
+fn client_token(deployment: &str, manifest_sha256: &str, what: &str, ids: &[&str]) -> String {
     let digest = crate::digest::sha256_bytes(
         format!(
             "{deployment}\n{manifest_sha256}\n{what}\n{}",
@@ -333,15 +328,12 @@ impl Deployment {
             vpc: self.network.vpc_id.clone(),
             service: self.kms_service_name(),
             subnets: self.network.endpoint_subnets.clone(),
-            client_token: match &group {
-                Id::Known(g) => Id::Known(client_token(
-                    &self.deployment,
-                    self.release.manifest_sha256(),
-                    "kms-endpoint",
-                    &[g, &self.network.vpc_id],
-                )),
-                Id::Pending(_) => Id::Pending("derived from the endpoint's security group id"),
-            },
+            client_token: self.token_once_known(
+                "kms-endpoint",
+                &group,
+                &[&self.network.vpc_id],
+                "derived from the endpoint's security group id",
+            ),
             security_group: group,
             policy: policy::kms_endpoint_closed_policy(),
             tags: self.tags(),
@@ -709,6 +701,26 @@ impl Deployment {
             client_token: self.launch_token("launch-template", &instance),
             instance,
             tags: self.tags(),
+        }
+    }
+
+    /// The ClientToken of a create whose idempotency follows the resource `id` (and
+    /// `also`): known once `id` is, else the plan's description of it.
+    pub(super) fn token_once_known(
+        &self,
+        what: &str,
+        id: &Id,
+        also: &[&str],
+        pending: &'static str,
+    ) -> Id {
+        match id {
+            Id::Known(v) => Id::Known(client_token(
+                &self.deployment,
+                self.release.manifest_sha256(),
+                what,
+                &[&[v.as_str()], also].concat(),
+            )),
+            Id::Pending(_) => Id::Pending(pending),
         }
     }
 
