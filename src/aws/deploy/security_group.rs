@@ -17,6 +17,14 @@ fn rule_diff(have: &BTreeSet<IpRule>, want: &BTreeSet<IpRule>) -> (Vec<IpRule>, 
     )
 }
 
+/// A group's rules as found, or EC2's defaults for a group about to be created.
+fn rules_of(group: &Option<String>, found: &IpRules) -> IpRules {
+    match group {
+        Some(_) => found.clone(),
+        None => (BTreeSet::new(), BTreeSet::from([IpRule::allow_all()])),
+    }
+}
+
 /// The calls that turn a group's `have` into `want`, in a safe order (egress narrowed
 /// before anything is opened).
 fn changes(
@@ -106,11 +114,7 @@ impl Deployment {
     }
 
     pub(super) fn current_endpoint_rules(&self) -> IpRules {
-        if self.found.endpoint_group.is_some() {
-            self.found.endpoint_group_rules.clone()
-        } else {
-            (BTreeSet::new(), BTreeSet::from([IpRule::allow_all()]))
-        }
+        rules_of(&self.found.endpoint_group, &self.found.endpoint_group_rules)
     }
 
     pub(super) fn endpoint_rule_changes(&self, have: &IpRules) -> Vec<SecurityGroupRules> {
@@ -162,11 +166,7 @@ impl Deployment {
 
     /// The rules the group has (a group about to be created has EC2's defaults).
     pub(super) fn current_rules(&self) -> IpRules {
-        if self.found.security_group.is_some() {
-            self.found.security_group_rules.clone()
-        } else {
-            (BTreeSet::new(), BTreeSet::from([IpRule::allow_all()]))
-        }
+        rules_of(&self.found.security_group, &self.found.security_group_rules)
     }
 
     /// The calls that turn `have` into the wanted rules, in a safe order (egress narrowed
