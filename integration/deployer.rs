@@ -156,26 +156,7 @@ impl Lab {
     }
 
     fn release(&self, version: &str) -> PathBuf {
-        let recipe = self.f.write(
-            &format!("v{version}.toml"),
-            tiny_recipe("")
-                .replace("version = \"1\"", &format!("version = \"{version}\""))
-                .replace(
-                    "console=ttyS0 panic=-1",
-                    &format!("console=ttyS0 panic=-1 zoa.release={version}"),
-                ),
-        );
-        let name = format!("rel{version}");
-        let o = self.f.build(&recipe, &name);
-        assert!(o.status.success(), "build: {}", stderr(&o));
-        let dir = self.f.path(&name);
-        let o = run(zoa(&self.f.cache())
-            .arg("sign")
-            .arg(&dir)
-            .arg("--key")
-            .arg(self.f.path("ci.key")));
-        assert!(o.status.success(), "sign: {}", stderr(&o));
-        dir
+        signed_tiny_release(&self.f, version, "")
     }
 
     /// zoa with the test's own (dummy) credentials.

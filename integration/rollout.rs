@@ -69,27 +69,7 @@ impl Lab {
 
     /// Release `version` of the tiny recipe with `extra` recipe text.
     fn release_with(&self, version: &str, extra: &str) -> PathBuf {
-        let recipe = self.f.write(
-            &format!("v{version}.toml"),
-            // Another version and command line: another UKI, so other PCRs.
-            tiny_recipe(extra)
-                .replace("version = \"1\"", &format!("version = \"{version}\""))
-                .replace(
-                    "console=ttyS0 panic=-1",
-                    &format!("console=ttyS0 panic=-1 zoa.release={version}"),
-                ),
-        );
-        let name = format!("rel{version}");
-        let o = self.f.build(&recipe, &name);
-        assert!(o.status.success(), "build: {}", stderr(&o));
-        let dir = self.f.path(&name);
-        let o = run(zoa(&self.f.cache())
-            .arg("sign")
-            .arg(&dir)
-            .arg("--key")
-            .arg(self.f.path("ci.key")));
-        assert!(o.status.success(), "sign: {}", stderr(&o));
-        dir
+        signed_tiny_release(&self.f, version, extra)
     }
 }
 

@@ -241,3 +241,29 @@ pub fn sign_with_new_key(f: &Fixture, dir: &Path) -> PathBuf {
     assert!(o.status.success(), "zoa sign: {}", stderr(&o));
     f.path("ci.pub")
 }
+
+/// Release `version` of the tiny recipe with `extra` recipe text, built in `f` at
+/// `rel<version>` and signed with `f`'s `ci.key`. Another version and kernel command line:
+/// another UKI, so other PCRs.
+pub fn signed_tiny_release(f: &Fixture, version: &str, extra: &str) -> PathBuf {
+    let recipe = f.write(
+        &format!("v{version}.toml"),
+        tiny_recipe(extra)
+            .replace("version = \"1\"", &format!("version = \"{version}\""))
+            .replace(
+                "console=ttyS0 panic=-1",
+                &format!("console=ttyS0 panic=-1 zoa.release={version}"),
+            ),
+    );
+    let name = format!("rel{version}");
+    let o = f.build(&recipe, &name);
+    assert!(o.status.success(), "build: {}", stderr(&o));
+    let dir = f.path(&name);
+    let o = run(zoa(&f.cache())
+        .arg("sign")
+        .arg(&dir)
+        .arg("--key")
+        .arg(f.path("ci.key")));
+    assert!(o.status.success(), "sign: {}", stderr(&o));
+    dir
+}
