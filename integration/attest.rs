@@ -3,7 +3,7 @@
 //! expectation it does not meet refused with its verdict and exit status. (A document from
 //! the emulated NitroTPM, checked against the signed release it booted, is in `sealed.rs`.)
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::path::{Path, PathBuf};

@@ -17,7 +17,7 @@
 //! the model, the step after the unseal. The refusals that need no boot (no attestation,
 //! a forged or altered document) run host-side in `integration/attested_kms.rs`.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

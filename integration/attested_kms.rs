@@ -9,7 +9,7 @@
 //! policy names are the ones a document carries, with values as swtpm computes them, and a
 //! document the key does not bind is refused by the policy, not by a test's decision.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 

@@ -1,7 +1,7 @@
 //! Bad input to `zoa build`: every case exits non-zero with one line on stderr that names
 //! the file or field and the problem, and leaves nothing in the output directory.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::path::{Path, PathBuf};

@@ -4,7 +4,7 @@
 //! attached), the TCG event log comes back verified, and a guest that never powers off
 //! is stopped at the timeout with nothing left running.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::path::{Path, PathBuf};

@@ -1,7 +1,7 @@
 //! `zoa build` end to end: reproducibility of the demo image, the shell-free policy on
 //! real binaries, and bad input (each refused with one clear line, nothing left behind).
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::path::Path;

@@ -8,7 +8,7 @@
 //! moto and proxy; the proxy answers StartSnapshot with AWS's block size (moto says 512,
 //! which would make the upload 100k calls).
 
-mod common;
+use crate::common;
 
 use common::faults::{Fault, FaultProxy};
 use common::moto::{http, Call, Moto, Recorded, ACCOUNT_ID};

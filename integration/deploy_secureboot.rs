@@ -5,7 +5,7 @@
 //!
 //! Needs moto_server (`.ci/deps`, then `. .ci/env`) and zoa-init.
 
-mod common;
+use crate::common;
 
 use base64::Engine as _;
 use common::faults::FaultProxy;

@@ -29,7 +29,7 @@
 //! calls, so each failing run resumes where the previous one stopped (zoa resumes from its
 //! record and what it finds), and the phase then finishes with the whole policy.
 
-mod common;
+use crate::common;
 
 use common::faults::{Fault, FaultProxy};
 use common::moto::{Moto, ACCOUNT_ID};

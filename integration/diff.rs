@@ -3,7 +3,7 @@
 //! nothing else. The library (`zoa::release::diff`) carries the logic tests; the last tests
 //! run the `zoa diff` command line itself.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::path::{Path, PathBuf};

@@ -7,7 +7,7 @@
 //! The model comes from `ZOA_MODEL` (`.ci/deps` assembles it from PyPI and `.ci/env`
 //! exports it).
 
-mod common;
+use crate::common;
 
 use common::serve::{agent, chat, send_markers, wait_healthy};
 use common::*;

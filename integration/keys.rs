@@ -192,7 +192,7 @@ fn keygen_with_password_from_env() {
         let mut c = Command::new(std::env::current_exe().expect("test binary"));
         c.args([
             "--exact",
-            "env_password_child",
+            "keys::env_password_child",
             "--ignored",
             "--nocapture",
             "--test-threads=1",

@@ -1,7 +1,7 @@
 //! `zoa measure` without booting: byte-identical output to AWS nitro-tpm-pcr-compute,
 //! and malformed or unsupported input refused with one clear line.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::path::{Path, PathBuf};

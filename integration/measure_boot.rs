@@ -4,7 +4,7 @@
 //! event log replays to the PCRs the guest read from sysfs, `zoa measure --eventlog`
 //! agrees with the log, and a log from a different image is rejected.
 
-mod common;
+use crate::common;
 
 use common::qemu::{boot_with_tpm, sign_snakeoil, Boot};
 use common::*;

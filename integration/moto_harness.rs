@@ -5,7 +5,7 @@
 //!
 //! Needs moto_server: `.ci/deps` installs it, `. .ci/env` sets ZOA_MOTO_SERVER.
 
-mod common;
+use crate::common;
 
 use std::net::TcpStream;
 use std::path::Path;

@@ -3,7 +3,7 @@
 //! fails with the right verdict (exit status), signatures interoperate both ways, and a
 //! rebuild is compared byte for byte.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::path::{Path, PathBuf};

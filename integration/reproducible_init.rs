@@ -8,7 +8,7 @@
 //! environment (RUSTFLAGS, CC, CFLAGS, CARGO_PROFILE_RELEASE_*, SOURCE_DATE_EPOCH), which
 //! `zoa build-init` ignores (and names).
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::path::{Path, PathBuf};

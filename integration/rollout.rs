@@ -8,7 +8,7 @@
 //! else is moto's. What this cannot prove — that EC2 really replaces the instances — only
 //! a real account can (integration/README.md).
 
-mod common;
+use crate::common;
 
 use common::faults::FaultProxy;
 use common::moto::Moto;

@@ -4,7 +4,7 @@
 //! envelope; on AWS only an attested instance gets the key, encrypted to its own RSA key,
 //! which zoa-init's tests cover.)
 
-mod common;
+use crate::common;
 
 use base64::Engine;
 use common::moto::Moto;

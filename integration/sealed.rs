@@ -10,7 +10,7 @@
 //! The IMDS and KMS half of the unseal runs host-side in `integration/unseal.rs`; what only
 //! an EC2 instance can show is in `integration/README.md` and `integration/ec2-smoke`.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::path::{Path, PathBuf};

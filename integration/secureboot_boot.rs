@@ -14,7 +14,7 @@
 //! The prediction is made from the variables exactly as virt-fw-vars enrolled them (its
 //! JSON dump), so zoa's own ESL writer is checked separately against those bytes.
 
-mod common;
+use crate::common;
 
 use common::qemu::{boot_secure, Boot};
 use common::secureboot::*;

@@ -4,7 +4,7 @@
 //! what `sbsign` signs, a CA made with the `openssl` command line works as a trust anchor
 //! for a leaf-signed image, and signing is reproducible.
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

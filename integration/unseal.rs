@@ -11,7 +11,7 @@
 //! `openssl cms` over the data key of the real envelope (which moto releases to a plain
 //! Decrypt).
 
-mod common;
+use crate::common;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
