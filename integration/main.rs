@@ -16,6 +16,7 @@ mod deploy;
 mod deploy_secureboot;
 mod deployer;
 mod diff;
+mod fuzz_corpora;
 mod inference;
 mod keys;
 mod measure;

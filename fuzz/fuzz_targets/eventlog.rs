@@ -1,13 +1,2 @@
-//! The TCG2 event log parser (`zoa eventlog`, `zoa measure --eventlog`) reads logs copied
-//! off machines: it must refuse anything malformed cleanly, and whatever it accepts must
-//! replay, render and serialise without panicking.
 #![no_main]
-use libfuzzer_sys::fuzz_target;
-
-fuzz_target!(|data: &[u8]| {
-    if let Ok(log) = zoa::measure::eventlog::parse(data) {
-        let _ = log.replay();
-        let _ = log.render_text();
-        let _ = log.to_json();
-    }
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| zoa_fuzz::targets::eventlog::run(data));

@@ -1,7 +1,2 @@
-//! The recipe parser and validator must never panic, whatever the bytes.
 #![no_main]
-use libfuzzer_sys::fuzz_target;
-
-fuzz_target!(|data: &[u8]| {
-    let _ = zoa::recipe::Recipe::parse(std::path::Path::new("fuzz.toml"), data);
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| zoa_fuzz::targets::recipe::run(data));

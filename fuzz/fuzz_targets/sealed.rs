@@ -1,20 +1,2 @@
-//! Sealed envelopes travel through user data and S3, where anyone with write access can
-//! change them, and zoa-init parses them at boot: parsing and opening must refuse any
-//! bytes cleanly and never panic (the parser is zoa-init's, which zoa re-exports and checks
-//! what it seals with). Deploy records are read back on every rerun.
 #![no_main]
-use libfuzzer_sys::fuzz_target;
-use zoa::aws::seal::Envelope;
-
-fuzz_target!(|input: (bool, Vec<u8>)| {
-    let (as_envelope, bytes) = input;
-    if as_envelope {
-        if let Ok(e) = Envelope::parse(&bytes) {
-            let _ = e.encrypted_data_key();
-            // Opening (with some key) checks sizes and the tag, never panics.
-            let _ = e.open(&[0u8; 32]);
-        }
-    } else {
-        let _ = serde_json::from_slice::<zoa::aws::state::DeployState>(&bytes);
-    }
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| zoa_fuzz::targets::sealed::run(data));

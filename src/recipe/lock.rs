@@ -65,7 +65,12 @@ impl Lock {
             path: path.to_owned(),
             source,
         })?;
-        let lock: Lock = toml::from_str(&text).map_err(|e| LockError::Invalid {
+        Lock::parse(path, &text)
+    }
+
+    /// Parses a lock file's text (`path` names it in errors).
+    pub fn parse(path: &Path, text: &str) -> Result<Lock, LockError> {
+        let lock: Lock = toml::from_str(text).map_err(|e| LockError::Invalid {
             path: path.to_owned(),
             message: e.message().replace('\n', " "),
         })?;

@@ -1,0 +1,2 @@
+//! zoa's fuzz targets as a library: see `targets`.
+pub mod targets;

@@ -1,0 +1,25 @@
+//! The query of zoa-init's attestation endpoint (`/.well-known/zoa/attestation?nonce=<hex>`),
+//! straight from any client: refused cleanly (never echoing it), or a nonce of 1-64 bytes
+//! whose lowercase hex is the query's, case aside.
+use zoa_init::front::attest::{nonce_from_query, BadQuery, MAX_NONCE_LEN};
+
+pub fn run(data: &[u8]) {
+    // hyper hands the handler a &str: other bytes never reach the parser.
+    let Ok(query) = std::str::from_utf8(data) else {
+        return;
+    };
+    match nonce_from_query(Some(query)) {
+        Ok(None) => assert!(query.is_empty()),
+        Ok(Some(nonce)) => {
+            assert!((1..=MAX_NONCE_LEN).contains(&nonce.len()));
+            let hex: String = nonce.iter().map(|b| format!("{b:02x}")).collect();
+            assert_eq!(query.to_ascii_lowercase(), format!("nonce={hex}"));
+        }
+        Err(BadQuery(why)) => {
+            assert!(!why.is_empty());
+            if query.len() > 12 {
+                assert!(!why.contains(query), "the refusal echoes the query");
+            }
+        }
+    }
+}
