@@ -318,6 +318,7 @@ impl Lab {
     fn state(&self) -> Value {
         let p = self.dir.join("deploy/deploy.json");
         let bytes = std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        keep_fuzz_seed("sealed", "deploy-json", Some(0), &bytes);
         serde_json::from_slice(&bytes).expect("deploy.json is JSON")
     }
 
@@ -1749,6 +1750,7 @@ fn user_data_sent(call: &Call, param_name: &str) -> Vec<u8> {
 
 /// Checks user data is zoa-init's format holding exactly these envelope files.
 fn assert_user_data_holds(user_data: &[u8], envelopes: &[(&str, &Path)]) {
+    keep_fuzz_seed("userdata", "run-instances", Some(0), user_data);
     let data = zoa_init::unseal::UserData::parse(user_data).expect("zoa-init parses it");
     let names: Vec<&str> = envelopes.iter().map(|(n, _)| *n).collect();
     assert_eq!(
@@ -2559,6 +2561,12 @@ fn audit_flags_exactly_the_day_s_findings_from_files_and_from_lookup_events() {
     let again = lab
         .f
         .write("again.json", json!({"Records": records}).to_string());
+    keep_fuzz_seed(
+        "cloudtrail",
+        "trail",
+        None,
+        json!({"Records": records}).to_string().as_bytes(),
+    );
     let trail = lab.f.path("trail");
     let window = ["--since", "2026-12-01", "--until", "2026-12-02T00:00:00Z"];
 

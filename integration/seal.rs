@@ -71,6 +71,8 @@ fn a_sealed_secret_opens_only_with_its_context_and_key() {
         !text.contains("model's decryption key"),
         "plaintext in the envelope"
     );
+    keep_fuzz_seed("sealed", "zoa-seal", Some(1), text.as_bytes());
+    keep_fuzz_seed("userdata", "zoa-seal", Some(1), text.as_bytes());
     let e = Envelope::parse(text.as_bytes()).unwrap();
     assert!(e.key_arn().ends_with(&key_id), "{}", e.key_arn());
     assert_eq!(e.encryption_context()["zoa:deployment"], "demo");

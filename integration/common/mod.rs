@@ -267,3 +267,19 @@ pub fn signed_tiny_release(f: &Fixture, version: &str, extra: &str) -> PathBuf {
     assert!(o.status.success(), "sign: {}", stderr(&o));
     dir
 }
+
+/// Keeps a real input as a fuzz seed when `ZOA_FUZZ_SEEDS` names the corpus root
+/// (`fuzz/seeds` sets it and runs the tests that meet such inputs: boots, dnsmasq, moto):
+/// `ROOT/TARGET/seed-NAME-<digest>`, the target's mode byte first when its input has one.
+/// Does nothing otherwise.
+pub fn keep_fuzz_seed(target: &str, name: &str, mode: Option<u8>, bytes: &[u8]) {
+    let Some(root) = std::env::var_os("ZOA_FUZZ_SEEDS") else {
+        return;
+    };
+    let mut seed: Vec<u8> = mode.into_iter().collect();
+    seed.extend_from_slice(bytes);
+    let dir = Path::new(&root).join(target);
+    std::fs::create_dir_all(&dir).expect("fuzz seed directory");
+    let file = dir.join(format!("seed-{name}-{}", &sha256_hex(&seed)[..12]));
+    std::fs::write(&file, seed).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+}

@@ -269,6 +269,7 @@ fn parse_serial(serial: String) -> Boot {
             sha,
             "event log damaged on the serial console"
         );
+        super::keep_fuzz_seed("eventlog", "boot", None, &bytes);
         bytes
     });
     Boot {
