@@ -8,10 +8,15 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn build_tiny(f: &Fixture) -> PathBuf {
-    let recipe = f.write("recipe.toml", tiny_recipe(""));
-    let o = f.build(&recipe, "out");
+    build_tiny_on(f, STUB252_DEB, "out")
+}
+
+/// The tiny image on one of the pinned stubs.
+fn build_tiny_on(f: &Fixture, stub_deb: &str, out: &str) -> PathBuf {
+    let recipe = f.write(&format!("{out}.toml"), with_stub(tiny_recipe(""), stub_deb));
+    let o = f.build(&recipe, out);
     assert!(o.status.success(), "{}", stderr(&o));
-    f.path("out/uki.efi")
+    f.path(&format!("{out}/uki.efi"))
 }
 
 fn measure(f: &Fixture, args: &[&str], uki: &Path) -> std::process::Output {
@@ -25,21 +30,32 @@ fn nitro_format_is_byte_identical_to_aws_tool() {
     };
     assert!(which.status.success());
     let f = Fixture::new();
-    let uki = build_tiny(&f);
-    let ours = measure(&f, &["--format", "nitro"], &uki);
-    assert!(ours.status.success(), "{}", stderr(&ours));
-    let theirs = Command::new("nitro-tpm-pcr-compute")
-        .arg("--image")
-        .arg(&uki)
-        .output()
-        .unwrap();
-    assert!(theirs.status.success());
-    assert_eq!(
-        String::from_utf8_lossy(&ours.stdout),
-        String::from_utf8_lossy(&theirs.stdout),
-        "zoa and nitro-tpm-pcr-compute disagree"
-    );
-    assert_eq!(ours.stdout, theirs.stdout);
+    let nitro = |uki: &Path| {
+        let ours = measure(&f, &["--format", "nitro"], uki);
+        assert!(ours.status.success(), "{}", stderr(&ours));
+        let theirs = Command::new("nitro-tpm-pcr-compute")
+            .arg("--image")
+            .arg(uki)
+            .output()
+            .unwrap();
+        assert!(theirs.status.success());
+        (ours.stdout, theirs.stdout)
+    };
+    // Every supported stub: 252 and 257 start the kernel with LoadImage (a PCR4 event), 262
+    // starts it itself (none), and the peer tells them apart as zoa does.
+    for (stub, out) in [
+        (STUB252_DEB, "s252"),
+        (STUB257_DEB, "s257"),
+        (STUB262_DEB, "s262"),
+    ] {
+        let (ours, theirs) = nitro(&build_tiny_on(&f, stub, out));
+        assert_eq!(
+            String::from_utf8_lossy(&ours),
+            String::from_utf8_lossy(&theirs),
+            "zoa and nitro-tpm-pcr-compute disagree on {stub}"
+        );
+        assert_eq!(ours, theirs);
+    }
 }
 
 #[test]
@@ -89,6 +105,19 @@ fn patched(f: &Fixture, src: &Path, name: &str, patch: impl FnOnce(&mut Vec<u8>)
     let mut b = std::fs::read(src).unwrap();
     patch(&mut b);
     f.write(name, b)
+}
+
+/// Renames the section called `from` in the section table at `table`.
+fn rename_section(b: &mut [u8], table: usize, from: &[u8], to: &[u8]) {
+    let at = (0..96)
+        .map(|i| table + 40 * i)
+        .find(|&o| {
+            b[o..o + 8].starts_with(from) && b[o + from.len()..o + 8].iter().all(|&c| c == 0)
+        })
+        .expect("section to rename");
+    let mut name = [0u8; 8];
+    name[..to.len()].copy_from_slice(to);
+    b[at..at + 8].copy_from_slice(&name);
 }
 
 fn u32_at(b: &[u8], o: usize) -> u32 {
@@ -167,6 +196,33 @@ fn malformed_and_unsupported_input_is_refused() {
             }),
             vec!["unknown section", ".evil"],
         ),
+        // Sections a stub measures or acts on, that no boot has proven a prediction for.
+        (
+            "unproven-dtb",
+            patched(&f, &uki, "dtb.efi", |b| {
+                rename_section(b, sec_table, b".osrel", b".dtb")
+            }),
+            vec![
+                "dtb.efi",
+                "section .dtb: systemd-stub 252.",
+                "measures it into PCR11",
+                "refusing to guess",
+            ],
+        ),
+        (
+            "unproven-pcrsig",
+            patched(&f, &uki, "pcrsig.efi", |b| {
+                rename_section(b, sec_table, b".osrel", b".pcrsig")
+            }),
+            vec!["section .pcrsig: systemd-stub 252.", "unmeasured"],
+        ),
+        (
+            "unproven-profile",
+            patched(&f, &uki, "profile.efi", |b| {
+                rename_section(b, sec_table, b".osrel", b".profile")
+            }),
+            vec!["section .profile: systemd-stub 252.", "does not know it"],
+        ),
         ("bare-stub", extract_stub(&f), vec!["no .linux section"]),
     ];
     for (name, path, expect) in cases {
@@ -201,7 +257,7 @@ fn extract_stub(f: &Fixture) -> PathBuf {
 fn measurements_do_not_depend_on_the_build_directory() {
     let f = Fixture::new();
     let a = build_tiny(&f);
-    let recipe = f.path("recipe.toml");
+    let recipe = f.path("out.toml"); // build_tiny's
     let o = run(zoa(&f.cache())
         .arg("build")
         .arg(&recipe)

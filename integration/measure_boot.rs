@@ -182,41 +182,72 @@ fn standard_debian_kernel_boots_as_predicted() {
     assert_log_consistent(&f, &uki, &boot, "std", &[]);
 }
 
-#[test]
-fn stub_262_boots_as_predicted_without_a_kernel_event() {
-    let f = Fixture::new();
-    let inputs = shared_inputs();
-    let uki = build_probe(
-        &f,
-        "stub262",
-        &probe_recipe(|t| {
-            t.replace(STUB252_DEB, STUB262_DEB).replace(
-                &sha256_of(&inputs.join(STUB252_DEB)),
-                &sha256_of(&inputs.join(STUB262_DEB)),
-            )
-        }),
-    );
-    let m = predict(&f, &uki, &[]);
-    assert_eq!(m["stub"]["major"], 262);
-    let pcr4_events = m["events"]
+fn pcr4_events(m: &serde_json::Value) -> usize {
+    m["events"]
         .as_array()
         .unwrap()
         .iter()
         .filter(|e| e["pcr"] == 4)
-        .count();
-    assert_eq!(
-        pcr4_events, 3,
-        "stub 262 starts the kernel itself: no kernel event"
-    );
-    let sections: Vec<&str> = m["events"]
+        .count()
+}
+
+/// The PCR11 sections of a prediction, in the order predicted.
+fn measured_sections(m: &serde_json::Value) -> Vec<&str> {
+    m["events"]
         .as_array()
         .unwrap()
         .iter()
         .filter_map(|e| e["what"].as_str()?.strip_prefix("section name "))
-        .collect();
+        .collect()
+}
+
+/// Debian 13's stub (257): the kernel still started with LoadImage (a PCR4 event, but
+/// not with Secure Boot on), and `.uname` and the stub's own `.sbat` measured into PCR11 —
+/// both banks, Secure Boot off and on.
+#[test]
+fn stub_257_boots_as_predicted_secure_boot_off_and_on() {
+    let f = Fixture::new();
+    let uki = build_probe(&f, "stub257", &probe_recipe(|t| with_stub(t, STUB257_DEB)));
+    let m = predict(&f, &uki, &[]);
+    assert_eq!(m["stub"]["major"], 257);
     assert_eq!(
-        sections,
-        vec![".linux", ".osrel", ".cmdline", ".initrd", ".uname", ".sbat"]
+        pcr4_events(&m),
+        4,
+        "stub 257 loads the kernel with LoadImage"
+    );
+    assert_eq!(
+        measured_sections(&m),
+        [".linux", ".osrel", ".cmdline", ".initrd", ".uname", ".sbat"]
+    );
+    let boot = boot_with_tpm(&uki, &f.path("vm"), false);
+    assert_prediction_matches(&m, &boot, &[4, 7, 11, 12], "stub 257");
+    assert_log_consistent(&f, &uki, &boot, "stub257", &[]);
+
+    let signed = sign_snakeoil(&uki, &f.path("stub257-signed.efi"), f.dir.path());
+    let m = predict(&f, &signed, &["--secure-boot", "on"]);
+    assert_eq!(
+        pcr4_events(&m),
+        3,
+        "with Secure Boot on, stub 257's kernel is not measured by the firmware"
+    );
+    let boot = boot_with_tpm(&signed, &f.path("vm-sb"), true);
+    assert_prediction_matches(&m, &boot, &[4, 11, 12], "stub 257, Secure Boot on");
+}
+
+#[test]
+fn stub_262_boots_as_predicted_without_a_kernel_event() {
+    let f = Fixture::new();
+    let uki = build_probe(&f, "stub262", &probe_recipe(|t| with_stub(t, STUB262_DEB)));
+    let m = predict(&f, &uki, &[]);
+    assert_eq!(m["stub"]["major"], 262);
+    assert_eq!(
+        pcr4_events(&m),
+        3,
+        "stub 262 starts the kernel itself: no kernel event"
+    );
+    assert_eq!(
+        measured_sections(&m),
+        [".linux", ".osrel", ".cmdline", ".initrd", ".uname", ".sbat"]
     );
     let boot = boot_with_tpm(&uki, &f.path("vm"), false);
     assert_prediction_matches(&m, &boot, &[4, 7, 11, 12], "stub 262");
@@ -229,14 +260,9 @@ fn secure_boot_on_omits_the_kernel_event() {
     let uki = build_probe(&f, "sb", &probe_recipe(|t| t));
     let signed = sign_snakeoil(&uki, &f.path("sb-signed.efi"), f.dir.path());
     let m = predict(&f, &signed, &["--secure-boot", "on"]);
-    let pcr4_events = m["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["pcr"] == 4)
-        .count();
     assert_eq!(
-        pcr4_events, 3,
+        pcr4_events(&m),
+        3,
         "with Secure Boot on, stub 252's kernel is not measured by the firmware"
     );
     assert!(

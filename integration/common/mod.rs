@@ -59,6 +59,7 @@ pub fn sha256_of(path: &Path) -> String {
 pub const KERNEL_DEB: &str = "linux-image-6.1.0-56-cloud-amd64_6.1.192-2_amd64.deb";
 pub const KERNEL_MEMBER: &str = "boot/vmlinuz-6.1.0-56-cloud-amd64";
 pub const STUB252_DEB: &str = "systemd-boot-efi_252.39-1~deb12u2_amd64.deb";
+pub const STUB257_DEB: &str = "systemd-boot-efi_257.13-1~deb13u1_amd64.deb";
 pub const STUB262_DEB: &str = "systemd-boot-efi_262.1-1_amd64.deb";
 pub const STUB_MEMBER: &str = "usr/lib/systemd/boot/efi/linuxx64.efi.stub";
 
@@ -204,6 +205,15 @@ pub fn probe_recipe(edit: impl FnOnce(String) -> String) -> String {
         "the demo recipe changed shape"
     );
     edit(text)
+}
+
+/// A recipe's text with stub 252 (its `.deb` and digest) replaced by another pinned stub.
+pub fn with_stub(recipe: String, stub_deb: &str) -> String {
+    let inputs = shared_inputs();
+    recipe.replace(STUB252_DEB, stub_deb).replace(
+        &sha256_of(&inputs.join(STUB252_DEB)),
+        &sha256_of(&inputs.join(stub_deb)),
+    )
 }
 
 /// A TCP port that was free a moment ago on 127.0.0.1 (for QEMU's host forwards).

@@ -40,13 +40,30 @@ pub struct StubRules {
 
 /// Proven stub versions, each booted under OVMF + swtpm by `integration/measure_boot.rs`.
 /// - 252 (Debian 12): starts the kernel with LoadImage; measures its classic sections.
-/// - 262 (Debian sid): starts the kernel itself (no PCR4 event, systemd >= 258) and also
-///   measures `.ucode`, `.uname` and its own `.sbat`.
+/// - 257 (Debian 13): starts the kernel with LoadImage (its strings still carry "Error
+///   loading kernel image"; the own PE loader came in 258), so the firmware measures the
+///   kernel into PCR4 as for 252; measures the sections of its `unified_sections` table in
+///   order but `.pcrsig` — `.ucode`, `.uname` and its own `.sbat` too.
+/// - 262 (Debian sid): starts the kernel itself (no PCR4 event, systemd >= 258) and
+///   measures the same sections as 257.
+///
+/// Majors between these (253–256, 258–261) are refused: no boot proves their rules, and
+/// the rules changed between these majors (`.uname`, `.ucode` and the stub's own `.sbat`
+/// joined PCR11 after 252; 258 brought the stub's own kernel loader), so a neighbour's
+/// rules cannot be assumed to hold for them.
 pub const STUB_RULES: &[StubRules] = &[
     StubRules {
         major: 252,
         pcr11_sections: &[
             ".linux", ".osrel", ".cmdline", ".initrd", ".splash", ".dtb", ".pcrpkey",
+        ],
+        kernel_via_load_image: true,
+    },
+    StubRules {
+        major: 257,
+        pcr11_sections: &[
+            ".linux", ".osrel", ".cmdline", ".initrd", ".ucode", ".splash", ".dtb", ".uname",
+            ".sbat", ".pcrpkey",
         ],
         kernel_via_load_image: true,
     },
@@ -74,6 +91,15 @@ pub const UKI_PAYLOAD_SECTIONS: &[&str] = &[
     ".linux", ".osrel", ".cmdline", ".initrd", ".ucode", ".splash", ".dtb", ".uname", ".pcrsig",
     ".pcrpkey", ".profile", ".dtbauto", ".hwids", ".efifw",
 ];
+
+/// The payload sections whose measurement a boot has proven (`integration/measure_boot.rs`
+/// boots images holding exactly these). Stubs measure or act on the others too (`.ucode` is
+/// loaded as an initrd, `.dtb` installed, `.pcrsig`/`.pcrpkey` passed to the OS, `.profile`
+/// selects sections, `.dtbauto`/`.hwids`/`.efifw` pick per-machine parts), and a stub that
+/// does not know one ignores it; until a boot proves zoa's prediction for a section, an
+/// image holding it is refused, naming the section and the stub, never predicted as if the
+/// stub ignored it.
+const PROVEN_PAYLOAD_SECTIONS: &[&str] = &[".linux", ".osrel", ".cmdline", ".initrd", ".uname"];
 
 /// Errors of a prediction.
 #[derive(Debug, thiserror::Error)]
@@ -278,6 +304,37 @@ fn small_section(
     Ok(layout.read_section(uki, name, 64 * 1024)?)
 }
 
+/// Refuses a payload section no boot has proven zoa's prediction for (see
+/// [`PROVEN_PAYLOAD_SECTIONS`]), saying what this stub does with it.
+fn refuse_unproven_sections(
+    layout: &PeLayout,
+    rules: &StubRules,
+    stub_version: &str,
+) -> Result<(), String> {
+    let Some(section) = layout.sections.iter().find(|s| {
+        UKI_PAYLOAD_SECTIONS.contains(&s.name.as_str())
+            && !PROVEN_PAYLOAD_SECTIONS.contains(&s.name.as_str())
+    }) else {
+        return Ok(());
+    };
+    let name = section.name.as_str();
+    let what = if rules.pcr11_sections.contains(&name) {
+        "measures it into PCR11 and acts on it"
+    } else if name == ".pcrsig" {
+        "passes it to the OS unmeasured"
+    } else if rules.major >= 257 && [".profile", ".dtbauto", ".hwids"].contains(&name) {
+        "selects what it measures by it"
+    } else {
+        "does not know it"
+    };
+    Err(format!(
+        "section {name}: systemd-stub {stub_version} {what}, and no boot has proven zoa's \
+         prediction for an image holding it; refusing to guess (zoa predicts images whose \
+         payload is {})",
+        PROVEN_PAYLOAD_SECTIONS.join(", ")
+    ))
+}
+
 /// Predicts the PCRs of booting `uki` as the only boot option.
 pub fn predict(uki: &ImageFile, opts: &MeasureOptions) -> Result<Measurements, MeasureError> {
     let file = uki.name().to_owned();
@@ -324,6 +381,7 @@ pub fn predict(uki: &ImageFile, opts: &MeasureOptions) -> Result<Measurements, M
             supported.join(", ")
         ))
         })?;
+    refuse_unproven_sections(&layout, rules, &stub.version).map_err(refuse)?;
     let keys = opts.variables()?;
     let secure_boot = opts.secure_boot.unwrap_or(keys.pk.is_some());
     if secure_boot && keys.db.is_none() && !layout.is_signed() {

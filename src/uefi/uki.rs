@@ -28,7 +28,7 @@ pub const UKI_SECTIONS: &[&str] = &[".osrel", ".cmdline", ".uname", ".initrd", "
 
 /// systemd-stub major versions zoa knows the measurement rules of. Unknown versions are
 /// refused, never guessed: a wrong prediction locks customers out of their keys.
-pub const SUPPORTED_STUB_VERSIONS: &[u32] = &[252, 262];
+pub const SUPPORTED_STUB_VERSIONS: &[u32] = &[252, 257, 262];
 
 const IMAGE_SCN_CNT_INITIALIZED_DATA: u32 = 0x0000_0040;
 const IMAGE_SCN_MEM_READ: u32 = 0x4000_0000;

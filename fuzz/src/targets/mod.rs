@@ -29,29 +29,131 @@ pub mod uefidata;
 pub mod uki;
 pub mod userdata;
 
-/// Every target: its `cargo fuzz` name, what it parses (the campaign's table), its body.
-pub const ALL: &[(&str, &str, fn(&[u8]))] = &[
-    ("attestation", "NSM/NitroTPM attestation documents (COSE_Sign1, CBOR): parse, signature check, sign-and-reparse", attestation::run),
-    ("attestation_query", "the query of zoa-init's attestation endpoint, from any client", attestation_query::run),
-    ("build_report", "`build.json` build reports: parse and write-back round trip", build_report::run),
-    ("cloudtrail", "CloudTrail log files and LookupEvents output, and `zoa audit`'s classification", cloudtrail::run),
-    ("deb", "Debian packages: ar, control and data tar (xz, gzip, zstd, none), extraction root", deb::run),
-    ("dhcp", "DHCP replies (zoa-init) and the lease taken from an ACK", dhcp::run),
-    ("elf", "ELF headers and dynamic sections (interpreter, `DT_NEEDED`, rpath)", elf::run),
-    ("esl", "EFI signature lists and `.auth` payloads, with write-back round trips", esl::run),
-    ("eventlog", "TCG2 binary event logs: parse, replay, render, JSON", eventlog::run),
-    ("init_config", "zoa-init's `/etc/zoa/init.json`, with the normalised-form round trip", init_config::run),
-    ("initramfs", "newc cpio archives, plain, zstd or gzip", initramfs::run),
-    ("lock", "`RECIPE.lock` lock files, with the write-back round trip", lock::run),
-    ("manifest", "`release.json` manifests, trusted comments, release logs", manifest::run),
-    ("nitrotpm", "guest TPM command streams through the emulated NitroTPM", nitrotpm::run),
-    ("provenance", "zoa-init provenance records, with the canonical-form round trip", provenance::run),
-    ("recipe", "TOML image recipes, parse and validation", recipe::run),
-    ("recipient", "KMS `CiphertextForRecipient` CMS envelopes, opened by zoa-init", recipient::run),
-    ("sealed", "`zoa seal` envelopes and `deploy.json` deploy records", sealed::run),
-    ("signature", "minisign public keys, signatures and their verification", signature::run),
-    ("tpm2", "TPM2 responses, response codes, the NSM's CBOR answer, the attestation exchange", tpm2::run),
-    ("uefidata", "AMI `UefiData` blobs, with the write-back round trip", uefidata::run),
-    ("uki", "PE/UKI images: headers, sections, `zoa check`, the PCR prediction", uki::run),
-    ("userdata", "EC2 user data documents and the sealed envelopes in them (zoa-init)", userdata::run),
+/// A fuzz target.
+pub struct Target {
+    /// Its `cargo fuzz` name (`fuzz_targets/NAME.rs`, `corpus/NAME/`).
+    pub name: &'static str,
+    /// What it parses, for the campaign's table.
+    pub parses: &'static str,
+    /// Its body.
+    pub run: fn(&[u8]),
+}
+
+/// Every target.
+pub const ALL: &[Target] = &[
+    Target {
+        name: "attestation",
+        parses: "NSM/NitroTPM attestation documents (COSE_Sign1, CBOR): parse, signature check, sign-and-reparse",
+        run: attestation::run,
+    },
+    Target {
+        name: "attestation_query",
+        parses: "the query of zoa-init's attestation endpoint, from any client",
+        run: attestation_query::run,
+    },
+    Target {
+        name: "build_report",
+        parses: "`build.json` build reports: parse and write-back round trip",
+        run: build_report::run,
+    },
+    Target {
+        name: "cloudtrail",
+        parses: "CloudTrail log files and LookupEvents output, and `zoa audit`'s classification",
+        run: cloudtrail::run,
+    },
+    Target {
+        name: "deb",
+        parses: "Debian packages: ar, control and data tar (xz, gzip, zstd, none), extraction root",
+        run: deb::run,
+    },
+    Target {
+        name: "dhcp",
+        parses: "DHCP replies (zoa-init) and the lease taken from an ACK",
+        run: dhcp::run,
+    },
+    Target {
+        name: "elf",
+        parses: "ELF headers and dynamic sections (interpreter, `DT_NEEDED`, rpath)",
+        run: elf::run,
+    },
+    Target {
+        name: "esl",
+        parses: "EFI signature lists and `.auth` payloads, with write-back round trips",
+        run: esl::run,
+    },
+    Target {
+        name: "eventlog",
+        parses: "TCG2 binary event logs: parse, replay, render, JSON",
+        run: eventlog::run,
+    },
+    Target {
+        name: "init_config",
+        parses: "zoa-init's `/etc/zoa/init.json`, with the normalised-form round trip",
+        run: init_config::run,
+    },
+    Target {
+        name: "initramfs",
+        parses: "newc cpio archives, plain, zstd or gzip",
+        run: initramfs::run,
+    },
+    Target {
+        name: "lock",
+        parses: "`RECIPE.lock` lock files, with the write-back round trip",
+        run: lock::run,
+    },
+    Target {
+        name: "manifest",
+        parses: "`release.json` manifests, trusted comments, release logs",
+        run: manifest::run,
+    },
+    Target {
+        name: "nitrotpm",
+        parses: "guest TPM command streams through the emulated NitroTPM",
+        run: nitrotpm::run,
+    },
+    Target {
+        name: "provenance",
+        parses: "zoa-init provenance records, with the canonical-form round trip",
+        run: provenance::run,
+    },
+    Target {
+        name: "recipe",
+        parses: "TOML image recipes, parse and validation",
+        run: recipe::run,
+    },
+    Target {
+        name: "recipient",
+        parses: "KMS `CiphertextForRecipient` CMS envelopes, opened by zoa-init",
+        run: recipient::run,
+    },
+    Target {
+        name: "sealed",
+        parses: "`zoa seal` envelopes and `deploy.json` deploy records",
+        run: sealed::run,
+    },
+    Target {
+        name: "signature",
+        parses: "minisign public keys, signatures and their verification",
+        run: signature::run,
+    },
+    Target {
+        name: "tpm2",
+        parses: "TPM2 responses, response codes, the NSM's CBOR answer, the attestation exchange",
+        run: tpm2::run,
+    },
+    Target {
+        name: "uefidata",
+        parses: "AMI `UefiData` blobs, with the write-back round trip",
+        run: uefidata::run,
+    },
+    Target {
+        name: "uki",
+        parses: "PE/UKI images: headers, sections, `zoa check`, the PCR prediction",
+        run: uki::run,
+    },
+    Target {
+        name: "userdata",
+        parses: "EC2 user data documents and the sealed envelopes in them (zoa-init)",
+        run: userdata::run,
+    },
 ];
