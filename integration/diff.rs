@@ -217,6 +217,40 @@ fn stub_change_explains_the_kernel_event_and_new_pcr11_sections() {
     assert_eq!(roots(&r), ["input:stub"]);
 }
 
+/// Debian 12's stub to Debian 13's: both start the kernel with LoadImage (the kernel event
+/// stays), and 257 measures `.uname` and its `.sbat` too.
+#[test]
+fn stub_252_to_257_explains_the_new_pcr11_sections_only() {
+    let f = Fixture::new();
+    let a = build(&f, "a", &tiny_recipe(""));
+    let b = build(&f, "b", &with_stub(tiny_recipe(""), STUB257_DEB));
+    let r = diff_paths(&a, &b);
+    assert_eq!(changed_pcrs(&r), [4, 11]);
+    let stub = cause(&r, "stub");
+    for part in [
+        "systemd-stub 252.39-1~deb12u2 → 257.13-1~deb13u1",
+        "PCR11 rules differ: 257 also measures .ucode, .uname, .sbat",
+    ] {
+        assert!(stub.message.contains(part), "{}", stub.message);
+    }
+    assert!(
+        !stub.message.contains("kernel-event rule differs"),
+        "{}",
+        stub.message
+    );
+    assert_eq!(stub.because, ["input:stub"]);
+    for section in [".uname", ".sbat"] {
+        let c = cause(&r, &format!("PCR11:{section}"));
+        assert!(c.message.contains("now measured"), "{}", c.message);
+        assert_eq!(c.because, ["stub"]);
+    }
+    assert!(
+        r.causes.iter().all(|c| c.path != "PCR4:kernel"),
+        "the kernel event did not change"
+    );
+    assert_eq!(roots(&r), ["input:stub"]);
+}
+
 #[test]
 fn kernel_change_names_releases_and_digests() {
     let Some(deb) = std::env::var_os("ZOA_STD_KERNEL_DEB").map(PathBuf::from) else {

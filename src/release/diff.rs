@@ -1076,7 +1076,7 @@ fn stub_cause(om: &Measurements, nm: &Measurements, differing: &[String]) -> Cau
             .iter()
             .any(|s| !PAYLOAD_SECTIONS.contains(s))
         {
-            // The stub measures one of its own sections (.sbat from 258 on).
+            // The stub measures one of its own sections (its .sbat, from 257 on).
             pcrs.push(Pcr::PCR11);
         }
     }
