@@ -162,16 +162,8 @@ fn added_and_modified_initramfs_files_are_attributed() {
 #[test]
 fn stub_change_explains_the_kernel_event_and_new_pcr11_sections() {
     let f = Fixture::new();
-    let inputs = shared_inputs();
     let a = build(&f, "a", &tiny_recipe(""));
-    let b = build(
-        &f,
-        "b",
-        &tiny_recipe("").replace(
-            &input_table("stub", &inputs.join(STUB252_DEB)),
-            &input_table("stub", &inputs.join(STUB262_DEB)),
-        ),
-    );
+    let b = build(&f, "b", &with_stub(tiny_recipe(""), STUB262_DEB));
     let r = diff_paths(&a, &b);
     assert_eq!(changed_pcrs(&r), [4, 11]);
     let stub = cause(&r, "stub");

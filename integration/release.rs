@@ -341,11 +341,7 @@ fn rebuild_passes_on_the_same_recipe_and_names_a_changed_input() {
     let o = r.verify(&["--rebuild", r.recipe.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
     // Another stub (same recipe otherwise): not reproducible, and the input is named.
-    let inputs = shared_inputs();
-    let changed = tiny_recipe("").replace(STUB252_DEB, STUB262_DEB).replace(
-        &sha256_of(&inputs.join(STUB252_DEB)),
-        &sha256_of(&inputs.join(STUB262_DEB)),
-    );
+    let changed = with_stub(tiny_recipe(""), STUB262_DEB);
     let other = r.f.write("changed.toml", changed);
     let o = r.verify(&["--rebuild", other.to_str().unwrap()]);
     assert_eq!(
