@@ -15,11 +15,9 @@ pub fn run(data: &[u8]) {
             let hex: String = nonce.iter().map(|b| format!("{b:02x}")).collect();
             assert_eq!(query.to_ascii_lowercase(), format!("nonce={hex}"));
         }
-        Err(BadQuery(why)) => {
-            assert!(!why.is_empty());
-            if query.len() > 12 {
-                assert!(!why.contains(query), "the refusal echoes the query");
-            }
-        }
+        // The refusal is a `&'static str`, so it cannot echo the query; an earlier
+        // "does not contain the query" check here failed on a query that was itself a piece
+        // of a fixed message ("he only parameter is non", kept in the corpus).
+        Err(BadQuery(why)) => assert!(!why.is_empty()),
     }
 }
