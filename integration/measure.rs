@@ -210,11 +210,15 @@ fn malformed_and_unsupported_input_is_refused() {
             ],
         ),
         (
-            "unproven-pcrsig",
-            patched(&f, &uki, "pcrsig.efi", |b| {
-                rename_section(b, sec_table, b".osrel", b".pcrsig")
+            "unknown-to-the-stub-ucode",
+            patched(&f, &uki, "ucode.efi", |b| {
+                rename_section(b, sec_table, b".osrel", b".ucode")
             }),
-            vec!["section .pcrsig: systemd-stub 252.", "unmeasured"],
+            vec![
+                "section .ucode: systemd-stub 252.",
+                "does not know it",
+                "neither measure nor use it",
+            ],
         ),
         (
             "unproven-profile",

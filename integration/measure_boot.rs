@@ -7,6 +7,7 @@
 use crate::common;
 
 use common::qemu::{boot_with_tpm, sign_snakeoil, Boot};
+use common::ukify;
 use common::*;
 use std::path::{Path, PathBuf};
 
@@ -203,25 +204,31 @@ fn measured_sections(m: &serde_json::Value) -> Vec<&str> {
 
 /// Debian 13's stub (257): the kernel still started with LoadImage (a PCR4 event, but
 /// not with Secure Boot on), and `.uname` and the stub's own `.sbat` measured into PCR11 —
-/// both banks, Secure Boot off and on.
+/// both banks, Secure Boot off and on. The Secure Boot off boot also carries every optional
+/// UKI feature zoa predicts (added by objcopy, as ukify did): `.ucode` and `.splash`
+/// measured in the stub's order, `.pcrpkey` measured, `.pcrsig` passed on unmeasured.
 #[test]
 fn stub_257_boots_as_predicted_secure_boot_off_and_on() {
     let f = Fixture::new();
     let uki = build_probe(&f, "stub257", &probe_recipe(|t| with_stub(t, STUB257_DEB)));
-    let m = predict(&f, &uki, &[]);
+    let featured = ukify::with_features(
+        &uki,
+        257,
+        &f.path("features"),
+        &f.path("stub257-features.efi"),
+    );
+    let m = predict(&f, &featured, &[]);
     assert_eq!(m["stub"]["major"], 257);
     assert_eq!(
         pcr4_events(&m),
         4,
         "stub 257 loads the kernel with LoadImage"
     );
-    assert_eq!(
-        measured_sections(&m),
-        [".linux", ".osrel", ".cmdline", ".initrd", ".uname", ".sbat"]
-    );
-    let boot = boot_with_tpm(&uki, &f.path("vm"), false);
-    assert_prediction_matches(&m, &boot, &[4, 7, 11, 12], "stub 257");
-    assert_log_consistent(&f, &uki, &boot, "stub257", &[]);
+    assert_eq!(measured_sections(&m), ALL_FEATURES_SINCE_257);
+    assert_eq!(m["unmeasured_sections"], serde_json::json!([".pcrsig"]));
+    let boot = boot_with_tpm(&featured, &f.path("vm"), false);
+    assert_prediction_matches(&m, &boot, &[4, 7, 11, 12], "stub 257 with features");
+    assert_log_consistent(&f, &featured, &boot, "stub257", &[]);
 
     let signed = sign_snakeoil(&uki, &f.path("stub257-signed.efi"), f.dir.path());
     let m = predict(&f, &signed, &["--secure-boot", "on"]);
@@ -230,28 +237,70 @@ fn stub_257_boots_as_predicted_secure_boot_off_and_on() {
         3,
         "with Secure Boot on, stub 257's kernel is not measured by the firmware"
     );
+    assert_eq!(
+        measured_sections(&m),
+        [".linux", ".osrel", ".cmdline", ".initrd", ".uname", ".sbat"]
+    );
     let boot = boot_with_tpm(&signed, &f.path("vm-sb"), true);
     assert_prediction_matches(&m, &boot, &[4, 11, 12], "stub 257, Secure Boot on");
 }
 
+/// What stubs 257 and 262 measure of an image with every feature `ukify::with_features`
+/// adds, in their canonical order (not the file's, where objcopy put them last).
+const ALL_FEATURES_SINCE_257: [&str; 9] = [
+    ".linux", ".osrel", ".cmdline", ".initrd", ".ucode", ".splash", ".uname", ".sbat", ".pcrpkey",
+];
+
+/// Debian 12's stub (252) with the optional features it knows: `.splash` and `.pcrpkey`
+/// measured in its order, `.pcrsig` passed on unmeasured, and zoa's `.uname` unknown to it.
+#[test]
+fn stub_252_features_boot_as_predicted() {
+    let f = Fixture::new();
+    let uki = build_probe(&f, "stub252", &probe_recipe(|t| t));
+    let featured = ukify::with_features(
+        &uki,
+        252,
+        &f.path("features"),
+        &f.path("stub252-features.efi"),
+    );
+    let m = predict(&f, &featured, &[]);
+    assert_eq!(m["stub"]["major"], 252);
+    assert_eq!(
+        measured_sections(&m),
+        [".linux", ".osrel", ".cmdline", ".initrd", ".splash", ".pcrpkey"]
+    );
+    assert_eq!(
+        m["unmeasured_sections"],
+        serde_json::json!([".uname", ".pcrsig"])
+    );
+    let boot = boot_with_tpm(&featured, &f.path("vm"), false);
+    assert_prediction_matches(&m, &boot, &[4, 7, 11, 12], "stub 252 with features");
+    assert_log_consistent(&f, &featured, &boot, "stub252-features", &[]);
+}
+
+/// Debian sid's stub (262) starts the kernel itself, and measures the optional features as
+/// 257 does (the image carries all of them).
 #[test]
 fn stub_262_boots_as_predicted_without_a_kernel_event() {
     let f = Fixture::new();
     let uki = build_probe(&f, "stub262", &probe_recipe(|t| with_stub(t, STUB262_DEB)));
-    let m = predict(&f, &uki, &[]);
+    let featured = ukify::with_features(
+        &uki,
+        262,
+        &f.path("features"),
+        &f.path("stub262-features.efi"),
+    );
+    let m = predict(&f, &featured, &[]);
     assert_eq!(m["stub"]["major"], 262);
     assert_eq!(
         pcr4_events(&m),
         3,
         "stub 262 starts the kernel itself: no kernel event"
     );
-    assert_eq!(
-        measured_sections(&m),
-        [".linux", ".osrel", ".cmdline", ".initrd", ".uname", ".sbat"]
-    );
-    let boot = boot_with_tpm(&uki, &f.path("vm"), false);
-    assert_prediction_matches(&m, &boot, &[4, 7, 11, 12], "stub 262");
-    assert_log_consistent(&f, &uki, &boot, "stub262", &[]);
+    assert_eq!(measured_sections(&m), ALL_FEATURES_SINCE_257);
+    let boot = boot_with_tpm(&featured, &f.path("vm"), false);
+    assert_prediction_matches(&m, &boot, &[4, 7, 11, 12], "stub 262 with features");
+    assert_log_consistent(&f, &featured, &boot, "stub262", &[]);
 }
 
 #[test]

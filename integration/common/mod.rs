@@ -157,6 +157,7 @@ pub mod planmatch;
 pub mod qemu;
 pub mod secureboot;
 pub mod serve;
+pub mod ukify;
 
 /// sha256 of bytes as lowercase hex.
 pub fn sha256_hex(bytes: &[u8]) -> String {

@@ -223,6 +223,14 @@ fn boot_firmware(
                 break; // the Reaper kills QEMU
             }
         }
+        if stop_at.is_none()
+            && std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains("Shell> ")
+        {
+            let serial = std::fs::read_to_string(&log).unwrap_or_default();
+            panic!("the firmware did not boot the image (it fell back to its shell); serial:\n{serial}");
+        }
         if start.elapsed() > BOOT_TIMEOUT {
             let serial = std::fs::read_to_string(&log).unwrap_or_default();
             panic!("guest did not power off within {BOOT_TIMEOUT:?}; serial:\n{serial}");

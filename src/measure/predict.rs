@@ -36,6 +36,14 @@ pub struct StubRules {
     /// True when the stub starts the kernel with the firmware's LoadImage, so the
     /// firmware measures the kernel's Authenticode into PCR4 (not with Secure Boot on).
     pub kernel_via_load_image: bool,
+    /// The payload sections a boot on this stub has proven zoa's prediction for
+    /// (`integration/measure_boot.rs` boots images holding exactly these). Stubs measure or
+    /// act on the others too (`.dtb` installed, `.profile` selects sections,
+    /// `.dtbauto`/`.hwids`/`.efifw` pick per-machine parts), and a stub that does not know a
+    /// section ignores it (252 would neither measure nor load a `.ucode`); until a boot
+    /// proves zoa's prediction for a section, an image holding it is refused, naming the
+    /// section and the stub, never predicted as if the stub ignored it.
+    pub proven_sections: &'static [&'static str],
 }
 
 /// Proven stub versions, each booted under OVMF + swtpm by `integration/measure_boot.rs`.
@@ -58,6 +66,11 @@ pub const STUB_RULES: &[StubRules] = &[
             ".linux", ".osrel", ".cmdline", ".initrd", ".splash", ".dtb", ".pcrpkey",
         ],
         kernel_via_load_image: true,
+        // .uname: 252 does not know it (proven: measured by no boot of 252); .pcrsig is
+        // passed to the OS unmeasured.
+        proven_sections: &[
+            ".linux", ".osrel", ".cmdline", ".initrd", ".uname", ".splash", ".pcrsig", ".pcrpkey",
+        ],
     },
     StubRules {
         major: 257,
@@ -66,6 +79,7 @@ pub const STUB_RULES: &[StubRules] = &[
             ".sbat", ".pcrpkey",
         ],
         kernel_via_load_image: true,
+        proven_sections: PROVEN_SINCE_257,
     },
     StubRules {
         major: 262,
@@ -74,7 +88,14 @@ pub const STUB_RULES: &[StubRules] = &[
             ".sbat", ".pcrpkey",
         ],
         kernel_via_load_image: false,
+        proven_sections: PROVEN_SINCE_257,
     },
+];
+
+/// 257 and 262 load `.ucode` as the first initrd and measure it; `.pcrsig` is passed to the
+/// OS unmeasured, as on 252.
+const PROVEN_SINCE_257: &[&str] = &[
+    ".linux", ".osrel", ".cmdline", ".initrd", ".ucode", ".uname", ".splash", ".pcrsig", ".pcrpkey",
 ];
 
 /// Section names zoa knows: the stub's own code and data, and UKI sections of any
@@ -91,15 +112,6 @@ pub const UKI_PAYLOAD_SECTIONS: &[&str] = &[
     ".linux", ".osrel", ".cmdline", ".initrd", ".ucode", ".splash", ".dtb", ".uname", ".pcrsig",
     ".pcrpkey", ".profile", ".dtbauto", ".hwids", ".efifw",
 ];
-
-/// The payload sections whose measurement a boot has proven (`integration/measure_boot.rs`
-/// boots images holding exactly these). Stubs measure or act on the others too (`.ucode` is
-/// loaded as an initrd, `.dtb` installed, `.pcrsig`/`.pcrpkey` passed to the OS, `.profile`
-/// selects sections, `.dtbauto`/`.hwids`/`.efifw` pick per-machine parts), and a stub that
-/// does not know one ignores it; until a boot proves zoa's prediction for a section, an
-/// image holding it is refused, naming the section and the stub, never predicted as if the
-/// stub ignored it.
-const PROVEN_PAYLOAD_SECTIONS: &[&str] = &[".linux", ".osrel", ".cmdline", ".initrd", ".uname"];
 
 /// Errors of a prediction.
 #[derive(Debug, thiserror::Error)]
@@ -304,8 +316,8 @@ fn small_section(
     Ok(layout.read_section(uki, name, 64 * 1024)?)
 }
 
-/// Refuses a payload section no boot has proven zoa's prediction for (see
-/// [`PROVEN_PAYLOAD_SECTIONS`]), saying what this stub does with it.
+/// Refuses a payload section no boot on this stub has proven zoa's prediction for (see
+/// [`StubRules::proven_sections`]), saying what this stub does with it.
 fn refuse_unproven_sections(
     layout: &PeLayout,
     rules: &StubRules,
@@ -313,25 +325,23 @@ fn refuse_unproven_sections(
 ) -> Result<(), String> {
     let Some(section) = layout.sections.iter().find(|s| {
         UKI_PAYLOAD_SECTIONS.contains(&s.name.as_str())
-            && !PROVEN_PAYLOAD_SECTIONS.contains(&s.name.as_str())
+            && !rules.proven_sections.contains(&s.name.as_str())
     }) else {
         return Ok(());
     };
     let name = section.name.as_str();
     let what = if rules.pcr11_sections.contains(&name) {
         "measures it into PCR11 and acts on it"
-    } else if name == ".pcrsig" {
-        "passes it to the OS unmeasured"
     } else if rules.major >= 257 && [".profile", ".dtbauto", ".hwids"].contains(&name) {
         "selects what it measures by it"
     } else {
-        "does not know it"
+        "does not know it (it would neither measure nor use it)"
     };
     Err(format!(
         "section {name}: systemd-stub {stub_version} {what}, and no boot has proven zoa's \
-         prediction for an image holding it; refusing to guess (zoa predicts images whose \
-         payload is {})",
-        PROVEN_PAYLOAD_SECTIONS.join(", ")
+         prediction for an image holding it; refusing to guess (on this stub zoa predicts \
+         images whose payload sections are among {})",
+        rules.proven_sections.join(", ")
     ))
 }
 

@@ -1,0 +1,173 @@
+//! UKI features added the way ukify did before it wrote PE files itself: GNU objcopy's
+//! `--add-section` with an explicit VMA, and each payload made by its own real tool
+//! (openssl for the PCR public key, cpio for the microcode archive). zoa's own assembler
+//! plays no part, so a boot of the result checks zoa's prediction, not its writer.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn u16_at(b: &[u8], at: usize) -> u64 {
+    u64::from(u16::from_le_bytes([b[at], b[at + 1]]))
+}
+
+fn u32_at(b: &[u8], at: usize) -> u64 {
+    u64::from(u32::from_le_bytes(b[at..at + 4].try_into().unwrap()))
+}
+
+/// The first free section-aligned address after every section of the PE32+ `image`, as
+/// objcopy counts it (ImageBase included: 252's stub links at 0, 257's and 262's do not),
+/// and the section alignment.
+fn end_of_image(image: &[u8]) -> (u64, u64) {
+    let pe = u32_at(image, 0x3c) as usize;
+    assert_eq!(&image[pe..pe + 4], b"PE\0\0", "not a PE image");
+    let coff = pe + 4;
+    let sections = u16_at(image, coff + 2) as usize;
+    let optional = coff + 20;
+    assert_eq!(u16_at(image, optional), 0x20b, "not PE32+");
+    let image_base = u32_at(image, optional + 24) | (u32_at(image, optional + 28) << 32);
+    let alignment = u32_at(image, optional + 32);
+    let table = optional + u16_at(image, coff + 16) as usize;
+    let end = (0..sections)
+        .map(|i| table + 40 * i)
+        .map(|h| u32_at(image, h + 12) + u32_at(image, h + 8))
+        .max()
+        .unwrap();
+    (image_base + end.div_ceil(alignment) * alignment, alignment)
+}
+
+/// `uki` with `sections` (name, file) appended by objcopy, each at the next free
+/// section-aligned address, written to `out`.
+pub fn add_sections(uki: &Path, sections: &[(&str, PathBuf)], out: &Path) -> PathBuf {
+    let (mut vma, alignment) = end_of_image(&std::fs::read(uki).unwrap());
+    let mut objcopy = Command::new("objcopy");
+    for (name, file) in sections {
+        let len = std::fs::metadata(file).unwrap().len();
+        objcopy
+            .arg("--add-section")
+            .arg(format!("{name}={}", file.display()))
+            .arg("--set-section-flags")
+            .arg(format!("{name}=data,readonly"))
+            .arg("--change-section-vma")
+            .arg(format!("{name}={vma:#x}"));
+        vma = (vma + len).div_ceil(alignment) * alignment;
+    }
+    let o = objcopy
+        .arg(uki)
+        .arg(out)
+        .output()
+        .expect("objcopy (Debian package binutils)");
+    assert!(
+        o.status.success(),
+        "objcopy: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    out.to_owned()
+}
+
+/// A PEM public key for `.pcrpkey`, made by openssl.
+pub fn pcr_public_key(dir: &Path) -> PathBuf {
+    let key = dir.join("pcr-signing.key");
+    let public = dir.join("pcr-signing.pub.pem");
+    for args in [
+        vec![
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+        ],
+        vec!["pkey", "-pubout", "-in", key.to_str().unwrap(), "-out"],
+    ] {
+        let out = if args[0] == "genpkey" { &key } else { &public };
+        let o = Command::new("openssl")
+            .args(args)
+            .arg(out)
+            .output()
+            .expect("openssl");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    public
+}
+
+/// A `.pcrsig` as systemd-measure writes it: JSON naming bank, PCRs, public key
+/// fingerprint, policy and signature. Its content is opaque to the stub, which passes it to
+/// the OS unmeasured.
+pub fn pcr_signature(dir: &Path) -> PathBuf {
+    let path = dir.join("pcrsig.json");
+    let json = serde_json::json!({
+        "sha256": [{
+            "pcrs": [11],
+            "pkfp": "0".repeat(64),
+            "pol": "1".repeat(64),
+            "sig": "c2lnbmF0dXJl",
+        }]
+    });
+    std::fs::write(&path, json.to_string()).unwrap();
+    path
+}
+
+/// An early-microcode archive for `.ucode` as the kernel looks for it (newc cpio, by the
+/// cpio tool). Its blob is not microcode, so the kernel finds no update in it and goes on.
+pub fn microcode_archive(dir: &Path) -> PathBuf {
+    let root = dir.join("ucode-root");
+    let blobs = root.join("kernel/x86/microcode");
+    std::fs::create_dir_all(&blobs).unwrap();
+    std::fs::write(blobs.join("GenuineIntel.bin"), b"not microcode\n").unwrap();
+    let archive = dir.join("ucode.cpio");
+    let o = Command::new("sh")
+        .arg("-c")
+        .arg("find kernel | LC_ALL=C sort | cpio -o -H newc --quiet --reproducible")
+        .current_dir(&root)
+        .output()
+        .expect("cpio");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    std::fs::write(&archive, o.stdout).unwrap();
+    archive
+}
+
+/// A 2×2 24-bit BMP for `.splash` (the stub shows it when the firmware has a display; the
+/// test VMs have none, which the stub shrugs off after measuring it).
+pub fn splash_bitmap(dir: &Path) -> PathBuf {
+    let (width, height) = (2u32, 2u32);
+    let row = (width * 3).div_ceil(4) * 4;
+    let pixels = row * height;
+    let mut bmp = Vec::new();
+    bmp.extend_from_slice(b"BM");
+    bmp.extend_from_slice(&(54 + pixels).to_le_bytes());
+    bmp.extend_from_slice(&[0; 4]);
+    bmp.extend_from_slice(&54u32.to_le_bytes());
+    bmp.extend_from_slice(&40u32.to_le_bytes());
+    bmp.extend_from_slice(&width.to_le_bytes());
+    bmp.extend_from_slice(&height.to_le_bytes());
+    bmp.extend_from_slice(&1u16.to_le_bytes());
+    bmp.extend_from_slice(&24u16.to_le_bytes());
+    bmp.extend_from_slice(&[0; 4]);
+    bmp.extend_from_slice(&pixels.to_le_bytes());
+    bmp.extend_from_slice(&[0; 16]);
+    for _ in 0..height {
+        for _ in 0..width {
+            bmp.extend_from_slice(&[0x20, 0x80, 0xe0]);
+        }
+        bmp.resize(bmp.len() + (row - width * 3) as usize, 0);
+    }
+    let path = dir.join("splash.bmp");
+    std::fs::write(&path, bmp).unwrap();
+    path
+}
+
+/// `uki` with the optional UKI features a stub of `major` knows and zoa predicts:
+/// `.splash`, `.pcrsig`, `.pcrpkey`, and `.ucode` from 257 on.
+pub fn with_features(uki: &Path, major: u32, dir: &Path, out: &Path) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut sections = vec![
+        (".splash", splash_bitmap(dir)),
+        (".pcrsig", pcr_signature(dir)),
+        (".pcrpkey", pcr_public_key(dir)),
+    ];
+    if major >= 257 {
+        sections.push((".ucode", microcode_archive(dir)));
+    }
+    add_sections(uki, &sections, out)
+}
