@@ -198,18 +198,6 @@ fn malformed_and_unsupported_input_is_refused() {
         ),
         // Sections a stub measures or acts on, that no boot has proven a prediction for.
         (
-            "unproven-dtb",
-            patched(&f, &uki, "dtb.efi", |b| {
-                rename_section(b, sec_table, b".osrel", b".dtb")
-            }),
-            vec![
-                "dtb.efi",
-                "section .dtb: systemd-stub 252.",
-                "measures it into PCR11",
-                "refusing to guess",
-            ],
-        ),
-        (
             "unknown-to-the-stub-ucode",
             patched(&f, &uki, "ucode.efi", |b| {
                 rename_section(b, sec_table, b".osrel", b".ucode")

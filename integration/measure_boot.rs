@@ -205,7 +205,7 @@ fn measured_sections(m: &serde_json::Value) -> Vec<&str> {
 /// Debian 13's stub (257): the kernel still started with LoadImage (a PCR4 event, but
 /// not with Secure Boot on), and `.uname` and the stub's own `.sbat` measured into PCR11 —
 /// both banks, Secure Boot off and on. The Secure Boot off boot also carries every optional
-/// UKI feature zoa predicts (added by objcopy, as ukify did): `.ucode` and `.splash`
+/// UKI feature zoa predicts (added by objcopy, as ukify did): `.ucode`, `.splash` and `.dtb`
 /// measured in the stub's order, `.pcrpkey` measured, `.pcrsig` passed on unmeasured.
 #[test]
 fn stub_257_boots_as_predicted_secure_boot_off_and_on() {
@@ -247,11 +247,12 @@ fn stub_257_boots_as_predicted_secure_boot_off_and_on() {
 
 /// What stubs 257 and 262 measure of an image with every feature `ukify::with_features`
 /// adds, in their canonical order (not the file's, where objcopy put them last).
-const ALL_FEATURES_SINCE_257: [&str; 9] = [
-    ".linux", ".osrel", ".cmdline", ".initrd", ".ucode", ".splash", ".uname", ".sbat", ".pcrpkey",
+const ALL_FEATURES_SINCE_257: [&str; 10] = [
+    ".linux", ".osrel", ".cmdline", ".initrd", ".ucode", ".splash", ".dtb", ".uname", ".sbat",
+    ".pcrpkey",
 ];
 
-/// Debian 12's stub (252) with the optional features it knows: `.splash` and `.pcrpkey`
+/// Debian 12's stub (252) with the optional features it knows: `.splash`, `.dtb`, `.pcrpkey`
 /// measured in its order, `.pcrsig` passed on unmeasured, and zoa's `.uname` unknown to it.
 #[test]
 fn stub_252_features_boot_as_predicted() {
@@ -267,7 +268,7 @@ fn stub_252_features_boot_as_predicted() {
     assert_eq!(m["stub"]["major"], 252);
     assert_eq!(
         measured_sections(&m),
-        [".linux", ".osrel", ".cmdline", ".initrd", ".splash", ".pcrpkey"]
+        [".linux", ".osrel", ".cmdline", ".initrd", ".splash", ".dtb", ".pcrpkey"]
     );
     assert_eq!(
         m["unmeasured_sections"],

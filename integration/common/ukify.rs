@@ -127,6 +127,26 @@ pub fn microcode_archive(dir: &Path) -> PathBuf {
     archive
 }
 
+/// A flattened devicetree for `.dtb`, compiled by dtc. The stub installs it as the
+/// firmware's devicetree table; an x86 kernel does not read that table.
+pub fn devicetree_blob(dir: &Path) -> PathBuf {
+    let source = dir.join("zoa-test.dts");
+    std::fs::write(
+        &source,
+        "/dts-v1/;\n/ { compatible = \"zoa,test\"; model = \"zoa boot test\"; };\n",
+    )
+    .unwrap();
+    let blob = dir.join("zoa-test.dtb");
+    let o = Command::new("dtc")
+        .args(["-I", "dts", "-O", "dtb", "-o"])
+        .arg(&blob)
+        .arg(&source)
+        .output()
+        .expect("dtc (Debian package device-tree-compiler)");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    blob
+}
+
 /// A 2×2 24-bit BMP for `.splash` (the stub shows it when the firmware has a display; the
 /// test VMs have none, which the stub shrugs off after measuring it).
 pub fn splash_bitmap(dir: &Path) -> PathBuf {
@@ -158,11 +178,12 @@ pub fn splash_bitmap(dir: &Path) -> PathBuf {
 }
 
 /// `uki` with the optional UKI features a stub of `major` knows and zoa predicts:
-/// `.splash`, `.pcrsig`, `.pcrpkey`, and `.ucode` from 257 on.
+/// `.splash`, `.dtb`, `.pcrsig`, `.pcrpkey`, and `.ucode` from 257 on.
 pub fn with_features(uki: &Path, major: u32, dir: &Path, out: &Path) -> PathBuf {
     std::fs::create_dir_all(dir).unwrap();
     let mut sections = vec![
         (".splash", splash_bitmap(dir)),
+        (".dtb", devicetree_blob(dir)),
         (".pcrsig", pcr_signature(dir)),
         (".pcrpkey", pcr_public_key(dir)),
     ];

@@ -38,7 +38,7 @@ pub struct StubRules {
     pub kernel_via_load_image: bool,
     /// The payload sections a boot on this stub has proven zoa's prediction for
     /// (`integration/measure_boot.rs` boots images holding exactly these). Stubs measure or
-    /// act on the others too (`.dtb` installed, `.profile` selects sections,
+    /// act on the others too (`.profile` selects sections,
     /// `.dtbauto`/`.hwids`/`.efifw` pick per-machine parts), and a stub that does not know a
     /// section ignores it (252 would neither measure nor load a `.ucode`); until a boot
     /// proves zoa's prediction for a section, an image holding it is refused, naming the
@@ -69,7 +69,8 @@ pub const STUB_RULES: &[StubRules] = &[
         // .uname: 252 does not know it (proven: measured by no boot of 252); .pcrsig is
         // passed to the OS unmeasured.
         proven_sections: &[
-            ".linux", ".osrel", ".cmdline", ".initrd", ".uname", ".splash", ".pcrsig", ".pcrpkey",
+            ".linux", ".osrel", ".cmdline", ".initrd", ".uname", ".splash", ".dtb", ".pcrsig",
+            ".pcrpkey",
         ],
     },
     StubRules {
@@ -95,7 +96,8 @@ pub const STUB_RULES: &[StubRules] = &[
 /// 257 and 262 load `.ucode` as the first initrd and measure it; `.pcrsig` is passed to the
 /// OS unmeasured, as on 252.
 const PROVEN_SINCE_257: &[&str] = &[
-    ".linux", ".osrel", ".cmdline", ".initrd", ".ucode", ".uname", ".splash", ".pcrsig", ".pcrpkey",
+    ".linux", ".osrel", ".cmdline", ".initrd", ".ucode", ".uname", ".splash", ".dtb", ".pcrsig",
+    ".pcrpkey",
 ];
 
 /// Section names zoa knows: the stub's own code and data, and UKI sections of any
