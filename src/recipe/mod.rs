@@ -611,6 +611,9 @@ fn validate_source(s: &str) -> Result<(), String> {
     if s.is_empty() {
         return Err("empty source".into());
     }
+    if s.contains('\0') {
+        return Err(format!("{s:?} contains a NUL byte"));
+    }
     if let Some(rest) = s
         .strip_prefix("https://")
         .or_else(|| s.strip_prefix("http://"))
@@ -659,6 +662,10 @@ pub fn member_path(p: &str) -> Result<String, String> {
 
 /// A local path relative to the recipe directory that must not leave it.
 pub fn relative_inside(p: &str) -> Result<PathBuf, String> {
+    // No file name holds a NUL byte: refused here, not when the build opens it.
+    if p.contains('\0') {
+        return Err(format!("{p:?} contains a NUL byte"));
+    }
     let path = Path::new(p);
     let mut out = PathBuf::new();
     for c in path.components() {
@@ -822,6 +829,22 @@ sources = ["https://deb.debian.org/x.deb"]
         assert_eq!(parse_mode("0755").unwrap(), 0o755);
         assert!(parse_mode("0999").is_err());
         assert!(parse_mode("17777").is_err());
+    }
+
+    /// Found by the `recipe_structured` fuzz target: a payload source or input source with a
+    /// NUL byte was accepted, and failed only when the build opened it.
+    #[test]
+    fn nul_bytes_in_local_paths_are_refused_at_parse_time() {
+        assert!(relative_inside("a\0b").unwrap_err().contains("NUL"));
+        assert!(validate_source("../inputs/a\0.deb")
+            .unwrap_err()
+            .contains("NUL"));
+        let text = MINIMAL.replace(
+            "[inputs.kernel]",
+            "[[payload.files]]\npath = \"/x\"\nsource = \"a\\u0000b\"\n\n[inputs.kernel]",
+        );
+        let err = Recipe::parse(Path::new("r.toml"), text.as_bytes()).unwrap_err();
+        assert!(err.to_string().contains("payload.files[0].source"), "{err}");
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub mod manifest;
 pub mod nitrotpm;
 pub mod provenance;
 pub mod recipe;
+pub mod recipe_structured;
 pub mod recipient;
 pub mod sealed;
 pub mod signature;
@@ -120,6 +121,11 @@ pub const ALL: &[Target] = &[
         name: "recipe",
         parses: "TOML image recipes, parse and validation",
         run: recipe::run,
+    },
+    Target {
+        name: "recipe_structured",
+        parses: "image recipes built by `arbitrary` from hostile fields (validation and write-back)",
+        run: recipe_structured::run,
     },
     Target {
         name: "recipient",
