@@ -194,7 +194,28 @@ impl Provenance {
                 ),
             });
         }
+        p.check_sources().map_err(|message| ProvenanceError::Invalid {
+            file: file.to_owned(),
+            message,
+        })?;
         Ok(p)
+    }
+
+    /// The source list is what `SourcesRecord::new` writes: one entry per path, sorted, and
+    /// its digest matches. (A list with a path twice would make `changes` report a record
+    /// as changed against itself: found by the `provenance` fuzz target.)
+    fn check_sources(&self) -> Result<(), String> {
+        let files = &self.sources.files;
+        if let Some(pair) = files.windows(2).find(|w| w[0].path >= w[1].path) {
+            return Err(format!(
+                "sources.files is not sorted by path with each path once ({:?} before {:?})",
+                pair[0].path, pair[1].path
+            ));
+        }
+        if SourcesRecord::new(files.clone()).sha256 != self.sources.sha256 {
+            return Err("sources.sha256 does not match the files listed".into());
+        }
+        Ok(())
     }
 
     /// The provenance beside `binary`, checked to describe exactly these bytes; `None`
@@ -551,5 +572,24 @@ mod tests {
             SourcesRecord::new(vec![a.clone(), b.clone()]),
             SourcesRecord::new(vec![b, a])
         );
+    }
+
+    /// Found by the `provenance` fuzz target: a source listed twice (or out of order, or
+    /// under a digest that does not match) parsed, and `changes` then found a record
+    /// changed against itself.
+    #[test]
+    fn a_source_list_that_new_would_not_write_is_refused() {
+        let good = sample();
+        assert!(Provenance::parse("p", &good.to_json()).is_ok());
+        let mut twice = good.clone();
+        let mut again = twice.sources.files[0].clone();
+        again.sha256 = "ef".repeat(32);
+        twice.sources.files.insert(1, again);
+        let err = Provenance::parse("p", &twice.to_json()).unwrap_err();
+        assert!(err.to_string().contains("each path once"), "{err}");
+        let mut forged = good.clone();
+        forged.sources.files[0].sha256 = "ef".repeat(32);
+        let err = Provenance::parse("p", &forged.to_json()).unwrap_err();
+        assert!(err.to_string().contains("does not match"), "{err}");
     }
 }
