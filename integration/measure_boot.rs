@@ -6,7 +6,7 @@
 
 use crate::common;
 
-use common::qemu::{boot_with_tpm, sign_snakeoil, Boot};
+use common::qemu::{boot_with_esp_files, boot_with_tpm, sign_snakeoil, Boot};
 use common::ukify;
 use common::*;
 use std::path::{Path, PathBuf};
@@ -229,6 +229,44 @@ fn stub_257_boots_as_predicted_secure_boot_off_and_on() {
     let boot = boot_with_tpm(&featured, &f.path("vm"), false);
     assert_prediction_matches(&m, &boot, &[4, 7, 11, 12], "stub 257 with features");
     assert_log_consistent(&f, &featured, &boot, "stub257", &[]);
+
+    // An add-on on the ESP beside the UKI (zoa's disks never hold one) changes the boot (its
+    // Authenticode in PCR4, its command line in PCR12): the prediction no longer holds, and
+    // the event log check says so, naming the add-on, instead of passing.
+    let addon = ukify::cmdline_addon(
+        &shared_inputs().join(STUB257_DEB),
+        "zoa.addon=1",
+        &f.path("addon"),
+    );
+    let boot = boot_with_esp_files(
+        &uki,
+        &f.path("vm-addon"),
+        &[("EFI/BOOT/BOOTX64.EFI.extra.d/extra.addon.efi", &addon)],
+    );
+    let plain = predict(&f, &uki, &[]);
+    assert_ne!(
+        plain["pcrs"]["12"]["sha256"],
+        boot.pcr("sha256", 12),
+        "the add-on's command line went to PCR12"
+    );
+    let log = f.write("addon.eventlog", boot.eventlog.as_ref().unwrap());
+    let o = run(zoa(&f.cache())
+        .arg("measure")
+        .arg(&uki)
+        .arg("--eventlog")
+        .arg(&log));
+    assert!(
+        !o.status.success(),
+        "a boot with an add-on passed the check"
+    );
+    // The stub loads add-ons with LoadImage, so the firmware measures the add-on into PCR4
+    // first: the check names it by its ESP path.
+    let err = stderr(&o);
+    assert!(
+        err.contains("PCR4") && err.contains("BOOTX64.EFI.extra.d\\extra.addon.efi"),
+        "{err}"
+    );
+    assert_ne!(plain["pcrs"]["4"]["sha256"], boot.pcr("sha256", 4));
 
     let signed = sign_snakeoil(&uki, &f.path("stub257-signed.efi"), f.dir.path());
     let m = predict(&f, &signed, &["--secure-boot", "on"]);

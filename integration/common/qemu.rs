@@ -36,6 +36,11 @@ impl Boot {
 
 /// A GPT disk with one FAT32 EFI System Partition holding EFI/BOOT/BOOTX64.EFI.
 pub fn esp_disk(uki: &Path, disk: &Path) {
+    esp_disk_with(uki, disk, &[]);
+}
+
+/// `esp_disk` plus `extra` files at their ESP paths (`EFI/BOOT/X.EFI.extra.d/a.addon.efi`).
+pub fn esp_disk_with(uki: &Path, disk: &Path, extra: &[(&str, &Path)]) {
     let uki_len = std::fs::metadata(uki).unwrap().len();
     let esp_mib = uki_len / (1 << 20) + 40;
     let f = std::fs::File::create(disk).unwrap();
@@ -81,6 +86,29 @@ pub fn esp_disk(uki: &Path, disk: &Path) {
         .status()
         .unwrap()
         .success());
+    for (esp_path, file) in extra {
+        let mut dir = String::from("::");
+        for part in esp_path
+            .split('/')
+            .collect::<Vec<_>>()
+            .split_last()
+            .unwrap()
+            .1
+        {
+            dir = format!("{dir}/{part}");
+            // mmd fails on a directory that exists (EFI, EFI/BOOT): only new ones matter.
+            let _ = Command::new("mmd")
+                .args(["-D", "s", "-i", &img, &dir])
+                .output();
+        }
+        assert!(Command::new("mcopy")
+            .args(["-i", &img])
+            .arg(file)
+            .arg(format!("::/{esp_path}"))
+            .status()
+            .unwrap()
+            .success());
+    }
 }
 
 struct Reaper(Vec<Child>);
@@ -100,15 +128,21 @@ pub fn boot_with_tpm(uki: &Path, work: &Path, secure_boot: bool) -> Boot {
     if secure_boot {
         boot_secure(uki, work, Path::new(OVMF_VARS_SNAKEOIL), None)
     } else {
-        boot_firmware(uki, work, Path::new(OVMF_VARS), false, None)
+        boot_firmware(uki, work, Path::new(OVMF_VARS), false, None, &[])
     }
+}
+
+/// Boots `uki` (Secure Boot off) from an ESP that also holds `extra` files: add-ons,
+/// credentials, extensions the stub picks up beside it.
+pub fn boot_with_esp_files(uki: &Path, work: &Path, extra: &[(&str, &Path)]) -> Boot {
+    boot_firmware(uki, work, Path::new(OVMF_VARS), false, None, extra)
 }
 
 /// Boots `uki` under the Secure Boot firmware with a copy of the variable store `vars`.
 /// With `stop_at`, the boot ends (QEMU is killed) as soon as the serial console shows that
 /// text: for images the firmware refuses, which never reach Linux.
 pub fn boot_secure(uki: &Path, work: &Path, vars: &Path, stop_at: Option<&str>) -> Boot {
-    boot_firmware(uki, work, vars, true, stop_at)
+    boot_firmware(uki, work, vars, true, stop_at, &[])
 }
 
 fn boot_firmware(
@@ -117,10 +151,11 @@ fn boot_firmware(
     vars_template: &Path,
     secure_boot: bool,
     stop_at: Option<&str>,
+    extra: &[(&str, &Path)],
 ) -> Boot {
     std::fs::create_dir_all(work).unwrap();
     let disk = work.join("disk.raw");
-    esp_disk(uki, &disk);
+    esp_disk_with(uki, &disk, extra);
     let vars = work.join("vars.fd");
     std::fs::copy(vars_template, &vars).unwrap();
     let state = work.join("tpm");

@@ -192,3 +192,25 @@ pub fn with_features(uki: &Path, major: u32, dir: &Path, out: &Path) -> PathBuf 
     }
     add_sections(uki, &sections, out)
 }
+
+/// A command-line add-on as `ukify build --stub addonx64.efi.stub` makes one: systemd's
+/// add-on stub (`addonx64.efi.stub` from the same `.deb` as the UKI's stub) with a
+/// `.cmdline` section.
+pub fn cmdline_addon(stub_deb: &Path, cmdline: &str, dir: &Path) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let unpacked = dir.join("addon-deb");
+    let o = Command::new("dpkg-deb")
+        .arg("-x")
+        .arg(stub_deb)
+        .arg(&unpacked)
+        .output()
+        .expect("dpkg-deb");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let cmdline_file = dir.join("addon.cmdline");
+    std::fs::write(&cmdline_file, cmdline).unwrap();
+    add_sections(
+        &unpacked.join("usr/lib/systemd/boot/efi/addonx64.efi.stub"),
+        &[(".cmdline", cmdline_file)],
+        &dir.join("extra.addon.efi"),
+    )
+}

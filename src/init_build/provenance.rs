@@ -194,10 +194,11 @@ impl Provenance {
                 ),
             });
         }
-        p.check_sources().map_err(|message| ProvenanceError::Invalid {
-            file: file.to_owned(),
-            message,
-        })?;
+        p.check_sources()
+            .map_err(|message| ProvenanceError::Invalid {
+                file: file.to_owned(),
+                message,
+            })?;
         Ok(p)
     }
 
