@@ -268,19 +268,42 @@ fn stub_257_boots_as_predicted_secure_boot_off_and_on() {
     );
     assert_ne!(plain["pcrs"]["4"]["sha256"], boot.pcr("sha256", 4));
 
-    let signed = sign_snakeoil(&uki, &f.path("stub257-signed.efi"), f.dir.path());
+    // Secure Boot on, and a multi-profile UKI: profile 0 boots.
+    let profiles = ukify::multi_profile(
+        &uki,
+        &shared_inputs().join(STUB257_DEB),
+        &f.path("profiles"),
+        &f.path("stub257-profiles.efi"),
+    );
+    let signed = sign_snakeoil(&profiles, &f.path("stub257-signed.efi"), f.dir.path());
     let m = predict(&f, &signed, &["--secure-boot", "on"]);
     assert_eq!(
         pcr4_events(&m),
         3,
         "with Secure Boot on, stub 257's kernel is not measured by the firmware"
     );
-    assert_eq!(
-        measured_sections(&m),
-        [".linux", ".osrel", ".cmdline", ".initrd", ".uname", ".sbat"]
-    );
+    assert_profile_0_predicted(&m);
     let boot = boot_with_tpm(&signed, &f.path("vm-sb"), true);
-    assert_prediction_matches(&m, &boot, &[4, 11, 12], "stub 257, Secure Boot on");
+    assert_prediction_matches(
+        &m,
+        &boot,
+        &[4, 11, 12],
+        "stub 257, multi-profile, Secure Boot on",
+    );
+}
+
+/// A prediction for `ukify::multi_profile`'s image measures the base sections with profile
+/// 0's `.cmdline` and `.profile` in their place, and none of profile 1's.
+fn assert_profile_0_predicted(m: &serde_json::Value) {
+    assert_eq!(
+        measured_sections(m),
+        [".linux", ".osrel", ".cmdline", ".initrd", ".uname", ".sbat", ".profile"]
+    );
+    assert_eq!(
+        m["unmeasured_sections"],
+        serde_json::json!([".cmdline", ".profile", ".cmdline"]),
+        "the base .cmdline and profile 1 are not measured"
+    );
 }
 
 /// What stubs 257 and 262 measure of an image with every feature `ukify::with_features`
@@ -340,6 +363,18 @@ fn stub_262_boots_as_predicted_without_a_kernel_event() {
     let boot = boot_with_tpm(&featured, &f.path("vm"), false);
     assert_prediction_matches(&m, &boot, &[4, 7, 11, 12], "stub 262 with features");
     assert_log_consistent(&f, &featured, &boot, "stub262", &[]);
+
+    let profiles = ukify::multi_profile(
+        &uki,
+        &shared_inputs().join(STUB262_DEB),
+        &f.path("profiles"),
+        &f.path("stub262-profiles.efi"),
+    );
+    let m = predict(&f, &profiles, &[]);
+    assert_profile_0_predicted(&m);
+    let boot = boot_with_tpm(&profiles, &f.path("vm-profiles"), false);
+    assert_prediction_matches(&m, &boot, &[4, 7, 11, 12], "stub 262, multi-profile");
+    assert_log_consistent(&f, &profiles, &boot, "stub262-profiles", &[]);
 }
 
 #[test]

@@ -214,3 +214,66 @@ pub fn cmdline_addon(stub_deb: &Path, cmdline: &str, dir: &Path) -> PathBuf {
         &dir.join("extra.addon.efi"),
     )
 }
+
+/// The bytes of `uki`'s section `name` (a name that appears once), by objcopy.
+fn section_bytes(uki: &Path, name: &str, dir: &Path) -> PathBuf {
+    let out = dir.join(format!("section{name}"));
+    let o = Command::new("objcopy")
+        .args(["-O", "binary", "--only-section", name])
+        .arg(uki)
+        .arg(&out)
+        .output()
+        .expect("objcopy");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    out
+}
+
+/// A multi-profile UKI as `ukify --join-profile` lays one out: the stub of `stub_deb`, the
+/// base sections of `uki`, then two profiles, each a `.profile` and its own `.cmdline`
+/// (the base command line plus `zoa.profile=N`). Written by zoa's UKI assembler, since
+/// objcopy cannot add a section name twice; the boot, not the writer, is the proof.
+pub fn multi_profile(uki: &Path, stub_deb: &Path, dir: &Path, out: &Path) -> PathBuf {
+    use zoa::uefi::uki::{assemble, NewSection, SectionData};
+    std::fs::create_dir_all(dir).unwrap();
+    let unpacked = dir.join("stub-deb");
+    let o = Command::new("dpkg-deb")
+        .arg("-x")
+        .arg(stub_deb)
+        .arg(&unpacked)
+        .output()
+        .expect("dpkg-deb");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stub = zoa::uefi::file::ImageFile::open(
+        &unpacked.join("usr/lib/systemd/boot/efi/linuxx64.efi.stub"),
+    )
+    .unwrap();
+    let base_cmdline = std::fs::read_to_string(section_bytes(uki, ".cmdline", dir)).unwrap();
+    let file = |name: &'static str| NewSection {
+        name,
+        data: SectionData::File(section_bytes(uki, name, dir)),
+    };
+    let bytes = |name: &'static str, data: String| NewSection {
+        name,
+        data: SectionData::Bytes(data.into_bytes()),
+    };
+    let mut sections = vec![
+        file(".osrel"),
+        file(".cmdline"),
+        file(".uname"),
+        file(".initrd"),
+        file(".linux"),
+    ];
+    for profile in 0..2 {
+        sections.push(bytes(
+            ".profile",
+            format!("ID=profile{profile}\nTITLE=zoa test profile {profile}\n"),
+        ));
+        sections.push(bytes(
+            ".cmdline",
+            format!("{base_cmdline} zoa.profile={profile}"),
+        ));
+    }
+    let mut f = std::fs::File::create(out).unwrap();
+    assemble(&stub, sections, 1_767_225_600, &mut f).unwrap();
+    out.to_owned()
+}

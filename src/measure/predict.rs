@@ -38,7 +38,7 @@ pub struct StubRules {
     pub kernel_via_load_image: bool,
     /// The payload sections a boot on this stub has proven zoa's prediction for
     /// (`integration/measure_boot.rs` boots images holding exactly these). Stubs measure or
-    /// act on the others too (`.profile` selects sections,
+    /// act on the others too (
     /// `.dtbauto`/`.hwids`/`.efifw` pick per-machine parts), and a stub that does not know a
     /// section ignores it (252 would neither measure nor load a `.ucode`); until a boot
     /// proves zoa's prediction for a section, an image holding it is refused, naming the
@@ -77,7 +77,7 @@ pub const STUB_RULES: &[StubRules] = &[
         major: 257,
         pcr11_sections: &[
             ".linux", ".osrel", ".cmdline", ".initrd", ".ucode", ".splash", ".dtb", ".uname",
-            ".sbat", ".pcrpkey",
+            ".sbat", ".pcrpkey", ".profile",
         ],
         kernel_via_load_image: true,
         proven_sections: PROVEN_SINCE_257,
@@ -86,7 +86,7 @@ pub const STUB_RULES: &[StubRules] = &[
         major: 262,
         pcr11_sections: &[
             ".linux", ".osrel", ".cmdline", ".initrd", ".ucode", ".splash", ".dtb", ".uname",
-            ".sbat", ".pcrpkey",
+            ".sbat", ".pcrpkey", ".profile",
         ],
         kernel_via_load_image: false,
         proven_sections: PROVEN_SINCE_257,
@@ -94,10 +94,11 @@ pub const STUB_RULES: &[StubRules] = &[
 ];
 
 /// 257 and 262 load `.ucode` as the first initrd and measure it; `.pcrsig` is passed to the
-/// OS unmeasured, as on 252.
+/// OS unmeasured, as on 252. A multi-profile UKI (`.profile`) boots its profile 0 when the
+/// firmware starts it with no load options, as zoa's disks do (see [`default_profile`]).
 const PROVEN_SINCE_257: &[&str] = &[
     ".linux", ".osrel", ".cmdline", ".initrd", ".ucode", ".uname", ".splash", ".dtb", ".pcrsig",
-    ".pcrpkey",
+    ".pcrpkey", ".profile",
 ];
 
 /// Section names zoa knows: the stub's own code and data, and UKI sections of any
@@ -347,6 +348,42 @@ fn refuse_unproven_sections(
     ))
 }
 
+/// The sections a 257+ stub uses when started with no load options, as zoa's disks start
+/// it: profile 0. In a multi-profile UKI the first `.profile` section ends the base
+/// sections, and each `.profile` starts a profile that runs to the next one; the stub takes
+/// the base sections and lets profile 0's sections (its `.profile` among them) replace
+/// those of the same name. A UKI without `.profile` is all base. A payload section twice in
+/// the base or in profile 0 is refused: which one a stub picks is not proven.
+pub fn default_profile(sections: &[Section]) -> Result<Vec<Section>, String> {
+    let starts: Vec<usize> = sections
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.name == ".profile")
+        .map(|(i, _)| i)
+        .collect();
+    let end_of_base = starts.first().copied().unwrap_or(sections.len());
+    let end_of_profile0 = starts.get(1).copied().unwrap_or(sections.len());
+    let base = &sections[..end_of_base];
+    let profile0 = &sections[end_of_base..end_of_profile0];
+    for (part, part_sections) in [("the base", base), ("profile 0", profile0)] {
+        for name in UKI_PAYLOAD_SECTIONS {
+            if part_sections.iter().filter(|s| s.name == *name).count() > 1 {
+                return Err(format!(
+                    "section {name} appears more than once in {part}: which one the stub uses is \
+                     not proven; refusing to guess"
+                ));
+            }
+        }
+    }
+    let mut booted: Vec<Section> = base
+        .iter()
+        .filter(|s| !profile0.iter().any(|p| p.name == s.name))
+        .cloned()
+        .collect();
+    booted.extend(profile0.iter().cloned());
+    Ok(booted)
+}
+
 /// Predicts the PCRs of booting `uki` as the only boot option.
 pub fn predict(uki: &ImageFile, opts: &MeasureOptions) -> Result<Measurements, MeasureError> {
     let file = uki.name().to_owned();
@@ -363,17 +400,9 @@ pub fn predict(uki: &ImageFile, opts: &MeasureOptions) -> Result<Measurements, M
             )));
         }
     }
-    for name in UKI_PAYLOAD_SECTIONS {
-        if layout.sections.iter().filter(|s| s.name == *name).count() > 1 {
-            return Err(refuse(format!(
-                "section {name} appears more than once (multi-profile UKIs are not supported)"
-            )));
-        }
+    if layout.section(".linux").is_none() {
+        return Err(refuse("has no .linux section: not a UKI".into()));
     }
-    let linux = layout
-        .section(".linux")
-        .ok_or_else(|| refuse("has no .linux section: not a UKI".into()))?
-        .clone();
     let sdmagic = small_section(uki, &layout, ".sdmagic")?
         .ok_or_else(|| refuse("has no .sdmagic section: not built on a systemd stub".into()))?;
     let stub = parse_sdmagic(&sdmagic).ok_or_else(|| {
@@ -394,6 +423,12 @@ pub fn predict(uki: &ImageFile, opts: &MeasureOptions) -> Result<Measurements, M
         ))
         })?;
     refuse_unproven_sections(&layout, rules, &stub.version).map_err(refuse)?;
+    let booted = default_profile(&layout.sections).map_err(refuse)?;
+    let linux = booted
+        .iter()
+        .find(|s| s.name == ".linux")
+        .ok_or_else(|| refuse("profile 0 and the base have no .linux section: not a UKI".into()))?
+        .clone();
     let keys = opts.variables()?;
     let secure_boot = opts.secure_boot.unwrap_or(keys.pk.is_some());
     if secure_boot && keys.db.is_none() && !layout.is_signed() {
@@ -408,18 +443,21 @@ pub fn predict(uki: &ImageFile, opts: &MeasureOptions) -> Result<Measurements, M
     // stub treats them as absent).
     let mut measured: Vec<Section> = Vec::new();
     for name in rules.pcr11_sections {
-        if let Some(s) = layout.section(name) {
+        if let Some(s) = booted.iter().find(|s| s.name == *name) {
             if s.virtual_size > 0 {
                 measured.push(s.clone());
             }
         }
     }
+    // Payload sections the boot does not measure: those the stub skips, and the other
+    // profiles' sections (empty ones count as absent, as the stub sees them).
     let unmeasured_sections: Vec<String> = layout
         .sections
         .iter()
         .filter(|s| {
             UKI_PAYLOAD_SECTIONS.contains(&s.name.as_str())
-                && !rules.pcr11_sections.contains(&s.name.as_str())
+                && s.virtual_size > 0
+                && !measured.iter().any(|m| m.header_offset == s.header_offset)
         })
         .map(|s| s.name.clone())
         .collect();
@@ -653,6 +691,67 @@ mod tests {
         two.extend_from_slice(&esl);
         assert_eq!(validate_esl("x", &two).unwrap(), 2);
         assert!(validate_esl("x", &esl[..50]).is_err());
+    }
+
+    fn sections(names: &[&str]) -> Vec<Section> {
+        names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| Section {
+                name: (*name).into(),
+                virtual_address: 0x1000 * (i as u32 + 1),
+                virtual_size: 1,
+                raw_offset: 0x200 * (i as u32 + 1),
+                raw_size: 0x200,
+                characteristics: 0,
+                header_offset: 40 * i as u64,
+            })
+            .collect()
+    }
+
+    fn offsets(booted: &[Section]) -> Vec<(String, u64)> {
+        booted
+            .iter()
+            .map(|s| (s.name.clone(), s.header_offset / 40))
+            .collect()
+    }
+
+    #[test]
+    fn profile_0_replaces_the_base_sections_it_has_and_profile_1_is_not_booted() {
+        let table = sections(&[
+            ".text", ".sbat", ".osrel", ".cmdline", ".linux", ".profile", ".cmdline", ".profile",
+            ".cmdline", ".initrd",
+        ]);
+        let booted = offsets(&default_profile(&table).unwrap());
+        let expected: Vec<(String, u64)> = [
+            (".text", 0),
+            (".sbat", 1),
+            (".osrel", 2),
+            (".linux", 4),
+            (".profile", 5),
+            (".cmdline", 6),
+        ]
+        .iter()
+        .map(|(n, i)| ((*n).to_owned(), *i))
+        .collect();
+        assert_eq!(booted, expected);
+        // Without .profile, everything is base.
+        let plain = sections(&[".text", ".cmdline", ".linux"]);
+        assert_eq!(default_profile(&plain).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn a_section_twice_in_the_base_or_profile_0_is_refused() {
+        for names in [
+            &[".cmdline", ".linux", ".cmdline"][..],
+            &[".linux", ".profile", ".cmdline", ".cmdline"][..],
+        ] {
+            let err = default_profile(&sections(names)).unwrap_err();
+            assert!(err.contains(".cmdline appears more than once"), "{err}");
+        }
+        // Twice in profile 1 is profile 1's business: profile 0 boots.
+        let ok = sections(&[".linux", ".profile", ".profile", ".cmdline", ".cmdline"]);
+        assert!(default_profile(&ok).is_ok());
     }
 
     #[test]
