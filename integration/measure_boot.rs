@@ -204,17 +204,21 @@ fn measured_sections(m: &serde_json::Value) -> Vec<&str> {
 
 /// Debian 13's stub (257): the kernel still started with LoadImage (a PCR4 event, but
 /// not with Secure Boot on), and `.uname` and the stub's own `.sbat` measured into PCR11 —
-/// both banks, Secure Boot off and on. The Secure Boot off boot also carries every optional
-/// UKI feature zoa predicts (added by objcopy, as ukify did): `.ucode`, `.splash` and `.dtb`
-/// measured in the stub's order, `.pcrpkey` measured, `.pcrsig` passed on unmeasured.
+/// both banks, Secure Boot off and on. The Secure Boot off boot is of a UKI objcopy built
+/// from the stub, as ukify did, with every optional UKI feature zoa predicts: `.ucode`,
+/// `.splash` and `.dtb` measured in the stub's order, `.pcrpkey` measured, `.pcrsig`
+/// passed on unmeasured.
 #[test]
 fn stub_257_boots_as_predicted_secure_boot_off_and_on() {
     let f = Fixture::new();
     let uki = build_probe(&f, "stub257", &probe_recipe(|t| with_stub(t, STUB257_DEB)));
-    let featured = ukify::with_features(
+    // Built by objcopy alone (the stub from Debian 13's package, the payload out of zoa's
+    // build), as ukify's objcopy recipe did, with every optional feature.
+    let featured = ukify::objcopy_uki(
+        &shared_inputs().join(STUB257_DEB),
         &uki,
-        257,
-        &f.path("features"),
+        ukify::feature_sections(257, &f.path("features")),
+        &f.path("objcopy"),
         &f.path("stub257-features.efi"),
     );
     let m = predict(&f, &featured, &[]);

@@ -177,9 +177,9 @@ pub fn splash_bitmap(dir: &Path) -> PathBuf {
     path
 }
 
-/// `uki` with the optional UKI features a stub of `major` knows and zoa predicts:
+/// The optional UKI features a stub of `major` knows and zoa predicts, made by their tools:
 /// `.splash`, `.dtb`, `.pcrsig`, `.pcrpkey`, and `.ucode` from 257 on.
-pub fn with_features(uki: &Path, major: u32, dir: &Path, out: &Path) -> PathBuf {
+pub fn feature_sections(major: u32, dir: &Path) -> Vec<(&'static str, PathBuf)> {
     std::fs::create_dir_all(dir).unwrap();
     let mut sections = vec![
         (".splash", splash_bitmap(dir)),
@@ -190,26 +190,58 @@ pub fn with_features(uki: &Path, major: u32, dir: &Path, out: &Path) -> PathBuf 
     if major >= 257 {
         sections.push((".ucode", microcode_archive(dir)));
     }
-    add_sections(uki, &sections, out)
+    sections
+}
+
+/// `uki` with [`feature_sections`] added by objcopy.
+pub fn with_features(uki: &Path, major: u32, dir: &Path, out: &Path) -> PathBuf {
+    add_sections(uki, &feature_sections(major, dir), out)
+}
+
+/// The stub of `stub_deb` and the payload of `uki` (`.osrel .cmdline .uname .initrd
+/// .linux`, taken out by objcopy), plus `extra`, joined by objcopy alone: a UKI as ukify's
+/// objcopy recipe built one, with no part of zoa's assembler in it.
+pub fn objcopy_uki(
+    stub_deb: &Path,
+    uki: &Path,
+    extra: Vec<(&'static str, PathBuf)>,
+    dir: &Path,
+    out: &Path,
+) -> PathBuf {
+    let stub = unpack_stub_deb(stub_deb, dir).join("linuxx64.efi.stub");
+    let mut sections: Vec<(&str, PathBuf)> = [".osrel", ".cmdline", ".uname", ".initrd", ".linux"]
+        .into_iter()
+        .map(|name| (name, section_bytes(uki, name, dir)))
+        .collect();
+    sections.extend(extra);
+    add_sections(&stub, &sections, out)
+}
+
+/// The EFI binaries of a `systemd-boot-efi` package, unpacked by dpkg-deb.
+fn unpack_stub_deb(stub_deb: &Path, dir: &Path) -> PathBuf {
+    let unpacked = dir.join("stub-deb");
+    if !unpacked.exists() {
+        std::fs::create_dir_all(dir).unwrap();
+        let o = Command::new("dpkg-deb")
+            .arg("-x")
+            .arg(stub_deb)
+            .arg(&unpacked)
+            .output()
+            .expect("dpkg-deb");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    unpacked.join("usr/lib/systemd/boot/efi")
 }
 
 /// A command-line add-on as `ukify build --stub addonx64.efi.stub` makes one: systemd's
 /// add-on stub (`addonx64.efi.stub` from the same `.deb` as the UKI's stub) with a
 /// `.cmdline` section.
 pub fn cmdline_addon(stub_deb: &Path, cmdline: &str, dir: &Path) -> PathBuf {
-    std::fs::create_dir_all(dir).unwrap();
-    let unpacked = dir.join("addon-deb");
-    let o = Command::new("dpkg-deb")
-        .arg("-x")
-        .arg(stub_deb)
-        .arg(&unpacked)
-        .output()
-        .expect("dpkg-deb");
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let efi = unpack_stub_deb(stub_deb, dir);
     let cmdline_file = dir.join("addon.cmdline");
     std::fs::write(&cmdline_file, cmdline).unwrap();
     add_sections(
-        &unpacked.join("usr/lib/systemd/boot/efi/addonx64.efi.stub"),
+        &efi.join("addonx64.efi.stub"),
         &[(".cmdline", cmdline_file)],
         &dir.join("extra.addon.efi"),
     )
@@ -234,19 +266,9 @@ fn section_bytes(uki: &Path, name: &str, dir: &Path) -> PathBuf {
 /// objcopy cannot add a section name twice; the boot, not the writer, is the proof.
 pub fn multi_profile(uki: &Path, stub_deb: &Path, dir: &Path, out: &Path) -> PathBuf {
     use zoa::uefi::uki::{assemble, NewSection, SectionData};
-    std::fs::create_dir_all(dir).unwrap();
-    let unpacked = dir.join("stub-deb");
-    let o = Command::new("dpkg-deb")
-        .arg("-x")
-        .arg(stub_deb)
-        .arg(&unpacked)
-        .output()
-        .expect("dpkg-deb");
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let stub = zoa::uefi::file::ImageFile::open(
-        &unpacked.join("usr/lib/systemd/boot/efi/linuxx64.efi.stub"),
-    )
-    .unwrap();
+    let stub =
+        zoa::uefi::file::ImageFile::open(&unpack_stub_deb(stub_deb, dir).join("linuxx64.efi.stub"))
+            .unwrap();
     let base_cmdline = std::fs::read_to_string(section_bytes(uki, ".cmdline", dir)).unwrap();
     let file = |name: &'static str| NewSection {
         name,
