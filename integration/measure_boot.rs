@@ -379,6 +379,30 @@ fn stub_262_boots_as_predicted_without_a_kernel_event() {
     let boot = boot_with_tpm(&profiles, &f.path("vm-profiles"), false);
     assert_prediction_matches(&m, &boot, &[4, 7, 11, 12], "stub 262, multi-profile");
     assert_log_consistent(&f, &profiles, &boot, "stub262-profiles", &[]);
+
+    // A credential beside the UKI (zoa's disks never hold one): the stub packs it into an
+    // initrd and measures that into PCR12, and the event log check names the event.
+    let credential = f.write("zoa-test.cred", "not a real credential\n");
+    let boot = boot_with_esp_files(
+        &uki,
+        &f.path("vm-credential"),
+        &[("EFI/BOOT/BOOTX64.EFI.extra.d/zoa-test.cred", &credential)],
+    );
+    let plain = predict(&f, &uki, &[]);
+    assert_eq!(plain["pcrs"]["4"]["sha256"], boot.pcr("sha256", 4));
+    assert_ne!(plain["pcrs"]["12"]["sha256"], boot.pcr("sha256", 12));
+    let log = f.write("credential.eventlog", boot.eventlog.as_ref().unwrap());
+    let o = run(zoa(&f.cache())
+        .arg("measure")
+        .arg(&uki)
+        .arg("--eventlog")
+        .arg(&log));
+    assert!(
+        !o.status.success(),
+        "a boot with a credential passed the check"
+    );
+    let err = stderr(&o);
+    assert!(err.contains("PCR12"), "{err}");
 }
 
 #[test]
