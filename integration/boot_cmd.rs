@@ -134,9 +134,8 @@ fn demo_image_boots_as_predicted_with_forward_and_extra_disk() {
 #[test]
 fn event_log_comes_back_verified() {
     let f = Fixture::new();
-    let text = probe_recipe(|t| t);
-    let recipe = f.write("probe.toml", text);
-    let uki = build(&f, &recipe, "probe");
+    // The same probe image measure_boot boots: built once for both.
+    let uki = shared_build(&probe_recipe(|t| t)).join("uki.efi");
 
     let work = f.path("work");
     let mut opts = options(&uki);

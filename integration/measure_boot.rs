@@ -13,11 +13,9 @@ use std::path::{Path, PathBuf};
 
 const BANKS: [&str; 2] = ["sha256", "sha384"];
 
-fn build_probe(f: &Fixture, name: &str, recipe: &str) -> PathBuf {
-    let path = f.write(&format!("{name}.toml"), recipe);
-    let o = f.build(&path, name);
-    assert!(o.status.success(), "{name}: {}", stderr(&o));
-    f.path(&format!("{name}/uki.efi"))
+/// The probe image of `recipe`, built once for all the tests that boot it (read-only).
+fn build_probe(recipe: &str) -> PathBuf {
+    shared_build(recipe).join("uki.efi")
 }
 
 fn predict(f: &Fixture, uki: &Path, extra: &[&str]) -> serde_json::Value {
@@ -91,18 +89,14 @@ fn assert_log_consistent(
 #[test]
 fn demo_and_variants_boot_as_predicted() {
     let f = Fixture::new();
-    let demo = build_probe(&f, "demo", &probe_recipe(|t| t));
+    let demo = build_probe(&probe_recipe(|t| t));
     let m_demo = predict(&f, &demo, &[]);
     let boot_demo = boot_with_tpm(&demo, &f.path("vm-demo"), false);
     assert_prediction_matches(&m_demo, &boot_demo, &[4, 7, 11, 12], "demo");
     let demo_log = assert_log_consistent(&f, &demo, &boot_demo, "demo", &[]);
 
     // A changed command line changes PCR11 only, and the new prediction is right.
-    let cmdline = build_probe(
-        &f,
-        "cmdline",
-        &probe_recipe(|t| t.replace("loglevel=4", "loglevel=3")),
-    );
+    let cmdline = build_probe(&probe_recipe(|t| t.replace("loglevel=4", "loglevel=3")));
     let m_cmd = predict(&f, &cmdline, &[]);
     assert_ne!(m_cmd["pcrs"]["11"], m_demo["pcrs"]["11"]);
     assert_eq!(m_cmd["pcrs"]["7"], m_demo["pcrs"]["7"]);
@@ -127,13 +121,9 @@ fn demo_and_variants_boot_as_predicted() {
 #[test]
 fn changed_initramfs_file_boots_as_predicted() {
     let f = Fixture::new();
-    let uki = build_probe(
-        &f,
-        "file",
-        &probe_recipe(|t| {
-            format!("{t}\n[[payload.files]]\npath = \"/etc/probe.txt\"\ncontent = \"one changed file\\n\"\n")
-        }),
-    );
+    let uki = build_probe(&probe_recipe(|t| {
+        format!("{t}\n[[payload.files]]\npath = \"/etc/probe.txt\"\ncontent = \"one changed file\\n\"\n")
+    }));
     let m = predict(&f, &uki, &[]);
     let boot = boot_with_tpm(&uki, &f.path("vm"), false);
     assert_prediction_matches(&m, &boot, &[4, 7, 11, 12], "file");
@@ -153,30 +143,26 @@ fn standard_debian_kernel_boots_as_predicted() {
         .unwrap()
         .to_owned();
     let f = Fixture::new();
-    let uki = build_probe(
-        &f,
-        "std",
-        &probe_recipe(|t| {
-            // The demo's modules come from the cloud kernel package, not this one.
-            let t = without_kernel_modules(&t);
-            let start = t.find("[inputs.linux-image]").unwrap();
-            let end = t[start..]
-                .find("]\n\n")
-                .map(|e| start + e + 3)
-                .unwrap_or(t.len());
-            let mut t = format!(
-                "{}{}{}",
-                &t[..start],
-                input_table("linux-image", &deb),
-                &t[end..]
-            );
-            t = t.replace(
-                "boot/vmlinuz-6.1.0-56-cloud-amd64",
-                &format!("boot/vmlinuz-{release}"),
-            );
-            t
-        }),
-    );
+    let uki = build_probe(&probe_recipe(|t| {
+        // The demo's modules come from the cloud kernel package, not this one.
+        let t = without_kernel_modules(&t);
+        let start = t.find("[inputs.linux-image]").unwrap();
+        let end = t[start..]
+            .find("]\n\n")
+            .map(|e| start + e + 3)
+            .unwrap_or(t.len());
+        let mut t = format!(
+            "{}{}{}",
+            &t[..start],
+            input_table("linux-image", &deb),
+            &t[end..]
+        );
+        t = t.replace(
+            "boot/vmlinuz-6.1.0-56-cloud-amd64",
+            &format!("boot/vmlinuz-{release}"),
+        );
+        t
+    }));
     let m = predict(&f, &uki, &[]);
     let boot = boot_with_tpm(&uki, &f.path("vm"), false);
     assert_prediction_matches(&m, &boot, &[4, 7, 11, 12], "standard kernel");
@@ -211,7 +197,7 @@ fn measured_sections(m: &serde_json::Value) -> Vec<&str> {
 #[test]
 fn stub_257_boots_as_predicted_secure_boot_off_and_on() {
     let f = Fixture::new();
-    let uki = build_probe(&f, "stub257", &probe_recipe(|t| with_stub(t, STUB257_DEB)));
+    let uki = build_probe(&probe_recipe(|t| with_stub(t, STUB257_DEB)));
     // Built by objcopy alone (the stub from Debian 13's package, the payload out of zoa's
     // build), as ukify's objcopy recipe did, with every optional feature.
     let featured = ukify::objcopy_uki(
@@ -322,7 +308,7 @@ const ALL_FEATURES_SINCE_257: [&str; 10] = [
 #[test]
 fn stub_252_features_boot_as_predicted() {
     let f = Fixture::new();
-    let uki = build_probe(&f, "stub252", &probe_recipe(|t| t));
+    let uki = build_probe(&probe_recipe(|t| t));
     let featured = ukify::with_features(
         &uki,
         252,
@@ -349,7 +335,7 @@ fn stub_252_features_boot_as_predicted() {
 #[test]
 fn stub_262_boots_as_predicted_without_a_kernel_event() {
     let f = Fixture::new();
-    let uki = build_probe(&f, "stub262", &probe_recipe(|t| with_stub(t, STUB262_DEB)));
+    let uki = build_probe(&probe_recipe(|t| with_stub(t, STUB262_DEB)));
     let featured = ukify::with_features(
         &uki,
         262,
@@ -408,7 +394,7 @@ fn stub_262_boots_as_predicted_without_a_kernel_event() {
 #[test]
 fn secure_boot_on_omits_the_kernel_event() {
     let f = Fixture::new();
-    let uki = build_probe(&f, "sb", &probe_recipe(|t| t));
+    let uki = build_probe(&probe_recipe(|t| t));
     let signed = sign_snakeoil(&uki, &f.path("sb-signed.efi"), f.dir.path());
     let m = predict(&f, &signed, &["--secure-boot", "on"]);
     assert_eq!(

@@ -34,16 +34,14 @@ fn ok(cmd: &mut Command, what: &str) -> std::process::Output {
     o
 }
 
-/// The tiny probe image (kernel, stub 252, zoa-init printing PCRs and the event log).
-fn probe(f: &Fixture) -> PathBuf {
+/// The tiny probe image (kernel, stub 252, zoa-init printing PCRs and the event log), built
+/// once for all these tests (read-only).
+fn probe() -> PathBuf {
     let recipe = tiny_recipe("").replace(
         "print_pcrs = true",
         "print_pcrs = true\ndump_eventlog = true",
     );
-    let path = f.write("probe.toml", recipe);
-    let o = f.build(&path, "probe");
-    assert!(o.status.success(), "build: {}", stderr(&o));
-    f.path("probe/uki.efi")
+    shared_build(&recipe).join("uki.efi")
 }
 
 fn sign(f: &Fixture, uki: &Path, key: &Path, cert: &Path, chain: &[&Path], out: &str) -> PathBuf {
@@ -167,7 +165,7 @@ fn authority_what(m: &serde_json::Value) -> String {
 #[test]
 fn an_image_signed_with_the_projects_own_db_key_boots_as_predicted() {
     let f = Fixture::new();
-    let uki = probe(&f);
+    let uki = probe();
     let keys = keygen(&f, "sb");
     let signed = sign(
         &f,
@@ -258,7 +256,7 @@ fn an_image_signed_with_the_projects_own_db_key_boots_as_predicted() {
 #[test]
 fn several_db_lists_and_a_ca_in_db_boot_as_predicted_where_nitro_tpm_pcr_compute_errs() {
     let f = Fixture::new();
-    let uki = probe(&f);
+    let uki = probe();
     let keys = keygen(&f, "sb");
     // A CA (in db) and a leaf it issued (not in db); the image is signed by the leaf and
     // carries the leaf's certificate. db has three lists: an unrelated cert, the CA, and
@@ -368,7 +366,7 @@ fn several_db_lists_and_a_ca_in_db_boot_as_predicted_where_nitro_tpm_pcr_compute
 #[test]
 fn images_the_firmware_refuses_are_refused_by_zoa_too() {
     let f = Fixture::new();
-    let uki = probe(&f);
+    let uki = probe();
     let keys = keygen(&f, "sb");
     let stranger = keygen(&f, "stranger");
     let enrolled = enroll(&f, "refuse", &keys, &[&with_suffix(&keys, "-db.crt")]);
@@ -420,7 +418,7 @@ fn authenticode_sha256(f: &Fixture, uki: &Path) -> String {
 #[test]
 fn an_unsigned_image_whose_hash_is_in_db_boots_and_one_in_dbx_does_not() {
     let f = Fixture::new();
-    let uki = probe(&f);
+    let uki = probe();
     let keys = keygen(&f, "sb");
     let hash = authenticode_sha256(&f, &uki);
     let db_cert = with_suffix(&keys, "-db.crt");
@@ -479,7 +477,7 @@ fn an_unsigned_image_whose_hash_is_in_db_boots_and_one_in_dbx_does_not() {
 #[test]
 fn enrolled_keys_with_secure_boot_disabled_boot_as_predicted() {
     let f = Fixture::new();
-    let uki = probe(&f);
+    let uki = probe();
     let keys = keygen(&f, "sb");
     let enrolled = enroll_with(
         &f,

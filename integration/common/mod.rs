@@ -140,6 +140,64 @@ impl Fixture {
     }
 }
 
+/// The output directory of `zoa build` on `recipe` (its text), built once per test process:
+/// tests that measure or boot the same image share one build instead of each making it
+/// again. The image is read-only, so a test that would change it fails instead of
+/// changing another test's input; copy it first.
+pub fn shared_build(recipe: &str) -> PathBuf {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex, OnceLock};
+    static BUILDS: OnceLock<Mutex<HashMap<String, Arc<OnceLock<PathBuf>>>>> = OnceLock::new();
+    let key = sha256_hex(recipe.as_bytes());
+    let slot = BUILDS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap()
+        .entry(key.clone())
+        .or_default()
+        .clone();
+    // Other tests wanting this image wait here while the first one builds it.
+    slot.get_or_init(|| {
+        let dir = shared_builds_dir().join(&key);
+        std::fs::create_dir_all(&dir).unwrap();
+        let recipe_path = dir.join("recipe.toml");
+        std::fs::write(&recipe_path, recipe).unwrap();
+        let out = dir.join("out");
+        let o = run(zoa(&dir.join("cache"))
+            .arg("build")
+            .arg(&recipe_path)
+            .arg("--out")
+            .arg(&out));
+        assert!(o.status.success(), "shared build: {}", stderr(&o));
+        let uki = out.join("uki.efi");
+        let mut permissions = std::fs::metadata(&uki).unwrap().permissions();
+        permissions.set_readonly(true);
+        std::fs::set_permissions(&uki, permissions).unwrap();
+        out
+    })
+    .clone()
+}
+
+/// This process's directory of shared builds under Cargo's test scratch directory; those
+/// of test processes that have ended are removed.
+fn shared_builds_dir() -> &'static Path {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let root = Path::new(env!("CARGO_TARGET_TMPDIR"));
+        if let Ok(entries) = std::fs::read_dir(root) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if let Some(pid) = name.strip_prefix("shared-builds-") {
+                    if !Path::new("/proc").join(pid).exists() {
+                        let _ = std::fs::remove_dir_all(e.path());
+                    }
+                }
+            }
+        }
+        root.join(format!("shared-builds-{}", std::process::id()))
+    })
+}
+
 /// True when `dir` does not exist or is empty.
 pub fn absent_or_empty(dir: &Path) -> bool {
     match std::fs::read_dir(dir) {
