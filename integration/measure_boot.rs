@@ -86,6 +86,18 @@ fn assert_log_consistent(
     log_path
 }
 
+/// `zoa measure UKI --eventlog` on `boot`'s log, which must be refused: the error.
+fn refused_log_check(f: &Fixture, uki: &Path, boot: &Boot, case: &str) -> String {
+    let log = f.write(&format!("{case}.eventlog"), boot.eventlog.as_ref().unwrap());
+    let o = run(zoa(&f.cache())
+        .arg("measure")
+        .arg(uki)
+        .arg("--eventlog")
+        .arg(&log));
+    assert!(!o.status.success(), "{case}: the boot passed the check");
+    stderr(&o)
+}
+
 #[test]
 fn demo_and_variants_boot_as_predicted() {
     let f = Fixture::new();
@@ -239,19 +251,9 @@ fn stub_257_boots_as_predicted_secure_boot_off_and_on() {
         boot.pcr("sha256", 12),
         "the add-on's command line went to PCR12"
     );
-    let log = f.write("addon.eventlog", boot.eventlog.as_ref().unwrap());
-    let o = run(zoa(&f.cache())
-        .arg("measure")
-        .arg(&uki)
-        .arg("--eventlog")
-        .arg(&log));
-    assert!(
-        !o.status.success(),
-        "a boot with an add-on passed the check"
-    );
     // The stub loads add-ons with LoadImage, so the firmware measures the add-on into PCR4
     // first: the check names it by its ESP path.
-    let err = stderr(&o);
+    let err = refused_log_check(&f, &uki, &boot, "addon");
     assert!(
         err.contains("PCR4") && err.contains("BOOTX64.EFI.extra.d\\extra.addon.efi"),
         "{err}"
@@ -377,17 +379,7 @@ fn stub_262_boots_as_predicted_without_a_kernel_event() {
     let plain = predict(&f, &uki, &[]);
     assert_eq!(plain["pcrs"]["4"]["sha256"], boot.pcr("sha256", 4));
     assert_ne!(plain["pcrs"]["12"]["sha256"], boot.pcr("sha256", 12));
-    let log = f.write("credential.eventlog", boot.eventlog.as_ref().unwrap());
-    let o = run(zoa(&f.cache())
-        .arg("measure")
-        .arg(&uki)
-        .arg("--eventlog")
-        .arg(&log));
-    assert!(
-        !o.status.success(),
-        "a boot with a credential passed the check"
-    );
-    let err = stderr(&o);
+    let err = refused_log_check(&f, &uki, &boot, "credential");
     assert!(err.contains("PCR12"), "{err}");
 }
 
