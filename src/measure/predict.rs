@@ -37,10 +37,9 @@ pub struct StubRules {
     /// firmware measures the kernel's Authenticode into PCR4 (not with Secure Boot on).
     pub kernel_via_load_image: bool,
     /// The payload sections a boot on this stub has proven zoa's prediction for
-    /// (`integration/measure_boot.rs` boots images holding exactly these). Stubs measure or
-    /// act on the others too (
-    /// `.dtbauto`/`.hwids`/`.efifw` pick per-machine parts), and a stub that does not know a
-    /// section ignores it (252 would neither measure nor load a `.ucode`); until a boot
+    /// (`integration/measure_boot.rs` boots images holding exactly these). Stubs act on the
+    /// others too (`.dtbauto`/`.hwids`/`.efifw` pick per-machine parts), and a stub that does
+    /// not know a section ignores it (252 would neither measure nor load a `.ucode`); until a boot
     /// proves zoa's prediction for a section, an image holding it is refused, naming the
     /// section and the stub, never predicted as if the stub ignored it.
     pub proven_sections: &'static [&'static str],
@@ -335,7 +334,7 @@ fn refuse_unproven_sections(
     let name = section.name.as_str();
     let what = if rules.pcr11_sections.contains(&name) {
         "measures it into PCR11 and acts on it"
-    } else if rules.major >= 257 && [".profile", ".dtbauto", ".hwids"].contains(&name) {
+    } else if rules.major >= 257 && [".dtbauto", ".hwids"].contains(&name) {
         "selects what it measures by it"
     } else {
         "does not know it (it would neither measure nor use it)"
