@@ -88,13 +88,8 @@ pub fn esp_disk_with(uki: &Path, disk: &Path, extra: &[(&str, &Path)]) {
         .success());
     for (esp_path, file) in extra {
         let mut dir = String::from("::");
-        for part in esp_path
-            .split('/')
-            .collect::<Vec<_>>()
-            .split_last()
-            .unwrap()
-            .1
-        {
+        let parents = esp_path.rsplit_once('/').map_or("", |(parent, _)| parent);
+        for part in parents.split('/').filter(|p| !p.is_empty()) {
             dir = format!("{dir}/{part}");
             // mmd fails on a directory that exists (EFI, EFI/BOOT): only new ones matter.
             let _ = Command::new("mmd")
@@ -250,21 +245,13 @@ fn boot_firmware(
         if done.is_some() {
             break;
         }
-        if let Some(text) = stop_at {
-            if std::fs::read_to_string(&log)
-                .unwrap_or_default()
-                .contains(text)
-            {
-                break; // the Reaper kills QEMU
-            }
-        }
-        if stop_at.is_none()
-            && std::fs::read_to_string(&log)
-                .unwrap_or_default()
-                .contains("Shell> ")
-        {
-            let serial = std::fs::read_to_string(&log).unwrap_or_default();
-            panic!("the firmware did not boot the image (it fell back to its shell); serial:\n{serial}");
+        let serial = std::fs::read_to_string(&log).unwrap_or_default();
+        match stop_at {
+            Some(text) if serial.contains(text) => break, // the Reaper kills QEMU
+            None if serial.contains("Shell> ") => panic!(
+                "the firmware did not boot the image (it fell back to its shell); serial:\n{serial}"
+            ),
+            _ => {}
         }
         if start.elapsed() > BOOT_TIMEOUT {
             let serial = std::fs::read_to_string(&log).unwrap_or_default();

@@ -1,11 +1,13 @@
 //! UKI features added the way ukify did before it wrote PE files itself: GNU objcopy's
 //! `--add-section` with an explicit VMA, and each payload made by its own real tool
-//! (openssl for the PCR public key, cpio for the microcode archive). zoa's own assembler
-//! plays no part, so a boot of the result checks zoa's prediction, not its writer.
+//! (openssl for the PCR public key, cpio for the microcode archive, dtc for the devicetree).
+//! zoa's own assembler plays no part, so a boot of the result checks zoa's prediction, not
+//! its writer — except in `multi_profile`, where objcopy cannot write the image.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use zoa::uefi::uki::UKI_SECTIONS;
 
 fn u16_at(b: &[u8], at: usize) -> u64 {
     u64::from(u16::from_le_bytes([b[at], b[at + 1]]))
@@ -69,25 +71,24 @@ pub fn add_sections(uki: &Path, sections: &[(&str, PathBuf)], out: &Path) -> Pat
 pub fn pcr_public_key(dir: &Path) -> PathBuf {
     let key = dir.join("pcr-signing.key");
     let public = dir.join("pcr-signing.pub.pem");
-    for args in [
-        vec![
-            "genpkey",
-            "-algorithm",
-            "EC",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-out",
-        ],
-        vec!["pkey", "-pubout", "-in", key.to_str().unwrap(), "-out"],
-    ] {
-        let out = if args[0] == "genpkey" { &key } else { &public };
+    let openssl = |args: &[&str]| {
         let o = Command::new("openssl")
             .args(args)
-            .arg(out)
             .output()
             .expect("openssl");
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    }
+    };
+    let (key_s, public_s) = (key.to_str().unwrap(), public.to_str().unwrap());
+    openssl(&[
+        "genpkey",
+        "-algorithm",
+        "EC",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-out",
+        key_s,
+    ]);
+    openssl(&["pkey", "-pubout", "-in", key_s, "-out", public_s]);
     public
 }
 
@@ -198,8 +199,8 @@ pub fn with_features(uki: &Path, major: u32, dir: &Path, out: &Path) -> PathBuf 
     add_sections(uki, &feature_sections(major, dir), out)
 }
 
-/// The stub of `stub_deb` and the payload of `uki` (`.osrel .cmdline .uname .initrd
-/// .linux`, taken out by objcopy), plus `extra`, joined by objcopy alone: a UKI as ukify's
+/// The stub of `stub_deb` and the payload of `uki` (the sections `zoa build` adds, taken out
+/// by objcopy), plus `extra`, joined by objcopy alone: a UKI as ukify's
 /// objcopy recipe built one, with no part of zoa's assembler in it.
 pub fn objcopy_uki(
     stub_deb: &Path,
@@ -209,9 +210,9 @@ pub fn objcopy_uki(
     out: &Path,
 ) -> PathBuf {
     let stub = unpack_stub_deb(stub_deb, dir).join("linuxx64.efi.stub");
-    let mut sections: Vec<(&str, PathBuf)> = [".osrel", ".cmdline", ".uname", ".initrd", ".linux"]
-        .into_iter()
-        .map(|name| (name, section_bytes(uki, name, dir)))
+    let mut sections: Vec<(&str, PathBuf)> = UKI_SECTIONS
+        .iter()
+        .map(|name| (*name, section_bytes(uki, name, dir)))
         .collect();
     sections.extend(extra);
     add_sections(&stub, &sections, out)
@@ -278,13 +279,7 @@ pub fn multi_profile(uki: &Path, stub_deb: &Path, dir: &Path, out: &Path) -> Pat
         name,
         data: SectionData::Bytes(data.into_bytes()),
     };
-    let mut sections = vec![
-        file(".osrel"),
-        file(".cmdline"),
-        file(".uname"),
-        file(".initrd"),
-        file(".linux"),
-    ];
+    let mut sections: Vec<NewSection> = UKI_SECTIONS.iter().map(|name| file(name)).collect();
     for profile in 0..2 {
         sections.push(bytes(
             ".profile",
