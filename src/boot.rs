@@ -1017,7 +1017,7 @@ fn wait_for_socket(
 ) -> Result<(), BootError> {
     let start = Instant::now();
     loop {
-        if paths.socket.exists() {
+        if crate::nitrotpm::swtpm::is_listening(&paths.socket).unwrap_or(false) {
             return Ok(());
         }
         if signals.interrupted() {

@@ -173,7 +173,7 @@ fn boot_firmware(
         .expect("swtpm (Debian package swtpm)");
     let mut children = Reaper(vec![swtpm]);
     let start = Instant::now();
-    while !sock.exists() {
+    while !zoa::nitrotpm::swtpm::is_listening(&sock).unwrap_or(false) {
         assert!(
             start.elapsed() < Duration::from_secs(10),
             "swtpm did not create its socket"

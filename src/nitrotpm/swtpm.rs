@@ -5,7 +5,7 @@
 
 use std::io;
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -56,14 +56,21 @@ impl Swtpm {
             socket,
             _dir: dir,
         };
+        swtpm.wait_until_listening()?;
+        Ok(swtpm)
+    }
+
+    /// Ready means listening: the socket file appears at bind(), before listen(), and a
+    /// connect in between is refused (seen once in CI).
+    fn wait_until_listening(&mut self) -> io::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !swtpm.socket.exists() {
-            if Instant::now() > deadline || swtpm.child.try_wait()?.is_some() {
-                return Err(failed("swtpm", "made no socket in 10 s"));
+        while !is_listening(&self.socket)? {
+            if Instant::now() > deadline || self.child.try_wait()?.is_some() {
+                return Err(failed("swtpm", "was not listening on its socket in 10 s"));
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        Ok(swtpm)
+        Ok(())
     }
 
     /// A connection to the TPM (swtpm serves one at a time).
@@ -79,6 +86,22 @@ impl Drop for Swtpm {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Whether a Unix socket is bound at `path` and listening, read from `/proc/net/unix`
+/// (flag `__SO_ACCEPTCON`). Not a probe connection: swtpm with `--terminate` would end when
+/// a probe hung up, and its socket file exists a moment before it listens.
+pub fn is_listening(path: &Path) -> io::Result<bool> {
+    const ACCEPTING: u32 = 0x1_0000;
+    let table = std::fs::read_to_string("/proc/net/unix")
+        .map_err(|e| failed("reading /proc/net/unix", e))?;
+    let wanted = path.as_os_str().to_string_lossy();
+    Ok(table.lines().skip(1).any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        fields.len() >= 8
+            && fields[7..].join(" ") == wanted
+            && u32::from_str_radix(fields[3], 16).is_ok_and(|flags| flags & ACCEPTING != 0)
+    }))
 }
 
 /// A stream carrying raw TPM commands to swtpm (its server socket, or the data channel
@@ -108,5 +131,35 @@ pub fn extend_sha384(tpm: &mut dyn Transport, pcr: u32, digest: &[u8; 48]) -> io
     match super::wire::response_code(&response) {
         0 => Ok(()),
         rc => Err(failed("TPM2_PCR_Extend", format!("response code 0x{rc:x}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::{UnixDatagram, UnixListener};
+
+    #[test]
+    fn only_a_listening_stream_socket_counts_as_listening() {
+        let dir = tempfile::tempdir().unwrap();
+        let absent = dir.path().join("absent.sock");
+        assert!(!is_listening(&absent).unwrap());
+
+        // Bound but never listening: what swtpm's socket is between bind() and listen().
+        let bound = dir.path().join("bound.sock");
+        let _datagram = UnixDatagram::bind(&bound).unwrap();
+        assert!(bound.exists());
+        assert!(!is_listening(&bound).unwrap());
+
+        let listening = dir.path().join("listening sock");
+        let _listener = UnixListener::bind(&listening).unwrap();
+        assert!(is_listening(&listening).unwrap());
+    }
+
+    #[test]
+    fn a_started_swtpm_accepts_at_once() {
+        let tpm = Swtpm::start().expect("swtpm");
+        assert!(is_listening(&tpm.socket).unwrap());
+        tpm.connect().expect("the first connect is accepted");
     }
 }
