@@ -590,6 +590,10 @@ fn zstd_initramfs_builds_and_checks() {
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(f.path("out/build.json")).unwrap()).unwrap();
     assert_eq!(report["initramfs"]["compression"], "zstd");
+    assert_eq!(
+        report["initramfs"]["level"], 12,
+        "the default level is recorded"
+    );
     assert!(
         report["initramfs"]["size"].as_u64().unwrap()
             < report["initramfs"]["uncompressed_size"].as_u64().unwrap()

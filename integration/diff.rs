@@ -101,6 +101,38 @@ fn command_line_change_names_old_and_new_values() {
 }
 
 #[test]
+fn a_compression_change_is_named_as_the_cause_of_the_new_initrd() {
+    let f = Fixture::new();
+    let zstd = |level: u32| {
+        tiny_recipe("").replace(
+            "cmdline = \"console=ttyS0 panic=-1\"",
+            &format!("cmdline = \"console=ttyS0 panic=-1\"\ncompression = \"zstd\"\ncompression_level = {level}"),
+        )
+    };
+    let a = build(&f, "a", &tiny_recipe(""));
+    let b = build(&f, "b", &zstd(3));
+    let c = build(&f, "c", &zstd(19));
+    let r = diff_paths(&a, &b);
+    assert_eq!(changed_pcrs(&r), [4, 11]);
+    let packing = cause(&r, "build:initramfs.compression");
+    assert_eq!(packing.kind, "build.initramfs_compression");
+    assert_eq!(packing.old, Some(Detail::Text("none".into())));
+    assert_eq!(packing.new, Some(Detail::Text("zstd level 3".into())));
+    // The same files, packed differently: the archive change is put down to the packing.
+    let initrd = cause(&r, ".initrd");
+    assert_eq!(initrd.kind, "initrd.archive");
+    assert_eq!(initrd.because, ["build:initramfs.compression"]);
+    assert_eq!(roots(&r), ["build:initramfs.compression"]);
+
+    let r = diff_paths(&b, &c);
+    assert_eq!(
+        cause(&r, "build:initramfs.compression").new,
+        Some(Detail::Text("zstd level 19".into()))
+    );
+    assert_eq!(roots(&r), ["build:initramfs.compression"]);
+}
+
+#[test]
 fn added_and_modified_initramfs_files_are_attributed() {
     let f = Fixture::new();
     let a = build(&f, "a", &tiny_recipe(""));

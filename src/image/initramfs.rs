@@ -11,11 +11,6 @@ use std::io::{self, Read, Write};
 use std::path::Path;
 
 use super::tree::{FileEntry, ImageTree, Node, NodeKind};
-use crate::recipe::Compression;
-
-/// zstd level used for compressed initramfs images; part of the reproducibility contract,
-/// so it never changes silently (changing it changes every measurement).
-pub const ZSTD_LEVEL: i32 = 12;
 
 const NEWC_HEADER_LEN: u64 = 110;
 const TRAILER_NAME: &str = "TRAILER!!!";
@@ -160,16 +155,17 @@ pub fn write_archive(
     Ok(list)
 }
 
-/// Compresses `input` (an uncompressed archive) with the fixed zstd parameters.
+/// Compresses `input` (an uncompressed archive) at zstd `level` (`None`: copied as it is),
+/// with fixed parameters otherwise.
 pub fn compress(
-    compression: Compression,
+    level: Option<i32>,
     input: &mut dyn Read,
     output: &mut dyn Write,
 ) -> io::Result<()> {
-    match compression {
-        Compression::None => io::copy(input, output).map(|_| ()),
-        Compression::Zstd => {
-            let mut enc = zstd::stream::write::Encoder::new(output, ZSTD_LEVEL)?;
+    match level {
+        None => io::copy(input, output).map(|_| ()),
+        Some(level) => {
+            let mut enc = zstd::stream::write::Encoder::new(output, level)?;
             // Fixed, single-threaded parameters: the frame must not depend on the machine.
             enc.include_checksum(true)?;
             enc.include_contentsize(false)?;
@@ -322,6 +318,7 @@ fn skip_zero_padding(reader: &mut dyn Read) -> Result<(), InitramfsError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::recipe::DEFAULT_ZSTD_LEVEL;
 
     fn sample_tree() -> ImageTree {
         let mut t = ImageTree::new();
@@ -404,9 +401,9 @@ mod tests {
         let t = sample_tree();
         let mut raw = Vec::new();
         write_archive(&t, 1, &mut raw).unwrap();
-        for c in [Compression::None, Compression::Zstd] {
+        for level in [None, Some(1), Some(DEFAULT_ZSTD_LEVEL), Some(19)] {
             let mut packed = Vec::new();
-            compress(c, &mut &raw[..], &mut packed).unwrap();
+            compress(level, &mut &raw[..], &mut packed).unwrap();
             let dir = tempfile::tempdir().unwrap();
             let back = read_archive(&packed[..], dir.path()).unwrap();
             let paths: Vec<_> = back.iter().map(|(p, _)| p.clone()).collect();

@@ -18,7 +18,7 @@ use crate::fetch::{Fetched, Fetcher, Pin};
 use crate::fsio;
 use crate::progress::Progress;
 use crate::recipe::lock::{Lock, LockError, LockedInput, LOCK_VERSION};
-use crate::recipe::{Compression, FileRef, Recipe};
+use crate::recipe::{FileRef, Recipe};
 use crate::uefi::uki::{self, NewSection, SectionData};
 use compose::{ComposeError, Composed};
 use policy::PolicyReport;
@@ -307,8 +307,8 @@ fn write_outputs_into(
     // made first (its size must be known before the section table is written).
     let bar = progress.bytes(archive_len, "writing initramfs");
     let mut file_list = Vec::new();
-    let (initrd_data, initrd_size) = match spec.image.compression {
-        Compression::None => {
+    let (initrd_data, initrd_size) = match spec.image.zstd_level() {
+        None => {
             let tree = &composed.tree;
             let list = &mut file_list;
             let bar = bar.clone();
@@ -323,7 +323,7 @@ fn write_outputs_into(
             };
             (data, archive_len)
         }
-        Compression::Zstd => {
+        Some(level) => {
             let raw = work.join("initrd.cpio");
             let packed = work.join("initrd.cpio.zst");
             {
@@ -334,8 +334,7 @@ fn write_outputs_into(
             }
             let mut r = std::fs::File::open(&raw).map_err(|e| out_err(&raw, e))?;
             let mut w = std::fs::File::create(&packed).map_err(|e| out_err(&packed, e))?;
-            initramfs::compress(Compression::Zstd, &mut r, &mut w)
-                .map_err(|e| out_err(&packed, e))?;
+            initramfs::compress(Some(level), &mut r, &mut w).map_err(|e| out_err(&packed, e))?;
             let _ = std::fs::remove_file(&raw);
             let size = std::fs::metadata(&packed)
                 .map_err(|e| out_err(&packed, e))?
@@ -434,6 +433,7 @@ fn write_outputs_into(
         sections: placed,
         initramfs: InitramfsRecord {
             compression: spec.image.compression,
+            level: spec.image.zstd_level(),
             uncompressed_size: archive_len,
             size: initrd_size,
             entries: composed.tree.len(),

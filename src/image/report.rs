@@ -196,6 +196,10 @@ pub struct OutputRecord {
 #[serde(deny_unknown_fields)]
 pub struct InitramfsRecord {
     pub compression: Compression,
+    /// The zstd level (with zstd only; absent in build.json files made before recipes
+    /// could choose it, which all used level 12).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub level: Option<i32>,
     pub uncompressed_size: u64,
     pub size: u64,
     pub entries: usize,

@@ -90,11 +90,33 @@ pub struct ImageSpec {
     /// Initramfs compression: "none" (default) or "zstd".
     #[serde(default)]
     pub compression: Compression,
+    /// The zstd level (1 to 19) with `compression = "zstd"`; absent: [`DEFAULT_ZSTD_LEVEL`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression_level: Option<i32>,
     /// Fields of the `.osrel` section (os-release format).
     #[serde(default)]
     pub os_release: BTreeMap<String, String>,
     /// The port the server listens on inside the guest (used by boot and deploy).
     pub serving_port: Option<u16>,
+}
+
+/// The zstd level of a recipe that names none. Part of the reproducibility contract: the
+/// level is in the bytes of the `.initrd`, so it never changes silently.
+pub const DEFAULT_ZSTD_LEVEL: i32 = 12;
+
+/// The levels a recipe may pick: zstd's regular ones, whose windows stay at 8 MiB or less.
+/// The "ultra" levels (20-22) are left out: the kernel would have to allocate their windows
+/// (up to 128 MiB) when it unpacks the initramfs at boot.
+pub const ZSTD_LEVELS: std::ops::RangeInclusive<i32> = 1..=19;
+
+impl ImageSpec {
+    /// The zstd level the `.initrd` is compressed with (`None` when it is not compressed).
+    pub fn zstd_level(&self) -> Option<i32> {
+        match self.compression {
+            Compression::None => None,
+            Compression::Zstd => Some(self.compression_level.unwrap_or(DEFAULT_ZSTD_LEVEL)),
+        }
+    }
 }
 
 /// Initramfs compression.
@@ -382,6 +404,25 @@ impl Recipe {
                     "must fit in 32 bits (cpio and PE timestamps are 32-bit)",
                 ));
             }
+        }
+        match (s.image.compression, s.image.compression_level) {
+            (Compression::None, Some(_)) => {
+                return Err(self.invalid(
+                    "image.compression_level",
+                    "only with compression = \"zstd\" (the initramfs is not compressed)",
+                ))
+            }
+            (Compression::Zstd, Some(level)) if !ZSTD_LEVELS.contains(&level) => {
+                return Err(self.invalid(
+                    "image.compression_level",
+                    format!(
+                        "{level} is not a zstd level zoa uses ({} to {})",
+                        ZSTD_LEVELS.start(),
+                        ZSTD_LEVELS.end()
+                    ),
+                ))
+            }
+            _ => {}
         }
         for (key, value) in &s.image.os_release {
             if key.is_empty()
@@ -760,6 +801,30 @@ sources = ["https://deb.debian.org/x.deb"]
         assert!(Recipe::load(&path).is_ok());
         let e = Recipe::load(dir.path()).unwrap_err().to_string();
         assert!(e.contains("not a regular file"), "{e}");
+    }
+
+    #[test]
+    fn the_zstd_level_is_the_recipe_s_or_the_fixed_default() {
+        let with = |extra: &str| MINIMAL.replace("cmdline = ", &format!("{extra}\ncmdline = "));
+        let r = load_str(&with("compression = \"zstd\"")).unwrap();
+        assert_eq!(r.spec.image.zstd_level(), Some(DEFAULT_ZSTD_LEVEL));
+        let r = load_str(&with("compression = \"zstd\"\ncompression_level = 19")).unwrap();
+        assert_eq!(r.spec.image.zstd_level(), Some(19));
+        assert_eq!(load_str(MINIMAL).unwrap().spec.image.zstd_level(), None);
+        for level in ["0", "20", "22", "-5"] {
+            let e = err_of(&with(&format!(
+                "compression = \"zstd\"\ncompression_level = {level}"
+            )));
+            assert!(
+                e.contains("image.compression_level") && e.contains("1 to 19"),
+                "{e}"
+            );
+        }
+        let e = err_of(&with("compression_level = 3"));
+        assert!(
+            e.contains("image.compression_level") && e.contains("only with"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -206,14 +206,15 @@ pub struct Cause {
     /// Stable machine kind: `cmdline`, `kernel`, `stub`, `pe.headers`, `section.modified`,
     /// `section.added`, `section.removed`, `initrd.file_added`, `initrd.file_removed`,
     /// `initrd.file_modified`, `initrd.archive`, `input.modified`, `input.added`,
-    /// `input.removed`, `build.source_date_epoch`, `init.provenance` (how zoa-init was
+    /// `input.removed`, `build.source_date_epoch`, `build.initramfs_compression`,
+    /// `init.provenance` (how zoa-init was
     /// made: path `build:init.rustc`, `build:init.source:init/src/…`, …), `pcr4.uki_authenticode`,
     /// `pcr4.kernel_authenticode`, `pcr7.variable`, `pcr11.section`, `pcr.event`,
     /// `pcr.order`, `pcr.unpredicted`.
     pub kind: String,
     pub level: Level,
     /// What changed: `.cmdline`, `.initrd:/etc/server.toml`, `stub`, `pe:headers`,
-    /// `input:NAME`, `build:source_date_epoch`, `PCR4:uki`, `PCR4:kernel`, `PCR7:PK`,
+    /// `input:NAME`, `build:source_date_epoch`, `build:initramfs.compression`, `PCR4:uki`, `PCR4:kernel`, `PCR7:PK`,
     /// `PCR11:.cmdline`, `PCR12:…`.
     pub path: String,
     /// PCRs this change moves (empty for build-level causes, which act through others).
@@ -723,6 +724,13 @@ fn init_provenance_causes(old: &BuildReport, new: &BuildReport) -> Vec<Cause> {
     }
 }
 
+fn compression_name(c: crate::recipe::Compression) -> &'static str {
+    match c {
+        crate::recipe::Compression::None => "none",
+        crate::recipe::Compression::Zstd => "zstd",
+    }
+}
+
 fn build_causes(old: &BuildReport, new: &BuildReport) -> Vec<Cause> {
     let mut out = init_provenance_causes(old, new);
     {
@@ -739,6 +747,26 @@ fn build_causes(old: &BuildReport, new: &BuildReport) -> Vec<Cause> {
                 .values(Some(Detail::Number(o)), Some(Detail::Number(n))),
             );
         }
+    }
+    let packing = |b: &BuildReport| match b.initramfs.level {
+        Some(level) => format!(
+            "{} level {level}",
+            compression_name(b.initramfs.compression)
+        ),
+        None => compression_name(b.initramfs.compression).to_owned(),
+    };
+    let (o, n) = (packing(old), packing(new));
+    if o != n {
+        out.push(
+            Cause::new(
+                "build.initramfs_compression",
+                Level::Build,
+                "build:initramfs.compression",
+                Vec::new(),
+                format!("initramfs compression changed: {o} → {n} (the bytes of .initrd, not its files)"),
+            )
+            .values(Some(Detail::Text(o)), Some(Detail::Text(n))),
+        );
     }
     let state = |i: &InputRecord| InputState {
         sha256: i.sha256.clone(),
@@ -831,11 +859,22 @@ fn image_causes(
 ) -> Result<Vec<Cause>, DiffError> {
     let (ou, nu) = (pair.ou, pair.nu);
     let (om, nm) = (&pair.old.measurements, &pair.new.measurements);
-    let epoch_path = build
+    let epoch_path: Vec<String> = build
         .iter()
-        .find(|c| c.kind == "build.source_date_epoch")
-        .map(|c| vec![c.path.clone()])
-        .unwrap_or_default();
+        .filter(|c| c.kind == "build.source_date_epoch")
+        .map(|c| c.path.clone())
+        .collect();
+    // What changes an archive whose files are all the same: its mtimes and its packing.
+    let archive_path: Vec<String> = build
+        .iter()
+        .filter(|c| {
+            matches!(
+                c.kind.as_str(),
+                "build.source_date_epoch" | "build.initramfs_compression"
+            )
+        })
+        .map(|c| c.path.clone())
+        .collect();
     let mut out = Vec::new();
 
     // The stub: its own sections and its version.
@@ -902,7 +941,7 @@ fn image_causes(
                 (o, n),
                 pcrs,
                 changed_inputs,
-                &epoch_path,
+                &archive_path,
             )?),
             _ => out.push(section_cause(name, o, n, pcrs, om, nm)),
         }
@@ -1456,7 +1495,7 @@ fn initrd_causes(
     (o, n): (Option<&SectionView>, Option<&SectionView>),
     pcrs: Vec<Pcr>,
     changed_inputs: &BTreeMap<String, String>,
-    epoch_path: &[String],
+    archive_path: &[String],
 ) -> Result<Vec<Cause>, DiffError> {
     // build.json's file lists when both sides have them: they carry each file's origin.
     // They are claims, though: when they show no difference for a changed archive, the
@@ -1503,7 +1542,7 @@ fn initrd_causes(
         message,
     )
     .values(o.map(blob), n.map(blob))
-    .because(epoch_path.to_vec())])
+    .because(archive_path.to_vec())])
 }
 
 // ---------------------------------------------------------------------------------------

@@ -146,6 +146,16 @@ fn recipe(u: &mut Unstructured) -> arbitrary::Result<Table> {
             )]),
         ));
     }
+    if bool::arbitrary(u)? {
+        image.push((
+            "compression",
+            Value::String(u.choose(&["none", "zstd", "gzip", ""])?.to_string()),
+        ));
+    }
+    if bool::arbitrary(u)? {
+        let level = *u.choose(&[-1i64, 0, 1, 12, 19, 20, 22])?;
+        image.push(("compression_level", Value::Integer(level)));
+    }
     doc.insert("image".into(), table(image));
     let mut inputs = Table::new();
     for name in &input_names {
@@ -247,6 +257,15 @@ fn assert_stays_inside(p: &str) {
 }
 
 fn assert_promises_kept(r: &zoa::recipe::Recipe) {
+    let image = &r.spec.image;
+    if let Some(level) = image.zstd_level() {
+        assert!(
+            zoa::recipe::ZSTD_LEVELS.contains(&level),
+            "accepted zstd level {level}"
+        );
+    } else {
+        assert!(image.compression_level.is_none(), "a level without zstd");
+    }
     let s = &r.spec;
     for reference in [&s.kernel.input, &s.stub.input] {
         assert!(
