@@ -62,19 +62,22 @@ fn a_real_ec2_document_is_verified_and_each_failed_expectation_has_its_status() 
     );
     // The project's release log: every release verified, none is the image EC2 booted.
     let m = Path::new(env!("CARGO_MANIFEST_DIR")).join("measurements");
-    let (code, v) = attest(
-        &f,
-        &[
-            "--document",
-            d,
-            "--log",
-            m.join("releases.log").to_str().unwrap(),
-            "--pubkey",
-            m.join("keys/zoa-release-1.pub").to_str().unwrap(),
-            "--pubkey",
-            m.join("keys/zoa-release-2.pub").to_str().unwrap(),
-        ],
-    );
+    let log = m.join("releases.log");
+    let mut args = vec!["--document".to_owned(), d.to_owned(), "--log".to_owned()];
+    args.push(log.to_str().unwrap().to_owned());
+    // Every release key the log's entries were signed with (a rotation adds one).
+    let mut keys: Vec<_> = std::fs::read_dir(m.join("keys"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "pub"))
+        .collect();
+    keys.sort();
+    for key in &keys {
+        args.push("--pubkey".to_owned());
+        args.push(key.to_str().unwrap().to_owned());
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, v) = attest(&f, &args);
     assert_eq!(code, Some(21), "{v:#}");
     let detail = v["checks"][3]["detail"].as_str().unwrap();
     assert!(

@@ -220,7 +220,7 @@ fn chat_through_the_proxy(f: &Fixture, url: &str, root: &Path, release: &Release
         lines
             .iter()
             .any(|l| l.starts_with("zoa proxy: attested ")
-                && l.contains("llama-server-sealed 0.7.0-8")),
+                && l.contains("llama-server-sealed 0.7.0-9")),
         "{lines:#?}"
     );
     let plain: ureq::Agent = ureq::Agent::config_builder()
@@ -533,9 +533,9 @@ fn the_sealed_demo_unseals_and_serves_one_byte_away_is_refused_and_a_rollout_mov
     let text = std::fs::read_to_string(&recipe).unwrap();
     let other_text = text
         .replace("hostname = \"llama-server\"", "hostname = \"llama-servex\"")
-        .replace("0.7.0-8", "0.7.0-9");
+        .replace("0.7.0-9", "0.7.0-10");
     assert!(
-        other_text.contains("llama-servex") && other_text.contains("version = \"0.7.0-9\""),
+        other_text.contains("llama-servex") && other_text.contains("version = \"0.7.0-10\""),
         "the sealed recipe changed shape"
     );
     let next = build_and_sign(f, &f.write("next.toml", other_text), "next", &[], None);

@@ -225,7 +225,7 @@ fn check_sbom(out_a: &Path, out_b: &Path, report: &serde_json::Value) {
 }
 
 /// The project's current reference release, under measurements/ (measurements/README.md).
-const REFERENCE_RELEASE: &str = "llama-server-0.7.0-8";
+const REFERENCE_RELEASE: &str = "llama-server-0.7.0-9";
 
 /// The project's reference release in measurements/: its measurement files equal a fresh
 /// `zoa measure` of this build, its signature and artifact digests verify against the
@@ -318,11 +318,12 @@ fn check_reference_release(f: &Fixture, out: &Path) {
     );
 }
 
-/// Pulls /etc/zoa/init.json out of a UKI's .initrd with GNU cpio (an independent reader).
+/// Pulls /etc/zoa/init.json out of a UKI's .initrd with binutils, the zstd CLI (when it is
+/// compressed) and GNU cpio: readers independent of zoa's.
 fn extract_init_config(uki: &Path, dest: &Path) -> std::path::PathBuf {
     let dir = dest.with_extension("d");
     std::fs::create_dir_all(&dir).unwrap();
-    let initrd = dir.join("initrd.cpio");
+    let initrd = dir.join("initrd.section");
     let st = Command::new("objcopy")
         .args(["-O", "binary", "--only-section=.initrd"])
         .arg(uki)
@@ -330,13 +331,30 @@ fn extract_init_config(uki: &Path, dest: &Path) -> std::path::PathBuf {
         .status()
         .unwrap();
     assert!(st.success());
+    // objcopy pads the section to its file alignment: cut it to its size (objdump's
+    // column), so that zstd does not take the padding for a second frame.
+    let script = r#"
+        size=$(objdump -h "$1" | awk '$2 == ".initrd" {print $3}')
+        head -c $((0x$size)) initrd.section > initrd.archive
+        if [ "$(head -c 4 initrd.archive | od -An -tx1 | tr -d ' ')" = 28b52ffd ]; then
+            zstd -dcq initrd.archive
+        else
+            cat initrd.archive
+        fi | cpio -id --quiet etc/zoa/init.json
+    "#;
     let st = Command::new("sh")
         .arg("-c")
-        .arg("cpio -id --quiet etc/zoa/init.json < initrd.cpio")
+        .arg(script)
+        .arg("sh")
+        .arg(uki)
         .current_dir(&dir)
         .status()
         .unwrap();
-    assert!(st.success());
+    assert!(
+        st.success(),
+        "extracting etc/zoa/init.json from {}",
+        uki.display()
+    );
     dir.join("etc/zoa/init.json")
 }
 

@@ -209,29 +209,48 @@ pub struct InitramfsRecord {
 mod tests {
     use super::*;
 
-    /// The reference release's build.json, as committed (its digest is in the signed
-    /// release.json beside it).
+    /// Every reference release's build.json, as committed (each digest is in the signed
+    /// release.json beside it): the formats zoa wrote over time.
+    fn references() -> Vec<(std::path::PathBuf, Vec<u8>)> {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/measurements");
+        let mut found: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path().join("build.json"))
+            .filter(|p| p.is_file())
+            .map(|p| {
+                let bytes = std::fs::read(&p).unwrap();
+                (p, bytes)
+            })
+            .collect();
+        // By release number (the last `-N` of the directory name), oldest first.
+        found.sort_by_key(|(p, _)| {
+            let dir = p.parent().unwrap().file_name().unwrap().to_string_lossy();
+            dir.rsplit('-').next().unwrap().parse::<u32>().unwrap_or(0)
+        });
+        assert!(found.len() >= 2, "no committed build.json under {dir}");
+        found
+    }
+
+    /// The newest of them.
     fn reference() -> Vec<u8> {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/measurements/llama-server-0.7.0-8/build.json"
-        );
-        std::fs::read(path).unwrap()
+        references().pop().unwrap().1
     }
 
     #[test]
-    fn a_committed_build_json_round_trips_byte_for_byte() {
-        let bytes = reference();
-        let report = BuildReport::parse(&bytes).unwrap();
-        assert_eq!(report.format, BuildFormat::V1);
-        assert_eq!(report.name, "llama-server");
-        assert_eq!(report.serving_port, Some(8080));
-        assert!(report.init.provenance.is_some());
-        assert!(report.output("uki.efi").is_some());
-        assert!(
-            report.to_json().unwrap() == bytes,
-            "re-rendering changed build.json"
-        );
+    fn every_committed_build_json_round_trips_byte_for_byte() {
+        for (path, bytes) in references() {
+            let report = BuildReport::parse(&bytes).unwrap();
+            assert_eq!(report.format, BuildFormat::V1);
+            assert_eq!(report.name, "llama-server");
+            assert_eq!(report.serving_port, Some(8080));
+            assert!(report.init.provenance.is_some());
+            assert!(report.output("uki.efi").is_some());
+            assert!(
+                report.to_json().unwrap() == bytes,
+                "re-rendering changed {}",
+                path.display()
+            );
+        }
     }
 
     fn edited(edit: impl FnOnce(&mut serde_json::Value)) -> Vec<u8> {
