@@ -65,14 +65,7 @@ fn a_real_ec2_document_is_verified_and_each_failed_expectation_has_its_status() 
     let log = m.join("releases.log");
     let mut args = vec!["--document".to_owned(), d.to_owned(), "--log".to_owned()];
     args.push(log.to_str().unwrap().to_owned());
-    // Every release key the log's entries were signed with (a rotation adds one).
-    let mut keys: Vec<_> = std::fs::read_dir(m.join("keys"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "pub"))
-        .collect();
-    keys.sort();
-    for key in &keys {
+    for key in &release_keys() {
         args.push("--pubkey".to_owned());
         args.push(key.to_str().unwrap().to_owned());
     }

@@ -270,13 +270,7 @@ fn check_reference_release(f: &Fixture, out: &Path) {
     for name in ["measurements.json", "release.json", "release.json.minisig"] {
         std::fs::copy(golden.join(name), rel.join(name)).unwrap();
     }
-    let mut keys: Vec<_> = std::fs::read_dir(root.join("keys"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "pub"))
-        .collect();
-    keys.sort();
-    assert!(!keys.is_empty(), "no public keys in measurements/keys");
+    let keys = release_keys();
     let pubkey_args = || {
         keys.iter()
             .flat_map(|k| [std::ffi::OsStr::new("--pubkey"), k.as_os_str()])

@@ -19,6 +19,20 @@ pub fn shared_inputs() -> PathBuf {
     p
 }
 
+/// The project's release public keys (`measurements/keys/*.pub`), oldest first: every key
+/// the release log's entries were signed with (a rotation adds one).
+pub fn release_keys() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("measurements/keys");
+    let mut keys: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "pub"))
+        .collect();
+    keys.sort();
+    assert!(!keys.is_empty(), "no public keys in {}", dir.display());
+    keys
+}
+
 /// The static zoa-init built by `.ci/test` (or `ZOA_INIT`).
 pub fn init_binary() -> PathBuf {
     let p = std::env::var_os("ZOA_INIT")
