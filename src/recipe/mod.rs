@@ -128,6 +128,16 @@ pub enum Compression {
     Zstd,
 }
 
+impl Compression {
+    /// The name a recipe and build.json spell it with.
+    pub fn name(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Zstd => "zstd",
+        }
+    }
+}
+
 /// A file taken from an input: the input itself, or a member of a `.deb` input.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -782,6 +792,9 @@ sources = ["https://deb.debian.org/x.deb"]
         let r = load_str(MINIMAL).unwrap();
         assert_eq!(r.spec.image.name, "demo");
         assert_eq!(r.spec.image.compression, Compression::None);
+        for c in [Compression::None, Compression::Zstd] {
+            assert_eq!(toml::Value::try_from(c).unwrap().as_str(), Some(c.name()));
+        }
         assert_eq!(r.spec.kernel.path.as_deref(), Some("boot/vmlinuz"));
         assert_eq!(r.sha256, digest::sha256_bytes(MINIMAL.as_bytes()));
         assert!(r.lock_path().to_string_lossy().ends_with("r.toml.lock"));

@@ -36,6 +36,7 @@ use crate::measure::predict::{StubRules, EV_EFI_VARIABLE_DRIVER_CONFIG, STUB_RUL
 use crate::measure::{
     self, Bank, Digests, MeasureError, MeasureOptions, Measurements, Pcr, PredictedEvent,
 };
+use crate::recipe::{Compression, DEFAULT_ZSTD_LEVEL};
 use crate::uefi::file::ImageFile;
 use crate::uefi::hashing::{hash_jobs, HashJob};
 use crate::uefi::pe::{PeError, PeLayout};
@@ -207,15 +208,15 @@ pub struct Cause {
     /// `section.added`, `section.removed`, `initrd.file_added`, `initrd.file_removed`,
     /// `initrd.file_modified`, `initrd.archive`, `input.modified`, `input.added`,
     /// `input.removed`, `build.source_date_epoch`, `build.initramfs_compression`,
-    /// `init.provenance` (how zoa-init was
-    /// made: path `build:init.rustc`, `build:init.source:init/src/…`, …), `pcr4.uki_authenticode`,
+    /// `init.provenance` (how zoa-init was made: path `build:init.rustc`,
+    /// `build:init.source:init/src/…`, …), `pcr4.uki_authenticode`,
     /// `pcr4.kernel_authenticode`, `pcr7.variable`, `pcr11.section`, `pcr.event`,
     /// `pcr.order`, `pcr.unpredicted`.
     pub kind: String,
     pub level: Level,
     /// What changed: `.cmdline`, `.initrd:/etc/server.toml`, `stub`, `pe:headers`,
-    /// `input:NAME`, `build:source_date_epoch`, `build:initramfs.compression`, `PCR4:uki`, `PCR4:kernel`, `PCR7:PK`,
-    /// `PCR11:.cmdline`, `PCR12:…`.
+    /// `input:NAME`, `build:source_date_epoch`, `build:initramfs.compression`, `PCR4:uki`,
+    /// `PCR4:kernel`, `PCR7:PK`, `PCR11:.cmdline`, `PCR12:…`.
     pub path: String,
     /// PCRs this change moves (empty for build-level causes, which act through others).
     pub pcrs: Vec<Pcr>,
@@ -724,13 +725,6 @@ fn init_provenance_causes(old: &BuildReport, new: &BuildReport) -> Vec<Cause> {
     }
 }
 
-fn compression_name(c: crate::recipe::Compression) -> &'static str {
-    match c {
-        crate::recipe::Compression::None => "none",
-        crate::recipe::Compression::Zstd => "zstd",
-    }
-}
-
 fn build_causes(old: &BuildReport, new: &BuildReport) -> Vec<Cause> {
     let mut out = init_provenance_causes(old, new);
     {
@@ -748,12 +742,11 @@ fn build_causes(old: &BuildReport, new: &BuildReport) -> Vec<Cause> {
             );
         }
     }
-    let packing = |b: &BuildReport| match b.initramfs.level {
-        Some(level) => format!(
-            "{} level {level}",
-            compression_name(b.initramfs.compression)
-        ),
-        None => compression_name(b.initramfs.compression).to_owned(),
+    let packing = |b: &BuildReport| match (b.initramfs.compression, b.initramfs.level) {
+        (Compression::None, _) => Compression::None.name().to_owned(),
+        // build.json files from before recipes chose the level do not record it: it was
+        // the default, so they pack as a level-12 build of today does.
+        (c, level) => format!("{} level {}", c.name(), level.unwrap_or(DEFAULT_ZSTD_LEVEL)),
     };
     let (o, n) = (packing(old), packing(new));
     if o != n {
@@ -2096,6 +2089,48 @@ impl DiffReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The newest committed build.json with its initramfs record set to `packing`.
+    fn report_packed(packing: serde_json::Value) -> BuildReport {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/measurements/llama-server-0.7.0-9/build.json"
+        );
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+        let record = v["initramfs"].as_object_mut().unwrap();
+        record.remove("level");
+        for (k, x) in packing.as_object().unwrap() {
+            record.insert(k.clone(), x.clone());
+        }
+        BuildReport::parse(&serde_json::to_vec(&v).unwrap()).unwrap()
+    }
+
+    fn packing_causes(a: &BuildReport, b: &BuildReport) -> Vec<(Option<Detail>, Option<Detail>)> {
+        build_causes(a, b)
+            .into_iter()
+            .filter(|c| c.kind == "build.initramfs_compression")
+            .map(|c| (c.old, c.new))
+            .collect()
+    }
+
+    #[test]
+    fn a_zstd_record_without_a_level_packs_as_the_default_level() {
+        let old = report_packed(serde_json::json!({"compression": "zstd"}));
+        let twelve = report_packed(serde_json::json!({"compression": "zstd", "level": 12}));
+        let three = report_packed(serde_json::json!({"compression": "zstd", "level": 3}));
+        let none = report_packed(serde_json::json!({"compression": "none"}));
+        assert!(packing_causes(&old, &twelve).is_empty());
+        let text = |s: &str| Some(Detail::Text(s.into()));
+        assert_eq!(
+            packing_causes(&old, &three),
+            [(text("zstd level 12"), text("zstd level 3"))]
+        );
+        assert_eq!(
+            packing_causes(&none, &three),
+            [(text("none"), text("zstd level 3"))]
+        );
+    }
     use crate::measure::types::StubRecord;
 
     fn ev(pcr: u32, t: &str, what: &str, d: &str) -> PredictedEvent {
