@@ -4,9 +4,13 @@
 //! [`recipe`] (what to build, pinned) and [`init_build`] (the image's PID 1, built
 //! reproducibly) → [`image`] (the UKI and its `build.json`) →
 //! measure → release → deploy. `main.rs` only wires the command line to these calls.
+//! The deploy stage ([`aws`], and [`audit`] of what deploys did) is the `aws` feature's
+//! (on by default).
 
 pub mod attestation;
+#[cfg(feature = "aws")]
 pub mod audit;
+#[cfg(feature = "aws")]
 pub mod aws;
 pub mod boot;
 pub mod deb;

@@ -5,7 +5,6 @@
 mod cli;
 
 use anyhow::Result;
-use clap::Parser;
 use std::process::ExitCode;
 
 use cli::args::{Cli, Command};
@@ -13,7 +12,7 @@ use cli::exit::ExitStatus;
 use zoa::progress::Progress;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = cli::args::parse();
     cli::init_logging(cli.quiet, cli.verbose);
     match run(&cli) {
         Ok(status) => status.into(),
@@ -42,11 +41,17 @@ fn run(cli: &Cli) -> Result<ExitStatus> {
         Command::Verify(args) => cli::release::verify(args, quiet, progress),
         Command::Diff(args) => cli::release::diff(args),
         Command::Log(cmd) => cli::release::log(cmd, quiet),
+        #[cfg(feature = "aws")]
         Command::Deploy(args) => cli::aws::deploy(args, quiet, progress),
+        #[cfg(feature = "aws")]
         Command::Rollout(args) => cli::aws::rollout(args, quiet, progress),
+        #[cfg(feature = "aws")]
         Command::Destroy(args) => cli::aws::destroy(args, quiet, progress),
+        #[cfg(feature = "aws")]
         Command::Policy(args) => cli::aws::policy(args),
+        #[cfg(feature = "aws")]
         Command::Seal(args) => cli::aws::seal(args, quiet),
+        #[cfg(feature = "aws")]
         Command::Audit(args) => cli::audit::audit(args),
     }
 }

@@ -70,7 +70,7 @@ pub fn known_releases(
     Ok(summary
         .releases
         .iter()
-        .filter_map(|r| crate::aws::deploy::binding_of(&r.manifest).ok())
+        .filter_map(|r| crate::release::binding::binding_of(&r.manifest).ok())
         .map(|b| KnownRelease {
             pcrs: b.expected(),
             release: b.release,

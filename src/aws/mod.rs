@@ -84,6 +84,8 @@ pub enum AwsError {
     Release(#[from] crate::release::ReleaseError),
     #[error(transparent)]
     Policy(#[from] policy::PolicyError),
+    #[error(transparent)]
+    Unbound(#[from] crate::release::binding::UnboundPcr),
 }
 
 fn request_suffix(id: &Option<String>) -> String {

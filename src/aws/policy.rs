@@ -40,58 +40,14 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{json, Map, Value};
 
+// What a release binds is the release's to say (zoa attest reads it without the AWS stage).
+pub use crate::release::binding::{BootMode, PcrBinding};
+
 /// The IAM policy language version every document uses.
 pub const POLICY_VERSION: &str = "2012-10-17";
 
 /// KMS rejects key policies longer than this many bytes.
 pub const MAX_KEY_POLICY_BYTES: usize = 32 * 1024;
-
-/// Which PCRs a key binds, by how the image boots.
-///
-/// AWS guidance: PCR4 (the digests of the boot chain) and PCR12 for standard boot; PCR7
-/// (the Secure Boot state and keys, and the db entry that verified the image) for Secure
-/// Boot. PCR12 is bound in both modes: all-zero, or a kernel command line could be
-/// injected through UefiData. In Secure Boot mode PCR4 is deliberately not bound: any
-/// image signed by the same db key boots to the same PCR7, so a fleet can roll forward
-/// without a policy change.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum BootMode {
-    /// UEFI boot without Secure Boot: PCR4 and PCR12.
-    #[default]
-    Standard,
-    /// UEFI Secure Boot with the release's UefiData (PK, KEK, db, dbx): PCR7 and PCR12.
-    SecureBoot,
-}
-
-impl BootMode {
-    /// The PCR that identifies what boots: 4 (standard) or 7 (Secure Boot).
-    pub fn boot_pcr(self) -> u8 {
-        match self {
-            BootMode::Standard => 4,
-            BootMode::SecureBoot => 7,
-        }
-    }
-
-    /// The PCRs every admitted release binds, in the order they appear in the policy.
-    pub fn bound_pcrs(self) -> [u8; 2] {
-        [self.boot_pcr(), 12]
-    }
-
-    pub fn is_standard(&self) -> bool {
-        *self == BootMode::Standard
-    }
-}
-
-impl std::fmt::Display for BootMode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let [a, b] = self.bound_pcrs();
-        match self {
-            BootMode::Standard => write!(f, "standard boot (PCR{a} and PCR{b})"),
-            BootMode::SecureBoot => write!(f, "Secure Boot (PCR{a} and PCR{b})"),
-        }
-    }
-}
 
 /// The operations that can hand plaintext key material to the caller. Decrypt and
 /// GenerateDataKey are what zoa-init uses; GenerateDataKeyPair returns a private key and
@@ -137,43 +93,6 @@ const REGION_SCP_TEMPLATE: Template = Template {
 /// Placeholders whose name starts with this are per release: a key policy statement that
 /// uses one is rendered once for each admitted release.
 const RELEASE_SCOPE: &str = "RELEASE_";
-
-/// One admitted release: its SHA-384 PCR values from the signed manifest.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PcrBinding {
-    /// "name version", for error messages.
-    pub release: String,
-    /// Which PCRs are bound: the mode's [`BootMode::bound_pcrs`].
-    pub mode: BootMode,
-    /// SHA-384 of the mode's [`BootMode::boot_pcr`] (PCR4, or PCR7 with Secure Boot), 96
-    /// hex digits (either case; policies carry lower case).
-    pub boot_pcr: String,
-    /// SHA-384 PCR12, 96 hex digits (either case; policies carry lower case).
-    pub pcr12: String,
-}
-
-impl PcrBinding {
-    /// The bound PCR values by PCR number, in [`BootMode::bound_pcrs`] order.
-    pub fn pcrs(&self) -> [(u8, &str); 2] {
-        [(self.mode.boot_pcr(), &self.boot_pcr), (12, &self.pcr12)]
-    }
-
-    /// The bound PCR values as an attestation carries them: PCR number → lowercase hex,
-    /// for verifiers matching a document or a CloudTrail record to this release.
-    pub fn expected(&self) -> BTreeMap<u32, String> {
-        self.pcrs()
-            .iter()
-            .map(|(i, v)| (u32::from(*i), v.to_ascii_lowercase()))
-            .collect()
-    }
-
-    /// Whether two bindings admit the same boots (the release names aside).
-    pub fn same_pcrs(&self, other: &PcrBinding) -> bool {
-        self.mode == other.mode
-            && self.boot_pcr.eq_ignore_ascii_case(&other.boot_pcr)
-            && self.pcr12.eq_ignore_ascii_case(&other.pcr12)
-    }
-}
 
 /// Everything the key policy depends on.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -171,7 +171,7 @@ pub async fn prepare(c: &Clients, options: RolloutOptions) -> Result<Rollout, Aw
     deploy_options.model = options.model.clone();
     deploy_options.rollout_from = Some(RolloutFrom {
         dir: options.old_dir.clone(),
-        binding: deploy::binding_of(old.manifest())?,
+        binding: crate::release::binding::binding_of(old.manifest())?,
         state: old_state.clone(),
         new_key: old_state.key_locked,
     });

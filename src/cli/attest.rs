@@ -154,7 +154,7 @@ fn expected_pcrs(args: &ExpectArgs) -> Result<Vec<ExpectedPcrs>> {
 
 /// The PCRs a release's KMS policy binds (PCR4 or PCR7, and PCR12).
 fn bound(manifest: &zoa::release::manifest::Manifest) -> Result<ExpectedPcrs> {
-    let binding = zoa::aws::deploy::binding_of(manifest)?;
+    let binding = zoa::release::binding::binding_of(manifest)?;
     Ok(ExpectedPcrs {
         release: Some(binding.release.clone()),
         pcrs: binding.expected(),

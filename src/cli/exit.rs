@@ -5,7 +5,6 @@ use std::error::Error;
 use std::fmt::Write as _;
 use std::process::ExitCode;
 
-use zoa::aws::AwsError;
 use zoa::image::BuildError;
 use zoa::measure::compare::Mismatch;
 use zoa::release::ReleaseError;
@@ -171,7 +170,8 @@ fn verdict(err: &(dyn Error + 'static)) -> Option<ExitStatus> {
     if let Some(e) = err.downcast_ref::<BuildError>() {
         return build_verdict(e);
     }
-    if let Some(AwsError::Release(e)) = err.downcast_ref::<AwsError>() {
+    #[cfg(feature = "aws")]
+    if let Some(zoa::aws::AwsError::Release(e)) = err.downcast_ref::<zoa::aws::AwsError>() {
         return release_verdict(e);
     }
     None
@@ -267,11 +267,14 @@ mod tests {
         let rebuild = anyhow::Error::new(ReleaseError::Build(policy_violation()));
         assert_eq!(classify(&rebuild), ExitStatus::POLICY_VIOLATION);
         // zoa deploy: the verdict inside the AWS error, under added context.
-        let deploy = anyhow::Error::new(AwsError::Release(ReleaseError::ArtifactMismatch(
-            "uki.efi".into(),
-        )))
-        .context("deploying");
-        assert_eq!(classify(&deploy), ExitStatus::ARTIFACT_MISMATCH);
+        #[cfg(feature = "aws")]
+        {
+            let deploy = anyhow::Error::new(zoa::aws::AwsError::Release(
+                ReleaseError::ArtifactMismatch("uki.efi".into()),
+            ))
+            .context("deploying");
+            assert_eq!(classify(&deploy), ExitStatus::ARTIFACT_MISMATCH);
+        }
         // An event log mismatch under the file name's context.
         let mismatch = Mismatch {
             pcr: zoa::measure::Pcr::PCR4,

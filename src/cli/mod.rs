@@ -5,7 +5,9 @@
 
 pub mod args;
 pub mod attest;
+#[cfg(feature = "aws")]
 pub mod audit;
+#[cfg(feature = "aws")]
 pub mod aws;
 pub mod boot;
 pub mod build;

@@ -2,6 +2,7 @@
 //! artifact digests, re-measurement, optional rebuild) and the append-only log of
 //! reference releases; diffs between releases for auditors.
 
+pub mod binding;
 pub mod diff;
 pub mod keys;
 pub mod log;

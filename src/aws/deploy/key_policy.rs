@@ -5,13 +5,13 @@ use serde_json::json;
 use std::path::PathBuf;
 
 use super::{
-    binding_of, validate_deployment_name, verify_release, DeployOptions, Deployment, KeyAdmits,
-    Names,
+    validate_deployment_name, verify_release, DeployOptions, Deployment, KeyAdmits, Names,
 };
 use crate::aws::calls::Id;
 use crate::aws::policy::{self, KeyPolicyInput, PcrBinding};
 use crate::aws::state::DeployState;
 use crate::aws::AwsError;
+use crate::release::binding::binding_of;
 
 /// The key policy's parameters; administrators default to the account root and sealers
 /// to the administrators.

@@ -27,7 +27,7 @@ use super::policy::{BootMode, PcrBinding};
 use super::state::{DeployState, ReleaseRef, TAG_DEPLOYMENT, TAG_MANIFEST, TAG_RELEASE};
 use super::userdata::{SealedSecret, SecretArg, UserDataSpec};
 use super::{Account, AwsError, Clients, Remedy};
-use crate::release::manifest::Manifest;
+use crate::release::binding::binding_of;
 use crate::release::VerifiedRelease;
 use apply::PrivateDisk;
 use discover::Found;
@@ -366,39 +366,6 @@ fn recipe_port(release: &VerifiedRelease) -> Result<Option<u16>, AwsError> {
         .ok_or_else(|| AwsError::file(&path, "not covered by the signed manifest"))?;
     let report = crate::image::BuildReport::parse(bytes).map_err(|e| AwsError::file(&path, e))?;
     Ok(report.serving_port)
-}
-
-/// The SHA-384 PCR values a KMS policy binds, from the signed manifest: PCR7 and PCR12
-/// when the release was measured with Secure Boot on (its UefiData enrolls a PK), PCR4
-/// and PCR12 otherwise.
-pub fn binding_of(manifest: &Manifest) -> Result<PcrBinding, AwsError> {
-    let mode = if manifest.measurements.secure_boot {
-        BootMode::SecureBoot
-    } else {
-        BootMode::Standard
-    };
-    let pcr = |n: u8| {
-        let index = crate::measure::Pcr::new(n);
-        index
-            .and_then(|p| manifest.measurements.pcr(p))
-            .map(|d| d.sha384.clone())
-            .ok_or_else(|| {
-                let why = index
-                    .and_then(|p| manifest.measurements.unpredicted.get(&p))
-                    .cloned()
-                    .unwrap_or_else(|| "not in the manifest".to_owned());
-                AwsError::step(
-                    "release",
-                    format!("PCR{n} is not predicted ({why}): a KMS policy cannot bind it"),
-                )
-            })
-    };
-    Ok(PcrBinding {
-        release: format!("{} {}", manifest.name, manifest.version),
-        mode,
-        boot_pcr: pcr(mode.boot_pcr())?,
-        pcr12: pcr(12)?,
-    })
 }
 
 /// The release's `uefi-data.bin` as RegisterImage's `UefiData` (base64), when the

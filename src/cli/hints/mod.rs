@@ -3,7 +3,6 @@
 
 use std::error::Error;
 
-use zoa::aws::{AwsError, Remedy};
 use zoa::image::compose::ComposeError;
 use zoa::image::BuildError;
 use zoa::init_build::InitBuildError;
@@ -11,6 +10,9 @@ use zoa::release::keys::{KeyError, PASSWORD_ENV};
 use zoa::release::ReleaseError;
 use zoa::secureboot::keys::SecureBootKeyError;
 use zoa::secureboot::sign::SignError;
+
+#[cfg(feature = "aws")]
+mod aws;
 
 /// The hint for the first error in the chain that has one.
 pub fn hint(err: &anyhow::Error) -> Option<String> {
@@ -45,17 +47,11 @@ fn hint_for(err: &(dyn Error + 'static)) -> Option<String> {
             "install zig {version} as .ci/deps does (the pinned `ziglang` wheel), pass --zig FILE, or set ZOA_ZIG"
         ));
     }
-    match err.downcast_ref::<AwsError>()? {
-        AwsError::WrongRegion { recorded, .. } => Some(format!("pass --region {recorded}")),
-        AwsError::NoRegion => Some("pass --region REGION".to_owned()),
-        AwsError::RegionNotAllowed { allowed, .. } => Some(format!(
-            "pass --region {} (or set AWS_REGION), or sign the release again with --regions naming this region",
-            allowed.join(" or ")
-        )),
-        AwsError::Refused { remedy, .. } => Some(remedy_hint(remedy)),
-        AwsError::Release(e) => release_hint(e),
-        _ => None,
+    #[cfg(feature = "aws")]
+    if let Some(e) = err.downcast_ref::<zoa::aws::AwsError>() {
+        return aws::aws_hint(e);
     }
+    None
 }
 
 fn release_hint(err: &ReleaseError) -> Option<String> {
@@ -106,49 +102,6 @@ fn sign_hint(err: &SignError) -> Option<String> {
     }
 }
 
-/// Says a remedy with the flags of `zoa deploy`, `zoa rollout` and `zoa seal`.
-fn remedy_hint(remedy: &Remedy) -> String {
-    match remedy {
-        Remedy::SignWithUefiData { dir } => format!(
-            "sign it again with `zoa sign {} --uefi-data BLOB`",
-            dir.display()
-        ),
-        Remedy::GiveModel { encrypted: false } => "pass --model FILE".to_owned(),
-        Remedy::GiveModel { encrypted: true } => {
-            "pass --model FILE (the age-encrypted file)".to_owned()
-        }
-        Remedy::Seal { dir, name } => format!(
-            "seal it again with `zoa seal --key {} --name {name}`",
-            dir.as_deref()
-                .map_or("DIR".to_owned(), |d| d.display().to_string())
-        ),
-        Remedy::SecretName { given, sealed_as } => format!(
-            "pass it as --secret {sealed_as}=FILE, or seal it again with --name {given}"
-        ),
-        Remedy::SealUnderOneKey => {
-            "seal every --secret with the same `zoa seal --key DIR`".to_owned()
-        }
-        Remedy::DeployKeyFirst { dir } => format!(
-            "deploy without --secret first (it creates the KMS key), seal with `zoa seal --key {} --name NAME`, then deploy again with --secret NAME=FILE",
-            dir.display()
-        ),
-        Remedy::SecretsOrUserData => {
-            "give --secret or --user-data, not both".to_owned()
-        }
-        Remedy::AnotherName => "deploy under another --name".to_owned(),
-        Remedy::DestroyOrAnotherName => {
-            "`zoa destroy` removes it, or deploy under another --name".to_owned()
-        }
-        Remedy::GiveSubnet => "pass --subnet".to_owned(),
-        Remedy::DeployAsFleet => "deploy the new release with --fleet (or under another --name), then destroy the old one".to_owned(),
-        Remedy::Reseal { names } => format!("pass --reseal NAME=FILE for {}", names.join(", ")),
-        Remedy::NoReseal => "drop --reseal".to_owned(),
-        Remedy::DeployedReleaseDir => {
-            "--from must be the release directory that was deployed".to_owned()
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -161,42 +114,9 @@ mod tests {
     }
 
     #[test]
-    fn refusals_get_their_flags_here() {
-        let refused = |remedy| AwsError::Refused {
-            subject: "configuration".into(),
-            message: "m".into(),
-            remedy,
-        };
-        let reseal = refused(Remedy::Reseal {
-            names: vec!["api-key".into(), "token".into()],
-        });
-        assert_eq!(reseal.to_string(), "configuration: m");
-        assert_eq!(
-            hint_of(reseal).as_deref(),
-            Some("pass --reseal NAME=FILE for api-key, token")
-        );
-        let sign = refused(Remedy::SignWithUefiData {
-            dir: PathBuf::from("rel"),
-        });
-        assert_eq!(
-            hint_of(sign).as_deref(),
-            Some("sign it again with `zoa sign rel --uefi-data BLOB`")
-        );
-        let wrapped = anyhow::Error::from(refused(Remedy::GiveSubnet)).context("deploy");
-        assert_eq!(hint(&wrapped).as_deref(), Some("pass --subnet"));
-        assert_eq!(
-            hint_of(AwsError::NoRegion).as_deref(),
-            Some("pass --region REGION")
-        );
+    fn a_missing_init_names_where_one_comes_from() {
         assert!(hint_of(BuildError::Compose(ComposeError::InitNotFound))
             .is_some_and(|h| h.contains("--init FILE")));
-        assert_eq!(
-            hint_of(AwsError::Step {
-                step: "s".into(),
-                message: "plain".into()
-            }),
-            None
-        );
     }
 
     /// Every long flag of every `zoa` subcommand.
