@@ -143,7 +143,7 @@ pub fn hash_jobs(image: &ImageFile, jobs: &[HashJob]) -> io::Result<Vec<BankDige
             j.bytes() * SHA384_COST,
             Task {
                 job: i,
-                hasher: AnyHasher::Sha384(Box::new(BulkSha384::new())),
+                hasher: AnyHasher::Sha384(Box::default()),
                 ranges: ranges.clone(),
                 next: 0,
             },
