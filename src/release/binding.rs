@@ -122,14 +122,14 @@ pub fn binding_of(manifest: &Manifest) -> Result<PcrBinding, UnboundPcr> {
                     .cloned()
                     .unwrap_or_else(|| "not in the manifest".to_owned());
                 UnboundPcr {
-                    release: format!("{} {}", manifest.name, manifest.version),
+                    release: manifest.label(),
                     pcr: n,
                     why,
                 }
             })
     };
     Ok(PcrBinding {
-        release: format!("{} {}", manifest.name, manifest.version),
+        release: manifest.label(),
         mode,
         boot_pcr: pcr(mode.boot_pcr())?,
         pcr12: pcr(12)?,

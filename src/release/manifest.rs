@@ -222,13 +222,18 @@ impl Manifest {
         Ok(m)
     }
 
-    /// Whether the release carries an AMI `UefiData` variable store (`uefi-data.bin`): its
-    /// measurements were predicted with those variables, and an AMI must enroll them.
+    /// "name version", as errors and reports name the release.
+    pub fn label(&self) -> String {
+        format!("{} {}", self.name, self.version)
+    }
+
     /// The covered file named `name`.
     pub fn artifact(&self, name: &str) -> Option<&Artifact> {
         self.artifacts.iter().find(|a| a.path == name)
     }
 
+    /// Whether the release carries an AMI `UefiData` variable store (`uefi-data.bin`): its
+    /// measurements were predicted with those variables, and an AMI must enroll them.
     pub fn has_uefi_data(&self) -> bool {
         self.artifacts.iter().any(|a| a.path == UEFI_DATA_FILE)
     }

@@ -110,7 +110,7 @@ pub fn render_policies(req: &PolicyRequest) -> Result<serde_json::Value, AwsErro
     };
     let mut docs = json!({
         "deployment": deployment,
-        "release": format!("{} {}", manifest.name, manifest.version),
+        "release": manifest.label(),
         "manifest_sha256": digest,
         "key_alias": key_alias,
         "key_policy": policy::key_policy(&input)?,

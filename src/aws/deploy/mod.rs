@@ -427,7 +427,7 @@ pub async fn prepare(
     // bend.
     if !crate::release::regions::allows(&manifest.regions, &clients.region) {
         return Err(AwsError::RegionNotAllowed {
-            release: format!("{} {}", manifest.name, manifest.version),
+            release: manifest.label(),
             region: clients.region.clone(),
             allowed: manifest.regions.clone(),
         });
