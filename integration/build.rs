@@ -225,8 +225,6 @@ fn check_sbom(out_a: &Path, out_b: &Path, report: &serde_json::Value) {
 }
 
 /// The project's current reference release, under measurements/ (measurements/README.md).
-const REFERENCE_RELEASE: &str = "llama-server-0.7.0-9";
-
 /// The project's reference release in measurements/: its measurement files equal a fresh
 /// `zoa measure` of this build, its signature and artifact digests verify against the
 /// fresh uki.efi and build.json with the committed public key, and the release log's

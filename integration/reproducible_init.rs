@@ -1,17 +1,19 @@
-//! zoa-init is a function of the commit alone: `zoa build-init` in a deliberately different
-//! environment gives the same bytes and the same provenance as the zoa-init the suite uses
-//! (built by `.ci/test` with `zoa build-init` in the checkout).
-//!
-//! The second build differs in everything a stranger's machine could: the checkout's path,
-//! CARGO_HOME (a fresh one: its registry sources are unpacked at another path), HOME, the
-//! zig install path, umask 077, TZ, locale, and hostile compiler settings in the
-//! environment (RUSTFLAGS, CC, CFLAGS, CARGO_PROFILE_RELEASE_*, SOURCE_DATE_EPOCH), which
-//! `zoa build-init` ignores (and names).
+//! zoa-init is a function of the commit alone. The suite's zoa-init is built once, by
+//! `.ci/build-init-elsewhere` (`.ci/test` runs it), in an environment that differs in
+//! everything a stranger's machine could: the checkout's path, CARGO_HOME (a fresh one: its
+//! registry sources are unpacked at another path), HOME, the zig install path, umask 077, TZ,
+//! locale, and hostile compiler settings in the environment (RUSTFLAGS, CC, CFLAGS,
+//! CARGO_PROFILE_RELEASE_*, SOURCE_DATE_EPOCH), which `zoa build-init` ignores (and names).
+//! The reference release's zoa-init was built with a plain `zoa build-init` on the machine
+//! that made the release: the two must be the same bytes with the same provenance. One
+//! compile covers both the environment and the machine (this test used to build zoa-init a
+//! second time, on the same machine).
 
 use crate::common;
 
 use common::*;
-use std::path::{Path, PathBuf};
+use serde_json::Value;
+use std::path::Path;
 use std::process::Command;
 use zoa::init_build::provenance::Provenance;
 
@@ -36,96 +38,36 @@ fn copy_checkout(src: &Path, dest: &Path) {
     }
 }
 
-/// A tree of hard links (or copies across file systems): zig at another path, cheaply.
-fn link_tree(src: &Path, dest: &Path) {
-    std::fs::create_dir_all(dest).unwrap();
-    for entry in std::fs::read_dir(src).unwrap() {
-        let entry = entry.unwrap();
-        let (from, to) = (entry.path(), dest.join(entry.file_name()));
-        if entry.file_type().unwrap().is_dir() {
-            link_tree(&from, &to);
-        } else if std::fs::hard_link(&from, &to).is_err() {
-            std::fs::copy(&from, &to).unwrap();
-        }
-    }
-}
-
-fn cargo_home() -> PathBuf {
-    std::env::var_os("CARGO_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| dirs::home_dir().unwrap().join(".cargo"))
-}
-
-fn zig() -> PathBuf {
+fn zig() -> std::path::PathBuf {
     let zig = std::env::var_os("ZOA_ZIG")
-        .map(PathBuf::from)
+        .map(std::path::PathBuf::from)
         .expect("ZOA_ZIG is not set: run .ci/deps and source .ci/env");
     std::fs::canonicalize(zig).unwrap()
 }
 
+fn read_json(path: &Path, what: &str) -> Value {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}: {what}", path.display()));
+    serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
 #[test]
 fn zoa_init_is_the_same_from_another_environment() {
-    let reference = init_binary();
-    let reference_prov = std::fs::read(Provenance::path_for(&reference)).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e}: the suite's zoa-init must come from `zoa build-init`",
-            Provenance::path_for(&reference).display()
-        )
-    });
+    let init = init_binary();
+    let record = read_json(
+        &init.with_file_name("elsewhere.json"),
+        "the suite's zoa-init must come from .ci/build-init-elsewhere (.ci/test runs it)",
+    );
+    let bytes = std::fs::read(&init).unwrap();
+    let digest = sha256_hex(&bytes);
+    assert_eq!(
+        record["zoa_init_sha256"].as_str(),
+        Some(digest.as_str()),
+        "{} was rebuilt after .ci/build-init-elsewhere made it: run that again",
+        init.display()
+    );
 
-    let f = Fixture::new();
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let checkout = f.path("elsewhere/another checkout");
-    copy_checkout(repo, &checkout);
-    // A fresh CARGO_HOME that shares only the downloaded .crate files and the index:
-    // the sources are unpacked again under another path.
-    let home = f.path("home of someone else");
-    let other_cargo = f.path("cargo-home-2");
-    std::fs::create_dir_all(other_cargo.join("registry")).unwrap();
-    for sub in ["index", "cache"] {
-        std::os::unix::fs::symlink(
-            cargo_home().join("registry").join(sub),
-            other_cargo.join("registry").join(sub),
-        )
-        .unwrap();
-    }
-    // zig at another path (its ziglang directory: the executable and its lib/).
-    let zig = zig();
-    let zig_root = zig.parent().unwrap();
-    link_tree(zig_root, &f.path("tools/zig/ziglang"));
-    let other_zig = f.path("tools/zig/ziglang").join(zig.file_name().unwrap());
-    let out = f.path("out");
-
-    let o = Command::new("sh")
-        .arg("-c")
-        .arg("umask 077 && exec \"$@\"")
-        .arg("sh")
-        .arg(env!("CARGO_BIN_EXE_zoa"))
-        .arg("build-init")
-        .arg("--source")
-        .arg(&checkout)
-        .arg("--out")
-        .arg(&out)
-        .arg("--zig")
-        .arg(&other_zig)
-        .current_dir(f.path("elsewhere"))
-        .env("CARGO_HOME", &other_cargo)
-        .env("HOME", &home)
-        .env("CARGO_NET_OFFLINE", "true")
-        .env("TZ", "Pacific/Kiritimati")
-        .env("LANG", "de_DE.UTF-8")
-        .env("LC_ALL", "de_DE.UTF-8")
-        .env("RUSTFLAGS", "-Copt-level=1 -Ctarget-cpu=native")
-        .env("CC", "clang")
-        .env("CFLAGS", "-O0 -g")
-        .env("CARGO_PROFILE_RELEASE_LTO", "false")
-        .env("SOURCE_DATE_EPOCH", "1")
-        .env_remove("ZOA_ZIG")
-        .output()
-        .unwrap();
-    let err = stderr(&o);
-    assert!(o.status.success(), "zoa build-init elsewhere: {err}");
-    // RUSTFLAGS and the rest are ignored, and the user is told so.
+    // RUSTFLAGS and the rest were ignored, and the user was told so.
+    let err = record["stderr"].as_str().unwrap();
     let note = err
         .lines()
         .find(|l| l.contains("ignoring"))
@@ -140,32 +82,31 @@ fn zoa_init_is_the_same_from_another_environment() {
         assert!(note.contains(var), "{var} is not named: {note}");
     }
 
-    let a = std::fs::read(&reference).unwrap();
-    let b = std::fs::read(out.join("zoa-init")).unwrap();
-    assert!(
-        a == b,
-        "zoa-init differs when built elsewhere: {} ({} bytes) here, {} ({} bytes) there",
-        sha256_hex(&a),
-        a.len(),
-        sha256_hex(&b),
-        b.len()
+    // The reference release's zoa-init, from its build record.
+    let release = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("measurements")
+        .join(REFERENCE_RELEASE);
+    let reference = read_json(&release.join("build.json"), "the reference release")["init"].clone();
+    assert_eq!(
+        (reference["sha256"].as_str(), reference["size"].as_u64()),
+        (Some(digest.as_str()), Some(bytes.len() as u64)),
+        "zoa-init built elsewhere (right) is not measurements/{REFERENCE_RELEASE}'s (left), \
+         built on the machine that made the release; if zoa-init changed on purpose, make a \
+         new reference release (measurements/README.md)"
     );
-    let prov_b = std::fs::read(out.join("zoa-init.provenance.json")).unwrap();
+    let provenance = read_json(&Provenance::path_for(&init), "zoa build-init writes it");
     assert!(
-        reference_prov == prov_b,
-        "the provenance differs when built elsewhere (it must hold no host facts):\n{}\n---\n{}",
-        String::from_utf8_lossy(&reference_prov),
-        String::from_utf8_lossy(&prov_b)
+        provenance == reference["provenance"],
+        "the provenance differs when built elsewhere (it must hold no host facts):\n{provenance:#}\n---\n{:#}",
+        reference["provenance"]
     );
+
     // No host path of either environment is in the binary.
-    for needle in [
-        repo.to_str().unwrap(),
-        checkout.to_str().unwrap(),
-        cargo_home().to_str().unwrap(),
-        other_cargo.to_str().unwrap(),
-    ] {
+    let paths = record["host_paths"].as_array().unwrap();
+    assert!(paths.len() >= 5, "{paths:?}");
+    for needle in paths.iter().map(|p| p.as_str().unwrap()) {
         assert!(
-            memchr::memmem::find(&b, needle.as_bytes()).is_none(),
+            memchr::memmem::find(&bytes, needle.as_bytes()).is_none(),
             "{needle} is in zoa-init"
         );
     }

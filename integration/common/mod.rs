@@ -70,6 +70,10 @@ pub fn sha256_of(path: &Path) -> String {
     hex::encode(Sha256::digest(std::fs::read(path).expect("read input")))
 }
 
+/// The project's newest reference release in measurements/ (its README: how to make one):
+/// the demo build must reproduce it, and its zoa-init is the one built on another machine.
+pub const REFERENCE_RELEASE: &str = "llama-server-0.7.0-9";
+
 pub const KERNEL_DEB: &str = "linux-image-6.1.0-56-cloud-amd64_6.1.192-2_amd64.deb";
 pub const KERNEL_MEMBER: &str = "boot/vmlinuz-6.1.0-56-cloud-amd64";
 pub const STUB252_DEB: &str = "systemd-boot-efi_252.39-1~deb12u2_amd64.deb";
