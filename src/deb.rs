@@ -7,7 +7,7 @@
 //! through a symlink, device nodes and fifos are refused, and malformed archives give an
 //! error naming the package and the member, never a panic.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
@@ -1059,21 +1059,50 @@ impl Extractor<'_> {
 /// link is followed to the file it names. Absent members are reported with a few similar
 /// names.
 pub fn copy_data_file(deb: &Path, member: &str, out: &mut dyn Write) -> Result<u64, DebError> {
-    let wanted = match normalize(member.trim_start_matches('/').as_bytes()) {
-        Ok(Some(w)) => merged_usr(&w),
-        _ => return Err(not_found(deb, member, Vec::new())),
-    };
-    match copy_one(deb, member, &wanted, out)? {
-        Copied::Done(n) => Ok(n),
-        Copied::HardLink(target) => match copy_one(deb, member, &target, out)? {
-            Copied::Done(n) => Ok(n),
-            Copied::HardLink(_) => Err(DebError::NotRegular {
-                deb: deb.to_owned(),
-                member: member.to_owned(),
-                kind: "hard link to a hard link".to_owned(),
-            }),
-        },
+    let sizes = copy_data_files(deb, &mut [(member, out)])?;
+    Ok(sizes[0])
+}
+
+/// [`copy_data_file`] for several members of one package, in one pass over its archive:
+/// `requests[i].1` receives member `requests[i].0`, and the sizes come back in the same
+/// order. A recipe taking a dozen kernel modules from the kernel's package decompresses
+/// it once instead of a dozen times (xz decoding was 87% of the demo build's time). The
+/// pass stops at the last member wanted. A member asked for twice is written to both.
+pub fn copy_data_files(
+    deb: &Path,
+    requests: &mut [(&str, &mut dyn Write)],
+) -> Result<Vec<u64>, DebError> {
+    let mut wanted = Vec::with_capacity(requests.len());
+    for (i, (member, _)) in requests.iter().enumerate() {
+        match normalize(member.trim_start_matches('/').as_bytes()) {
+            Ok(Some(w)) => wanted.push((i, merged_usr(&w))),
+            _ => return Err(not_found(deb, member, Vec::new())),
+        }
     }
+    let mut sizes = vec![0u64; requests.len()];
+    // Hard links name an entry that precedes them: one more pass copies their targets.
+    let mut targets = Vec::new();
+    for (i, found) in copy_pass(deb, &wanted, requests)? {
+        match found {
+            Copied::Done(n) => sizes[i] = n,
+            Copied::HardLink(target) => targets.push((i, target)),
+        }
+    }
+    if !targets.is_empty() {
+        for (i, found) in copy_pass(deb, &targets, requests)? {
+            match found {
+                Copied::Done(n) => sizes[i] = n,
+                Copied::HardLink(_) => {
+                    return Err(DebError::NotRegular {
+                        deb: deb.to_owned(),
+                        member: requests[i].0.to_owned(),
+                        kind: "hard link to a hard link".to_owned(),
+                    })
+                }
+            }
+        }
+    }
+    Ok(sizes)
 }
 
 enum Copied {
@@ -1082,15 +1111,45 @@ enum Copied {
     HardLink(String),
 }
 
-fn copy_one(
+/// Writes every byte to each writer in turn: one member asked for by several requests.
+struct Tee<'w>(Vec<&'w mut dyn Write>);
+
+impl Write for Tee<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        for w in &mut self.0 {
+            w.write_all(buf)?;
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.iter_mut().try_for_each(|w| w.flush())
+    }
+}
+
+/// One pass over `data.tar.*` for the (request index, normalised name) pairs in `wanted`:
+/// each regular file found is streamed into its requests' writers, a hard link's target is
+/// returned instead. The first name not found (in `wanted`'s order) is an error naming a
+/// few similar entries; so is a wanted entry that is a symlink or anything but a file.
+fn copy_pass(
     deb: &Path,
-    member: &str,
-    wanted: &str,
-    out: &mut dyn Write,
-) -> Result<Copied, DebError> {
-    let base = wanted.rsplit('/').next().unwrap_or(wanted);
+    wanted: &[(usize, String)],
+    requests: &mut [(&str, &mut dyn Write)],
+) -> Result<Vec<(usize, Copied)>, DebError> {
+    let mut pending: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, name) in wanted {
+        pending.entry(name.as_str()).or_default().push(*i);
+    }
     // Similar = same first few characters of the file name (catches version bumps).
-    let stem: String = base.chars().take(6).collect();
+    let stems: Vec<(usize, String)> = wanted
+        .iter()
+        .map(|(i, name)| {
+            let base = name.rsplit('/').next().unwrap_or(name);
+            (*i, base.chars().take(6).collect())
+        })
+        .collect();
+    let mut similar: BTreeMap<usize, Vec<String>> = BTreeMap::new();
+    let mut found = Vec::new();
     with_tar(deb, Part::Data, |tar, data_member| {
         let tar_err = |after: Option<String>, e: io::Error| DebError::Tar {
             deb: deb.to_owned(),
@@ -1098,9 +1157,12 @@ fn copy_one(
             after,
             message: e.to_string(),
         };
-        let mut similar = Vec::new();
         let mut last: Option<String> = None;
+        let mut buf = vec![0u8; 1 << 16];
         for entry in tar.entries().map_err(|e| tar_err(None, e))? {
+            if pending.is_empty() {
+                break;
+            }
             let mut entry = entry.map_err(|e| tar_err(last.clone(), e))?;
             let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
             // Unsafe paths cannot equal a normalised name; they are simply not matches.
@@ -1109,14 +1171,18 @@ fn copy_one(
                 continue;
             };
             let rel = merged_usr(&rel);
-            if rel != wanted {
+            let Some(indices) = pending.remove(rel.as_str()) else {
                 let name = rel.rsplit('/').next().unwrap_or(&rel);
-                if similar.len() < 3 && !stem.is_empty() && name.starts_with(&stem) {
-                    similar.push(rel);
+                for (i, stem) in &stems {
+                    let list = similar.entry(*i).or_default();
+                    if list.len() < 3 && !stem.is_empty() && name.starts_with(stem.as_str()) {
+                        list.push(rel.clone());
+                    }
                 }
                 last = Some(raw);
                 continue;
-            }
+            };
+            let member = requests[indices[0]].0;
             let kind = entry.header().entry_type();
             match kind {
                 tar::EntryType::Regular
@@ -1127,14 +1193,20 @@ fn copy_one(
                         .link_name_bytes()
                         .and_then(|t| normalize(&t).ok().flatten())
                         .map(|t| merged_usr(&t));
-                    return match target {
-                        Some(t) if t != wanted => Ok(Copied::HardLink(t)),
-                        _ => Err(DebError::NotRegular {
-                            deb: deb.to_owned(),
-                            member: member.to_owned(),
-                            kind: "hard link without a valid target".to_owned(),
-                        }),
-                    };
+                    match target {
+                        Some(t) if t != rel => {
+                            found.extend(indices.iter().map(|i| (*i, Copied::HardLink(t.clone()))));
+                            last = Some(raw);
+                            continue;
+                        }
+                        _ => {
+                            return Err(DebError::NotRegular {
+                                deb: deb.to_owned(),
+                                member: member.to_owned(),
+                                kind: "hard link without a valid target".to_owned(),
+                            })
+                        }
+                    }
                 }
                 tar::EntryType::Symlink => {
                     let target = entry
@@ -1156,8 +1228,13 @@ fn copy_one(
                 }
             }
             let expected = entry.size();
-            let mut buf = vec![0u8; 1 << 16];
-            let n = match pump(&mut entry, out, &mut buf) {
+            let mut tee = Tee(requests
+                .iter_mut()
+                .enumerate()
+                .filter(|(i, _)| indices.contains(i))
+                .map(|(_, (_, out))| &mut **out as &mut dyn Write)
+                .collect());
+            let n = match pump(&mut entry, &mut tee, &mut buf) {
                 Ok(n) => n,
                 Err(Pump::Read(e)) => return Err(tar_err(Some(raw), e)),
                 Err(Pump::Write(source)) => {
@@ -1177,10 +1254,19 @@ fn copy_one(
                     ),
                 ));
             }
-            return Ok(Copied::Done(n));
+            found.extend(indices.iter().map(|i| (*i, Copied::Done(n))));
+            last = Some(raw);
         }
-        Err(not_found(deb, member, similar))
-    })
+        Ok(())
+    })?;
+    if let Some((i, _)) = wanted
+        .iter()
+        .find(|(i, _)| !found.iter().any(|(j, _)| j == i))
+    {
+        let similar = similar.remove(i).unwrap_or_default();
+        return Err(not_found(deb, requests[*i].0, similar));
+    }
+    Ok(found)
 }
 
 fn not_found(deb: &Path, member: &str, similar: Vec<String>) -> DebError {
@@ -1367,6 +1453,32 @@ mod tests {
         assert_eq!(info.package, "linux-image-6.1.0-56-cloud-amd64");
         assert_eq!(info.version, "6.1.192-2");
         assert_eq!(info.architecture, "amd64");
+    }
+
+    #[test]
+    fn real_kernel_modules_in_one_pass_match_one_by_one() {
+        let Some(deb) = shared("linux-image-6.1.0-56-cloud-amd64_6.1.192-2_amd64.deb") else {
+            return;
+        };
+        let dir = "usr/lib/modules/6.1.0-56-cloud-amd64/kernel/drivers";
+        let members = [
+            format!("{dir}/net/virtio_net.ko"),
+            "boot/vmlinuz-6.1.0-56-cloud-amd64".to_owned(),
+            format!("{dir}/virtio/virtio_ring.ko"),
+            format!("{dir}/block/virtio_blk.ko"),
+        ];
+        let mut outs: Vec<Vec<u8>> = vec![Vec::new(); members.len()];
+        let mut requests: Vec<(&str, &mut dyn Write)> = members
+            .iter()
+            .zip(outs.iter_mut())
+            .map(|(m, o)| (m.as_str(), o as &mut dyn Write))
+            .collect();
+        copy_data_files(&deb, &mut requests).unwrap();
+        for (member, out) in members.iter().zip(&outs) {
+            let mut alone = Vec::new();
+            copy_data_file(&deb, member, &mut alone).unwrap();
+            assert!(out.len() > 10_000 && *out == alone, "{member}");
+        }
     }
 
     #[test]
@@ -1855,6 +1967,89 @@ mod tests {
         let e = read_info(&deb).unwrap_err();
         assert!(matches!(e, DebError::Control { .. }), "{e}");
         assert!(e.to_string().contains("no Architecture field"), "{e}");
+    }
+
+    #[test]
+    fn several_members_in_one_pass_are_what_one_by_one_gives() {
+        let dir = tempfile::tempdir().unwrap();
+        let deb = make_deb(
+            dir.path(),
+            "many.deb",
+            ".xz",
+            &[
+                E::Dir("./", 0o755),
+                E::File("./usr/lib/a", b"alpha", 0o644),
+                E::HardLink("./usr/lib/b", "./usr/lib/a"),
+                E::File("./etc/c.conf", b"gamma!", 0o644),
+                E::File("./usr/lib/modules/d.ko", b"delta-module", 0o644),
+            ],
+        );
+        // Out of archive order, a hard link, merged-/usr spellings and a member twice.
+        let members = [
+            "usr/lib/modules/d.ko",
+            "/lib/b",
+            "./etc/c.conf",
+            "lib/a",
+            "usr/lib/a",
+        ];
+        let mut outs: Vec<Vec<u8>> = vec![Vec::new(); members.len()];
+        let mut requests: Vec<(&str, &mut dyn Write)> = members
+            .iter()
+            .zip(outs.iter_mut())
+            .map(|(m, o)| (*m, o as &mut dyn Write))
+            .collect();
+        let sizes = copy_data_files(&deb, &mut requests).unwrap();
+        for ((member, out), size) in members.iter().zip(&outs).zip(&sizes) {
+            let mut alone = Vec::new();
+            let n = copy_data_file(&deb, member, &mut alone).unwrap();
+            assert_eq!((out, *size), (&alone, n), "{member}");
+        }
+        assert_eq!(outs[1], b"alpha");
+        assert_eq!(sizes, [12, 5, 6, 5, 5]);
+        // One member missing among found ones is named, with the similar names.
+        let (mut s1, mut s2) = (io::sink(), io::sink());
+        let mut requests: Vec<(&str, &mut dyn Write)> = vec![
+            ("etc/c.conf", &mut s1),
+            ("usr/lib/modules/d.ko.xz", &mut s2),
+        ];
+        let e = copy_data_files(&deb, &mut requests).unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("d.ko.xz") && msg.contains("usr/lib/modules/d.ko"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn the_pass_stops_at_the_last_member_wanted() {
+        // A data.tar cut off in its third entry: the first two come out of one pass
+        // without reading that far; asking for the third reads into the damage.
+        let dir = tempfile::tempdir().unwrap();
+        let mut data = tar_bytes(&[
+            E::File("./first", b"1", 0o644),
+            E::File("./second", b"2", 0o644),
+            E::File("./third", b"3", 0o644),
+        ]);
+        data.truncate(4 * 512 + 100);
+        let control = tar_bytes(&[E::Dir("./", 0o755), E::File("./control", CONTROL, 0o644)]);
+        let deb = ar_file(
+            dir.path(),
+            "cut.deb",
+            &[
+                ("debian-binary", b"2.0\n".to_vec()),
+                ("control.tar", control),
+                ("data.tar", data),
+            ],
+        );
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        let mut requests: Vec<(&str, &mut dyn Write)> = vec![("second", &mut b), ("first", &mut a)];
+        assert_eq!(copy_data_files(&deb, &mut requests).unwrap(), [1, 1]);
+        assert_eq!((a, b), (b"1".to_vec(), b"2".to_vec()));
+        let (mut s1, mut s2) = (io::sink(), io::sink());
+        let mut requests: Vec<(&str, &mut dyn Write)> =
+            vec![("first", &mut s1), ("third", &mut s2)];
+        let e = copy_data_files(&deb, &mut requests).unwrap_err();
+        assert!(matches!(e, DebError::Tar { .. }), "{e}");
     }
 
     #[test]

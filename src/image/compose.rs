@@ -1,6 +1,7 @@
 //! Composing the image tree from a recipe: sysroot extraction, PID 1 and its config,
 //! executables with their library closure, extra files, and the policy check.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::elf::{self, ElfError};
@@ -268,6 +269,44 @@ fn add_tree(sysroot: &Sysroot, tree: &mut ImageTree, dir: &str) -> Result<(), Co
     Ok(())
 }
 
+/// The `[[payload.files]]` taken from a package member (`input` + `member`), each written to
+/// `work/payload-N` (N: its index), with one pass over each package's archive for all its
+/// members.
+fn extract_payload_members(
+    recipe: &Recipe,
+    inputs: &FetchedInputs,
+    work: &Path,
+) -> Result<BTreeMap<usize, PathBuf>, BuildError> {
+    let mut by_input: BTreeMap<&str, Vec<(usize, &str)>> = BTreeMap::new();
+    for (i, f) in recipe.spec.payload.files.iter().enumerate() {
+        if let (None, None, Some(input), Some(member)) =
+            (&f.content, &f.source, &f.input, &f.member)
+        {
+            by_input.entry(input).or_default().push((i, member));
+        }
+    }
+    let mut dests = BTreeMap::new();
+    for (input, wanted) in by_input {
+        let mut files = Vec::with_capacity(wanted.len());
+        for (i, _) in &wanted {
+            let dest = work.join(format!("payload-{i}"));
+            let file = std::fs::File::create(&dest).map_err(|e| {
+                let f = &recipe.spec.payload.files[*i];
+                input_err(&format!("payload.files[{i}] ({})", f.path), e)
+            })?;
+            files.push(file);
+            dests.insert(*i, dest);
+        }
+        let mut requests: Vec<(&str, &mut dyn std::io::Write)> = wanted
+            .iter()
+            .zip(files.iter_mut())
+            .map(|((_, member), file)| (*member, file as &mut dyn std::io::Write))
+            .collect();
+        crate::deb::copy_data_files(inputs.path(input), &mut requests)?;
+    }
+    Ok(dests)
+}
+
 fn add_payload(
     recipe: &Recipe,
     inputs: &FetchedInputs,
@@ -301,6 +340,7 @@ fn add_payload(
         let dir = recipe::image_path(dir).map_err(|m| input_err("payload.trees", m))?;
         add_tree(sysroot, tree, &dir)?;
     }
+    let members = extract_payload_members(recipe, inputs, work)?;
     for (i, f) in p.files.iter().enumerate() {
         let what = format!("payload.files[{i}] ({})", f.path);
         let path = recipe::image_path(&f.path).map_err(|m| input_err(&what, m))?;
@@ -325,13 +365,8 @@ fn add_payload(
             let elf = starts_with_elf(&host);
             (super::tree::FileSource::Host(host), meta.len(), elf)
         } else if let Some(input) = &f.input {
-            let host = match &f.member {
-                Some(member) => {
-                    let dest = work.join(format!("payload-{i}"));
-                    let mut out = std::fs::File::create(&dest).map_err(|e| input_err(&what, e))?;
-                    crate::deb::copy_data_file(inputs.path(input), member, &mut out)?;
-                    dest
-                }
+            let host = match members.get(&i) {
+                Some(dest) => dest.clone(),
                 None => inputs.path(input).to_owned(),
             };
             let size = std::fs::metadata(&host)
