@@ -224,7 +224,6 @@ fn check_sbom(out_a: &Path, out_b: &Path, report: &serde_json::Value) {
     assert_eq!(sha(find("zig", "0.17.0")), prov["c_toolchain"]["sha256"]);
 }
 
-/// The project's current reference release, under measurements/ (measurements/README.md).
 /// The project's reference release in measurements/: its measurement files equal a fresh
 /// `zoa measure` of this build, its signature and artifact digests verify against the
 /// fresh uki.efi and build.json with the committed public key, and the release log's

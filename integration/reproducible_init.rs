@@ -13,7 +13,7 @@ use crate::common;
 
 use common::*;
 use serde_json::Value;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use zoa::init_build::provenance::Provenance;
 
@@ -38,9 +38,9 @@ fn copy_checkout(src: &Path, dest: &Path) {
     }
 }
 
-fn zig() -> std::path::PathBuf {
+fn zig() -> PathBuf {
     let zig = std::env::var_os("ZOA_ZIG")
-        .map(std::path::PathBuf::from)
+        .map(PathBuf::from)
         .expect("ZOA_ZIG is not set: run .ci/deps and source .ci/env");
     std::fs::canonicalize(zig).unwrap()
 }

@@ -269,6 +269,11 @@ fn add_tree(sysroot: &Sysroot, tree: &mut ImageTree, dir: &str) -> Result<(), Co
     Ok(())
 }
 
+/// How errors name the `i`th `[[payload.files]]` entry.
+fn payload_file_label(i: usize, f: &recipe::PayloadFile) -> String {
+    format!("payload.files[{i}] ({})", f.path)
+}
+
 /// The `[[payload.files]]` taken from a package member (`input` + `member`), each written to
 /// `work/payload-N` (N: its index), with one pass over each package's archive for all its
 /// members.
@@ -291,8 +296,7 @@ fn extract_payload_members(
         for (i, _) in &wanted {
             let dest = work.join(format!("payload-{i}"));
             let file = std::fs::File::create(&dest).map_err(|e| {
-                let f = &recipe.spec.payload.files[*i];
-                input_err(&format!("payload.files[{i}] ({})", f.path), e)
+                input_err(&payload_file_label(*i, &recipe.spec.payload.files[*i]), e)
             })?;
             files.push(file);
             dests.insert(*i, dest);
@@ -342,7 +346,7 @@ fn add_payload(
     }
     let members = extract_payload_members(recipe, inputs, work)?;
     for (i, f) in p.files.iter().enumerate() {
-        let what = format!("payload.files[{i}] ({})", f.path);
+        let what = payload_file_label(i, f);
         let path = recipe::image_path(&f.path).map_err(|m| input_err(&what, m))?;
         let (node_source, size, is_elf) = if let Some(content) = &f.content {
             let bytes = content.clone().into_bytes();
